@@ -1,0 +1,12 @@
+//! The shared vocabulary of Sequent: the event envelope, the validation rules for keys, types
+//! and ids, the NATS subject layout, and the append wire messages. No I/O lives here, so both
+//! binaries (and the Python module) agree on every byte without pulling in a runtime.
+
+pub mod envelope;
+pub mod subjects;
+pub mod validate;
+pub mod wire;
+
+pub use envelope::{Event, Expect, NewEvent, Producer};
+pub use validate::{Limits, ValidationError};
+pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, Receipt};

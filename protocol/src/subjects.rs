@@ -1,0 +1,101 @@
+//! The NATS subject layout. Events are published as `ev.<key>.<type>`; the stream's subject
+//! transform inserts a partition token, so they are stored as `ev.<p>.<key>.<type>` with
+//! `p = fnv1a32(key) % partitions` (the server's `partition()` function). Every filter that
+//! reads or checks stored events must use the stored form.
+
+/// Subject a client publishes an event to (before the stream's transform).
+pub fn publish_subject(key: &str, event_type: &str) -> String {
+    format!("ev.{key}.{event_type}")
+}
+
+/// Filter matching every stored event of one key, whatever its partition and type. This is
+/// also the filter of the per-key optimistic-concurrency check.
+pub fn key_filter(key: &str) -> String {
+    format!("ev.*.{key}.*")
+}
+
+/// Filter matching every stored event of one type.
+pub fn type_filter(event_type: &str) -> String {
+    format!("ev.*.*.{event_type}")
+}
+
+/// Filter matching one key and one type.
+pub fn key_type_filter(key: &str, event_type: &str) -> String {
+    format!("ev.*.{key}.{event_type}")
+}
+
+/// Filter matching the events of one type in one partition.
+pub fn partition_type_filter(partition: u32, event_type: &str) -> String {
+    format!("ev.{partition}.*.{event_type}")
+}
+
+/// Every stored event.
+pub const ALL_EVENTS: &str = "ev.>";
+
+/// The stream's input subjects and its partitioning transform.
+pub const STREAM_INPUT: &str = "ev.*.*";
+pub fn stream_transform_destination(partitions: u32) -> String {
+    format!("ev.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}")
+}
+
+/// Correlation index: one subject per unit of work, holding the stream sequences of its events.
+pub fn correlation_index_subject(correlation: &str) -> String {
+    format!("ix.c.{correlation}")
+}
+pub const INDEX_INPUT: &str = "ix.>";
+
+/// NATS request subject on which gateways take appends from service `service`. Each service's
+/// NATS user may publish only to its own, so the subject names the producer reliably.
+pub fn append_subject(service: &str) -> String {
+    format!("sequent.append.{service}")
+}
+pub const APPEND_WILDCARD: &str = "sequent.append.*";
+pub const GATEWAY_QUEUE_GROUP: &str = "bus-gateway";
+
+/// Splits a stored subject `ev.<p>.<key>.<type>` into (partition, key, type).
+pub fn parse_stored_subject(subject: &str) -> Option<(u32, &str, &str)> {
+    let mut parts = subject.splitn(4, '.');
+    if parts.next()? != "ev" {
+        return None;
+    }
+    let p = parts.next()?.parse().ok()?;
+    Some((p, parts.next()?, parts.next()?))
+}
+
+/// FNV-1a, 32 bit: the hash nats-server's `partition()` transform uses.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The partition a key is stored under.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    fnv1a32(key.as_bytes()) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transform_destination_is_mustache() {
+        assert_eq!(stream_transform_destination(16), "ev.{{partition(16,1)}}.{{wildcard(1)}}.{{wildcard(2)}}");
+    }
+
+    #[test]
+    fn parses_stored_subjects() {
+        assert_eq!(parse_stored_subject("ev.3.acc-1.Deposited"), Some((3, "acc-1", "Deposited")));
+        assert_eq!(parse_stored_subject("ix.c.x"), None);
+    }
+
+    #[test]
+    fn fnv_matches_reference_vectors() {
+        assert_eq!(fnv1a32(b""), 0x811c9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
+        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
+    }
+}
