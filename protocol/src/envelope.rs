@@ -185,3 +185,23 @@ mod tests {
         assert_eq!(back.data.get(), r#"{"amount_cents":5}"#);
     }
 }
+
+/// The JSON of a stored event with its `seq` added, without parsing and re-serialising it: the
+/// stored payload is an object written by [`Event::to_stored`], so `seq` is spliced in front.
+pub fn event_json_with_seq(payload: &[u8], seq: u64) -> Result<String, serde_json::Error> {
+    let text = std::str::from_utf8(payload).map_err(|e| <serde_json::Error as serde::de::Error>::custom(e.to_string()))?;
+    match text.strip_prefix('{') {
+        Some(rest) if rest.starts_with('"') => Ok(format!("{{\"seq\":{seq},{rest}")),
+        _ => Event::from_stored(payload, seq).map(|e| serde_json::to_string(&e).expect("events serialise")),
+    }
+}
+
+#[cfg(test)]
+mod splice_tests {
+    #[test]
+    fn splices_seq_in_front() {
+        let json = super::event_json_with_seq(br#"{"id":"e","x":1}"#, 9).unwrap();
+        assert_eq!(json, r#"{"seq":9,"id":"e","x":1}"#);
+        assert!(super::event_json_with_seq(b"[1]", 9).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Who may do what: API tokens for HTTP clients, and the per-service event-type policy for
+//! appends arriving over NATS (where the request subject names the service, and NATS
+//! permissions make sure each service can only use its own subject).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No token, or one we do not know.
+    Unauthenticated,
+    /// A known token without the needed role.
+    Forbidden(String),
+}
+
+/// HTTP API tokens. Empty means the API is open (dev on loopback).
+#[derive(Debug, Default)]
+pub struct Tokens {
+    by_token: HashMap<String, Caller>,
+}
+
+impl Tokens {
+    /// Parses `name:token:role,...`.
+    pub fn parse(spec: &str) -> anyhow::Result<Tokens> {
+        let mut by_token = HashMap::new();
+        for entry in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parts: Vec<&str> = entry.split(':').collect();
+            let [name, token, role] = parts[..] else {
+                anyhow::bail!("API token entry {:?} should be name:token:role", entry.split(':').next().unwrap_or(""));
+            };
+            let role = match role {
+                "read" => Role::Read,
+                "write" => Role::Write,
+                other => anyhow::bail!("API token {name}: unknown role {other:?}, use read or write"),
+            };
+            if token.len() < 16 {
+                anyhow::bail!("API token {name} is shorter than 16 characters");
+            }
+            by_token.insert(token.to_string(), Caller { name: name.to_string(), role });
+        }
+        Ok(Tokens { by_token })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.by_token.is_empty()
+    }
+
+    /// Checks a bearer token (None when the request carried none) against the needed role.
+    pub fn check(&self, token: Option<&str>, need: Role) -> Result<Caller, Denied> {
+        if self.is_open() {
+            return Ok(Caller { name: "api".into(), role: Role::Write });
+        }
+        let caller = token.and_then(|t| self.by_token.get(t)).ok_or(Denied::Unauthenticated)?;
+        if caller.role < need {
+            return Err(Denied::Forbidden(format!("token {:?} may only read", caller.name)));
+        }
+        Ok(caller.clone())
+    }
+}
+
+/// Which event types each service may append. None: any service, any type.
+#[derive(Debug, Default)]
+pub struct Policy {
+    services: Option<HashMap<String, HashSet<String>>>,
+}
+
+impl Policy {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Policy> {
+        let Some(path) = path else { return Ok(Policy::default()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the service policy {}: {e}", path.display()))?;
+        let services: HashMap<String, HashSet<String>> = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("the service policy {} is not {{\"service\": [\"Type\", ...]}}: {e}", path.display())
+        })?;
+        Ok(Policy { services: Some(services) })
+    }
+
+    pub fn check(&self, service: &str, event_type: &str) -> Result<(), String> {
+        let Some(services) = &self.services else { return Ok(()) };
+        match services.get(service) {
+            None => Err(format!("service {service:?} is not in the gateway's policy and may not append")),
+            Some(types) if types.contains(event_type) => Ok(()),
+            Some(_) => Err(format!("service {service:?} may not append events of type {event_type:?}")),
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_roles() {
+        let t = Tokens::parse("ops:aaaaaaaaaaaaaaaa:write, bi:bbbbbbbbbbbbbbbb:read").unwrap();
+        assert_eq!(t.check(Some("aaaaaaaaaaaaaaaa"), Role::Write).unwrap().name, "ops");
+        assert!(matches!(t.check(Some("bbbbbbbbbbbbbbbb"), Role::Write), Err(Denied::Forbidden(_))));
+        assert!(t.check(Some("bbbbbbbbbbbbbbbb"), Role::Read).is_ok());
+        assert_eq!(t.check(None, Role::Read).unwrap_err(), Denied::Unauthenticated);
+        assert_eq!(t.check(Some("nope"), Role::Read).unwrap_err(), Denied::Unauthenticated);
+        assert!(Tokens::parse("x:short:read").is_err());
+        assert!(Tokens::parse("x:cccccccccccccccc:admin").is_err());
+        assert!(Tokens::parse("").unwrap().is_open());
+    }
+
+    #[test]
+    fn policy() {
+        let open = Policy::default();
+        assert!(open.check("anything", "Any").is_ok());
+        let p = Policy { services: Some(HashMap::from([("accounts".into(), HashSet::from(["Opened".into()]))])) };
+        assert!(p.check("accounts", "Opened").is_ok());
+        assert!(p.check("accounts", "Closed").unwrap_err().contains("Closed"));
+        assert!(p.check("users", "Opened").unwrap_err().contains("not in the gateway's policy"));
+    }
+}

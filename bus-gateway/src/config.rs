@@ -1,0 +1,114 @@
+//! Command-line flags, each with an environment-variable fallback.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bus-gateway",
+    about = "Sequent's gateway: validated, version-checked appends to the JetStream event stream, \
+             queries, and a live WebSocket feed",
+    version
+)]
+pub struct Config {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// NATS user of the gateway (see nats/accounts.conf).
+    #[arg(long, env = "SEQUENT_GATEWAY_NATS_USER", default_value = "gateway")]
+    pub nats_user: String,
+
+    /// NATS password of the gateway. The default matches the dev-only nats/accounts.conf.
+    #[arg(long, env = "SEQUENT_GATEWAY_NATS_PASSWORD", default_value = "gateway-dev", hide_env_values = true)]
+    pub nats_password: String,
+
+    /// Trust this CA file for a TLS connection to NATS (also enables TLS).
+    #[arg(long, env = "SEQUENT_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+
+    /// HTTP listen address (REST API, WebSocket live feed, /health, /metrics).
+    #[arg(long, env = "SEQUENT_GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// Name of the JetStream stream holding the events.
+    #[arg(long, env = "SEQUENT_STREAM", default_value = "EVENTS")]
+    pub stream: String,
+
+    /// Replicas of the streams (1 for a single node, 3 for a cluster).
+    #[arg(long, env = "SEQUENT_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+
+    /// Number of key partitions. Fixed when the stream is created; changing it later would move
+    /// keys between partitions, so the gateway refuses to start on a mismatch.
+    #[arg(long, env = "SEQUENT_PARTITIONS", default_value_t = 16)]
+    pub partitions: u32,
+
+    /// How long JetStream remembers event ids to absorb retries, e.g. "2m", "10m".
+    #[arg(long, env = "SEQUENT_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub dedup_window: Duration,
+
+    /// Largest `data` object of one event, in bytes.
+    #[arg(long, env = "SEQUENT_MAX_DATA_BYTES", default_value_t = 256 * 1024)]
+    pub max_data_bytes: usize,
+
+    /// Most events in one append (an atomic batch).
+    #[arg(long, env = "SEQUENT_MAX_BATCH", default_value_t = 256)]
+    pub max_batch: usize,
+
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "SEQUENT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// API tokens for HTTP clients, comma separated `name:token:role` with role `write` (append
+    /// and read) or `read`. When empty, the HTTP API is open: only sensible on loopback.
+    #[arg(long, env = "SEQUENT_API_TOKENS", default_value = "", hide_env_values = true)]
+    pub api_tokens: String,
+
+    /// JSON file naming, per service type, the event types it may append:
+    /// `{"accounts": ["AccountOpened", ...], ...}`. Without it any service may append any type.
+    #[arg(long, env = "SEQUENT_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// How long one JetStream request may take before it is retried (the outcome of a
+    /// timed-out append is unknown, so it is retried with the same event id).
+    #[arg(long, env = "SEQUENT_NATS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_timeout: Duration,
+
+    /// Keys whose current version is cached as a hint (JetStream stays the authority).
+    #[arg(long, env = "SEQUENT_VERSION_CACHE", default_value_t = 100_000)]
+    pub version_cache: usize,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Parses "250ms", "5s", "2m", "1h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2 weeks").is_err());
+    }
+}

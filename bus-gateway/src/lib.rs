@@ -1,0 +1,168 @@
+//! bus-gateway: the stateless front door of the event store. Any number of instances may run;
+//! services reach them over NATS request/reply (a queue group), HTTP clients over REST.
+
+pub mod auth;
+pub mod config;
+mod http;
+mod indexer;
+mod jsapi;
+mod live;
+mod nats_api;
+pub mod store;
+
+use anyhow::Context as _;
+use auth::{Policy, Tokens};
+pub use config::Config;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sequent_protocol::wire::parse_append;
+use sequent_protocol::{AppendReply, ErrorCode, Limits, Producer, Receipt};
+use std::sync::Arc;
+use std::time::Instant;
+use store::Store;
+
+pub struct App {
+    pub config: Config,
+    pub client: async_nats::Client,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub policy: Policy,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Parses, authorizes and stores one append request. `service` is set for appends from a
+    /// service over NATS; its declared types are checked against the policy.
+    pub async fn append(&self, body: &[u8], producer: Producer, service: Option<&str>) -> AppendReply {
+        let started = Instant::now();
+        let reply = match parse_append(body, &self.limits) {
+            Err(reply) => reply,
+            Ok(request) => {
+                let refused: Vec<Receipt> = match service {
+                    Some(service) => request
+                        .events
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(index, e)| {
+                            self.policy.check(service, &e.event_type).err().map(|reason| Receipt::Invalid { index, reason })
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if !refused.is_empty() {
+                    let reason = refused.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("; ");
+                    AppendReply::error(ErrorCode::Forbidden, reason)
+                } else {
+                    let producer = Producer { instance: request.instance.or(producer.instance), ..producer };
+                    self.store.append(request.events, producer).await
+                }
+            }
+        };
+        record_append_metrics(&reply, started);
+        reply
+    }
+
+    /// The events of one unit of work, as JSON objects in stream order. Waits (briefly) for the
+    /// correlation index to cover everything stored when the query arrived.
+    pub async fn correlation_events(&self, correlation: &str) -> Result<Vec<String>, store::StoreError> {
+        let upto = self.store.last_seq().await?;
+        indexer::wait_indexed(&self.store, upto, std::time::Duration::from_secs(3)).await;
+        let filter = sequent_protocol::subjects::correlation_index_subject(correlation);
+        let (entries, _) = self.store.scan(&self.store.index, vec![filter], 1, usize::MAX).await?;
+        let mut seqs: Vec<u64> =
+            entries.iter().filter_map(|m| std::str::from_utf8(&m.payload).ok()?.parse().ok()).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(event) = self.store.get(seq).await? {
+                out.push(serde_json::to_string(&event).expect("events serialise"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn record_append_metrics(reply: &AppendReply, started: Instant) {
+    let outcome = match (&reply.error, reply.receipts.first()) {
+        (Some(_), _) => "error",
+        (None, _) if reply.all_stored() => "stored",
+        (None, _) if reply.receipts.iter().any(|r| matches!(r, Receipt::Conflict { .. })) => "conflict",
+        _ => "invalid",
+    };
+    metrics::counter!("sequent_appends_total", "outcome" => outcome).increment(1);
+    let events = reply.receipts.iter().filter(|r| r.is_stored()).count() as u64;
+    metrics::counter!("sequent_events_stored_total").increment(events);
+    metrics::histogram!("sequent_append_seconds").record(started.elapsed().as_secs_f64());
+}
+
+fn install_metrics() -> PrometheusHandle {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
+        .expect("static buckets are valid")
+        .build_recorder();
+    let handle = recorder.handle();
+    // A second gateway in the same process (tests) keeps the first recorder.
+    let _ = metrics::set_global_recorder(recorder);
+    handle
+}
+
+/// Connects to NATS, sets up the streams, and serves until the process is stopped.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let tokens = Tokens::parse(&config.api_tokens)?;
+    let policy = Policy::load(config.policy.as_deref())?;
+    if tokens.is_open() && !config.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve an open HTTP API on {}: set SEQUENT_API_TOKENS (name:token:role,...) or listen on 127.0.0.1",
+            config.listen
+        );
+    }
+    if tokens.is_open() {
+        tracing::warn!("no API tokens configured: the HTTP API on {} is open to local clients", config.listen);
+    }
+    let client = connect(&config).await?;
+    let store = Store::open(client.clone(), &config).await.context("setting up the event streams")?;
+    let limits = Limits { max_data_bytes: config.max_data_bytes, max_batch: config.max_batch };
+    let app = Arc::new(App { config: config.clone(), client, store, tokens, policy, limits, metrics: install_metrics() });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, stream = config.stream, "bus-gateway ready");
+    let nats = tokio::spawn(nats_api::serve(app.clone()));
+    let index = tokio::spawn(indexer::run(app.clone()));
+    let http = axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = http => r.context("HTTP server")?,
+        r = nats => r.context("NATS API task")??,
+        r = index => r.context("indexer task")??,
+    }
+    Ok(())
+}
+
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::with_user_and_password(config.nats_user.clone(), config.nats_password.clone())
+        .name("bus-gateway")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
+    if let Some(ca) = &config.nats_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options.connect(config.nats_url.as_str()).await.with_context(|| {
+        format!("connecting to NATS at {} as {} (is nats-server running? are the credentials right?)", config.nats_url, config.nats_user)
+    })?;
+    // retry_on_initial_connect returns at once; wait for the first connection so errors surface.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if Instant::now() > deadline {
+            anyhow::bail!("could not connect to NATS at {} within 30 s: is nats-server running there?", config.nats_url);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(client)
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

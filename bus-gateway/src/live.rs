@@ -1,0 +1,137 @@
+//! `GET /v1/live`: a WebSocket that sends the matching history from `from_seq`, then live
+//! events. Both come from one ordered consumer, so the switch has no gap and no duplicate;
+//! a `{"kind":"caught_up"}` message marks where history ended.
+
+use crate::auth::{bearer, Role};
+use crate::http::{bad, denied};
+use crate::store::ordered_config;
+use crate::App;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::StreamExt;
+use sequent_protocol::envelope::event_json_with_seq;
+use sequent_protocol::subjects;
+use sequent_protocol::validate::{validate_key, validate_type};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// More filter subjects than this make the server's matching slow (nats-server #4888).
+const MAX_FILTERS: usize = 256;
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    #[serde(default)]
+    types: Option<String>,
+    #[serde(default)]
+    keys: Option<String>,
+    /// Start of the history to send first; without it only new events are sent.
+    #[serde(default)]
+    from_seq: Option<u64>,
+    /// For browsers, which cannot set an Authorization header on a WebSocket.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+fn list(s: &Option<String>) -> Vec<&str> {
+    s.as_deref().map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
+}
+
+/// The filter subjects for the chosen keys and types (cross product).
+pub fn filters(types: &[&str], keys: &[&str]) -> Result<Vec<String>, String> {
+    for t in types {
+        validate_type(t).map_err(|e| e.to_string())?;
+    }
+    for k in keys {
+        validate_key(k).map_err(|e| e.to_string())?;
+    }
+    let out: Vec<String> = match (types.is_empty(), keys.is_empty()) {
+        (true, true) => vec![subjects::ALL_EVENTS.into()],
+        (false, true) => types.iter().map(|t| subjects::type_filter(t)).collect(),
+        (true, false) => keys.iter().map(|k| subjects::key_filter(k)).collect(),
+        (false, false) => keys.iter().flat_map(|k| types.iter().map(move |t| subjects::key_type_filter(k, t))).collect(),
+    };
+    if out.len() > MAX_FILTERS {
+        return Err(format!("{} key/type combinations; at most {MAX_FILTERS} are allowed", out.len()));
+    }
+    Ok(out)
+}
+
+pub async fn handler(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<LiveQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = bearer(&headers).or(q.token.as_deref());
+    if let Err(d) = app.tokens.check(token, Role::Read) {
+        return denied(d);
+    }
+    let filters = match filters(&list(&q.types), &list(&q.keys)) {
+        Ok(f) => f,
+        Err(e) => return bad(e),
+    };
+    let from_seq = q.from_seq;
+    ws.on_upgrade(move |socket| async move {
+        if let Err(e) = feed(app, socket, filters, from_seq).await {
+            tracing::debug!(error = %e, "live feed ended");
+        }
+    })
+}
+
+async fn feed(app: Arc<App>, mut socket: WebSocket, filters: Vec<String>, from_seq: Option<u64>) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    let mut config = ordered_config(filters, from_seq.unwrap_or(1));
+    if from_seq.is_none() {
+        config.deliver_policy = DeliverPolicy::New;
+    }
+    let consumer = app.store.events.create_consumer(config).await?;
+    let mut caught_up = consumer.cached_info().num_pending == 0;
+    let mut last_seq = 0u64;
+    if caught_up {
+        socket.send(Message::Text(caught_up_msg(last_seq).into())).await?;
+    }
+    let mut messages = consumer.messages().await?;
+    loop {
+        tokio::select! {
+            next = messages.next() => {
+                let Some(msg) = next else { break };
+                let msg = msg?;
+                let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                last_seq = info.stream_sequence;
+                let pending = info.pending;
+                let json = event_json_with_seq(&msg.payload, last_seq)?;
+                socket.send(Message::Text(format!("{{\"kind\":\"event\",\"event\":{json}}}").into())).await?;
+                if !caught_up && pending == 0 {
+                    caught_up = true;
+                    socket.send(Message::Text(caught_up_msg(last_seq).into())).await?;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    Ok(())
+}
+
+fn caught_up_msg(seq: u64) -> String {
+    format!("{{\"kind\":\"caught_up\",\"seq\":{seq}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_filters() {
+        assert_eq!(filters(&[], &[]).unwrap(), vec!["ev.>"]);
+        assert_eq!(filters(&["A"], &["k"]).unwrap(), vec!["ev.*.k.A"]);
+        assert!(filters(&["A.B"], &[]).is_err());
+        let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(filters(&[], &refs).is_err());
+    }
+}

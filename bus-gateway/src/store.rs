@@ -1,0 +1,589 @@
+//! The event store on JetStream: stream setup, version-checked appends, reads.
+//!
+//! Every event of key K is stored under `ev.<p>.K.<type>`. An append reads K's last event (its
+//! stream sequence S and version V), then publishes with `Nats-Expected-Last-Subject-Sequence: S`
+//! over the filter `ev.*.K.*`. JetStream refuses the write if anything else was stored for K
+//! since, so versions stay dense and two gateways cannot both win. The version cache only saves
+//! the read; a stale entry just costs a refused publish and a fresh read.
+
+use crate::config::Config;
+use crate::jsapi::PublishOutcome;
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use lru::LruCache;
+use parking_lot::Mutex;
+use sequent_protocol::envelope::{new_event_id, EventHead};
+use sequent_protocol::subjects;
+use sequent_protocol::{AppendReply, ErrorCode, Event, Expect, NewEvent, Producer, Receipt};
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+const INDEX_SUFFIX: &str = "_IX";
+/// Attempts for one append when the key keeps moving ("any") or the server is briefly away.
+const MAX_ATTEMPTS: u32 = 12;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the event store did not answer: {0}. The outcome is unknown; retry with the same event ids")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    fn reply(&self) -> AppendReply {
+        let code = match self {
+            StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::Internal(_) => ErrorCode::Internal,
+        };
+        AppendReply::error(code, self.to_string())
+    }
+}
+
+/// The last event of a key, as far as the version chain is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub version: u64,
+    pub id: String,
+}
+
+pub struct Store {
+    client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub events: stream::Stream,
+    pub index: stream::Stream,
+    pub stream_name: String,
+    pub index_name: String,
+    timeout: Duration,
+    cache: Mutex<LruCache<String, Head>>,
+}
+
+/// An event ready to be written: ids, time and version chain filled in.
+struct Prepared {
+    event: Event,
+    expect: Expect,
+}
+
+impl Store {
+    /// Creates the streams, or brings their settings up to date, idempotently.
+    pub async fn open(client: async_nats::Client, config: &Config) -> anyhow::Result<Store> {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.nats_timeout);
+        let events = ensure_stream(&js, events_stream_config(config)).await?;
+        let transform = events.cached_info().config.subject_transform.clone();
+        let want = subjects::stream_transform_destination(config.partitions);
+        if transform.as_ref().map(|t| t.destination.as_str()) != Some(want.as_str()) {
+            anyhow::bail!(
+                "stream {} partitions its keys as {:?}, but this gateway was started with --partitions {}; \
+                 partitions are fixed when the stream is created: start with the stream's value",
+                config.stream,
+                transform.map(|t| t.destination),
+                config.partitions
+            );
+        }
+        let index = ensure_stream(&js, index_stream_config(config)).await?;
+        let cache = NonZeroUsize::new(config.version_cache.max(1)).expect("max(1) is non-zero");
+        Ok(Store {
+            client,
+            js,
+            events,
+            index,
+            stream_name: config.stream.clone(),
+            index_name: format!("{}{INDEX_SUFFIX}", config.stream),
+            timeout: config.nats_timeout,
+            cache: Mutex::new(LruCache::new(cache)),
+        })
+    }
+
+    /// The key's last event, read from the stream leader (never a possibly stale replica).
+    pub async fn head(&self, key: &str) -> Result<Option<Head>, StoreError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
+        match self.events.get_last_raw_message_by_subject(&subjects::key_filter(key)).await {
+            Ok(msg) => {
+                let head: EventHead = serde_json::from_slice(&msg.payload)
+                    .map_err(|e| StoreError::Internal(format!("stored event at seq {} is unreadable: {e}", msg.sequence)))?;
+                Ok(Some(Head { seq: msg.sequence, version: head.version, id: head.id }))
+            }
+            Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(format!("reading the last event of {key}: {e}"))),
+        }
+    }
+
+    /// One stored event by stream sequence.
+    pub async fn get(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind as K;
+        match self.events.get_raw_message(seq).await {
+            Ok(msg) => Event::from_stored(&msg.payload, msg.sequence)
+                .map(Some)
+                .map_err(|e| StoreError::Internal(format!("stored event at seq {seq} is unreadable: {e}"))),
+            Err(e) if matches!(e.kind(), K::NoMessageFound) => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(format!("reading seq {seq}: {e}"))),
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<Head> {
+        self.cache.lock().get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, head: Head) {
+        self.cache.lock().put(key.to_string(), head);
+    }
+
+    fn forget(&self, key: &str) {
+        self.cache.lock().pop(key);
+    }
+
+    /// Appends the events of one request: one event directly, several as an atomic batch.
+    pub async fn append(&self, events: Vec<NewEvent>, producer: Producer) -> AppendReply {
+        let time = now_rfc3339();
+        let prepared: Vec<Prepared> = events
+            .into_iter()
+            .map(|e| {
+                let id = e.id.unwrap_or_else(new_event_id);
+                let correlation = e.correlation.unwrap_or_else(|| id.clone());
+                Prepared {
+                    expect: e.expect,
+                    event: Event {
+                        seq: 0,
+                        id,
+                        event_type: e.event_type,
+                        key: e.key,
+                        version: 0,
+                        correlation,
+                        causation: e.causation,
+                        producer: producer.clone(),
+                        time: time.clone(),
+                        data: e.data,
+                    },
+                }
+            })
+            .collect();
+        let result = if prepared.len() == 1 {
+            let p = prepared.into_iter().next().expect("len is 1");
+            self.append_one(p).await.map(|r| vec![r])
+        } else {
+            self.append_batch(prepared).await
+        };
+        match result {
+            Ok(receipts) => AppendReply { receipts, error: None },
+            Err(e) => e.reply(),
+        }
+    }
+
+    async fn append_one(&self, mut p: Prepared) -> Result<Receipt, StoreError> {
+        let key = p.event.key.clone();
+        // Where the version chain is believed to stand, and whether that belief came from the
+        // stream leader just now (only then may it be reported as a conflict).
+        let mut head = self.cached(&key);
+        let mut fresh = false;
+        if head.is_none() && p.expect != Expect::Version(0) {
+            head = self.head(&key).await?;
+            fresh = true;
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            // A retry of an append that did land finds its own event on top of the key.
+            if let Some(h) = head.as_ref().filter(|h| fresh && h.id == p.event.id) {
+                return Ok(stored(&p.event, h.seq, h.version, true));
+            }
+            let (expected_seq, version) = head.as_ref().map_or((0, 0), |h| (h.seq, h.version + 1));
+            if let Expect::Version(want) = p.expect {
+                if want != version {
+                    if fresh {
+                        return Ok(conflict(&p.event, want, head.as_ref()));
+                    }
+                    head = self.head(&key).await?;
+                    fresh = true;
+                    continue;
+                }
+            }
+            p.event.version = version;
+            let payload = Bytes::from(p.event.to_stored());
+            let headers = publish_headers(&p.event, Some(expected_seq), None);
+            let subject = subjects::publish_subject(&key, &p.event.event_type);
+            match self.publish(subject, headers, payload).await {
+                PublishOutcome::Stored { seq, duplicate: false, .. } => {
+                    self.remember(&key, Head { seq, version, id: p.event.id.clone() });
+                    return Ok(stored(&p.event, seq, version, false));
+                }
+                PublishOutcome::Stored { seq, duplicate: true, .. } => {
+                    let original = self.get(seq).await?.ok_or_else(|| {
+                        StoreError::Internal(format!("the stream reported event {} stored at seq {seq}, which is missing", p.event.id))
+                    })?;
+                    return Ok(stored(&original, seq, original.version, true));
+                }
+                PublishOutcome::Conflict => {
+                    self.forget(&key);
+                    head = self.head(&key).await?;
+                    fresh = true;
+                }
+                PublishOutcome::Retry(why) => {
+                    tracing::debug!(key, attempt, why, "retrying append");
+                    backoff(attempt).await;
+                }
+                PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
+            }
+        }
+        match p.expect {
+            Expect::Version(want) => Ok(conflict(&p.event, want, head.as_ref())),
+            Expect::Any => Err(StoreError::Unavailable(format!(
+                "key {key} kept changing or the store kept refusing for {MAX_ATTEMPTS} attempts"
+            ))),
+        }
+    }
+
+    /// Appends several events atomically with JetStream's batch publish (ADR-50): all are
+    /// stored, contiguously, or none is. Each key's first event in the batch carries the key's
+    /// expectation; JetStream checks them all at commit time.
+    async fn append_batch(&self, mut batch: Vec<Prepared>) -> Result<Vec<Receipt>, StoreError> {
+        let mut fresh = false;
+        let mut heads: std::collections::HashMap<String, Option<Head>> = std::collections::HashMap::new();
+        for p in &batch {
+            if !heads.contains_key(&p.event.key) {
+                let cached = self.cached(&p.event.key);
+                heads.insert(p.event.key.clone(), cached);
+            }
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            if fresh || heads.values().any(Option::is_none) {
+                for (key, head) in heads.iter_mut() {
+                    if fresh || head.is_none() {
+                        *head = self.head(key).await?;
+                    }
+                }
+                fresh = true;
+            }
+            // A retry of a batch that did land finds each key's last batch event on top.
+            if fresh && batch_already_stored(&batch, &heads) {
+                return self.stored_batch_receipts(&batch, &heads).await;
+            }
+            // Chain versions through the batch and check the expectations.
+            let mut next: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            let mut first_of_key = Vec::with_capacity(batch.len());
+            let mut conflict_at = None;
+            for (i, p) in batch.iter().enumerate() {
+                let key = p.event.key.as_str();
+                let is_first = !next.contains_key(key);
+                let version = *next
+                    .entry(key)
+                    .or_insert_with(|| heads[key].as_ref().map_or(0, |h| h.version + 1));
+                if matches!(p.expect, Expect::Version(want) if want != version) && conflict_at.is_none() {
+                    conflict_at = Some(i);
+                }
+                next.insert(key, version + 1);
+                first_of_key.push((is_first, version));
+            }
+            if let Some(i) = conflict_at {
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                return Ok(batch_conflict(&batch, i, &heads));
+            }
+            for (p, (_, version)) in batch.iter_mut().zip(&first_of_key) {
+                p.event.version = *version;
+            }
+            match self.publish_batch(&batch, &first_of_key, &heads).await {
+                PublishOutcome::Stored { seq: last_seq, duplicate: _, count } => {
+                    if count != 0 && count != batch.len() as u64 {
+                        return Err(StoreError::Internal(format!(
+                            "the stream committed {count} of {} batch events",
+                            batch.len()
+                        )));
+                    }
+                    let first_seq = last_seq + 1 - batch.len() as u64;
+                    let receipts = batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| stored(&p.event, first_seq + i as u64, p.event.version, false))
+                        .collect::<Vec<_>>();
+                    for (i, p) in batch.iter().enumerate() {
+                        self.remember(
+                            &p.event.key,
+                            Head { seq: first_seq + i as u64, version: p.event.version, id: p.event.id.clone() },
+                        );
+                    }
+                    return Ok(receipts);
+                }
+                PublishOutcome::Conflict => {
+                    for key in heads.keys() {
+                        self.forget(key);
+                    }
+                    fresh = true;
+                }
+                PublishOutcome::Retry(why) => {
+                    tracing::debug!(attempt, why, "retrying batch");
+                    fresh = true;
+                    backoff(attempt).await;
+                }
+                PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
+            }
+        }
+        Err(StoreError::Unavailable(format!("the batch could not be committed in {MAX_ATTEMPTS} attempts")))
+    }
+
+    async fn publish_batch(
+        &self,
+        batch: &[Prepared],
+        first_of_key: &[(bool, u64)],
+        heads: &std::collections::HashMap<String, Option<Head>>,
+    ) -> PublishOutcome {
+        let batch_id = new_event_id().replace('-', "");
+        let n = batch.len();
+        for (i, (p, (is_first, _))) in batch.iter().zip(first_of_key).enumerate() {
+            let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
+            let mut headers = publish_headers(&p.event, expected, Some((&batch_id, i + 1)));
+            let last = i + 1 == n;
+            if last {
+                headers.insert("Nats-Batch-Commit", "1");
+            }
+            let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
+            let payload = Bytes::from(p.event.to_stored());
+            if i == 0 || last {
+                // The first message opens the batch (errors come back at once), the last commits it.
+                match self.publish(subject, headers, payload).await {
+                    PublishOutcome::Stored { .. } if !last => {}
+                    outcome => return outcome,
+                }
+            } else if let Err(e) = self.client.publish_with_headers(subject, headers, payload).await {
+                return PublishOutcome::Retry(format!("sending batch message: {e}"));
+            }
+        }
+        unreachable!("the loop returns at the last message")
+    }
+
+    async fn stored_batch_receipts(
+        &self,
+        batch: &[Prepared],
+        heads: &std::collections::HashMap<String, Option<Head>>,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        // The batch was stored contiguously, so its last event's seq fixes all the others.
+        let last_key = &batch.last().expect("batches are not empty").event.key;
+        let last_seq = heads[last_key].as_ref().expect("checked by batch_already_stored").seq;
+        let first_seq = last_seq + 1 - batch.len() as u64;
+        let mut receipts = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            let original = self
+                .get(first_seq + i as u64)
+                .await?
+                .filter(|e| e.id == p.event.id)
+                .ok_or_else(|| StoreError::Internal(format!("batch event {} is not where the batch was stored", p.event.id)))?;
+            receipts.push(stored(&original, original.seq, original.version, true));
+        }
+        Ok(receipts)
+    }
+
+    /// Publishes one message as a request and classifies the reply; transport trouble is
+    /// `Retry` because the same ids make the retry safe.
+    async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> PublishOutcome {
+        let started = Instant::now();
+        let request = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(self.timeout));
+        let outcome = match self.client.send_request(subject, request).await {
+            Ok(reply) => PublishOutcome::from_reply(&reply.payload),
+            Err(e) => PublishOutcome::Retry(e.to_string()),
+        };
+        metrics::histogram!("sequent_jetstream_publish_seconds").record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Reads stored events matching `filters` from `from_seq` on, at most `limit` of them,
+    /// in stream order. Returns the events and the sequence to continue from (None at the end).
+    pub async fn scan(
+        &self,
+        stream: &stream::Stream,
+        filters: Vec<String>,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<jetstream::Message>, Option<u64>), StoreError> {
+        let consumer = stream
+            .create_consumer(ordered_config(filters, from_seq))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening a reader: {e}")))?;
+        let mut remaining = consumer.cached_info().num_pending;
+        let mut out = Vec::new();
+        if remaining == 0 || limit == 0 {
+            return Ok((out, None));
+        }
+        let mut messages = consumer.messages().await.map_err(|e| StoreError::Unavailable(format!("reading: {e}")))?;
+        while out.len() < limit && remaining > 0 {
+            let msg = tokio::time::timeout(self.timeout, messages.next())
+                .await
+                .map_err(|_| StoreError::Unavailable("the stream stopped delivering".into()))?
+                .ok_or_else(|| StoreError::Unavailable("the reader closed".into()))?
+                .map_err(|e| StoreError::Unavailable(format!("reading: {e}")))?;
+            remaining = msg.info().map(|i| i.pending).unwrap_or(0);
+            out.push(msg);
+        }
+        let next = (remaining > 0).then(|| out.last().and_then(|m| m.info().ok()).map(|i| i.stream_sequence + 1)).flatten();
+        Ok((out, next))
+    }
+
+    /// The stream's last sequence (0 when empty).
+    pub async fn last_seq(&self) -> Result<u64, StoreError> {
+        let mut s = self.events.clone();
+        s.info()
+            .await
+            .map(|i| i.state.last_sequence)
+            .map_err(|e| StoreError::Unavailable(format!("stream info: {e}")))
+    }
+}
+
+/// Settings of the events stream. Retention by limits with no limits: events are kept forever.
+fn events_stream_config(config: &Config) -> stream::Config {
+    stream::Config {
+        name: config.stream.clone(),
+        description: Some("Sequent events: ev.<partition>.<key>.<type>".into()),
+        subjects: vec![subjects::STREAM_INPUT.into()],
+        subject_transform: Some(stream::SubjectTransform {
+            source: subjects::STREAM_INPUT.into(),
+            destination: subjects::stream_transform_destination(config.partitions),
+        }),
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.dedup_window,
+        // Room for the largest data object plus the envelope around it.
+        max_message_size: i32::try_from(config.max_data_bytes + 16 * 1024).unwrap_or(i32::MAX),
+        max_messages: -1,
+        max_bytes: -1,
+        max_messages_per_subject: -1,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        ..Default::default()
+    }
+}
+
+/// The correlation index: `ix.c.<correlation>` → stream sequences of that unit of work.
+fn index_stream_config(config: &Config) -> stream::Config {
+    stream::Config {
+        name: format!("{}{INDEX_SUFFIX}", config.stream),
+        description: Some("Sequent correlation index: ix.c.<correlation> holds event sequences".into()),
+        subjects: vec![subjects::INDEX_INPUT.into()],
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.dedup_window,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> anyhow::Result<stream::Stream> {
+    match js.get_stream(&want.name).await {
+        Ok(mut existing) => {
+            let have = existing.info().await?.config.clone();
+            // Only settings we own are compared; the server fills in the rest.
+            let drifted = have.duplicate_window != want.duplicate_window
+                || have.num_replicas != want.num_replicas
+                || have.max_message_size != want.max_message_size
+                || !have.allow_direct
+                || !have.allow_atomic_publish
+                || have.subjects != want.subjects;
+            if drifted && have.subject_transform == want.subject_transform {
+                tracing::info!(stream = want.name, "updating stream settings");
+                js.update_stream(&want).await?;
+            }
+            Ok(js.get_stream(&want.name).await?)
+        }
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            tracing::info!(stream = want.name, "creating stream");
+            Ok(js.create_stream(want).await?)
+        }
+        Err(e) => Err(anyhow::anyhow!("looking up stream {}: {e}", want.name)),
+    }
+}
+
+pub fn ordered_config(filters: Vec<String>, from_seq: u64) -> jetstream::consumer::pull::OrderedConfig {
+    use jetstream::consumer::DeliverPolicy;
+    jetstream::consumer::pull::OrderedConfig {
+        filter_subjects: filters,
+        deliver_policy: if from_seq <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence { start_sequence: from_seq }
+        },
+        ..Default::default()
+    }
+}
+
+fn publish_headers(event: &Event, expected_seq: Option<u64>, batch: Option<(&str, usize)>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", event.id.as_str());
+    if let Some(seq) = expected_seq {
+        h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+        h.insert("Nats-Expected-Last-Subject-Sequence-Subject", subjects::key_filter(&event.key).as_str());
+    }
+    if let Some((id, n)) = batch {
+        h.insert("Nats-Batch-Id", id);
+        h.insert("Nats-Batch-Sequence", n.to_string().as_str());
+    }
+    h
+}
+
+fn stored(event: &Event, seq: u64, version: u64, duplicate: bool) -> Receipt {
+    Receipt::Stored { id: event.id.clone(), key: event.key.clone(), seq, version, duplicate }
+}
+
+fn conflict(event: &Event, expected: u64, head: Option<&Head>) -> Receipt {
+    Receipt::Conflict {
+        id: event.id.clone(),
+        key: event.key.clone(),
+        expected,
+        current_version: head.map(|h| h.version),
+        next_version: head.map_or(0, |h| h.version + 1),
+    }
+}
+
+/// The receipts of a batch refused because event `at` expected another version: that event
+/// gets the conflict, the others are aborted.
+fn batch_conflict(batch: &[Prepared], at: usize, heads: &std::collections::HashMap<String, Option<Head>>) -> Vec<Receipt> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match (i == at, p.expect) {
+            (true, Expect::Version(want)) => {
+                // Versions taken by earlier events of the same key in this batch count too.
+                let before = batch[..i].iter().filter(|q| q.event.key == p.event.key).count() as u64;
+                let head = heads[&p.event.key].as_ref();
+                let current = head.map(|h| h.version + before).or(before.checked_sub(1));
+                Receipt::Conflict {
+                    id: p.event.id.clone(),
+                    key: p.event.key.clone(),
+                    expected: want,
+                    current_version: current,
+                    next_version: current.map_or(0, |v| v + 1),
+                }
+            }
+            _ => Receipt::Aborted { id: p.event.id.clone(), key: p.event.key.clone() },
+        })
+        .collect()
+}
+
+fn batch_already_stored(batch: &[Prepared], heads: &std::collections::HashMap<String, Option<Head>>) -> bool {
+    let mut last_id_of_key: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for p in batch {
+        last_id_of_key.insert(&p.event.key, &p.event.id);
+    }
+    last_id_of_key
+        .iter()
+        .all(|(key, id)| heads.get(*key).and_then(|h| h.as_ref()).is_some_and(|h| h.id == *id))
+}
+
+async fn backoff(attempt: u32) {
+    let ms = 5u64 << attempt.min(7);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// UTC now as RFC 3339 with microseconds.
+pub fn now_rfc3339() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::now_utc().format(&format).expect("UTC timestamps always format")
+}
