@@ -8,6 +8,7 @@ mod indexer;
 mod jsapi;
 mod live;
 mod nats_api;
+mod provision;
 pub mod store;
 
 use anyhow::Context as _;
@@ -131,11 +132,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(listen = %config.listen, stream = config.stream, "bus-gateway ready");
     let nats = tokio::spawn(nats_api::serve(app.clone()));
     let index = tokio::spawn(indexer::run(app.clone()));
+    let provisioning = tokio::spawn(provision::serve(app.clone()));
     let http = axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         r = http => r.context("HTTP server")?,
         r = nats => r.context("NATS API task")??,
         r = index => r.context("indexer task")??,
+        r = provisioning => r.context("provisioning task")??,
     }
     Ok(())
 }

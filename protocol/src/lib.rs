@@ -9,4 +9,4 @@ pub mod wire;
 
 pub use envelope::{Event, Expect, NewEvent, Producer};
 pub use validate::{Limits, ValidationError};
-pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, Receipt};
+pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest, Receipt};

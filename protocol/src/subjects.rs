@@ -99,3 +99,19 @@ mod tests {
         assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
     }
 }
+
+/// NATS request subject on which a service asks for its consumers to be created or updated.
+pub fn provision_subject(service: &str) -> String {
+    format!("sequent.provision.{service}")
+}
+pub const PROVISION_WILDCARD: &str = "sequent.provision.*";
+
+/// Durable consumer of `service` for `partition`, e.g. `accounts-p03`.
+pub fn consumer_name(service: &str, partition: u32) -> String {
+    format!("{service}-p{partition:02}")
+}
+
+/// The priority group through which one instance at a time is pinned to a partition.
+pub const PIN_GROUP: &str = "owner";
+/// KV bucket of live service instances (`<service>.<instance>` → heartbeat).
+pub const MEMBERS_BUCKET: &str = "sequent_members";

@@ -179,3 +179,36 @@ mod tests {
         }
     }
 }
+
+/// A service asks the gateway (on `sequent.provision.<service>`) for its durable consumers:
+/// one per partition, each filtered to the event types the service handles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequest {
+    pub types: Vec<String>,
+    /// How long an unacknowledged event waits before it is redelivered, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait_ms: Option<u64>,
+    /// How long a partition stays pinned to an instance that stopped pulling, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionReply {
+    #[serde(default)]
+    pub stream: String,
+    #[serde(default)]
+    pub partitions: u32,
+    /// Consumer names, index = partition.
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// The priority group the consumers are pinned through.
+    #[serde(default)]
+    pub group: String,
+    /// KV bucket where instances announce themselves.
+    #[serde(default)]
+    pub members_bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}

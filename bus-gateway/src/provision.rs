@@ -1,0 +1,116 @@
+//! Creates and updates the durable consumers of service types on request, so that services
+//! need no stream-admin rights: one pull consumer per partition, strictly ordered
+//! (`max_ack_pending = 1`), pinned to one instance at a time through a priority group.
+
+use crate::App;
+use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
+use futures::StreamExt;
+use sequent_protocol::subjects::{self, MEMBERS_BUCKET, PIN_GROUP, PROVISION_WILDCARD};
+use sequent_protocol::validate::{validate_id, validate_type};
+use sequent_protocol::{ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+    ensure_members_bucket(&app).await?;
+    let mut requests = app
+        .client
+        .queue_subscribe(PROVISION_WILDCARD, subjects::GATEWAY_QUEUE_GROUP.to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to {PROVISION_WILDCARD}: {e}"))?;
+    while let Some(request) = requests.next().await {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Some(reply_to) = request.reply.clone() else { return };
+            let service = request.subject.rsplit('.').next().unwrap_or_default().to_string();
+            let reply = match serde_json::from_slice::<ProvisionRequest>(&request.payload) {
+                Ok(req) => provision(&app, &service, req).await,
+                Err(e) => failed(ErrorCode::BadRequest, format!("not a provision request: {e}")),
+            };
+            let body = serde_json::to_vec(&reply).expect("replies serialise");
+            if let Err(e) = app.client.publish(reply_to, body.into()).await {
+                tracing::warn!(error = %e, "could not send a provision reply");
+            }
+        });
+    }
+    anyhow::bail!("the NATS subscription to {PROVISION_WILDCARD} ended")
+}
+
+fn failed(code: ErrorCode, message: String) -> ProvisionReply {
+    ProvisionReply {
+        stream: String::new(),
+        partitions: 0,
+        consumers: Vec::new(),
+        group: String::new(),
+        members_bucket: String::new(),
+        error: Some(ErrorBody { code, message }),
+    }
+}
+
+async fn provision(app: &App, service: &str, req: ProvisionRequest) -> ProvisionReply {
+    if let Err(e) = validate_id("service", service) {
+        return failed(ErrorCode::BadRequest, e.to_string());
+    }
+    if req.types.is_empty() {
+        return failed(ErrorCode::BadRequest, "a service must handle at least one event type".into());
+    }
+    for t in &req.types {
+        if let Err(e) = validate_type(t) {
+            return failed(ErrorCode::BadRequest, e.to_string());
+        }
+    }
+    let partitions = app.config.partitions;
+    let mut consumers = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let name = subjects::consumer_name(service, p);
+        let mut filters: Vec<String> = req.types.iter().map(|t| subjects::partition_type_filter(p, t)).collect();
+        filters.sort();
+        filters.dedup();
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("{service}: partition {p} of {partitions}")),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_millis(req.ack_wait_ms.unwrap_or(30_000)),
+            max_ack_pending: 1,
+            priority_policy: PriorityPolicy::PinnedClient,
+            priority_groups: vec![PIN_GROUP.into()],
+            priority_timeout: Duration::from_millis(req.pin_timeout_ms.unwrap_or(5_000)),
+            ..Default::default()
+        };
+        if let Err(e) = app.store.events.create_consumer(config).await {
+            return failed(ErrorCode::Unavailable, format!("creating consumer {name}: {e}"));
+        }
+        consumers.push(name);
+    }
+    tracing::info!(service, types = ?req.types, partitions, "provisioned consumers");
+    ProvisionReply {
+        stream: app.store.stream_name.clone(),
+        partitions,
+        consumers,
+        group: PIN_GROUP.into(),
+        members_bucket: MEMBERS_BUCKET.into(),
+        error: None,
+    }
+}
+
+async fn ensure_members_bucket(app: &App) -> anyhow::Result<()> {
+    use async_nats::jetstream::kv;
+    if app.store.js.get_key_value(MEMBERS_BUCKET).await.is_ok() {
+        return Ok(());
+    }
+    app.store
+        .js
+        .create_key_value(kv::Config {
+            bucket: MEMBERS_BUCKET.into(),
+            description: "Sequent: live service instances (<service>.<instance>)".into(),
+            history: 1,
+            max_age: Duration::from_secs(60),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            num_replicas: app.config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating KV bucket {MEMBERS_BUCKET}: {e}"))?;
+    Ok(())
+}
