@@ -1,0 +1,448 @@
+//! bus-gateway against a real nats-server: the append contract (DESIGN.md items 1 and 2),
+//! queries, the live feed, bad input and authorization.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sequent_tests::{binary, free_port, nats, Child, NatsServer};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+const TOKENS: &str = "ops:ops-token-0123456789:write,bi:bi-token-0123456789:read";
+
+struct Gateway {
+    _child: Child,
+    base: String,
+}
+
+async fn gateway(nats: &NatsServer, extra: &[(&str, &str)]) -> Gateway {
+    let port = free_port();
+    let mut env: Vec<(String, String)> = vec![
+        ("NATS_URL".into(), nats.url.clone()),
+        ("SEQUENT_GATEWAY_LISTEN".into(), format!("127.0.0.1:{port}")),
+        ("RUST_LOG".into(), "info".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut child = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("spawn bus-gateway");
+    child.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("gateway starts");
+    Gateway { _child: child, base: format!("http://127.0.0.1:{port}") }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(gw: &Gateway, body: Value) -> (u16, Value) {
+    let r = http().post(format!("{}/v1/events", gw.base)).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn get(gw: &Gateway, path: &str) -> (u16, Value) {
+    let r = http().get(format!("{}{path}", gw.base)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn ev(t: &str, key: &str, expect: Value, data: Value) -> Value {
+    json!({"type": t, "key": key, "expect": expect, "data": data})
+}
+
+/// How many messages the events stream holds, read with the admin user.
+async fn stream_count(nats: &NatsServer) -> u64 {
+    let js = async_nats::jetstream::new(nats.admin().await.unwrap());
+    let mut stream = js.get_stream("EVENTS").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+async fn key_events(gw: &Gateway, key: &str) -> Vec<Value> {
+    let (status, body) = get(gw, &format!("/v1/keys/{key}/events?limit=1000")).await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn append_read_back_with_dense_versions() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    for (i, t) in ["Opened", "Deposited", "Withdrawn", "Deposited"].iter().enumerate() {
+        let (status, body) = post(&gw, json!({"events": [ev(t, "acc-1", json!(i), json!({"n": i}))]})).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["receipts"][0]["version"], json!(i));
+    }
+    // Another key starts at 0 whatever the first key did.
+    let (_, body) = post(&gw, json!({"events": [ev("Opened", "acc-2", json!("new"), json!({}))]})).await;
+    assert_eq!(body["receipts"][0]["version"], 0);
+
+    let events = key_events(&gw, "acc-1").await;
+    let versions: Vec<u64> = events.iter().map(|e| e["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, vec![0, 1, 2, 3]);
+    assert_eq!(events[2]["type"], "Withdrawn");
+    assert_eq!(events[2]["data"], json!({"n": 2}));
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "ordered by seq: {seqs:?}");
+    // Stamped metadata: a fresh unit of work is its own correlation, with no causation.
+    assert_eq!(events[0]["correlation"], events[0]["id"]);
+    assert!(events[0]["causation"].is_null());
+    assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
+
+    let (_, head) = get(&gw, "/v1/keys/acc-1").await;
+    assert_eq!(head["current_version"], 3);
+    assert_eq!(head["next_version"], 4);
+    let (_, empty) = get(&gw, "/v1/keys/nobody").await;
+    assert!(empty["current_version"].is_null());
+    assert_eq!(empty["next_version"], 0);
+}
+
+#[tokio::test]
+async fn conflict_reports_current_version_and_stores_nothing() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    post(&gw, json!({"events": [ev("Opened", "acc-9", json!("new"), json!({}))]})).await;
+    post(&gw, json!({"events": [ev("Deposited", "acc-9", json!(1), json!({}))]})).await;
+    let before = stream_count(&nats).await;
+
+    // A second "new" on the same key must conflict (the check's filter is in stored form).
+    let (status, body) = post(&gw, json!({"events": [ev("Opened", "acc-9", json!("new"), json!({}))]})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["receipts"][0]["status"], "conflict");
+    assert_eq!(body["receipts"][0]["current_version"], 1);
+    assert_eq!(body["receipts"][0]["next_version"], 2);
+
+    // A stale expectation, also across event types of the same key.
+    let (status, body) = post(&gw, json!({"events": [ev("Withdrawn", "acc-9", json!(1), json!({}))]})).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["receipts"][0]["current_version"], 1);
+    assert_eq!(stream_count(&nats).await, before, "a conflict writes nothing");
+
+    // A batch with one stale expectation writes none of its events.
+    let (status, body) = post(
+        &gw,
+        json!({"events": [
+            ev("Opened", "acc-10", json!("new"), json!({})),
+            ev("Deposited", "acc-9", json!(0), json!({})),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["receipts"][0]["status"], "aborted");
+    assert_eq!(body["receipts"][1]["status"], "conflict");
+    assert_eq!(stream_count(&nats).await, before, "a refused batch writes nothing");
+    assert!(key_events(&gw, "acc-10").await.is_empty());
+}
+
+#[tokio::test]
+async fn retries_with_the_same_id_are_absorbed() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    let one = json!({"events": [{"id": "evt-1", "type": "Opened", "key": "acc-1", "expect": "new", "data": {"a": 1}}]});
+    let (s1, first) = post(&gw, one.clone()).await;
+    let (s2, again) = post(&gw, one.clone()).await;
+    assert_eq!((s1, s2), (201, 201), "{first} {again}");
+    assert_eq!(again["receipts"][0]["seq"], first["receipts"][0]["seq"]);
+    assert_eq!(again["receipts"][0]["version"], 0);
+    assert_eq!(again["receipts"][0]["duplicate"], true);
+
+    // "any" appends are absorbed by JetStream's dedup window.
+    let any = json!({"events": [{"id": "evt-2", "type": "Deposited", "key": "acc-1", "expect": "any", "data": {}}]});
+    let (_, a) = post(&gw, any.clone()).await;
+    let (_, b) = post(&gw, any).await;
+    assert_eq!(a["receipts"][0]["seq"], b["receipts"][0]["seq"]);
+    assert_eq!(b["receipts"][0]["duplicate"], true);
+
+    // A whole batch retried.
+    let batch = json!({"events": [
+        {"id": "b-1", "type": "Opened", "key": "acc-7", "expect": "new", "data": {}},
+        {"id": "b-2", "type": "Deposited", "key": "acc-7", "expect": 1, "data": {}},
+        {"id": "b-3", "type": "Opened", "key": "acc-8", "expect": "new", "data": {}},
+    ]});
+    let (s, first) = post(&gw, batch.clone()).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = post(&gw, batch).await;
+    assert_eq!(s, 201, "{again}");
+    for i in 0..3 {
+        assert_eq!(again["receipts"][i]["seq"], first["receipts"][i]["seq"]);
+        assert_eq!(again["receipts"][i]["duplicate"], true);
+    }
+    assert_eq!(stream_count(&nats).await, 5);
+}
+
+/// Appends to `key` with explicit versions from `tasks` writers until `per_task` wins each;
+/// returns every stored (version, seq).
+async fn race(gateways: Vec<String>, key: &str, tasks: usize, per_task: usize) -> Vec<(u64, u64)> {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let base = gateways[t % gateways.len()].clone();
+        let key = key.to_string();
+        handles.push(tokio::spawn(async move {
+            let client = http();
+            let mut wins = Vec::new();
+            let mut next = 0u64;
+            while wins.len() < per_task {
+                let body = json!({"events": [{"type": "Bumped", "key": key, "expect": next, "data": {"task": t}}]});
+                let r = client.post(format!("{base}/v1/events")).json(&body).send().await.unwrap();
+                let status = r.status().as_u16();
+                let reply: Value = r.json().await.unwrap();
+                let receipt = &reply["receipts"][0];
+                match status {
+                    201 => {
+                        wins.push((receipt["version"].as_u64().unwrap(), receipt["seq"].as_u64().unwrap()));
+                        next += 1;
+                    }
+                    409 => next = receipt["next_version"].as_u64().unwrap(),
+                    other => panic!("unexpected {other}: {reply}"),
+                }
+            }
+            wins
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all
+}
+
+fn assert_one_winner_per_version(wins: &[(u64, u64)], expected: usize) {
+    let versions: BTreeMap<u64, u64> = wins.iter().copied().collect();
+    assert_eq!(versions.len(), wins.len(), "two writers won the same version: {wins:?}");
+    assert_eq!(versions.keys().copied().collect::<Vec<_>>(), (0..expected as u64).collect::<Vec<_>>());
+    let seqs: Vec<u64> = versions.values().copied().collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "versions follow stream order");
+}
+
+#[tokio::test]
+async fn racing_writers_on_one_key_get_one_winner_per_version() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    let wins = race(vec![gw.base.clone()], "hot", 32, 3).await;
+    assert_one_winner_per_version(&wins, 96);
+    let stored = key_events(&gw, "hot").await;
+    assert_eq!(stored.len(), 96, "nothing lost, nothing extra");
+}
+
+#[tokio::test]
+async fn two_gateway_processes_racing_cannot_both_win() {
+    let nats = nats().await.unwrap();
+    let a = gateway(&nats, &[]).await;
+    let b = gateway(&nats, &[]).await;
+    let wins = race(vec![a.base.clone(), b.base.clone()], "hot", 16, 4).await;
+    assert_one_winner_per_version(&wins, 64);
+    // Both gateways' version caches were warm and stale half of the time; JetStream decided.
+    assert_eq!(key_events(&b, "hot").await.len(), 64);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[("SEQUENT_MAX_DATA_BYTES", "1024"), ("SEQUENT_MAX_BODY_BYTES", "65536")]).await;
+    post(&gw, json!({"events": [ev("Opened", "acc-1", json!("new"), json!({}))]})).await;
+    let before = stream_count(&nats).await;
+    let url = format!("{}/v1/events", gw.base);
+    let raw = |body: &'static str| {
+        let url = url.clone();
+        async move {
+            let r = http().post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let cases: Vec<(u16, &str, (u16, String))> = vec![
+        (400, "not an append request", raw("{not json").await),
+        (400, "missing field `type`", raw(r#"{"events":[{"key":"k","expect":0,"data":{}}]}"#).await),
+        (400, "missing field `expect`", raw(r#"{"events":[{"type":"T","key":"k","data":{}}]}"#).await),
+        (400, "key", raw(r#"{"events":[{"type":"T","key":"a.b","expect":0,"data":{}}]}"#).await),
+        (400, "key", raw(r#"{"events":[{"type":"T","key":"a b","expect":0,"data":{}}]}"#).await),
+        (400, "key", raw(r#"{"events":[{"type":"T","key":"ev.*.>","expect":0,"data":{}}]}"#).await),
+        (400, "type", raw(r#"{"events":[{"type":"T>","key":"k","expect":0,"data":{}}]}"#).await),
+        (400, "unknown expect word", raw(r#"{"events":[{"type":"T","key":"k","expect":"soon","data":{}}]}"#).await),
+        (400, "JSON object", raw(r#"{"events":[{"type":"T","key":"k","expect":0,"data":"x"}]}"#).await),
+        (400, "at least one event", raw(r#"{"events":[]}"#).await),
+    ];
+    for (want, says, (status, body)) in &cases {
+        assert_eq!(status, want, "{body}");
+        assert!(body.contains(says), "error {body:?} should mention {says:?}");
+    }
+    // Oversized data, oversized body, wrong content type.
+    let big = json!({"events": [ev("T", "k", json!(0), json!({"x": "y".repeat(2000)}))]});
+    let (status, body) = post(&gw, big).await;
+    assert_eq!(status, 400);
+    assert!(body.to_string().contains("limit is 1024"), "{body}");
+    let huge = format!(r#"{{"events":[{{"type":"T","key":"k","expect":0,"data":{{"x":"{}"}}}}]}}"#, "y".repeat(70_000));
+    let r = http().post(&url).header("content-type", "application/json").body(huge).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let r = http().post(&url).header("content-type", "text/plain").body(r#"{"events":[]}"#).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    // Batch: one bad event refuses the whole batch.
+    let (status, body) = post(
+        &gw,
+        json!({"events": [ev("T", "good", json!(0), json!({})), ev("T", "bad key", json!(0), json!({}))]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["receipts"][0]["index"], 1);
+    assert_eq!(stream_count(&nats).await, before, "bad input wrote nothing");
+}
+
+#[tokio::test]
+async fn queries_page_by_cursor_in_stream_order() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    for i in 0..25 {
+        let key = format!("acc-{}", i % 3);
+        let t = if i % 2 == 0 { "Deposited" } else { "Withdrawn" };
+        post(&gw, json!({"events": [{"type": t, "key": key, "expect": "any", "correlation": format!("work-{}", i % 4), "data": {"i": i}}]})).await;
+    }
+    // Page through all Deposited events with the cursor.
+    let mut seen = Vec::new();
+    let mut from = 1u64;
+    loop {
+        let (status, page) = get(&gw, &format!("/v1/events?type=Deposited&from_seq={from}&limit=5")).await;
+        assert_eq!(status, 200);
+        seen.extend(page["events"].as_array().unwrap().iter().map(|e| e["data"]["i"].as_u64().unwrap()));
+        match page["next_from_seq"].as_u64() {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..25).filter(|i| i % 2 == 0).collect::<Vec<_>>());
+    let acc1: Vec<u64> = key_events(&gw, "acc-1").await.iter().map(|e| e["data"]["i"].as_u64().unwrap()).collect();
+    assert_eq!(acc1, (0..25).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+    let (_, work) = get(&gw, "/v1/correlations/work-2/events").await;
+    let work: Vec<u64> = work["events"].as_array().unwrap().iter().map(|e| e["data"]["i"].as_u64().unwrap()).collect();
+    assert_eq!(work, (0..25).filter(|i| i % 4 == 2).collect::<Vec<_>>());
+    let (status, _) = get(&gw, "/v1/events?limit=0").await;
+    assert_eq!(status, 400);
+    let (status, _) = get(&gw, "/v1/keys/a.b/events").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn live_feed_switches_from_history_to_live_without_gap_or_duplicate() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    for i in 0..200 {
+        post(&gw, json!({"events": [{"type": "Tick", "key": format!("k{}", i % 7), "expect": "any", "data": {"i": i}}]})).await;
+    }
+    // Writers keep appending while the socket replays history and switches to live.
+    let writer_base = gw.base.clone();
+    let writer = tokio::spawn(async move {
+        let client = http();
+        for i in 200..600 {
+            let body = json!({"events": [{"type": "Tick", "key": format!("k{}", i % 7), "expect": "any", "data": {"i": i}}]});
+            let r = client.post(format!("{writer_base}/v1/events")).json(&body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+        }
+    });
+    let url = format!("{}/v1/live?types=Tick&from_seq=1", gw.base.replace("http", "ws"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut seqs = Vec::new();
+    let mut values = HashSet::new();
+    let mut caught_up = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while values.len() < 600 {
+        let msg = tokio::time::timeout_at(deadline, socket.next()).await.expect("all 600 events arrive").unwrap().unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        match v["kind"].as_str() {
+            Some("caught_up") => caught_up = true,
+            Some("event") => {
+                seqs.push(v["event"]["seq"].as_u64().unwrap());
+                assert!(values.insert(v["event"]["data"]["i"].as_u64().unwrap()), "duplicate {v}");
+            }
+            other => panic!("unexpected message kind {other:?}"),
+        }
+    }
+    writer.await.unwrap();
+    assert!(caught_up, "the feed says where history ended");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no gap: every Tick seq in order");
+    socket.close(None).await.ok();
+}
+
+#[tokio::test]
+async fn tokens_guard_the_http_api() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[("SEQUENT_API_TOKENS", TOKENS)]).await;
+    let url = format!("{}/v1/events", gw.base);
+    let body = json!({"events": [ev("Opened", "acc-1", json!("new"), json!({}))]});
+    let r = http().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http().post(&url).bearer_auth("forged-token-0000000").json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http().post(&url).bearer_auth("bi-token-0123456789").json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = http().post(&url).bearer_auth("ops-token-0123456789").json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = http().get(format!("{}/v1/keys/acc-1/events", gw.base)).bearer_auth("bi-token-0123456789").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http().get(format!("{}/v1/keys/acc-1/events", gw.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("Bearer"));
+}
+
+#[tokio::test]
+async fn services_append_over_nats_within_their_policy() {
+    let nats = nats().await.unwrap();
+    let dir = tempfile_dir();
+    let policy = dir.join("policy.json");
+    std::fs::write(&policy, r#"{"test": ["Pinged"]}"#).unwrap();
+    let gw = gateway(&nats, &[("SEQUENT_POLICY", policy.to_str().unwrap())]).await;
+    let client = nats.service("test").await.unwrap();
+    let ask = |events: Value| {
+        let client = client.clone();
+        async move {
+            let body = serde_json::to_vec(&json!({"events": events, "instance": "test-1"})).unwrap();
+            let reply = client.request("sequent.append.test", body.into()).await.unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let ok = ask(json!([ev("Pinged", "p-1", json!("new"), json!({}))])).await;
+    assert_eq!(ok["receipts"][0]["status"], "stored", "{ok}");
+    let refused = ask(json!([ev("Ponged", "p-1", json!(1), json!({}))])).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let events = key_events(&gw, "p-1").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["producer"], json!({"service": "test", "instance": "test-1"}));
+    // The service user cannot bypass the gateway and publish events itself.
+    let direct = client.request("ev.p-1.Pinged", "{}".into()).await;
+    assert!(direct.is_err(), "a service must not publish to the event subjects");
+    assert_eq!(key_events(&gw, "p-1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn stored_partition_matches_the_client_side_hash() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    let js = async_nats::jetstream::new(nats.admin().await.unwrap());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    for key in ["acc-1", "acc-42", "user:alice", "tr-0190a"] {
+        post(&gw, json!({"events": [ev("Opened", key, json!("new"), json!({}))]})).await;
+        let msg = stream.get_last_raw_message_by_subject(&format!("ev.*.{key}.*")).await.unwrap();
+        let p = sequent_protocol::subjects::partition_of(key, 16);
+        assert_eq!(msg.subject.as_str(), format!("ev.{p}.{key}.Opened"));
+    }
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    post(&gw, json!({"events": [ev("Opened", "acc-1", json!("new"), json!({}))]})).await;
+    post(&gw, json!({"events": [ev("Opened", "acc-1", json!("new"), json!({}))]})).await;
+    let (status, health) = get(&gw, "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["last_seq"], 1);
+    let text = http().get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("sequent_appends_total{outcome=\"stored\"} 1"), "{text}");
+    assert!(text.contains("sequent_appends_total{outcome=\"conflict\"} 1"), "{text}");
+    assert!(text.contains("sequent_append_seconds"), "{text}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sequent-test-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn uuid_like() -> String {
+    sequent_protocol::envelope::new_event_id()
+}
