@@ -39,19 +39,17 @@ impl App {
         let reply = match parse_append(body, &self.limits) {
             Err(reply) => reply,
             Ok(request) => {
-                let refused: Vec<Receipt> = match service {
+                let refused: Vec<String> = match service {
                     Some(service) => request
                         .events
                         .iter()
                         .enumerate()
-                        .filter_map(|(index, e)| {
-                            self.policy.check(service, &e.event_type).err().map(|reason| Receipt::Invalid { index, reason })
-                        })
+                        .filter_map(|(i, e)| self.policy.check(service, &e.event_type).err().map(|r| format!("events[{i}]: {r}")))
                         .collect(),
                     None => Vec::new(),
                 };
                 if !refused.is_empty() {
-                    let reason = refused.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join("; ");
+                    let reason = refused.join("; ");
                     AppendReply::error(ErrorCode::Forbidden, reason)
                 } else {
                     let producer = Producer { instance: request.instance.or(producer.instance), ..producer };
