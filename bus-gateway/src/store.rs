@@ -217,6 +217,10 @@ impl Store {
                 }
                 PublishOutcome::Conflict => {
                     self.forget(&key);
+                    if attempt > 1 {
+                        // Several writers keep racing on this key: spread them out.
+                        backoff(attempt - 2).await;
+                    }
                     head = self.head(&key).await?;
                     fresh = true;
                 }
@@ -575,9 +579,11 @@ fn batch_already_stored(batch: &[Prepared], heads: &std::collections::HashMap<St
         .all(|(key, id)| heads.get(*key).and_then(|h| h.as_ref()).is_some_and(|h| h.id == *id))
 }
 
+/// Exponential back-off from 1 ms, with jitter so racing writers do not retry in lockstep.
 async fn backoff(attempt: u32) {
-    let ms = 5u64 << attempt.min(7);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let max_us = 1000u64 << attempt.min(8);
+    let jitter = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos());
+    tokio::time::sleep(Duration::from_micros(max_us / 2 + jitter % (max_us / 2))).await;
 }
 
 /// UTC now as RFC 3339 with microseconds.

@@ -1,7 +1,7 @@
 //! bus-gateway against a real nats-server: the append contract (DESIGN.md items 1 and 2),
 //! queries, the live feed, bad input and authorization.
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use sequent_tests::{binary, free_port, nats, Child, NatsServer};
 use std::collections::{BTreeMap, HashSet};

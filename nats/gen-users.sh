@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Generates the permission sets of every Sequent NATS user: nats/permissions.conf (gateway,
+# analyst, the demo's service types) and nats/permissions-dev.conf (service users that exist
+# only in development: example, test). The users themselves (names and passwords) are in
+# accounts.conf (dev) and prod.conf.example. Two files because nats-server refuses a config
+# that defines a variable nobody uses, and production has no example/test users.
+#
+# Why generated: NATS wildcards match whole tokens only, so "the consumers accounts-p00 ..
+# accounts-p15" cannot be written as a pattern; they are listed one by one.
+#
+#   nats/gen-users.sh           rewrite both files
+#   nats/gen-users.sh --check   exit 1 if they are not what this script makes
+#
+# To add a service type: add its name to SERVICES, run this script, add its user to
+# accounts.conf and prod.conf.example, commit the result.
+set -euo pipefail
+
+SERVICES=(accounts users transfers nectar bfaf)
+DEV_SERVICES=(example test)
+PARTITIONS=16                   # consumers <service>-p00 .. -p15 (bus-gateway --partitions)
+STREAM=EVENTS                   # the event stream (bus-gateway --stream)
+INDEX=EVENTS_IX                 # the correlation index stream
+BUCKET=sequent_members          # membership KV bucket (protocol::subjects::MEMBERS_BUCKET)
+INDEXER=sequent-indexer         # the gateways' durable consumer keeping the index
+QUEUE=bus-gateway               # the gateways' queue group
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+durables() { # every durable consumer on the event stream
+  local s p
+  for s in "${SERVICES[@]}" "${DEV_SERVICES[@]}"; do
+    for ((p = 0; p < PARTITIONS; p++)); do printf '%s-p%02d\n' "$s" "$p"; done
+  done
+  echo "$INDEXER"
+}
+
+# Deleting a durable consumer loses its delivery state (contract item 3). Users who may delete
+# their own ephemeral consumers (ordered consumers are deleted and re-created by the client
+# under server-chosen names, so the allow rule has to be `DELETE.<stream>.*`) are denied the
+# durables by name.
+protected_deletes() {
+  local d
+  while read -r d; do echo "      \"\$JS.API.CONSUMER.DELETE.$STREAM.$d\""; done < <(durables)
+}
+
+# Read-only access to a stream: info, direct and msg get, ephemeral consumers only.
+# `CONSUMER.CREATE.<stream>` without a consumer name in the subject is the form the server
+# accepts only for ephemeral consumers (a durable name in the request is refused), and it is
+# what async-nats and nats-py use for ordered consumers. The named form
+# `CONSUMER.CREATE.<stream>.<name>` is left out on purpose: it would let the user create or
+# modify durables, e.g. change the filter of accounts-p03.
+reader() {
+  local st=$1
+  cat <<EOF
+      "\$JS.API.STREAM.INFO.$st"
+      "\$JS.API.STREAM.MSG.GET.$st"
+      "\$JS.API.DIRECT.GET.$st"
+      "\$JS.API.DIRECT.GET.$st.>"
+      "\$JS.API.CONSUMER.CREATE.$st"
+      "\$JS.API.CONSUMER.INFO.$st.*"
+      "\$JS.API.CONSUMER.MSG.NEXT.$st.*"
+      "\$JS.API.CONSUMER.DELETE.$st.*"
+      "\$JS.FC.$st.>"
+EOF
+}
+
+gateway() {
+  local st
+  cat <<EOF
+# The bus-gateway: the only writer of events and of the correlation index. It creates the
+# streams, the membership bucket and the services' consumers (services ask it over
+# sequent.provision.<service>), and answers appends in the queue group "$QUEUE".
+PERMS_GATEWAY = {
+  publish: {
+    allow: [
+      "ev.>"
+      "ix.>"
+      "\$JS.API.INFO"
+EOF
+  for st in "$STREAM" "$INDEX"; do
+    cat <<EOF
+      "\$JS.API.STREAM.CREATE.$st"
+      "\$JS.API.STREAM.UPDATE.$st"
+      "\$JS.API.STREAM.INFO.$st"
+      "\$JS.API.STREAM.MSG.GET.$st"
+      "\$JS.API.DIRECT.GET.$st"
+      "\$JS.API.DIRECT.GET.$st.>"
+      "\$JS.API.CONSUMER.CREATE.$st"
+      "\$JS.API.CONSUMER.CREATE.$st.>"
+      "\$JS.API.CONSUMER.DURABLE.CREATE.$st.*"
+      "\$JS.API.CONSUMER.INFO.$st.*"
+      "\$JS.API.CONSUMER.DELETE.$st.*"
+      "\$JS.API.CONSUMER.MSG.NEXT.$st.*"
+EOF
+  done
+  cat <<EOF
+      "\$JS.API.STREAM.CREATE.KV_$BUCKET"
+      "\$JS.API.STREAM.UPDATE.KV_$BUCKET"
+      "\$JS.API.STREAM.INFO.KV_$BUCKET"
+      "\$JS.ACK.>"
+      "_INBOX.>"
+    ]
+  }
+  subscribe: {
+    # "subject queue": only as a member of the gateways' queue group, so that every append is
+    # handled by exactly one gateway.
+    allow: ["sequent.append.* $QUEUE", "sequent.provision.* $QUEUE", "_INBOX.>"]
+  }
+  allow_responses: true
+}
+
+EOF
+}
+
+analyst() {
+  cat <<EOF
+# Analysts (pyreport): read-only. Reads both streams through direct/msg get and ordered
+# consumers; writes nothing and cannot touch the services' consumers.
+PERMS_ANALYST = {
+  publish: {
+    allow: [
+      "\$JS.API.INFO"
+$(reader "$STREAM")
+$(reader "$INDEX")
+    ]
+    deny: [
+      "ev.>"
+      "ix.>"
+      "sequent.>"
+      "\$KV.>"
+$(protected_deletes)
+    ]
+  }
+  subscribe: { allow: ["_INBOX.>"] }
+}
+
+EOF
+}
+
+service() {
+  local s=$1 upper p c
+  upper=$(echo "$s" | tr '[:lower:]-' '[:upper:]_')
+  cat <<EOF
+# Service type "$s" (superclient). Appends only through the gateway, as "$s"; pulls from its
+# pinned partition consumers $s-p00..; acks and unpins only those; replays the stream with
+# ordered consumers (rebuild: server-chosen consumer names, hence MSG.NEXT.$STREAM.*; a pull
+# from another service's pinned consumer is refused while its owner holds the pin, and could
+# not be acked); keeps its instances' heartbeats under $BUCKET.$s.*.
+PERMS_SERVICE_$upper = {
+  publish: {
+    allow: [
+      "sequent.append.$s"
+      "sequent.provision.$s"
+$(reader "$STREAM")
+EOF
+  for ((p = 0; p < PARTITIONS; p++)); do
+    c=$(printf '%s-p%02d' "$s" "$p")
+    echo "      \"\$JS.API.CONSUMER.UNPIN.$STREAM.$c\""
+    echo "      \"\$JS.ACK.$STREAM.$c.>\""
+  done
+  cat <<EOF
+      "\$KV.$BUCKET.$s.>"
+      "\$JS.API.STREAM.INFO.KV_$BUCKET"
+      "\$JS.API.STREAM.MSG.GET.KV_$BUCKET"
+      "\$JS.API.DIRECT.GET.KV_$BUCKET.\$KV.$BUCKET.$s.>"
+      "\$JS.API.CONSUMER.CREATE.KV_$BUCKET"
+      "\$JS.API.CONSUMER.INFO.KV_$BUCKET.*"
+      "\$JS.API.CONSUMER.MSG.NEXT.KV_$BUCKET.*"
+      "\$JS.API.CONSUMER.DELETE.KV_$BUCKET.*"
+      "\$JS.FC.KV_$BUCKET.>"
+      "_INBOX.>"
+    ]
+    deny: [
+      "ev.>"
+      "ix.>"
+$(protected_deletes)
+    ]
+  }
+  subscribe: { allow: ["_INBOX.>"] }
+}
+
+EOF
+}
+
+
+header() {
+  cat <<EOF
+# GENERATED by nats/gen-users.sh: do not edit by hand; edit the script and re-run it.
+#
+EOF
+}
+
+generate() {
+  header
+  cat <<EOF
+# Permission sets of the Sequent NATS users, included by accounts.conf (dev) and
+# prod.conf.example. Subjects: ev.<key>.<type> (events, stored as ev.<p>.<key>.<type>),
+# ix.c.<correlation> (index), sequent.append.<service> and sequent.provision.<service>
+# (requests to the gateways). The admin user has no permission block: it may do everything.
+
+EOF
+  gateway
+  analyst
+  local s
+  for s in "${SERVICES[@]}"; do service "$s"; done
+}
+
+generate_dev() {
+  header
+  cat <<EOF
+# Permission sets of the service users that exist only in development (examples, tests);
+# included by accounts.conf.
+
+EOF
+  local s
+  for s in "${DEV_SERVICES[@]}"; do service "$s"; done
+}
+
+if [[ "${1:-}" == "--check" ]]; then
+  status=0
+  diff -u "$here/permissions.conf" <(generate) || status=1
+  diff -u "$here/permissions-dev.conf" <(generate_dev) || status=1
+  if ((status)); then echo "nats/permissions*.conf are stale: run nats/gen-users.sh" >&2; fi
+  exit $status
+fi
+generate >"$here/permissions.conf"
+generate_dev >"$here/permissions-dev.conf"
+echo "wrote nats/permissions.conf and nats/permissions-dev.conf"

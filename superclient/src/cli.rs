@@ -1,0 +1,178 @@
+//! Command line: every flag has an environment-variable fallback.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "superclient",
+    version,
+    about = "Runs one Sequent service written in Lua: sticky per-key event delivery from JetStream, \
+             effectively-once Redis effects, poison-event parking, state rebuilds and HTTP routes",
+    long_about = "Runs one Sequent service written in Lua.\n\n\
+        `superclient SCRIPT.lua` (or `superclient run SCRIPT.lua`) runs one instance; start several \
+        processes for several instances of the same service type: they share the partitions.\n\
+        `superclient rebuild SCRIPT.lua` rebuilds the service's Redis state from the stream into a \
+        fresh namespace and swaps it in (running instances keep going).\n\
+        `superclient parked list|release SERVICE [KEY]` shows and releases parked keys.\n\
+        `superclient dump SERVICE` prints the service's active Redis state as JSON.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The Lua script of the service (same as `run SCRIPT`).
+    pub script: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one instance of the service (the default).
+    Run {
+        script: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Rebuild the service's state from the stream into a fresh namespace, then swap it in.
+    Rebuild {
+        script: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Poison events: list parked keys, or release them (their held events are processed in order
+    /// by the instance that owns the key's partition).
+    Parked {
+        #[command(subcommand)]
+        action: ParkedAction,
+    },
+    /// Print the active Redis state of a service (user keys only) as one JSON object.
+    Dump {
+        service: String,
+        #[command(flatten)]
+        redis: RedisOpt,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParkedAction {
+    /// List the parked keys of a service with their error and the number of held events.
+    List {
+        service: String,
+        #[command(flatten)]
+        redis: RedisOpt,
+    },
+    /// Release one parked key (or all of them): the parked event and the held ones are processed
+    /// again, in order. Waits for the owning instance to finish and reports the outcome.
+    Release {
+        service: String,
+        /// The key to release; all parked keys when omitted.
+        key: Option<String>,
+        #[command(flatten)]
+        redis: RedisOpt,
+        /// How long to wait for a running instance to process the release.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        wait: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RedisOpt {
+    /// Redis URL. Each service type keeps its state under its own key prefix.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user. Default: the service type named by the script's `bus:register` (each service
+    /// type has its own user in nats/accounts.conf).
+    #[arg(long, env = "SEQUENT_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password. Default: `<user>-dev`, the dev-only password of nats/accounts.conf.
+    #[arg(long, env = "SEQUENT_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// Trust this CA file for a TLS connection to NATS (also enables TLS).
+    #[arg(long, env = "SEQUENT_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub redis: RedisOpt,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunOpts {
+    /// HTTP listen address for the script's routes, /health and /metrics. Port 0 picks a free
+    /// port; the bound address is logged ("http listening on ...").
+    #[arg(long, env = "SEQUENT_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Name of this instance among the instances of its service type. Default: hostname-pid.
+    #[arg(long, env = "SEQUENT_INSTANCE")]
+    pub instance: Option<String>,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "SEQUENT_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Memory limit of each Lua state, in MiB.
+    #[arg(long, env = "SEQUENT_LUA_MEMORY_MB", default_value_t = 64)]
+    pub lua_memory_mb: usize,
+    /// Lua VM instructions one call (handler, route, receipt listener) may run before it is
+    /// stopped with an error.
+    #[arg(long, env = "SEQUENT_LUA_INSTRUCTIONS", default_value_t = 50_000_000)]
+    pub lua_instructions: u64,
+    /// Lua states in the pool: how many handlers and routes run at the same time.
+    #[arg(long, env = "SEQUENT_LUA_STATES", default_value_t = 4)]
+    pub lua_states: usize,
+    /// Attempts of a failing handler before its event is parked.
+    #[arg(long, env = "SEQUENT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: i64,
+    /// First retry delay of a failing handler; doubles per attempt (capped at 10 s).
+    #[arg(long, env = "SEQUENT_RETRY_DELAY", default_value = "200ms", value_parser = parse_duration)]
+    pub retry_delay: Duration,
+    /// How long an unacknowledged event waits before JetStream redelivers it. Long handlers
+    /// keep their event with progress signals, so this only bounds recovery after a crash.
+    #[arg(long, env = "SEQUENT_ACK_WAIT", default_value = "5s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// How long a partition stays pinned to an instance that stopped pulling.
+    #[arg(long, env = "SEQUENT_PIN_TIMEOUT", default_value = "4s", value_parser = parse_duration)]
+    pub pin_timeout: Duration,
+    /// Heartbeat period of this instance in the membership bucket.
+    #[arg(long, env = "SEQUENT_HEARTBEAT", default_value = "500ms", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// An instance whose last heartbeat is older than this is considered gone and its
+    /// partitions are taken over.
+    #[arg(long, env = "SEQUENT_MEMBER_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub member_timeout: Duration,
+    /// Do not rebuild automatically when the service's state is empty but the stream holds
+    /// events of its types (start from an empty state instead).
+    #[arg(long, env = "SEQUENT_NO_AUTO_REBUILD")]
+    pub no_auto_rebuild: bool,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Parses "250ms", "5s", "2m", "1h" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    })
+}

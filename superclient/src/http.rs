@@ -1,0 +1,318 @@
+//! The HTTP server: the script's routes, `/health` and `/metrics`.
+//!
+//! A route handler is `fn(method, path, params, body, query)` and returns `(status, value)`:
+//! a table is sent as JSON, a string as text, nil as an empty body. Request bodies must be JSON
+//! (`Content-Type: application/json`, else 415), well-formed (else 400) and within the body
+//! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
+//! with that id. Writes the route made to Redis commit after it returns, in one transaction.
+
+use crate::lua::{self, Call, CallError, Mode};
+use crate::runtime::Service;
+use crate::state::{Commit, Guard};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use mlua::{MultiValue, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Checks a route pattern like `/account/{id}` at registration.
+pub fn check_pattern(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("route {path:?} must start with '/'"));
+    }
+    if path.contains('?') || path.contains('#') {
+        return Err(format!("route {path:?} must not contain a query or fragment; query parameters reach the handler as its 5th argument"));
+    }
+    if path == "/health" || path == "/metrics" {
+        return Err(format!("route {path} is built in and cannot be replaced"));
+    }
+    for seg in path.split('/').skip(1) {
+        if seg.contains('{') || seg.contains('}') {
+            let ok = seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 && seg[1..seg.len() - 1].chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!("route {path:?}: a parameter must be a whole segment like {{id}}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Route {
+    segments: Vec<Seg>,
+    method: String,
+    index: usize,
+    literals: usize,
+}
+
+enum Seg {
+    Lit(String),
+    Param(String),
+}
+
+impl Route {
+    fn parse(pattern: &str, method: &str, index: usize) -> Route {
+        let segments: Vec<Seg> = pattern
+            .split('/')
+            .skip(1)
+            .map(|s| if s.starts_with('{') { Seg::Param(s[1..s.len() - 1].to_string()) } else { Seg::Lit(s.to_string()) })
+            .collect();
+        let literals = segments.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
+        Route { segments, method: method.to_string(), index, literals }
+    }
+
+    fn matches(&self, parts: &[String]) -> Option<Vec<(String, String)>> {
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (seg, part) in self.segments.iter().zip(parts) {
+            match seg {
+                Seg::Lit(l) if l == part => {}
+                Seg::Lit(_) => return None,
+                Seg::Param(name) => params.push((name.clone(), part.clone())),
+            }
+        }
+        Some(params)
+    }
+}
+
+struct Http {
+    svc: Arc<Service>,
+    routes: Vec<Route>,
+    metrics: PrometheusHandle,
+}
+
+pub fn router(svc: Arc<Service>, metrics: PrometheusHandle) -> Router {
+    let mut routes: Vec<Route> =
+        svc.spec.routes.iter().enumerate().map(|(i, (p, m))| Route::parse(p, m, i)).collect();
+    // The most specific pattern wins (most literal segments), then registration order.
+    routes.sort_by_key(|r| (std::cmp::Reverse(r.literals), r.index));
+    let state = Arc::new(Http { svc, routes, metrics });
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn health(State(h): State<Arc<Http>>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "service": h.svc.name,
+        "instance": h.svc.instance,
+        "namespace": h.svc.active_ns(),
+        "partitions": *h.svc.owned.read(),
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(h): State<Arc<Http>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn dispatch(State(h): State<Arc<Http>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let response = dispatch_inner(&h, request).await;
+    metrics::counter!("sequent_http_requests_total", "status" => response.status().as_u16().to_string()).increment(1);
+    metrics::histogram!("sequent_http_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn dispatch_inner(h: &Http, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
+    let mut allowed = Vec::new();
+    let mut found = None;
+    for route in &h.routes {
+        if let Some(params) = route.matches(&segments) {
+            if route.method == method || (parts.method == Method::HEAD && route.method == "GET") {
+                found = Some((route.index, params));
+                break;
+            }
+            allowed.push(route.method.clone());
+        }
+    }
+    let Some((index, params)) = found else {
+        if !allowed.is_empty() {
+            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}; allowed: {}", allowed.join(", ")));
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
+        }
+        return json_error(StatusCode::NOT_FOUND, format!("no route for {method} {path}"));
+    };
+    let query: HashMap<String, String> = match axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
+        Ok(q) => q.0,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad query string: {e}")),
+    };
+    let limit = h.svc.opts.body_limit;
+    let bytes = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(b) => b,
+        Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes")),
+    };
+    let body_json: Option<serde_json::Value> = if bytes.is_empty() {
+        None
+    } else {
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+        if !is_json {
+            return json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the request body must be JSON: send Content-Type: application/json");
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")),
+        }
+    };
+    run_route(h, index, &method, &path, params, body_json, query).await
+}
+
+async fn run_route(
+    h: &Http,
+    index: usize,
+    method: &str,
+    path: &str,
+    params: Vec<(String, String)>,
+    body: Option<serde_json::Value>,
+    query: HashMap<String, String>,
+) -> Response {
+    let svc = &h.svc;
+    for _ in 0..3 {
+        let ns = svc.active_ns();
+        let mut lease = svc.pool.get().await;
+        let Some(f) = lease.route(index) else { return json_error(StatusCode::INTERNAL_SERVER_ERROR, "route vanished") };
+        let lua_ref = lease.lua();
+        let args = (|| -> mlua::Result<_> {
+            let p = lua_ref.create_table()?;
+            for (k, v) in &params {
+                p.raw_set(k.as_str(), v.as_str())?;
+            }
+            let q = lua_ref.create_table()?;
+            for (k, v) in &query {
+                q.raw_set(k.as_str(), v.as_str())?;
+            }
+            let b = match &body {
+                Some(b) => lua::json_to_lua(lua_ref, b)?,
+                None => Value::Nil,
+            };
+            Ok((method.to_string(), path.to_string(), p, b, q))
+        })();
+        let args = match args {
+            Ok(a) => a,
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request cannot be passed to Lua: {e}")),
+        };
+        let (result, mut call) = lease.call::<MultiValue>(&f, args, Call::new(Mode::Route, &ns)).await;
+        let values = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if matches!(e, CallError::Resource(_)) {
+                    lease.renew();
+                }
+                drop(lease);
+                return lua_failure(method, path, e);
+            }
+        };
+        let response = build_response(&values, method, path);
+        drop(lease);
+        let ops = std::mem::take(&mut call.writes.ops);
+        if ops.is_empty() {
+            return response;
+        }
+        match svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await {
+            Ok(Commit::NamespaceMoved) => {
+                let _ = svc.refresh_active().await;
+                if call.sent > 0 || !call.sends.is_empty() {
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "the service state was being swapped by a rebuild; retry the request");
+                }
+                continue;
+            }
+            Ok(_) => return response,
+            Err(e) => {
+                let id = uuid::Uuid::now_v7();
+                tracing::error!(error_id = %id, method, path, error = %e, "committing the route's Redis writes failed");
+                return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("the state store failed (error id {id}); retry later"));
+            }
+        }
+    }
+    json_error(StatusCode::SERVICE_UNAVAILABLE, "the service state kept moving; retry the request")
+}
+
+fn lua_failure(method: &str, path: &str, e: CallError) -> Response {
+    let id = uuid::Uuid::now_v7();
+    match e {
+        CallError::Infra(m) => {
+            tracing::warn!(error_id = %id, method, path, error = m, "route failed: infrastructure");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, format!("a backing service is unavailable (error id {id}); retry later"))
+        }
+        CallError::Script(m) | CallError::Resource(m) => {
+            tracing::error!(error_id = %id, method, path, error = m, "route handler failed");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+        }
+    }
+}
+
+fn build_response(values: &MultiValue, method: &str, path: &str) -> Response {
+    let status = match values.front() {
+        Some(Value::Integer(n)) => u16::try_from(*n).ok(),
+        Some(Value::Number(n)) if n.fract() == 0.0 => Some(*n as u16),
+        _ => None,
+    };
+    let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()).filter(|s| (100..600).contains(&s.as_u16())) else {
+        let id = uuid::Uuid::now_v7();
+        tracing::error!(error_id = %id, method, path, "route handler must return (status, table|string|nil); got {:?}", values.front().map(|v| v.type_name()));
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"));
+    };
+    match values.get(1) {
+        None | Some(Value::Nil) => status.into_response(),
+        Some(Value::String(s)) => {
+            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s.to_string_lossy()).into_response()
+        }
+        Some(v @ Value::Table(_)) => match lua::lua_to_json(v) {
+            Ok(json) => (status, axum::Json(json)).into_response(),
+            Err(e) => {
+                let id = uuid::Uuid::now_v7();
+                tracing::error!(error_id = %id, method, path, error = e, "route returned a table that is not JSON");
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+            }
+        },
+        Some(other) => {
+            let id = uuid::Uuid::now_v7();
+            tracing::error!(error_id = %id, method, path, "route returned a {} as body; return a table, a string or nil", other.type_name());
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `crypto.*`: what a users service needs to keep passwords and sessions.
+//!
+//! - `crypto.hash_password(pw)` → an Argon2id PHC string; `crypto.verify_password(pw, hash)` → bool.
+//! - `crypto.token(subject, ttl_seconds, claims?)` → a signed, expiring token
+//!   `base64url(json).base64url(hmac_sha256)`, json = `{sub, exp, ...claims}`;
+//!   `crypto.verify_token(token)` → the claims table, or `nil, reason`.
+//!
+//! The signing key comes from `SEQUENT_TOKEN_SECRET` (at least 32 bytes). Without it, a fixed
+//! development key is used, and only while the HTTP listener is on loopback; see
+//! [`token_secret`].
+
+use super::{lua_to_json, json_to_lua, Shared};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use mlua::{Lua, MultiValue, Table, Value};
+use sha2::Sha256;
+use std::sync::Arc;
+
+/// The development signing key: public, so tokens signed with it protect nothing.
+pub const DEV_TOKEN_SECRET: &str = "sequent-DEVELOPMENT-ONLY-token-secret-do-not-use-in-production";
+
+/// Picks the token signing key: `SEQUENT_TOKEN_SECRET`, or the development key when the
+/// service only listens on loopback. Otherwise None: token functions then raise an error.
+pub fn token_secret(loopback: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::env::var("SEQUENT_TOKEN_SECRET") {
+        Ok(s) if s.len() >= 32 => Ok(Some(s.into_bytes())),
+        Ok(_) => anyhow::bail!("SEQUENT_TOKEN_SECRET is shorter than 32 bytes; use a long random value"),
+        Err(_) if loopback => {
+            tracing::warn!("SEQUENT_TOKEN_SECRET is not set: tokens are signed with the public development key (loopback only)");
+            Ok(Some(DEV_TOKEN_SECRET.as_bytes().to_vec()))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn strip(mut values: MultiValue) -> MultiValue {
+    if matches!(values.front(), Some(Value::Table(_))) {
+        values.pop_front();
+    }
+    values
+}
+
+fn secret(lua: &Lua) -> mlua::Result<Vec<u8>> {
+    let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
+    shared.token_secret.clone().ok_or_else(|| {
+        mlua::Error::runtime("crypto: SEQUENT_TOKEN_SECRET is not set (required when the service listens beyond loopback)")
+    })
+}
+
+fn sign(secret: &[u8], payload: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn install(lua: &Lua) -> mlua::Result<()> {
+    let crypto = lua.create_table()?;
+    crypto.raw_set(
+        "hash_password",
+        lua.create_async_function(|lua, values: MultiValue| async move {
+            let (password,): (String,) = mlua::FromLuaMulti::from_lua_multi(strip(values), &lua)?;
+            if password.is_empty() {
+                return Err(mlua::Error::runtime("crypto.hash_password: the password is empty"));
+            }
+            // Argon2 is deliberately slow: keep it off the async workers.
+            tokio::task::spawn_blocking(move || {
+                use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+                let salt = SaltString::generate(&mut OsRng);
+                argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+            })
+            .await
+            .map_err(|e| mlua::Error::runtime(format!("crypto.hash_password: {e}")))?
+            .map_err(|e| mlua::Error::runtime(format!("crypto.hash_password: {e}")))
+        })?,
+    )?;
+    crypto.raw_set(
+        "verify_password",
+        lua.create_async_function(|lua, values: MultiValue| async move {
+            let (password, hash): (String, String) = mlua::FromLuaMulti::from_lua_multi(strip(values), &lua)?;
+            tokio::task::spawn_blocking(move || {
+                use argon2::password_hash::{PasswordHash, PasswordVerifier};
+                match PasswordHash::new(&hash) {
+                    Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+                    Err(_) => false,
+                }
+            })
+            .await
+            .map_err(|e| mlua::Error::runtime(format!("crypto.verify_password: {e}")))
+        })?,
+    )?;
+    crypto.raw_set(
+        "token",
+        lua.create_function(|lua, values: MultiValue| {
+            let (subject, ttl, claims): (String, i64, Option<Table>) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            if ttl <= 0 {
+                return Err(mlua::Error::runtime("crypto.token: ttl_seconds must be positive"));
+            }
+            let mut body = match claims {
+                Some(t) => match lua_to_json(&Value::Table(t)).map_err(mlua::Error::runtime)? {
+                    serde_json::Value::Object(m) => m,
+                    serde_json::Value::Array(a) if a.is_empty() => Default::default(),
+                    _ => return Err(mlua::Error::runtime("crypto.token: claims must be a table with named fields")),
+                },
+                None => Default::default(),
+            };
+            body.insert("sub".into(), subject.into());
+            body.insert("exp".into(), (now() + ttl).into());
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::Value::Object(body).to_string());
+            Ok(format!("{payload}.{}", sign(&secret(lua)?, &payload)))
+        })?,
+    )?;
+    crypto.raw_set(
+        "verify_token",
+        lua.create_function(|lua, values: MultiValue| {
+            let (token,): (String,) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            let fail = |why: &str| Ok((Value::Nil, Value::String(lua.create_string(why)?)));
+            let Some((payload, signature)) = token.split_once('.') else { return fail("malformed token") };
+            let expected = sign(&secret(lua)?, payload);
+            // Constant-time comparison of the signatures.
+            let same = expected.len() == signature.len()
+                && expected.bytes().zip(signature.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if !same {
+                return fail("bad signature");
+            }
+            let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return fail("malformed token") };
+            let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return fail("malformed token") };
+            if claims.get("exp").and_then(|e| e.as_i64()).is_none_or(|exp| exp < now()) {
+                return fail("expired");
+            }
+            Ok((json_to_lua(lua, &claims)?, Value::Nil))
+        })?,
+    )?;
+    lua.globals().raw_set("crypto", crypto)
+}

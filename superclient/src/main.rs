@@ -1,0 +1,165 @@
+//! superclient: runs one Sequent service written in Lua. See `superclient --help`.
+
+mod cli;
+mod delivery;
+mod gateway;
+mod http;
+mod lua;
+mod membership;
+mod parking;
+mod rebuild;
+mod runtime;
+mod state;
+
+use anyhow::Context as _;
+use clap::Parser;
+use cli::{Cli, Command, Conn, ParkedAction, RunOpts};
+use lua::{Limits, Pool, Shared};
+use runtime::Service;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Some(Command::Run { run, .. } | Command::Rebuild { run, .. }) => run.log_format.clone(),
+        _ => cli.run.log_format.clone(),
+    };
+    init_tracing(&log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            None => {
+                let script = cli.script.context("give the service's Lua script: superclient SCRIPT.lua (see --help)")?;
+                run(&script, cli.conn, cli.run).await
+            }
+            Some(Command::Run { script, conn, run: opts }) => run(&script, conn, opts).await,
+            Some(Command::Rebuild { script, conn, run: opts }) => rebuild_command(&script, conn, opts).await,
+            Some(Command::Parked { action: ParkedAction::List { service, redis } }) => parking::cli_list(&service, &redis).await,
+            Some(Command::Parked { action: ParkedAction::Release { service, key, redis, wait } }) => {
+                parking::cli_release(&service, key.as_deref(), &redis, wait).await
+            }
+            Some(Command::Dump { service, redis }) => {
+                let store = state::Store::connect(&redis.redis_url, &service).await?;
+                let ns = store.active().await?.with_context(|| format!("service {service:?} has no state in Redis"))?;
+                println!("{}", serde_json::to_string_pretty(&store.dump(&ns).await?)?);
+                Ok(())
+            }
+        }
+    })
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Loads the script, connects to Redis and NATS, provisions the consumers: everything both
+/// `run` and `rebuild` need.
+async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc<Service>> {
+    let source = std::fs::read_to_string(script).with_context(|| format!("reading the script {}", script.display()))?;
+    let instance = membership::sanitize_instance(&opts.instance.clone().unwrap_or_else(membership::default_instance));
+    let shared = Arc::new(Shared {
+        instance: instance.clone(),
+        service: OnceLock::new(),
+        redis: OnceLock::new(),
+        gateway: OnceLock::new(),
+        token_secret: lua::crypto_secret(opts.listen.ip().is_loopback())?,
+        script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
+    });
+    let limits = Limits { memory_bytes: opts.lua_memory_mb.max(1) * 1024 * 1024, instructions: opts.lua_instructions.max(1_000) };
+    let (pool, spec) = Pool::new(source, shared.clone(), limits, opts.lua_states)?;
+    let _ = shared.service.set(spec.service.clone());
+    tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
+
+    let store = state::Store::connect(&conn.redis.redis_url, &spec.service).await?;
+    let _ = shared.redis.set(store.clone());
+
+    let user = conn.nats_user.clone().unwrap_or_else(|| spec.service.clone());
+    let password = conn.nats_password.clone().unwrap_or_else(|| format!("{user}-dev"));
+    let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
+        .name(format!("superclient {}/{instance}", spec.service))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
+    if let Some(ca) = &conn.nats_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options
+        .connect(conn.nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to NATS at {} as {user}", conn.nats_url))?;
+    Service::wait_connected(&client).await;
+    let _ = shared.gateway.set(gateway::Gateway::new(client.clone(), &spec.service, &instance));
+
+    let (stream_name, partitions) = if spec.types().is_empty() {
+        ("EVENTS".to_string(), 0)
+    } else {
+        let reply = delivery::provision(&client, &spec.service, spec.types(), opts.ack_wait, opts.pin_timeout).await?;
+        tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
+        (reply.stream, reply.partitions)
+    };
+    Ok(Arc::new(Service::new(spec, instance, pool, shared, store, client, stream_name, partitions, opts.clone())))
+}
+
+async fn run(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
+        .expect("static buckets")
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let svc = start(script, &conn, &opts).await?;
+    let ns = rebuild::ensure_namespace(&svc).await?;
+    tracing::info!(ns, "state namespace ready");
+
+    // Routes are served only now: the script is loaded and its state exists.
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "http listening on {addr}");
+    let app = http::router(svc.clone(), metrics);
+    let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let delivery_task = if svc.partitions > 0 {
+        let (live_tx, live_rx) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(membership::run(svc.clone(), live_tx, addr.to_string()));
+        Some(tokio::spawn(delivery::run(svc.clone(), live_rx, shutdown_rx)))
+    } else {
+        None
+    };
+    tracing::info!(service = svc.name, instance = svc.instance, %addr, "superclient ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = http_task => { r??; }
+    }
+    tracing::info!("stopping: finishing the events in hand and handing the partitions over");
+    membership::leave(&svc).await;
+    let _ = shutdown_tx.send(true);
+    if let Some(task) = delivery_task {
+        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    }
+    Ok(())
+}
+
+async fn rebuild_command(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
+    let svc = start(script, &conn, &opts).await?;
+    if svc.spec.types().is_empty() {
+        anyhow::bail!("the script handles no event types: there is nothing to rebuild");
+    }
+    if let Some(ns) = svc.store.active().await? {
+        svc.set_active(&ns);
+    }
+    let ns = rebuild::rebuild(&svc, "requested by `superclient rebuild`").await?;
+    println!("rebuilt {} into {ns}", svc.name);
+    Ok(())
+}

