@@ -26,6 +26,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/live", get(live::handler))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint: the API is under /v1 (see README)")
+        })
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
@@ -52,6 +55,7 @@ fn status_of(reply: &AppendReply) -> StatusCode {
     if let Some(e) = &reply.error {
         return match e.code {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,

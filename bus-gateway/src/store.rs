@@ -66,6 +66,8 @@ pub struct Store {
 struct Prepared {
     event: Event,
     expect: Expect,
+    /// The client chose the id, so this may be a retry of an event already stored.
+    client_id: bool,
 }
 
 impl Store {
@@ -143,9 +145,11 @@ impl Store {
         let prepared: Vec<Prepared> = events
             .into_iter()
             .map(|e| {
+                let client_id = e.id.is_some();
                 let id = e.id.unwrap_or_else(new_event_id);
                 let correlation = e.correlation.unwrap_or_else(|| id.clone());
                 Prepared {
+                    client_id,
                     expect: e.expect,
                     event: Event {
                         seq: 0,
@@ -193,6 +197,9 @@ impl Store {
             if let Expect::Version(want) = p.expect {
                 if want != version {
                     if fresh {
+                        if let Some(original) = self.find_stored(&p, head.as_ref()).await? {
+                            return Ok(stored(&original, original.seq, original.version, true));
+                        }
                         return Ok(conflict(&p.event, want, head.as_ref()));
                     }
                     head = self.head(&key).await?;
@@ -284,6 +291,9 @@ impl Store {
                 if !fresh {
                     fresh = true;
                     continue;
+                }
+                if let Some(receipts) = self.find_stored_batch(&batch, &heads).await? {
+                    return Ok(receipts);
                 }
                 return Ok(batch_conflict(&batch, i, &heads));
             }
@@ -378,6 +388,40 @@ impl Store {
             receipts.push(stored(&original, original.seq, original.version, true));
         }
         Ok(receipts)
+    }
+
+    /// Looks for `event` (by id) among the stored events of its correlation: a retry whose key
+    /// has moved on since the original landed would otherwise look like a conflict. Units of
+    /// work are small, so this reads a handful of events, and only on the conflict path.
+    async fn find_stored(&self, p: &Prepared, head: Option<&Head>) -> Result<Option<Event>, StoreError> {
+        let (Some(head), true) = (head, p.client_id) else { return Ok(None) };
+        let event = &p.event;
+        crate::indexer::wait_indexed(self, head.seq, Duration::from_secs(2)).await;
+        let filter = subjects::correlation_index_subject(&event.correlation);
+        let (entries, _) = self.scan(&self.index, vec![filter], 1, usize::MAX).await?;
+        for entry in entries.iter().rev() {
+            let Some(seq) = std::str::from_utf8(&entry.payload).ok().and_then(|s| s.parse::<u64>().ok()) else { continue };
+            if let Some(found) = self.get(seq).await?.filter(|e| e.id == event.id && e.key == event.key) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The original receipts of a batch retried after its keys moved on, if all of it is stored.
+    async fn find_stored_batch(
+        &self,
+        batch: &[Prepared],
+        heads: &std::collections::HashMap<String, Option<Head>>,
+    ) -> Result<Option<Vec<Receipt>>, StoreError> {
+        let mut receipts = Vec::with_capacity(batch.len());
+        for p in batch {
+            match self.find_stored(p, heads[&p.event.key].as_ref()).await? {
+                Some(original) => receipts.push(stored(&original, original.seq, original.version, true)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(receipts))
     }
 
     /// Publishes one message as a request and classifies the reply; transport trouble is

@@ -40,6 +40,7 @@ impl Receipt {
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
+    NotFound,
     TooLarge,
     Unauthorized,
     Forbidden,

@@ -7,8 +7,7 @@ use crate::progress::Progress;
 use crate::query::Query;
 use crate::timefmt::to_us;
 use arrow_array::RecordBatch;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self, ErrorCode};
@@ -31,6 +30,41 @@ pub const CLOCK_SKEW_US: i64 = 60_000_000;
 pub const INDEX_SLACK: u64 = 2048;
 /// Concurrent direct gets when fetching the events of a correlation.
 const DIRECT_GET_CONCURRENCY: usize = 64;
+
+/// Messages asked for by one pull request; a new one goes out when half have arrived.
+const PULL_BATCH: u64 = 4096;
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+
+enum PullOutcome {
+    Done,
+    Gap { resume_after: u64 },
+}
+
+/// The position of a delivered message, from its reply subject
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`
+/// (or the longer form with domain and account hash in front).
+struct AckMeta {
+    stream_seq: u64,
+    consumer_seq: u64,
+    published_ns: i64,
+    pending: u64,
+}
+
+impl AckMeta {
+    fn parse(reply: &str) -> Option<AckMeta> {
+        let tokens: Vec<&str> = reply.split('.').collect();
+        if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+            return None;
+        }
+        let at = if tokens.len() == 9 { 5 } else { 7 };
+        Some(AckMeta {
+            stream_seq: tokens.get(at)?.parse().ok()?,
+            consumer_seq: tokens.get(at + 1)?.parse().ok()?,
+            published_ns: tokens.get(at + 2)?.parse().ok()?,
+            pending: tokens.get(at + 3)?.parse().ok()?,
+        })
+    }
+}
 
 enum Start {
     All,
@@ -114,6 +148,7 @@ impl Live {
                  Check the host and port (the dev server is started with `nats-server -c nats/dev.conf`)"
             )),
         })?;
+        let _entered = rt.enter(); // the JetStream context spawns a task
         let mut js = jetstream::new(client.clone());
         js.set_timeout(timeout);
         let no_info = |name: String| {
@@ -134,13 +169,17 @@ impl Live {
             timeout,
             server_error,
         };
-        live.rt.block_on(js.get_stream(stream)).map_err(|e| match e.kind() {
-            GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => Error::StreamMissing(format!(
-                "stream {stream:?} does not exist on NATS at {url}. Start bus-gateway once (it creates the \
-                 streams), or pass the right stream= name"
-            )),
-            _ => live.nats_error(&format!("reading the info of stream {stream:?}"), &e),
-        })?;
+        let what = format!("reading the info of stream {stream:?}");
+        let found = live.rt.block_on(live.guarded(&what, async { Ok::<_, String>(js.get_stream(stream).await) }))?;
+        if let Err(e) = found {
+            return Err(match e.kind() {
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => Error::StreamMissing(format!(
+                    "stream {stream:?} does not exist on NATS at {url}. Start bus-gateway once (it creates the \
+                     streams), or pass the right stream= name"
+                )),
+                _ => live.nats_error(&what, &e),
+            });
+        }
         Ok(live)
     }
 
@@ -175,16 +214,32 @@ impl Live {
         Error::Nats(format!("{what} on NATS at {}: {text}", self.url))
     }
 
+    /// Runs one NATS request, failing fast when the server reports a permissions violation
+    /// (the request itself would only time out).
+    async fn guarded<T, E: Display>(&self, what: &str, request: impl std::future::Future<Output = std::result::Result<T, E>>) -> Result<T> {
+        self.server_error.lock().expect("not poisoned").take();
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let seen = self.server_error.lock().expect("not poisoned").clone();
+                if let Some(text) = seen.filter(|t| t.to_lowercase().contains("permission")) {
+                    return text;
+                }
+            }
+        };
+        tokio::select! {
+            result = request => result.map_err(|e| self.nats_error(what, &e)),
+            text = watch => Err(self.nats_error(what, &text)),
+        }
+    }
+
     pub fn summary(&self) -> Result<StreamSummary> {
         self.rt.block_on(self.summary_async())
     }
 
     async fn summary_async(&self) -> Result<StreamSummary> {
-        let info = self
-            .events
-            .get_info()
-            .await
-            .map_err(|e| self.nats_error(&format!("reading the info of stream {:?}", self.stream_name), &e))?;
+        let what = format!("reading the info of stream {:?}", self.stream_name);
+        let info = self.guarded(&what, self.events.get_info()).await?;
         Ok(StreamSummary {
             name: info.config.name.clone(),
             messages: info.state.messages,
@@ -210,57 +265,147 @@ impl Live {
         progress: &mut Progress,
         f: &mut dyn FnMut(u64, &[u8], i64) -> Result<Flow>,
     ) -> Result<()> {
-        let deliver_policy = match start {
-            Start::All | Start::Seq(0 | 1) => DeliverPolicy::All,
-            Start::Seq(s) => DeliverPolicy::ByStartSequence { start_sequence: s },
-            Start::Time(us) => DeliverPolicy::ByStartTime { start_time: crate::timefmt::from_us(us) },
+        // Ordered-consumer semantics (stream order, no gaps) with our own pull loop: one
+        // ephemeral, unacknowledged, in-memory consumer; big pull requests kept in flight; the
+        // position taken from the reply subject. On a gap the consumer is re-created after the
+        // last sequence seen, as async-nats' ordered consumer does.
+        let mut next = match start {
+            Start::Seq(s) => Some(s.max(1)),
+            Start::All => Some(1),
+            Start::Time(_) => None,
         };
-        let config = OrderedConfig { filter_subjects: filters, deliver_policy, ..Default::default() };
+        let mut first = true;
+        for _attempt in 0..8 {
+            let deliver_policy = match (next, &start) {
+                (Some(1), _) => DeliverPolicy::All,
+                (Some(s), _) => DeliverPolicy::ByStartSequence { start_sequence: s },
+                (None, Start::Time(us)) => DeliverPolicy::ByStartTime { start_time: crate::timefmt::from_us(*us) },
+                (None, _) => DeliverPolicy::All,
+            };
+            let outcome = self
+                .pull_all(stream, stream_name, filters.clone(), deliver_policy, upto, progress, first, f)
+                .await?;
+            first = false;
+            match outcome {
+                PullOutcome::Done => return Ok(()),
+                PullOutcome::Gap { resume_after } => next = Some(resume_after + 1),
+            }
+        }
+        Err(Error::Nats(format!(
+            "reading stream {stream_name:?}: messages kept going missing (gaps in the consumer sequence); \
+             is the client or the network overloaded? Try again"
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pull_all(
+        &self,
+        stream: &Stream<()>,
+        stream_name: &str,
+        filters: Vec<String>,
+        deliver_policy: DeliverPolicy,
+        upto: u64,
+        progress: &mut Progress,
+        count_total: bool,
+        f: &mut dyn FnMut(u64, &[u8], i64) -> Result<Flow>,
+    ) -> Result<PullOutcome> {
+        let config = pull::Config {
+            filter_subjects: filters,
+            deliver_policy,
+            ack_policy: AckPolicy::None,
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: Duration::from_secs(60),
+            description: Some("pyreport scan".into()),
+            ..Default::default()
+        };
         let what = format!("opening an ordered consumer on {stream_name:?}");
-        let consumer = stream.create_consumer(config).await.map_err(|e| self.nats_error(&what, &e))?;
+        let consumer = self.guarded(&what, stream.create_consumer(config)).await?;
         let total = consumer.cached_info().num_pending;
         let name = consumer.cached_info().name.clone();
         if total == 0 {
             let _ = stream.delete_consumer(&name).await;
-            return Ok(());
+            return Ok(PullOutcome::Done);
         }
-        progress.add_total(total);
-        let mut messages = consumer.messages().await.map_err(|e| self.nats_error(&what, &e))?;
-        let idle = self.timeout.max(Duration::from_secs(10));
+        if count_total {
+            progress.add_total(total);
+        }
         let reading = format!("reading stream {stream_name:?}");
-        'outer: loop {
-            let first = match tokio::time::timeout(idle, messages.next()).await {
+        let inbox = self.client.new_inbox();
+        let mut sub = self.guarded(&reading, self.client.subscribe(inbox.clone())).await?;
+        let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{stream_name}.{name}");
+        let pull = |batch: u64| {
+            let body = format!(r#"{{"batch":{batch},"expires":{}}}"#, PULL_EXPIRES.as_nanos());
+            let (client, subject, inbox) = (self.client.clone(), next_subject.clone(), inbox.clone());
+            async move { client.publish_with_reply(subject, inbox, body.into()).await }
+        };
+        let batch = PULL_BATCH.min(total.max(1));
+        let mut requested = batch;
+        let mut received = 0u64;
+        let mut last_cseq = 0u64;
+        let mut last_seq = 0u64;
+        pull(batch).await.map_err(|e| self.nats_error(&reading, &e))?;
+        let idle = self.timeout.max(Duration::from_secs(10));
+        let outcome = 'outer: loop {
+            let first = match tokio::time::timeout(idle, sub.next()).await {
                 Err(_) => {
                     return Err(Error::Nats(format!(
                         "{reading}: no message for {idle:?} although the server said more were pending; \
                          is the server overloaded? Try again"
                     )))
                 }
-                Ok(None) => break,
-                Ok(Some(item)) => item,
+                Ok(None) => return Err(Error::Nats(format!("{reading}: the subscription closed"))),
+                Ok(Some(m)) => m,
             };
             let mut item = Some(first);
             // Drain what is already buffered without a timer per message.
-            while let Some(result) = item.take() {
-                let msg = result.map_err(|e| self.nats_error(&reading, &e))?;
-                let info = msg.info().map_err(|e| self.nats_error(&reading, &e))?;
-                let seq = info.stream_sequence;
-                let pending = info.pending;
-                if seq > upto {
-                    break 'outer;
+            while let Some(msg) = item.take() {
+                let Some(reply) = msg.reply.as_deref() else {
+                    // A status message: 408 = a pull request expired, 100 = heartbeat.
+                    match msg.status.map(|s| s.as_u16()) {
+                        Some(408) | Some(100) | Some(404) => {
+                            requested = received;
+                            pull(batch).await.map_err(|e| self.nats_error(&reading, &e))?;
+                            requested += batch;
+                        }
+                        Some(409) => {
+                            let why = msg.description.clone().unwrap_or_default();
+                            if why.to_lowercase().contains("deleted") {
+                                return Err(Error::Nats(format!("{reading}: the server deleted the reader ({why}); try again")));
+                            }
+                        }
+                        _ => {}
+                    }
+                    item = sub.next().now_or_never().flatten();
+                    continue;
+                };
+                let Some(meta) = AckMeta::parse(reply) else {
+                    return Err(Error::Nats(format!("{reading}: unexpected reply subject {reply:?}")));
+                };
+                if last_cseq != 0 && meta.consumer_seq != last_cseq + 1 {
+                    break 'outer PullOutcome::Gap { resume_after: last_seq };
                 }
-                let published = to_us(info.published);
-                let flow = f(seq, &msg.payload, published)?;
+                last_cseq = meta.consumer_seq;
+                received += 1;
+                if meta.stream_seq > upto {
+                    break 'outer PullOutcome::Done;
+                }
+                last_seq = meta.stream_seq;
+                let flow = f(meta.stream_seq, &msg.payload, meta.published_ns.div_euclid(1000))?;
                 progress.tick()?;
-                if flow == Flow::Stop || pending == 0 || seq == upto {
-                    break 'outer;
+                if flow == Flow::Stop || meta.pending == 0 || meta.stream_seq == upto {
+                    break 'outer PullOutcome::Done;
                 }
-                item = messages.next().now_or_never().flatten();
+                if requested - received <= batch / 2 {
+                    pull(batch).await.map_err(|e| self.nats_error(&reading, &e))?;
+                    requested += batch;
+                }
+                item = sub.next().now_or_never().flatten();
             }
-        }
-        drop(messages);
+        };
+        let _ = sub.unsubscribe().await;
         let _ = stream.delete_consumer(&name).await;
-        Ok(())
+        Ok(outcome)
     }
 
     /// Runs a query, handing batches of matching events to `sink`. Returns a warning to show,

@@ -228,25 +228,30 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
 /// us, and have the event the dead owner held redelivered at once.
 async fn take_over(svc: Arc<Service>, name: String) {
     let Ok(stream) = svc.events_stream().await else { return };
+    let started = std::time::Instant::now();
     for _ in 0..30 {
         match stream.consumer_info(&name).await {
             Ok(info) if info.num_waiting > 0 => break,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(info) => tracing::debug!(consumer = name, waiting = info.num_waiting, "takeover: no pull waiting yet"),
+            Err(e) => tracing::debug!(consumer = name, error = %e, "takeover: consumer info failed"),
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    tracing::debug!(consumer = name, waited = ?started.elapsed(), "takeover: unpinning");
     if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
-        tracing::debug!(consumer = name, error = %e, "unpin on takeover failed");
+        tracing::warn!(consumer = name, error = %e, "unpin on takeover failed; the pin expires after --pin-timeout");
         return;
     }
     match stream.consumer_info(&name).await {
         Ok(info) if info.num_ack_pending > 0 => {
             if let Err(e) = stream.reset_consumer(&name, None).await {
-                tracing::debug!(consumer = name, error = %e, "reset on takeover failed; the held event comes back after the ack wait");
+                tracing::warn!(consumer = name, error = %e, "reset on takeover failed; the held event comes back after --ack-wait");
             } else {
                 tracing::info!(consumer = name, "took over from a vanished instance: its unacked event is redelivered now");
             }
         }
-        _ => {}
+        Ok(_) => tracing::info!(consumer = name, "took over from a vanished instance: nothing was in flight"),
+        Err(e) => tracing::warn!(consumer = name, error = %e, "consumer info after takeover failed"),
     }
 }
 

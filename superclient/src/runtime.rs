@@ -279,13 +279,14 @@ impl Service {
 
     /// Waits for NATS (used before anything that needs it); never gives up.
     pub async fn wait_connected(client: &async_nats::Client) {
+        let started = std::time::Instant::now();
         let mut logged = false;
         while client.connection_state() != async_nats::connection::State::Connected {
-            if !logged {
-                tracing::warn!("waiting for the NATS connection");
+            if !logged && started.elapsed() > Duration::from_secs(2) {
+                tracing::warn!("waiting for the NATS connection (is nats-server running? are the credentials right?)");
                 logged = true;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

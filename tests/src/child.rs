@@ -21,12 +21,7 @@ pub struct Child {
 impl Child {
     /// Starts `program` with `args` and extra environment variables `env`. `name` prefixes its
     /// echoed output and names it in errors. Stdin is closed.
-    pub fn spawn<A, K, V>(name: &str, program: impl AsRef<OsStr>, args: &[A], env: &[(K, V)]) -> anyhow::Result<Child>
-    where
-        A: AsRef<OsStr>,
-        K: AsRef<OsStr>,
-        V: AsRef<OsStr>,
-    {
+    pub fn spawn(name: &str, program: impl AsRef<OsStr>, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Child> {
         let program = program.as_ref();
         let mut process = tokio::process::Command::new(program)
             .args(args)

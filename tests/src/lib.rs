@@ -68,12 +68,17 @@ pub fn backend() -> anyhow::Result<Backend> {
     }
 }
 
-/// Connects to NATS as `user`; fails fast (no retry) when the server does not answer.
+/// Connects to NATS as `user`; fails fast (no retry) when the server does not answer. `url`
+/// may list several servers, comma separated (like the binaries' `NATS_URL`).
 pub async fn connect(url: &str, user: &str, password: &str) -> anyhow::Result<async_nats::Client> {
     options(user, password)
-        .connect(url)
+        .connect(servers(url))
         .await
         .with_context(|| format!("connecting to {url} as {user:?}"))
+}
+
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
 fn options(user: &str, password: &str) -> async_nats::ConnectOptions {
@@ -97,7 +102,7 @@ pub async fn connect_watching(url: &str, user: &str, password: &str) -> anyhow::
                 }
             }
         })
-        .connect(url)
+        .connect(servers(url))
         .await
         .with_context(|| format!("connecting to {url} as {user:?}"))?;
     Ok((client, ServerErrors { rx }))
@@ -116,9 +121,11 @@ impl ServerErrors {
 
     /// Waits for an error containing `needle` (received before or after this call).
     pub async fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let found = tokio::time::timeout(timeout, self.rx.wait_for(|errors| errors.iter().any(|e| e.contains(needle)))).await;
+        let found = tokio::time::timeout(timeout, self.rx.wait_for(|errors| errors.iter().any(|e| e.contains(needle))))
+            .await
+            .map(|r| r.map(|errors| errors.iter().find(|e| e.contains(needle)).cloned().expect("wait_for matched")));
         match found {
-            Ok(Ok(errors)) => Ok(errors.iter().find(|e| e.contains(needle)).cloned().expect("wait_for matched")),
+            Ok(Ok(error)) => Ok(error),
             Ok(Err(_)) => anyhow::bail!("the connection closed before the server reported {needle:?}"),
             Err(_) => anyhow::bail!("the server did not report {needle:?} within {timeout:?}; it reported: {:?}", self.all()),
         }

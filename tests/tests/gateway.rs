@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sequent_tests::{binary, free_port, nats, Child, NatsServer};
+use sequent_tests::{binary, free_port, nats, nats_cluster, Child, NatsServer};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -15,9 +15,13 @@ struct Gateway {
 }
 
 async fn gateway(nats: &NatsServer, extra: &[(&str, &str)]) -> Gateway {
+    gateway_at(&nats.url, extra).await
+}
+
+async fn gateway_at(nats_url: &str, extra: &[(&str, &str)]) -> Gateway {
     let port = free_port();
     let mut env: Vec<(String, String)> = vec![
-        ("NATS_URL".into(), nats.url.clone()),
+        ("NATS_URL".into(), nats_url.to_string()),
         ("SEQUENT_GATEWAY_LISTEN".into(), format!("127.0.0.1:{port}")),
         ("RUST_LOG".into(), "info".into()),
     ];
@@ -49,7 +53,11 @@ fn ev(t: &str, key: &str, expect: Value, data: Value) -> Value {
 
 /// How many messages the events stream holds, read with the admin user.
 async fn stream_count(nats: &NatsServer) -> u64 {
-    let js = async_nats::jetstream::new(nats.admin().await.unwrap());
+    count_with(nats.admin().await.unwrap()).await
+}
+
+async fn count_with(admin: async_nats::Client) -> u64 {
+    let js = async_nats::jetstream::new(admin);
     let mut stream = js.get_stream("EVENTS").await.unwrap();
     stream.info().await.unwrap().state.messages
 }
@@ -163,7 +171,19 @@ async fn retries_with_the_same_id_are_absorbed() {
         assert_eq!(again["receipts"][i]["seq"], first["receipts"][i]["seq"]);
         assert_eq!(again["receipts"][i]["duplicate"], true);
     }
-    assert_eq!(stream_count(&nats).await, 5);
+    // A retry that arrives after its key moved on (a handler re-run after a crash) is still
+    // recognised, through the correlation index, instead of being reported as a conflict.
+    let late = json!({"events": [{"id": "late-1", "type": "Deposited", "key": "acc-7", "expect": 2, "correlation": "work-9", "data": {}}]});
+    let (_, original) = post(&gw, late.clone()).await;
+    post(&gw, json!({"events": [ev("Deposited", "acc-7", json!(3), json!({}))]})).await;
+    let (s, again) = post(&gw, late).await;
+    assert_eq!(s, 201, "{again}");
+    assert_eq!(again["receipts"][0]["seq"], original["receipts"][0]["seq"]);
+    assert_eq!(again["receipts"][0]["duplicate"], true);
+    // A different event expecting the same version is still a conflict.
+    let (s, _) = post(&gw, json!({"events": [{"id": "late-2", "type": "Deposited", "key": "acc-7", "expect": 2, "correlation": "work-9", "data": {}}]})).await;
+    assert_eq!(s, 409);
+    assert_eq!(stream_count(&nats).await, 7);
 }
 
 /// Appends to `key` with explicit versions from `tasks` writers until `per_task` wins each;
@@ -445,4 +465,25 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 fn uuid_like() -> String {
     sequent_protocol::envelope::new_event_id()
+}
+
+/// The same contract on a 3-node cluster with the stream at 3 replicas, where JetStream answers
+/// a retried publish differently (duplicate ack instead of a wrong-sequence error) and checks
+/// expectations before the Raft proposal.
+#[tokio::test]
+async fn replicated_stream_keeps_the_contract() {
+    let cluster = nats_cluster().await.unwrap();
+    let a = gateway_at(&cluster.url(), &[("SEQUENT_REPLICAS", "3")]).await;
+    let b = gateway_at(&cluster.url(), &[("SEQUENT_REPLICAS", "3")]).await;
+    let one = json!({"events": [{"id": "r3-1", "type": "Opened", "key": "acc-1", "expect": "new", "data": {}}]});
+    let (s1, first) = post(&a, one.clone()).await;
+    let (s2, again) = post(&b, one).await;
+    assert_eq!((s1, s2), (201, 201), "{first} {again}");
+    assert_eq!(again["receipts"][0]["seq"], first["receipts"][0]["seq"]);
+    assert_eq!(again["receipts"][0]["duplicate"], true);
+    let (status, body) = post(&b, json!({"events": [ev("Opened", "acc-1", json!("new"), json!({}))]})).await;
+    assert_eq!(status, 409, "{body}");
+    let wins = race(vec![a.base.clone(), b.base.clone()], "hot", 8, 4).await;
+    assert_one_winner_per_version(&wins, 32);
+    assert_eq!(count_with(cluster.admin().await.unwrap()).await, 33);
 }

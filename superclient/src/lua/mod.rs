@@ -176,7 +176,7 @@ impl Engine {
             // An error can be caught by pcall; a yield cannot (the runtime then drops the
             // call). A yield is impossible inside some C functions (table.sort's comparator),
             // so alternate between the two.
-            if hook_budget.hits.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            if hook_budget.hits.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
                 Err(mlua::Error::runtime(budget_message(hook_budget.limit)))
             } else {
                 Ok(VmState::Yield)

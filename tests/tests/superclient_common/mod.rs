@@ -32,7 +32,7 @@ pub async fn stack() -> Stack {
         ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
         ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
     ];
-    let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[], &env).expect("bus-gateway starts");
+    let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
     gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
     let admin = nats.admin().await.expect("admin connects");
     Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin }
@@ -70,7 +70,7 @@ impl Stack {
         all.extend_from_slice(args);
         let mut child = Child::spawn(name, binary("superclient"), &all, &self.superclient_env()).expect("superclient starts");
         let line = child.wait_for_line("http listening on", Duration::from_secs(60)).await.expect("superclient serves");
-        let addr = line.rsplit("http listening on ").next().unwrap().trim().to_string();
+        let addr = line.rsplit("http listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
         child.wait_for_line("superclient ready", Duration::from_secs(30)).await.expect("superclient ready");
         Instance { name: name.to_string(), child, http: format!("http://{addr}") }
     }

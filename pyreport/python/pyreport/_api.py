@@ -1,0 +1,487 @@
+"""The public API: ``connect``, ``open_cache``, and the objects they return."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import pyarrow as pa
+
+from . import _args, _native, _progress
+from ._args import StrOrStrs, TimeLike
+from ._progress import ProgressArg
+
+#: The envelope columns of every events table, in order.
+COLUMNS: Tuple[str, ...] = tuple(_native.COLUMNS)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _select(table: pa.Table, columns: Optional[Sequence[str]]) -> pa.Table:
+    if columns is None:
+        return table
+    wanted = _args.str_list(columns, "columns") or []
+    unknown = [c for c in wanted if c not in table.column_names]
+    if unknown:
+        raise ValueError(
+            f"unknown column(s) {', '.join(map(repr, unknown))}; the columns are: "
+            f"{', '.join(table.column_names)} (use fields=[...] to add data fields as columns)"
+        )
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"columns lists a column twice: {wanted}")
+    return table.select(wanted)
+
+
+# ------------------------------------------------------------------------------------------
+# Result objects
+
+
+def _node(row: Dict[str, Any]) -> Dict[str, Any]:
+    node = dict(row)
+    node["data"] = json.loads(node["data"])
+    node["children"] = []
+    return node
+
+
+@dataclass
+class Trace:
+    """The causal tree of one unit of work (one correlation).
+
+    Attributes:
+        correlation: the correlation id.
+        table: every event of the correlation in stream order, with two extra columns:
+            ``depth`` (0 for roots) and ``parent`` (the id of the causing event, null for roots).
+        roots: the tree as nested dicts: each node holds the event's fields (``data`` parsed
+            into a dict, ``time`` a UTC datetime) and ``children``, a list of nodes in stream
+            order. An event whose cause is not in the correlation is a root.
+    """
+
+    correlation: str
+    table: pa.Table
+    roots: List[Dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_table(cls, correlation: str, table: pa.Table) -> "Trace":
+        nodes = [_node(r) for r in table.to_pylist()]
+        by_id = {n["id"]: n for n in nodes}
+        roots = []
+        for n in nodes:
+            parent = by_id.get(n["parent"]) if n["parent"] is not None else None
+            (parent["children"] if parent is not None else roots).append(n)
+        return cls(correlation=correlation, table=table, roots=roots)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def walk(self) -> Iterator[Dict[str, Any]]:
+        """Every node, depth first (a cause before its effects)."""
+        stack = list(reversed(self.roots))
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node["children"]))
+
+    def find(self, event_id: str) -> Dict[str, Any]:
+        """The node of one event id (KeyError if it is not in this trace)."""
+        for node in self.walk():
+            if node["id"] == event_id:
+                return node
+        raise KeyError(f"event {event_id!r} is not in correlation {self.correlation!r}")
+
+    def to_text(self) -> str:
+        """An indented outline: one line per event (type, key, time, seq)."""
+        lines = [f"correlation {self.correlation}: {len(self)} event(s)"]
+        for node in self.walk():
+            indent = "  " * (node["depth"] + 1)
+            t = node["time"].isoformat() if node["time"] is not None else "?"
+            lines.append(f"{indent}{node['type']} {node['key']} v{node['version']} @ {t} (seq {node['seq']})")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+@dataclass
+class MoneyFlow:
+    """Where money went from an account (forward) or came from into it (reverse).
+
+    Attributes:
+        account: the account traced from (forward) or to (reverse).
+        direction: ``"forward"`` or ``"reverse"``.
+        hops: the most hops followed.
+        transfers: one row per completed transfer on the way: hop, from_account, to_account,
+            amount_cents, transfer_id, time, seq, event_id, correlation; ordered by hop, time.
+        accounts: one row per account reached: account, hop (0 for the traced account),
+            received_cents and sent_cents (sums over the transfers above), transfers_in,
+            transfers_out.
+    """
+
+    account: str
+    direction: str
+    hops: int
+    transfers: pa.Table
+    accounts: pa.Table
+
+    def _row(self, account: str) -> Optional[Dict[str, Any]]:
+        for row in self.accounts.to_pylist():
+            if row["account"] == account:
+                return row
+        return None
+
+    def received(self, account: str) -> int:
+        """Cents the traced transfers brought into ``account`` (0 if it was not reached)."""
+        row = self._row(account)
+        return int(row["received_cents"]) if row else 0
+
+    def sent(self, account: str) -> int:
+        """Cents the traced transfers took out of ``account`` (0 if it was not reached)."""
+        row = self._row(account)
+        return int(row["sent_cents"]) if row else 0
+
+    def to_text(self) -> str:
+        lines = [f"money {self.direction} from {self.account}, up to {self.hops} hop(s): "
+                 f"{self.transfers.num_rows} transfer(s), {self.accounts.num_rows - 1} other account(s)"]
+        for r in self.transfers.to_pylist():
+            lines.append(
+                f"  hop {r['hop']}: {r['from_account']} -> {r['to_account']} "
+                f"{r['amount_cents'] / 100:,.2f} ({r['transfer_id']}, {r['time'].isoformat()})"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a stream or cache holds.
+
+    Attributes:
+        events: how many events.
+        first_seq, last_seq: the first and last stream sequence seen.
+        first_time, last_time: the earliest and latest event time (UTC).
+        keys, correlations: how many distinct keys and correlations.
+        by_type: table type, events, first_time, last_time (most frequent first).
+        by_producer: table producer, events (most frequent first).
+        stream: what the source says of itself: for the live stream name, messages, bytes,
+            first_seq, last_seq, created_us, replicas, url; for a cache path, events, bytes,
+            segments, last_seq, synced_at. ``source`` is "live" or "cache".
+    """
+
+    events: int
+    first_seq: Optional[int]
+    last_seq: Optional[int]
+    first_time: Optional[_dt.datetime]
+    last_time: Optional[_dt.datetime]
+    keys: int
+    correlations: int
+    by_type: pa.Table
+    by_producer: pa.Table
+    stream: Dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Stats":
+        return cls(
+            events=d["events"],
+            first_seq=d["first_seq"],
+            last_seq=d["last_seq"],
+            first_time=_args.to_datetime(d["first_time_us"]),
+            last_time=_args.to_datetime(d["last_time_us"]),
+            keys=d["keys"],
+            correlations=d["correlations"],
+            by_type=d["by_type"],
+            by_producer=d["by_producer"],
+            stream=dict(d["stream"]),
+        )
+
+    def __repr__(self) -> str:
+        types = ", ".join(f"{t}: {n}" for t, n in self.per_type().items())
+        return (
+            f"<pyreport.Stats {self.events} events (seq {self.first_seq}..{self.last_seq}, "
+            f"{self.first_time} .. {self.last_time}), {self.keys} keys, {self.correlations} correlations; "
+            f"{types}>"
+        )
+
+    def per_type(self) -> Dict[str, int]:
+        """Events per type as a plain dict."""
+        return dict(zip(self.by_type.column("type").to_pylist(), self.by_type.column("events").to_pylist()))
+
+    def per_producer(self) -> Dict[str, int]:
+        """Events per producing service as a plain dict."""
+        return dict(
+            zip(self.by_producer.column("producer").to_pylist(), self.by_producer.column("events").to_pylist())
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Queries (the same on the live stream and on a cache)
+
+
+class _Queries:
+    _native: Any
+    _label: str
+
+    def events(
+        self,
+        types: Optional[StrOrStrs] = None,
+        keys: Optional[StrOrStrs] = None,
+        correlation: Optional[StrOrStrs] = None,
+        since: Optional[TimeLike] = None,
+        until: Optional[TimeLike] = None,
+        from_seq: Optional[int] = None,
+        limit: Optional[int] = None,
+        *,
+        fields: Optional[Sequence[str]] = None,
+        columns: Optional[Sequence[str]] = None,
+        progress: ProgressArg = None,
+    ) -> pa.Table:
+        """Events matching every condition given, in stream order, as a ``pyarrow.Table``.
+
+        Args:
+            types: one event type or a list of them (e.g. ``"TransferCompleted"``).
+            keys: one key or a list of keys (e.g. ``"acc-7"``).
+            correlation: one correlation id or a list; answered from the correlation index.
+            since, until: inclusive bounds on the event time: a datetime (naive means UTC), a
+                date, or an ISO 8601 string such as ``"2026-11-27T10:00:00Z"``.
+            from_seq: the first stream sequence to read (1 = the beginning).
+            limit: at most this many events (the first ones in stream order).
+            fields: ``data`` fields to add as columns, e.g. ``["amount_cents"]``; nested ones
+                with dots (``"address.city"``). A field named like an envelope column becomes
+                ``data.<name>``. Types are inferred: int64, float64, bool, else string.
+            columns: keep only these columns (envelope columns and added fields), in this order.
+            progress: None shows a bar on long scans in a terminal or notebook; True always;
+                False never; or a callable ``(done, total, finished)``.
+
+        Returns:
+            A table with columns seq (int64), id, type, key, version (int64), correlation,
+            causation (null for the first event of a unit of work), producer (service),
+            producer_instance, time (timestamp[us, UTC]), data (the JSON text of the data
+            object), then the requested fields. ``.to_pandas()`` and ``polars.from_arrow``
+            work on it.
+
+        Raises:
+            TypeError, ValueError: a bad argument (named in the message).
+            NatsError, PermissionDenied, CacheError: reading failed.
+        """
+        since_us, until_us = _args.time_range(since, until)
+        table = self._native.events(
+            _args.str_list(types, "types"),
+            _args.str_list(keys, "keys"),
+            _args.str_list(correlation, "correlation"),
+            since_us,
+            until_us,
+            _args.integer(from_seq, "from_seq", 1),
+            _args.integer(limit, "limit", 0),
+            _args.str_list(fields, "fields") or [],
+            _progress.make(progress, f"{self._label} events"),
+        )
+        return _select(table, columns)
+
+    def history(
+        self,
+        key: str,
+        *,
+        since: Optional[TimeLike] = None,
+        until: Optional[TimeLike] = None,
+        fields: Optional[Sequence[str]] = None,
+        columns: Optional[Sequence[str]] = None,
+        progress: ProgressArg = None,
+    ) -> pa.Table:
+        """Every event of one key, in order (its versions run 0, 1, 2, ...).
+
+        Same table as :meth:`events`; ``fields``/``columns`` work the same way.
+        """
+        _args.string(key, "key")
+        return self.events(keys=[key], since=since, until=until, fields=fields, columns=columns, progress=progress)
+
+    def trace(self, correlation: str) -> Trace:
+        """The causal tree of one unit of work: every event with that correlation, linked by
+        causation ids. Returns a :class:`Trace` (``.roots`` nested, ``.table`` with ``depth``
+        and ``parent`` columns)."""
+        _args.string(correlation, "correlation")
+        return Trace.from_table(correlation, self._native.trace(correlation))
+
+    def follow_money(
+        self,
+        account: str,
+        hops: int = 3,
+        since: Optional[TimeLike] = None,
+        until: Optional[TimeLike] = None,
+        *,
+        direction: str = "forward",
+        progress: ProgressArg = None,
+    ) -> MoneyFlow:
+        """Follow money across completed transfers (``TransferCompleted`` events), hop by hop.
+
+        Forward (where did the money go?): hop 1 is every transfer out of ``account``. An
+        account first reached at hop h, whose earliest incoming hop-h transfer completed at time
+        t, adds at hop h+1 every transfer out of it completed at or after t: money is only
+        followed out of an account after it arrived there. Reverse (where did it come from?)
+        is the mirror: hop 1 is every transfer into ``account``; a sender first reached at hop
+        h, whose latest hop-h transfer left it at time t, adds every transfer into it completed
+        at or before t. Each transfer is counted once, each account expanded once (so cycles
+        end). Amounts are summed in integer cents: a flow does not claim which cents are "the
+        same" money, only that they could be.
+
+        Args:
+            account: the account id, e.g. ``"acc-7"``.
+            hops: how many hops to follow (1 to 64).
+            since, until: only transfers completed in this time range (as in :meth:`events`).
+            direction: ``"forward"`` or ``"reverse"``.
+            progress: as in :meth:`events`.
+        """
+        _args.string(account, "account")
+        n = _args.integer(hops, "hops", 1, 64)
+        if direction not in ("forward", "reverse"):
+            raise ValueError(f"direction must be 'forward' or 'reverse' (got {direction!r})")
+        since_us, until_us = _args.time_range(since, until)
+        transfers, accounts = self._native.follow_money(
+            account, n, since_us, until_us, direction == "reverse", _progress.make(progress, f"{self._label} transfers")
+        )
+        return MoneyFlow(account=account, direction=direction, hops=int(n or 0), transfers=transfers, accounts=accounts)
+
+    def stats(self, *, progress: ProgressArg = None) -> Stats:
+        """Events per type and per producer, first and last time and sequence, distinct keys and
+        correlations, and the size of the stream (or cache). Reads every event."""
+        return Stats.from_dict(self._native.stats(_progress.make(progress, f"{self._label} stats")))
+
+
+class Client(_Queries):
+    """A read-only connection to the live event stream. Make one with :func:`connect`.
+
+    Every query method reads the stream directly (an ordered JetStream consumer per scan,
+    filtered on the server by key and type subjects), parses and filters in Rust with the GIL
+    released, and returns Arrow data.
+    """
+
+    _label = "live"
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @property
+    def url(self) -> str:
+        """The NATS URL connected to."""
+        return str(self._native.url)
+
+    @property
+    def user(self) -> Optional[str]:
+        """The NATS user."""
+        return self._native.user  # type: ignore[no-any-return]
+
+    @property
+    def stream(self) -> str:
+        """The events stream read."""
+        return str(self._native.stream)
+
+    def sync(self, path: PathLike, *, progress: ProgressArg = None) -> "Cache":
+        """Bring the local cache folder ``path`` up to date and return it opened.
+
+        The first sync copies every event; later ones read only the sequences stored since (an
+        ordered consumer started at the cache's last sequence + 1) and add them as a new Arrow
+        IPC segment (LZ4-compressed); many segments are compacted into one. The cache remembers
+        which stream it copies: syncing it from a different (or re-created) stream raises
+        :class:`~pyreport.errors.CacheError`. Only one sync per folder runs at a time.
+        """
+        path = os.fspath(path)
+        report = self._native.sync(path, _progress.make(progress, "sync"))
+        cache = Cache(_native.NativeCache(path))
+        cache.last_sync = dict(report)
+        return cache
+
+    def close(self) -> None:
+        """Drain and close the NATS connection (also done when the client is garbage collected)."""
+        self._native.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<pyreport.Client {self.url} stream={self.stream} user={self.user}>"
+
+
+class Cache(_Queries):
+    """A local copy of the stream (see :meth:`Client.sync`) answering the same queries as a
+    :class:`Client`, without NATS. Open one with :func:`open_cache`."""
+
+    _label = "cache"
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        #: The report of the sync that returned this cache (new_events, compacted, ...), if any.
+        self.last_sync: Optional[Dict[str, Any]] = None
+
+    @property
+    def path(self) -> str:
+        return str(self._native.path)
+
+    def info(self) -> Dict[str, Any]:
+        """The manifest: stream, source_url, last_seq, events, segments, bytes, synced_at."""
+        return dict(self._native.info())
+
+    @property
+    def last_seq(self) -> int:
+        """Every event up to this stream sequence is in the cache."""
+        return int(self.info()["last_seq"])
+
+    def __len__(self) -> int:
+        return int(self.info()["events"])
+
+    def __repr__(self) -> str:
+        i = self.info()
+        return f"<pyreport.Cache {i['path']} stream={i['stream']} events={i['events']} last_seq={i['last_seq']}>"
+
+
+def connect(
+    url: Optional[str] = None,
+    user: Optional[str] = None,
+    password: Optional[str] = None,
+    *,
+    stream: str = "EVENTS",
+    timeout: float = 5.0,
+) -> Client:
+    """Connect to the event stream with read-only credentials.
+
+    Args:
+        url: the NATS server, e.g. ``"nats://127.0.0.1:4222"``. Default: ``$NATS_URL``, else
+            ``nats://127.0.0.1:4222``.
+        user, password: the NATS user. Default: ``$PYREPORT_USER`` / ``$PYREPORT_PASSWORD``,
+            else the development analyst ``analyst`` / ``analyst-dev`` (nats/accounts.conf).
+        stream: the events stream (its correlation index is ``<stream>_IX``).
+        timeout: seconds to wait for the server on connect and on each request.
+
+    Raises:
+        ConnectionFailed: the server cannot be reached (is nats-server running at ``url``?).
+        AuthFailed: the user or password was refused.
+        StreamMissing: the stream does not exist (bus-gateway creates it on its first start).
+        PermissionDenied, NatsError: the user may not read the stream, JetStream is off, ...
+    """
+    if url is None:
+        url = os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
+    _args.string(url, "url")
+    if user is None:
+        user = os.environ.get("PYREPORT_USER", "analyst")
+    if password is None:
+        password = os.environ.get("PYREPORT_PASSWORD", "analyst-dev")
+    _args.string(user, "user")
+    if not isinstance(password, str):
+        raise TypeError(f"password must be a string (got {_args.type_name(password)})")
+    _args.string(stream, "stream")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds (got {_args.type_name(timeout)})")
+    return Client(_native.NativeClient(url, user, password, stream, float(timeout)))
+
+
+def open_cache(path: PathLike) -> Cache:
+    """Open a cache folder made by :meth:`Client.sync` for queries (no NATS needed).
+
+    Raises:
+        CacheError: the folder holds no pyreport cache, or it is damaged.
+    """
+    return Cache(_native.NativeCache(os.fspath(path)))
