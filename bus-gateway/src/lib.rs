@@ -150,7 +150,13 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     if let Some(ca) = &config.nats_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let client = options.connect(config.nats_url.as_str()).await.with_context(|| {
+    let servers = config
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--nats-url {:?} is not a comma-separated list of nats:// URLs", config.nats_url))?;
+    let client = options.connect(servers).await.with_context(|| {
         format!("connecting to NATS at {} as {} (is nats-server running? are the credentials right?)", config.nats_url, config.nats_user)
     })?;
     // retry_on_initial_connect returns at once; wait for the first connection so errors surface.
