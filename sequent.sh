@@ -159,7 +159,7 @@ ui_e2e() {
   local waited=0 pid status=0
   setsid "$ROOT/target/debug/sequent" >"$log" 2>&1 </dev/null &
   pid=$!
-  until curl -fsS -o /dev/null "$url/"; do
+  until curl -fs -o /dev/null "$url/"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 30 "$log" >&2
       echo "the stack exited before serving $url (log above, all of it in $log)" >&2

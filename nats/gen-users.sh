@@ -156,6 +156,9 @@ EOF
   for ((p = 0; p < PARTITIONS; p++)); do
     c=$(printf '%s-p%02d' "$s" "$p")
     echo "      \"\$JS.API.CONSUMER.UNPIN.$STREAM.$c\""
+    # A new owner resets its consumer to the ack floor, so a dead owner's unacked event
+    # comes back at once instead of after the ack wait.
+    echo "      \"\$JS.API.CONSUMER.RESET.$STREAM.$c\""
     echo "      \"\$JS.ACK.$STREAM.$c.>\""
   done
   cat <<EOF
@@ -168,6 +171,7 @@ EOF
       "\$JS.API.CONSUMER.MSG.NEXT.KV_$BUCKET.*"
       "\$JS.API.CONSUMER.DELETE.KV_$BUCKET.*"
       "\$JS.FC.KV_$BUCKET.>"
+      "sequent.live.$s.>"
       "_INBOX.>"
     ]
     deny: [
@@ -176,7 +180,7 @@ EOF
 $(protected_deletes)
     ]
   }
-  subscribe: { allow: ["_INBOX.>"] }
+  subscribe: { allow: ["_INBOX.>", "sequent.live.$s.>"] }
 }
 
 EOF

@@ -2,12 +2,13 @@
 //! stderr with a prefix, which the test runner shows only when the test fails) so that a test
 //! waits for a line instead of sleeping.
 
-use crate::Lines;
 use anyhow::{bail, Context};
 use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
 
 pub struct Child {
     name: String,
@@ -15,7 +16,7 @@ pub struct Child {
     process: tokio::process::Child,
     lines: Lines,
     /// Reader tasks still running (stdout, stderr): output is complete once both ended.
-    open_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Child {
@@ -34,7 +35,7 @@ impl Child {
             .with_context(|| format!("starting {name} ({})", program.to_string_lossy()))?;
         let pid = process.id().expect("a process that was just spawned has a pid");
         let lines = Lines::new();
-        let open_streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let open_streams = Arc::new(std::sync::atomic::AtomicUsize::new(2));
         let stdout: Box<dyn AsyncRead + Send + Unpin> = Box::new(process.stdout.take().expect("piped"));
         let stderr: Box<dyn AsyncRead + Send + Unpin> = Box::new(process.stderr.take().expect("piped"));
         for reader in [stdout, stderr] {
@@ -141,5 +142,45 @@ impl Child {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("sending signal {sig} to {} (pid {pid})", self.name));
         }
         Ok(())
+    }
+}
+
+/// The lines a child printed, shared between its reader tasks and waiters.
+#[derive(Clone)]
+struct Lines {
+    lines: Arc<Mutex<Vec<String>>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Lines {
+    fn new() -> Lines {
+        Lines { lines: Arc::default(), changed: Arc::new(watch::channel(0).0) }
+    }
+
+    fn push(&self, line: String) {
+        self.lines.lock().expect("not poisoned").push(line);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes waiters without a new line (a stream ended).
+    fn poke(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn find(&self, needle: &str) -> Option<String> {
+        self.lines.lock().expect("not poisoned").iter().find(|l| l.contains(needle)).cloned()
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.lines.lock().expect("not poisoned").clone()
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let lines = self.lines.lock().expect("not poisoned");
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }

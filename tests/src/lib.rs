@@ -5,7 +5,10 @@
 //! image registry is reachable), or as plain processes from PATH. Choose with
 //! `SEQUENT_TEST_SERVERS=docker|process`; the default is docker when the daemon answers on
 //! /var/run/docker.sock. Either way every server is fresh, on its own port, with the users and
-//! permissions of `nats/accounts.conf`, so tests run in parallel.
+//! permissions of `nats/accounts.conf`, so tests run in parallel. [`nats_cluster`] gives a
+//! 3-node cluster (always as processes). With `REDIS_URL` set, [`redis`] leases an empty
+//! database of that server instead of starting one. There is no `NATS_URL` reuse: tests create
+//! the same streams (EVENTS, ...), so each needs a server of its own.
 //!
 //! ```no_run
 //! # async fn t() -> anyhow::Result<()> {
@@ -28,7 +31,7 @@ use anyhow::Context;
 use std::fmt::Display;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -249,15 +252,21 @@ pub(crate) fn find_server(name: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     }
-    if let Ok(out) = std::process::Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]).output() {
-        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name));
+    candidates.retain(|p| p.is_file());
+    if let Some(binary) = candidates.iter().find(|p| is_elf(p)) {
+        return Ok(binary.clone());
     }
-    let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.is_file()).collect();
-    existing
-        .iter()
-        .find(|p| is_elf(p))
-        .or(existing.first())
-        .map(|p| p.to_path_buf())
+    // Only a wrapper on PATH (a pyenv shim): the real binary is in python3's scripts directory.
+    let scripts = std::process::Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name));
+    if let Some(binary) = scripts.ok().filter(|p| is_elf(p)) {
+        return Ok(binary);
+    }
+    candidates
+        .into_iter()
+        .next()
         .with_context(|| format!("{name} is neither in .sequent/venv/bin nor on PATH: run ./sequent.sh install"))
 }
 
@@ -265,44 +274,4 @@ fn is_elf(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
     std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
-}
-
-/// Lines shared between a reader task and waiters; used by [`Child`] and container logs.
-#[derive(Clone)]
-pub(crate) struct Lines {
-    lines: Arc<Mutex<Vec<String>>>,
-    changed: Arc<watch::Sender<u64>>,
-}
-
-impl Lines {
-    pub(crate) fn new() -> Lines {
-        Lines { lines: Arc::default(), changed: Arc::new(watch::channel(0).0) }
-    }
-
-    pub(crate) fn push(&self, line: String) {
-        self.lines.lock().expect("not poisoned").push(line);
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    /// Wakes waiters without a new line (a stream ended).
-    pub(crate) fn poke(&self) {
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    pub(crate) fn find(&self, needle: &str) -> Option<String> {
-        self.lines.lock().expect("not poisoned").iter().find(|l| l.contains(needle)).cloned()
-    }
-
-    pub(crate) fn all(&self) -> Vec<String> {
-        self.lines.lock().expect("not poisoned").clone()
-    }
-
-    pub(crate) fn tail(&self, n: usize) -> String {
-        let lines = self.lines.lock().expect("not poisoned");
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
 }

@@ -16,8 +16,9 @@ pub struct NatsServer {
     handle: Handle,
 }
 
+#[allow(clippy::large_enum_variant)] // a few per test: size does not matter
 enum Handle {
-    Docker(Box<docker::Container>),
+    Docker(docker::Container),
     Process { child: Child, _dir: TempDir },
 }
 
@@ -28,7 +29,7 @@ pub async fn nats() -> anyhow::Result<NatsServer> {
             let mut files = repository_configs()?;
             files.push(("test-server.conf".into(), server_config("0.0.0.0:4222", "/data/jetstream", "").into_bytes()));
             let container = docker::nats(files, "test-server.conf").await?;
-            Ok(NatsServer { url: format!("nats://127.0.0.1:{}", container.port), handle: Handle::Docker(Box::new(container)) })
+            Ok(NatsServer { url: format!("nats://127.0.0.1:{}", container.port), handle: Handle::Docker(container) })
         }
         Backend::Process => {
             let dir = TempDir::new("nats")?;

@@ -17,9 +17,10 @@ pub struct RedisServer {
     _handle: Handle,
 }
 
+#[allow(clippy::large_enum_variant)] // one per test: size does not matter
 enum Handle {
     // The fields are only held: dropping them stops the server or frees the database.
-    Docker(#[allow(dead_code)] Box<docker::Container>),
+    Docker(#[allow(dead_code)] docker::Container),
     Process { _child: Child, _dir: TempDir },
     Shared(#[allow(dead_code)] Lease),
 }
@@ -41,7 +42,7 @@ pub async fn redis() -> anyhow::Result<RedisServer> {
     match backend()? {
         Backend::Docker => {
             let container = docker::redis().await?;
-            Ok(RedisServer { url: format!("redis://127.0.0.1:{}", container.port), _handle: Handle::Docker(Box::new(container)) })
+            Ok(RedisServer { url: format!("redis://127.0.0.1:{}", container.port), _handle: Handle::Docker(container) })
         }
         Backend::Process => {
             // Redis cannot pick its own port, so a port chosen in advance may be taken by the
