@@ -13,12 +13,8 @@ use axum::response::Response;
 use futures::StreamExt;
 use sequent_protocol::envelope::event_json_with_seq;
 use sequent_protocol::subjects;
-use sequent_protocol::validate::{validate_key, validate_type};
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// More filter subjects than this make the server's matching slow (nats-server #4888).
-const MAX_FILTERS: usize = 256;
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
@@ -38,26 +34,6 @@ fn list(s: &Option<String>) -> Vec<&str> {
     s.as_deref().map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
 }
 
-/// The filter subjects for the chosen keys and types (cross product).
-pub fn filters(types: &[&str], keys: &[&str]) -> Result<Vec<String>, String> {
-    for t in types {
-        validate_type(t).map_err(|e| e.to_string())?;
-    }
-    for k in keys {
-        validate_key(k).map_err(|e| e.to_string())?;
-    }
-    let out: Vec<String> = match (types.is_empty(), keys.is_empty()) {
-        (true, true) => vec![subjects::ALL_EVENTS.into()],
-        (false, true) => types.iter().map(|t| subjects::type_filter(t)).collect(),
-        (true, false) => keys.iter().map(|k| subjects::key_filter(k)).collect(),
-        (false, false) => keys.iter().flat_map(|k| types.iter().map(move |t| subjects::key_type_filter(k, t))).collect(),
-    };
-    if out.len() > MAX_FILTERS {
-        return Err(format!("{} key/type combinations; at most {MAX_FILTERS} are allowed", out.len()));
-    }
-    Ok(out)
-}
-
 pub async fn handler(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -68,7 +44,7 @@ pub async fn handler(
     if let Err(d) = app.tokens.check(token, Role::Read) {
         return denied(d);
     }
-    let filters = match filters(&list(&q.types), &list(&q.keys)) {
+    let filters = match subjects::read_filters(&list(&q.types), &list(&q.keys)) {
         Ok(f) => f,
         Err(e) => return bad(e),
     };
@@ -119,19 +95,4 @@ async fn feed(app: Arc<App>, mut socket: WebSocket, filters: Vec<String>, from_s
 
 fn caught_up_msg(seq: u64) -> String {
     format!("{{\"kind\":\"caught_up\",\"seq\":{seq}}}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builds_filters() {
-        assert_eq!(filters(&[], &[]).unwrap(), vec!["ev.>"]);
-        assert_eq!(filters(&["A"], &["k"]).unwrap(), vec!["ev.*.k.A"]);
-        assert!(filters(&["A.B"], &[]).is_err());
-        let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert!(filters(&[], &refs).is_err());
-    }
 }

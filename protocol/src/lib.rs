@@ -2,6 +2,7 @@
 //! and ids, the NATS subject layout, and the append wire messages. No I/O lives here, so both
 //! binaries (and the Python module) agree on every byte without pulling in a runtime.
 
+pub mod duration;
 pub mod envelope;
 pub mod subjects;
 pub mod validate;

@@ -32,6 +32,34 @@ pub fn partition_type_filter(partition: u32, event_type: &str) -> String {
 /// Every stored event.
 pub const ALL_EVENTS: &str = "ev.>";
 
+/// More filter subjects than this make the server's matching slow (nats-server #4888).
+pub const MAX_FILTERS: usize = 256;
+
+/// The filter subjects for a reader of some types and keys (their cross product; all events
+/// when both are empty), validated.
+pub fn read_filters<T: AsRef<str>, K: AsRef<str>>(types: &[T], keys: &[K]) -> Result<Vec<String>, String> {
+    use crate::validate::{validate_key, validate_type};
+    for t in types {
+        validate_type(t.as_ref()).map_err(|e| e.to_string())?;
+    }
+    for k in keys {
+        validate_key(k.as_ref()).map_err(|e| e.to_string())?;
+    }
+    let out: Vec<String> = match (types.is_empty(), keys.is_empty()) {
+        (true, true) => vec![ALL_EVENTS.into()],
+        (false, true) => types.iter().map(|t| type_filter(t.as_ref())).collect(),
+        (true, false) => keys.iter().map(|k| key_filter(k.as_ref())).collect(),
+        (false, false) => keys
+            .iter()
+            .flat_map(|k| types.iter().map(move |t| key_type_filter(k.as_ref(), t.as_ref())))
+            .collect(),
+    };
+    if out.len() > MAX_FILTERS {
+        return Err(format!("{} key/type combinations; at most {MAX_FILTERS} are allowed", out.len()));
+    }
+    Ok(out)
+}
+
 /// The stream's input subjects and its partitioning transform.
 pub const STREAM_INPUT: &str = "ev.*.*";
 pub fn stream_transform_destination(partitions: u32) -> String {
@@ -84,6 +112,16 @@ mod tests {
     #[test]
     fn transform_destination_is_mustache() {
         assert_eq!(stream_transform_destination(16), "ev.{{partition(16,1)}}.{{wildcard(1)}}.{{wildcard(2)}}");
+    }
+
+    #[test]
+    fn builds_read_filters() {
+        let none: [&str; 0] = [];
+        assert_eq!(read_filters(&none, &none).unwrap(), vec!["ev.>"]);
+        assert_eq!(read_filters(&["A"], &["k"]).unwrap(), vec!["ev.*.k.A"]);
+        assert!(read_filters(&["A.B"], &none).is_err());
+        let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        assert!(read_filters(&none, &many).is_err());
     }
 
     #[test]
