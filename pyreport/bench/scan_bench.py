@@ -135,6 +135,14 @@ async def python_reader(url: str, n: int) -> tuple[float, float, int]:
     return read, total, table.num_rows
 
 
+def server_cpu(stack: "harness.Stack | None") -> float:
+    """CPU seconds nats-server has used so far (0 when it is not ours)."""
+    if stack is None or stack.nats is None:
+        return 0.0
+    fields = Path(f"/proc/{stack.nats.proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -161,21 +169,51 @@ def main() -> None:
 
         client = pyreport.connect(url)
         times = []
+        load_before = os.getloadavg()[0]
+        cpu0, srv0 = time.process_time(), server_cpu(stack)
         for run in range(args.runs):
             started = time.perf_counter()
             table = client.events(progress=False)
             seconds = time.perf_counter() - started
             assert table.num_rows == args.events, table.num_rows
             times.append(seconds)
+            del table
             print(f"pyreport run {run + 1}: {args.events / seconds:,.0f} events/s ({seconds:.2f} s)", file=sys.stderr)
+        client_us = (time.process_time() - cpu0) / (args.runs * args.events) * 1e6
+        server_us = (server_cpu(stack) - srv0) / (args.runs * args.events) * 1e6
         rust_s = statistics.median(times)
         rust_rate = args.events / rust_s
-        del table
         print(f"pyreport (Rust, ordered consumer -> pyarrow.Table): {rust_rate:,.0f} events/s "
-              f"(median of {args.runs}, {rust_s:.2f} s for {args.events:,})")
+              f"(median of {args.runs}, {rust_s:.2f} s for {args.events:,}; best {args.events / min(times):,.0f})")
+        if stack is not None:
+            print(f"  CPU per event: pyreport process {client_us:.2f} us, nats-server {server_us:.2f} us "
+                  f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            cache = client.sync(Path(folder) / "cache", progress=False)
+            sync_s = time.perf_counter() - started
+            cache.events(progress=False)  # loads the segments
+            started = time.perf_counter()
+            cached = cache.events(progress=False)
+            cache_s = time.perf_counter() - started
+            assert cached.num_rows == args.events
+            started = time.perf_counter()
+            one_type = cache.events(types="TransferCompleted", progress=False).num_rows
+            filter_s = time.perf_counter() - started
+            del cached, cache
+        print(f"cache: sync {args.events / sync_s:,.0f} events/s ({sync_s:.2f} s, live scan + Arrow IPC write); "
+              f"full query {args.events / cache_s:,.0f} events/s; a type filter over it "
+              f"{args.events / filter_s:,.0f} events/s ({one_type:,} rows)")
 
         if not args.skip_python:
+            cpu0, srv0 = time.process_time(), server_cpu(stack)
             read_s, total_s, rows = asyncio.run(python_reader(url, args.events))
+            if stack is not None:
+                print(f"  pure Python CPU per event: {(time.process_time() - cpu0) / args.events * 1e6:.2f} us, "
+                      f"nats-server {(server_cpu(stack) - srv0) / args.events * 1e6:.2f} us")
             assert rows == args.events, rows
             py_rate = args.events / total_s
             print(f"pure Python (nats-py ordered consumer, json.loads, pyarrow table): {py_rate:,.0f} events/s "

@@ -75,8 +75,46 @@ pub fn schema() -> SchemaRef {
 pub struct ProducerRef<'a> {
     #[serde(borrow)]
     pub service: Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     pub instance: Option<Cow<'a, str>>,
+}
+
+/// An optional string borrowed from the payload when it has no escapes (serde only borrows a
+/// bare `Cow<str>`; inside an `Option` it would allocate every time).
+fn optional_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Cow<'a, str>>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_str(Text).map(Some)
+        }
+    }
+    d.deserialize_option(Optional)
 }
 
 /// A stored event, borrowed from its payload.
@@ -91,7 +129,7 @@ pub struct StoredRef<'a> {
     pub version: u64,
     #[serde(borrow)]
     pub correlation: Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     pub causation: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub producer: ProducerRef<'a>,
@@ -103,7 +141,10 @@ pub struct StoredRef<'a> {
 
 impl<'a> StoredRef<'a> {
     pub fn parse(payload: &'a [u8]) -> std::result::Result<StoredRef<'a>, serde_json::Error> {
-        serde_json::from_slice(payload)
+        // One vectorised UTF-8 check of the whole payload, then a parser that trusts it (the
+        // slice reader would validate every string again).
+        let text = std::str::from_utf8(payload).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+        serde_json::from_str(text)
     }
 }
 
@@ -264,6 +305,15 @@ impl<'q, F: FnMut(RecordBatch) -> Result<Flow>> Collector<'q, F> {
         Ok(Flow::Continue)
     }
 
+    /// Hands on a batch built elsewhere (already filtered), after the rows collected so far.
+    pub fn forward(&mut self, batch: RecordBatch) -> Result<Flow> {
+        if self.flush()? == Flow::Stop {
+            return Ok(Flow::Stop);
+        }
+        self.rows += batch.num_rows() as u64;
+        (self.sink)(batch)
+    }
+
     fn flush(&mut self) -> Result<Flow> {
         if self.builder.is_empty() {
             return Ok(Flow::Continue);
@@ -332,6 +382,7 @@ mod tests {
         for (c, i) in [(Some("e-0"), Some("a-1")), (None, None)] {
             let stored = event(c, i).to_stored();
             let parsed = StoredRef::parse(&stored).unwrap();
+            assert!(matches!(parsed.causation, None | Some(Cow::Borrowed(_))));
             b.append(42, &parsed, parse_rfc3339_us(&parsed.time));
         }
         let batch = b.finish();

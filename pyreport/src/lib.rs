@@ -12,6 +12,7 @@ pub mod live;
 pub mod progress;
 pub mod query;
 pub mod timefmt;
+pub mod wire;
 
 use crate::cache::Cache;
 use crate::columns::Flow;
@@ -47,7 +48,7 @@ impl Source for Cache {
 }
 
 fn to_pyarrow(py: Python<'_>, batches: Vec<RecordBatch>, schema: SchemaRef) -> PyResult<Bound<'_, PyAny>> {
-    Ok(PyTable::try_new(batches, schema)?.into_pyarrow(py)?)
+    PyTable::try_new(batches, schema)?.into_pyarrow(py)
 }
 
 fn warn(py: Python<'_>, warning: Option<String>) -> PyResult<()> {

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::query::Query;
 use crate::timefmt::to_us;
+use crate::wire::{self, Frame, WireConn, WireError};
 use arrow_array::RecordBatch;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::GetStreamErrorKind;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ use std::time::Duration;
 /// the server's start time uses its own clock, and the two may differ a little.
 pub const CLOCK_SKEW_US: i64 = 60_000_000;
 /// How many events before the newest indexed one a correlation query also scans directly, to
-/// find events the (asynchronous, concurrent) indexer has not indexed yet.
+/// find events the (asynchronous, concurrent) indexer has not indexed yet. The environment
+/// variable PYREPORT_INDEX_SLACK overrides it (tests set 0 to make the index answer alone).
 pub const INDEX_SLACK: u64 = 2048;
 /// Concurrent direct gets when fetching the events of a correlation.
 const DIRECT_GET_CONCURRENCY: usize = 64;
@@ -35,7 +38,31 @@ const DIRECT_GET_CONCURRENCY: usize = 64;
 const PULL_BATCH: u64 = 4096;
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 
-enum PullOutcome {
+/// Scans of at least this many sequences, without a limit, run in parallel ranges: with the
+/// wire reader on 2 cores or more (nats-server is then the bottleneck, and a second consumer
+/// lets it use the second core), with async-nats only on 4 cores or more (on 2 its extra
+/// threads cost more than they bring: measured slower). The environment variable
+/// PYREPORT_PARALLEL_MIN overrides it (tests use it to check the parallel path).
+const PARALLEL_MIN: u64 = 100_000;
+
+fn parallel_min(wire: bool) -> u64 {
+    if let Some(n) = std::env::var("PYREPORT_PARALLEL_MIN").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 4 || (wire && cores >= 2) {
+        PARALLEL_MIN
+    } else {
+        u64::MAX
+    }
+}
+
+/// How many ranges a parallel scan reads at once: one per core, 2 to 4.
+fn parallel_parts() -> u64 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u64).clamp(2, 4)
+}
+
+enum ReadOutcome {
     Done,
     Gap { resume_after: u64 },
 }
@@ -52,20 +79,34 @@ struct AckMeta {
 
 impl AckMeta {
     fn parse(reply: &str) -> Option<AckMeta> {
-        let tokens: Vec<&str> = reply.split('.').collect();
-        if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+        let mut tokens = [""; 12];
+        let mut n = 0;
+        for t in reply.split('.') {
+            if n == tokens.len() {
+                return None;
+            }
+            tokens[n] = t;
+            n += 1;
+        }
+        if n < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
             return None;
         }
-        let at = if tokens.len() == 9 { 5 } else { 7 };
+        let at = if n == 9 { 5 } else { 7 };
         Some(AckMeta {
-            stream_seq: tokens.get(at)?.parse().ok()?,
-            consumer_seq: tokens.get(at + 1)?.parse().ok()?,
-            published_ns: tokens.get(at + 2)?.parse().ok()?,
-            pending: tokens.get(at + 3)?.parse().ok()?,
+            stream_seq: tokens[at].parse().ok()?,
+            consumer_seq: tokens[at + 1].parse().ok()?,
+            published_ns: tokens[at + 2].parse().ok()?,
+            pending: tokens[at + 3].parse().ok()?,
         })
     }
 }
 
+/// Called for every message read: (stream sequence, payload, stored at µs).
+type OnMessage<'f> = dyn FnMut(u64, &[u8], i64) -> Result<Flow> + 'f;
+/// What one range of a parallel scan produced: batches, messages to read, a warning.
+type PartResult = (Vec<RecordBatch>, u64, Option<String>);
+
+#[derive(Clone, Copy)]
 enum Start {
     All,
     Seq(u64),
@@ -92,6 +133,7 @@ pub struct Live {
     index: Stream<()>,
     pub url: String,
     pub user: Option<String>,
+    password: Option<String>,
     pub stream_name: String,
     pub index_name: String,
     timeout: Duration,
@@ -103,6 +145,7 @@ impl Live {
         if stream.is_empty() || stream.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace()) {
             return Err(Error::BadArgument(format!("stream {stream:?} is not a JetStream stream name")));
         }
+        let secret = password.clone();
         let options = match (&user, &password) {
             (Some(u), Some(p)) => ConnectOptions::with_user_and_password(u.clone(), p.clone()),
             (None, None) => ConnectOptions::new(),
@@ -164,6 +207,7 @@ impl Live {
             client,
             url: url.to_string(),
             user,
+            password: secret,
             stream_name: stream.to_string(),
             index_name: format!("{stream}_IX"),
             timeout,
@@ -233,6 +277,94 @@ impl Live {
         }
     }
 
+    /// A connection of the minimal protocol reader (see `wire`), or None to use async-nats
+    /// (TLS, URLs with credentials, PYREPORT_WIRE=0, or any trouble connecting).
+    fn wire_connection(&self) -> Option<WireConn> {
+        if !self.wire_enabled() {
+            return None;
+        }
+        let address = wire::plain_address(&self.url)?;
+        WireConn::connect(&address, self.user.as_deref(), self.password.as_deref(), self.timeout).ok()
+    }
+
+    fn wire_enabled(&self) -> bool {
+        !std::env::var("PYREPORT_WIRE").is_ok_and(|v| v == "0") && wire::plain_address(&self.url).is_some()
+    }
+
+    /// The pull loop of `consume` over the minimal protocol reader: the scan thread reads the
+    /// socket itself and parses each payload straight from the read buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn consume_wire(
+        &self,
+        mut conn: WireConn,
+        next_subject: &str,
+        reading: &str,
+        batch: u64,
+        most: u64,
+        upto: u64,
+        progress: &mut Progress,
+        f: &mut OnMessage<'_>,
+    ) -> Result<ReadOutcome> {
+        let wire_err = |e: WireError| match e {
+            WireError::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Error::Nats(format!(
+                    "{reading}: no message for {:?} although the server said more were pending; is the server \
+                     overloaded? Try again",
+                    self.timeout.max(Duration::from_secs(10))
+                ))
+            }
+            other => self.nats_error(reading, &other),
+        };
+        let inbox = self.client.new_inbox();
+        let pull_body = format!(r#"{{"batch":{batch},"expires":{}}}"#, PULL_EXPIRES.as_nanos()).into_bytes();
+        conn.set_timeout(self.timeout.max(Duration::from_secs(10))).map_err(|e| wire_err(e.into()))?;
+        conn.subscribe(&inbox, 1).map_err(|e| wire_err(e.into()))?;
+        conn.publish(next_subject, &inbox, &pull_body).map_err(|e| wire_err(e.into()))?;
+        let mut requested = batch;
+        let mut received = 0u64;
+        let mut last_cseq = 0u64;
+        let mut last_seq = 0u64;
+        let outcome = loop {
+            let mut pull_again = false;
+            match conn.next_frame().map_err(wire_err)? {
+                Frame::Status { code, description } => match code {
+                    408 | 404 => {
+                        requested = received;
+                        pull_again = true;
+                    }
+                    409 if description.to_lowercase().contains("deleted") => {
+                        return Err(Error::Nats(format!("{reading}: the server deleted the reader ({description}); try again")));
+                    }
+                    _ => {}
+                },
+                Frame::Msg { reply, payload } => {
+                    let Some(meta) = reply.and_then(AckMeta::parse) else { continue };
+                    if last_cseq != 0 && meta.consumer_seq != last_cseq + 1 {
+                        break ReadOutcome::Gap { resume_after: last_seq };
+                    }
+                    last_cseq = meta.consumer_seq;
+                    received += 1;
+                    if meta.stream_seq > upto {
+                        break ReadOutcome::Done;
+                    }
+                    last_seq = meta.stream_seq;
+                    let flow = f(meta.stream_seq, payload, meta.published_ns.div_euclid(1000))?;
+                    progress.tick()?;
+                    if flow == Flow::Stop || meta.pending == 0 || meta.stream_seq == upto {
+                        break ReadOutcome::Done;
+                    }
+                    pull_again = requested - received <= batch / 2 && requested < most;
+                }
+            }
+            if pull_again {
+                conn.publish(next_subject, &inbox, &pull_body).map_err(|e| wire_err(e.into()))?;
+                requested += batch;
+            }
+        };
+        conn.close();
+        Ok(outcome)
+    }
+
     pub fn summary(&self) -> Result<StreamSummary> {
         self.rt.block_on(self.summary_async())
     }
@@ -255,6 +387,7 @@ impl Live {
 
     /// Reads the messages of `stream` that match `filters` from `start` up to sequence `upto`
     /// (the stream's end when the read began), calling `f(seq, payload, stored_at_us)` for each.
+    #[allow(clippy::too_many_arguments)]
     async fn read(
         &self,
         stream: &Stream<()>,
@@ -263,12 +396,11 @@ impl Live {
         start: Start,
         upto: u64,
         progress: &mut Progress,
-        f: &mut dyn FnMut(u64, &[u8], i64) -> Result<Flow>,
+        f: &mut OnMessage<'_>,
     ) -> Result<()> {
-        // Ordered-consumer semantics (stream order, no gaps) with our own pull loop: one
-        // ephemeral, unacknowledged, in-memory consumer; big pull requests kept in flight; the
-        // position taken from the reply subject. On a gap the consumer is re-created after the
-        // last sequence seen, as async-nats' ordered consumer does.
+        // Ordered-consumer semantics (stream order, no gaps) with our own loop: one ephemeral,
+        // unacknowledged, in-memory pull consumer (see `consume`). On a gap the
+        // consumer is re-created after the last sequence seen, as ordered consumers do.
         let mut next = match start {
             Start::Seq(s) => Some(s.max(1)),
             Start::All => Some(1),
@@ -283,12 +415,12 @@ impl Live {
                 (None, _) => DeliverPolicy::All,
             };
             let outcome = self
-                .pull_all(stream, stream_name, filters.clone(), deliver_policy, upto, progress, first, f)
+                .consume(stream, stream_name, filters.clone(), deliver_policy, upto, progress, first, f)
                 .await?;
             first = false;
             match outcome {
-                PullOutcome::Done => return Ok(()),
-                PullOutcome::Gap { resume_after } => next = Some(resume_after + 1),
+                ReadOutcome::Done => return Ok(()),
+                ReadOutcome::Gap { resume_after } => next = Some(resume_after + 1),
             }
         }
         Err(Error::Nats(format!(
@@ -297,8 +429,13 @@ impl Live {
         )))
     }
 
+    /// Reads with one ephemeral pull consumer (unacknowledged, in memory) and our own pull
+    /// loop: big pull requests, a new one sent when half of the last has arrived. The position
+    /// of each message comes from its reply subject; a gap in the consumer sequence makes the
+    /// caller re-create the consumer. (A push consumer was tried: with flow control it costs
+    /// the client more and overruns it when parsing is slower than delivery.)
     #[allow(clippy::too_many_arguments)]
-    async fn pull_all(
+    async fn consume(
         &self,
         stream: &Stream<()>,
         stream_name: &str,
@@ -307,8 +444,8 @@ impl Live {
         upto: u64,
         progress: &mut Progress,
         count_total: bool,
-        f: &mut dyn FnMut(u64, &[u8], i64) -> Result<Flow>,
-    ) -> Result<PullOutcome> {
+        f: &mut OnMessage<'_>,
+    ) -> Result<ReadOutcome> {
         let config = pull::Config {
             filter_subjects: filters,
             deliver_policy,
@@ -325,21 +462,32 @@ impl Live {
         let name = consumer.cached_info().name.clone();
         if total == 0 {
             let _ = stream.delete_consumer(&name).await;
-            return Ok(PullOutcome::Done);
+            return Ok(ReadOutcome::Done);
         }
+        // The consumer counts to the end of the stream; this read stops at `upto`.
+        let most = match deliver_policy {
+            DeliverPolicy::ByStartSequence { start_sequence } => upto.saturating_sub(start_sequence) + 1,
+            DeliverPolicy::All => upto,
+            _ => total,
+        };
         if count_total {
-            progress.add_total(total);
+            progress.add_total(total.min(most));
         }
         let reading = format!("reading stream {stream_name:?}");
+        let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{stream_name}.{name}");
+        let batch = PULL_BATCH.min(total.min(most).max(1));
+        if let Some(conn) = self.wire_connection() {
+            let outcome = self.consume_wire(conn, &next_subject, &reading, batch, most, upto, progress, f);
+            let _ = stream.delete_consumer(&name).await;
+            return outcome;
+        }
         let inbox = self.client.new_inbox();
         let mut sub = self.guarded(&reading, self.client.subscribe(inbox.clone())).await?;
-        let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{stream_name}.{name}");
         let pull = |batch: u64| {
             let body = format!(r#"{{"batch":{batch},"expires":{}}}"#, PULL_EXPIRES.as_nanos());
             let (client, subject, inbox) = (self.client.clone(), next_subject.clone(), inbox.clone());
             async move { client.publish_with_reply(subject, inbox, body.into()).await }
         };
-        let batch = PULL_BATCH.min(total.max(1));
         let mut requested = batch;
         let mut received = 0u64;
         let mut last_cseq = 0u64;
@@ -361,9 +509,9 @@ impl Live {
             // Drain what is already buffered without a timer per message.
             while let Some(msg) = item.take() {
                 let Some(reply) = msg.reply.as_deref() else {
-                    // A status message: 408 = a pull request expired, 100 = heartbeat.
+                    // A status message: 408 = a pull request expired, 404 = nothing (yet).
                     match msg.status.map(|s| s.as_u16()) {
-                        Some(408) | Some(100) | Some(404) => {
+                        Some(408) | Some(404) => {
                             requested = received;
                             pull(batch).await.map_err(|e| self.nats_error(&reading, &e))?;
                             requested += batch;
@@ -383,20 +531,20 @@ impl Live {
                     return Err(Error::Nats(format!("{reading}: unexpected reply subject {reply:?}")));
                 };
                 if last_cseq != 0 && meta.consumer_seq != last_cseq + 1 {
-                    break 'outer PullOutcome::Gap { resume_after: last_seq };
+                    break 'outer ReadOutcome::Gap { resume_after: last_seq };
                 }
                 last_cseq = meta.consumer_seq;
                 received += 1;
                 if meta.stream_seq > upto {
-                    break 'outer PullOutcome::Done;
+                    break 'outer ReadOutcome::Done;
                 }
                 last_seq = meta.stream_seq;
                 let flow = f(meta.stream_seq, &msg.payload, meta.published_ns.div_euclid(1000))?;
                 progress.tick()?;
                 if flow == Flow::Stop || meta.pending == 0 || meta.stream_seq == upto {
-                    break 'outer PullOutcome::Done;
+                    break 'outer ReadOutcome::Done;
                 }
-                if requested - received <= batch / 2 {
+                if requested - received <= batch / 2 && requested < most {
                     pull(batch).await.map_err(|e| self.nats_error(&reading, &e))?;
                     requested += batch;
                 }
@@ -430,6 +578,23 @@ impl Live {
                         (None, None) => Start::All,
                     };
                     let cut = q.until_us.map(|u| u.saturating_add(CLOCK_SKEW_US));
+                    if let Start::Seq(from) = match start { Start::All => Start::Seq(1), other => other } {
+                        let from = from.max(1);
+                        if q.limit.is_none() && upto >= from && upto - from + 1 >= parallel_min(self.wire_enabled()) {
+                            return self.scan_parallel(q, from, upto, progress, collector).await;
+                        }
+                        let start = Start::Seq(from);
+                        self.read(&self.events, &self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
+                            if cut.is_some_and(|c| stored_at > c) {
+                                return Ok(Flow::Stop);
+                            }
+                            collector.push(seq, payload)
+                        })
+                        .await?;
+                        collector.finish()?;
+                        progress.finish()?;
+                        return Ok(collector.skip_warning());
+                    }
                     self.read(&self.events, &self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
                         if cut.is_some_and(|c| stored_at > c) {
                             return Ok(Flow::Stop);
@@ -443,6 +608,101 @@ impl Live {
             progress.finish()?;
             Ok(collector.skip_warning())
         })
+    }
+
+    /// A scan of [from, upto] split into `parallel_parts()` sequence ranges read at the same
+    /// time, each by its own consumer and parsed on its own thread; the batches are handed on
+    /// in stream order afterwards. Used for big scans without a limit.
+    async fn scan_parallel<F: FnMut(RecordBatch) -> Result<Flow>>(
+        &self,
+        q: &Query,
+        from: u64,
+        upto: u64,
+        progress: &mut Progress,
+        mut collector: Collector<'_, F>,
+    ) -> Result<Option<String>> {
+        let parts = parallel_parts();
+        let span = (upto - from + 1).div_ceil(parts);
+        let ranges: Vec<(u64, u64)> =
+            (0..parts).map(|i| (from + i * span, (from + (i + 1) * span - 1).min(upto))).filter(|(a, b)| a <= b).collect();
+        let done = Arc::new(AtomicU64::new(0));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let handle = self.rt.handle().clone();
+        let filters = q.subject_filters();
+        let cut = q.until_us.map(|u| u.saturating_add(CLOCK_SKEW_US));
+        // Totals: what each range's consumer reports as pending, summed, for the progress bar.
+        let results: Vec<Result<PartResult>> = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = ranges
+                    .iter()
+                    .map(|&(a, b)| {
+                        let (done, cancel, handle, filters) = (done.clone(), cancel.clone(), handle.clone(), filters.clone());
+                        scope.spawn(move || {
+                            let mut batches = Vec::new();
+                            let mut part = Collector::new(q.row_filter(), None, |batch| {
+                                batches.push(batch);
+                                Ok(Flow::Continue)
+                            });
+                            let mut progress = Progress::worker(done, cancel.clone());
+                            let result = handle.block_on(self.read(
+                                &self.events,
+                                &self.stream_name,
+                                filters,
+                                Start::Seq(a),
+                                b,
+                                &mut progress,
+                                &mut |seq, payload, stored_at| {
+                                    if cut.is_some_and(|c| stored_at > c) {
+                                        return Ok(Flow::Stop);
+                                    }
+                                    part.push(seq, payload)
+                                },
+                            ));
+                            let total = progress.total;
+                            let _ = progress.finish();
+                            if result.is_err() {
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                            let result = result.and_then(|_| part.finish());
+                            let warning = part.skip_warning();
+                            drop(part);
+                            result.map(|_| (batches, total, warning))
+                        })
+                    })
+                    .collect();
+                let mut interrupted = None;
+                while !workers.iter().all(|w| w.is_finished()) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if interrupted.is_none() {
+                        if let Err(e) = progress.report_shared(done.load(Ordering::Relaxed), &cancel) {
+                            interrupted = Some(e);
+                        }
+                    }
+                }
+                let mut out: Vec<_> = workers.into_iter().map(|w| w.join().expect("scan threads do not panic")).collect();
+                if let Some(e) = interrupted {
+                    out.insert(0, Err(e));
+                }
+                out
+            })
+        });
+        let mut warning = None;
+        let mut all = Vec::new();
+        for r in results {
+            let (batches, total, w) = r?;
+            progress.add_total(total);
+            warning = warning.or(w);
+            all.push(batches);
+        }
+        progress.done = done.load(Ordering::Relaxed);
+        for batch in all.into_iter().flatten() {
+            if collector.forward(batch)? == Flow::Stop {
+                break;
+            }
+        }
+        collector.finish()?;
+        progress.finish()?;
+        Ok(warning)
     }
 
     /// Events of some correlations: their sequences from the index stream, fetched with direct
@@ -485,7 +745,8 @@ impl Live {
                     Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => 0,
                     Err(e) => return Err(self.nats_error(&format!("reading the index stream {:?}", self.index_name), &e)),
                 };
-                tail_from = newest.saturating_sub(INDEX_SLACK).max(1);
+                let slack = std::env::var("PYREPORT_INDEX_SLACK").ok().and_then(|v| v.parse().ok()).unwrap_or(INDEX_SLACK);
+                tail_from = newest.saturating_sub(slack).max(1);
             }
         }
         // The tail: events the index may not cover yet (everything, without an index stream).

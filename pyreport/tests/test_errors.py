@@ -130,5 +130,7 @@ def test_bad_arguments_of_other_functions(client: pyreport.Client, bank: Dict[st
         client.follow_money("acc-a", since="2026-02-01", until="2026-01-01")
     with pytest.raises(TypeError, match="timeout must be a number"):
         pyreport.connect("nats://127.0.0.1:4222", timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no password for user 'bob'"):
+        pyreport.connect("nats://127.0.0.1:4222", user="bob")
     with pytest.raises(ValueError, match="not a NATS address"):
         pyreport.connect("http://[broken", timeout=1)

@@ -66,6 +66,26 @@ def test_correlation_query_uses_the_index(client: pyreport.Client, bank: Dict[st
     assert client.events(correlation="corr-nothing").num_rows == 0
 
 
+def test_correlation_query_answered_by_the_index(client: pyreport.Client, gateway: Any, bank: Dict[str, Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gateway's correlation endpoint waits until its indexer has caught up.
+    import urllib.request
+
+    import harness
+
+    req = urllib.request.Request(f"{gateway.base}/v1/correlations/corr-t-2/events",
+                                 headers={"authorization": f"Bearer {harness.TOKENS['ops']}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    # No direct scan of the newest events: only the index entries and direct gets answer.
+    monkeypatch.setenv("PYREPORT_INDEX_SLACK", "0")
+    saga = bank["sagas"]["t-2"]
+    got = client.events(correlation="corr-t-2")
+    assert got.column("id").to_pylist() == [s["id"] for s in saga]
+    assert got.column("seq").to_pylist() == [s["seq"] for s in saga]
+    assert client.trace("corr-t-1").table.column("id").to_pylist() == [s["id"] for s in bank["sagas"]["t-1"]]
+
+
 def test_correlation_query_sees_events_not_indexed_yet(client: pyreport.Client, gateway: Any) -> None:
     # Queried right after the append: the asynchronous indexer may not have caught up, and the
     # answer must not depend on it.
@@ -141,3 +161,14 @@ def test_progress_callback_gets_the_final_report(client: pyreport.Client, bank: 
     table = client.events(progress=lambda done, total, finished: calls.append((done, total, finished)))
     assert calls and calls[-1][2] is True
     assert calls[-1][0] == table.num_rows == calls[-1][1]
+
+
+def test_big_events_round_trip(client: pyreport.Client, gateway: Any) -> None:
+    # Frames of ~200 KB, several of them, read through the scanner's buffer.
+    blobs = [("x" * 200_000) + str(i) for i in range(6)]
+    for i, blob in enumerate(blobs):
+        gateway.append([{"id": f"big-{i}", "type": "Blob", "key": "blob-1", "expect": "any",
+                         "data": {"blob": blob, "escaped": "quote \" and \\ and \u00e9"}}])
+    t = client.history("blob-1", fields=["blob", "escaped"])
+    assert t.column("blob").to_pylist() == blobs
+    assert set(t.column("escaped").to_pylist()) == {"quote \" and \\ and \u00e9"}

@@ -67,14 +67,14 @@ class Trace:
     def from_table(cls, correlation: str, table: pa.Table) -> "Trace":
         nodes = [_node(r) for r in table.to_pylist()]
         by_id = {n["id"]: n for n in nodes}
-        roots = []
+        roots: List[Dict[str, Any]] = []
         for n in nodes:
             parent = by_id.get(n["parent"]) if n["parent"] is not None else None
             (parent["children"] if parent is not None else roots).append(n)
         return cls(correlation=correlation, table=table, roots=roots)
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
     def walk(self) -> Iterator[Dict[str, Any]]:
         """Every node, depth first (a cause before its effects)."""
@@ -126,7 +126,8 @@ class MoneyFlow:
     accounts: pa.Table
 
     def _row(self, account: str) -> Optional[Dict[str, Any]]:
-        for row in self.accounts.to_pylist():
+        rows: List[Dict[str, Any]] = self.accounts.to_pylist()
+        for row in rows:
             if row["account"] == account:
                 return row
         return None
@@ -452,7 +453,8 @@ def connect(
         url: the NATS server, e.g. ``"nats://127.0.0.1:4222"``. Default: ``$NATS_URL``, else
             ``nats://127.0.0.1:4222``.
         user, password: the NATS user. Default: ``$PYREPORT_USER`` / ``$PYREPORT_PASSWORD``,
-            else the development analyst ``analyst`` / ``analyst-dev`` (nats/accounts.conf).
+            else the development analyst ``analyst`` / ``analyst-dev`` (nats/accounts.conf). A
+            user without a password takes ``$PYREPORT_PASSWORD``.
         stream: the events stream (its correlation index is ``<stream>_IX``).
         timeout: seconds to wait for the server on connect and on each request.
 
@@ -465,10 +467,15 @@ def connect(
     if url is None:
         url = os.environ.get("NATS_URL") or "nats://127.0.0.1:4222"
     _args.string(url, "url")
-    if user is None:
+    if user is None and password is None:
         user = os.environ.get("PYREPORT_USER", "analyst")
+        password = os.environ.get("PYREPORT_PASSWORD", "analyst-dev" if user == "analyst" else None)
+    elif password is None:
+        password = os.environ.get("PYREPORT_PASSWORD")
+    if user is None:
+        raise ValueError("password given without user: pass both")
     if password is None:
-        password = os.environ.get("PYREPORT_PASSWORD", "analyst-dev")
+        raise ValueError(f"no password for user {user!r}: pass password=... or set PYREPORT_PASSWORD")
     _args.string(user, "user")
     if not isinstance(password, str):
         raise TypeError(f"password must be a string (got {_args.type_name(password)})")

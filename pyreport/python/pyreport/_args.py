@@ -97,7 +97,7 @@ def time_us(value: Any, name: str) -> Optional[int]:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        delta = value - EPOCH
+        delta: _dt.timedelta = value - EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(value, _dt.date):
         return time_us(_dt.datetime(value.year, value.month, value.day, tzinfo=UTC), name)

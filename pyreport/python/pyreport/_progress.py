@@ -45,7 +45,7 @@ class TextBar:
             return False
         if self._tqdm is None:
             try:
-                from tqdm.auto import tqdm  # type: ignore[import-not-found]
+                from tqdm.auto import tqdm  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
                 return False
             self._tqdm = tqdm(total=total, desc=self.label, unit="ev", unit_scale=True)
