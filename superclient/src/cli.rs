@@ -1,5 +1,6 @@
 //! Command line: every flag has an environment-variable fallback.
 
+use sequent_protocol::duration::parse_duration;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,9 +131,17 @@ pub struct RunOpts {
     /// stopped with an error.
     #[arg(long, env = "SEQUENT_LUA_INSTRUCTIONS", default_value_t = 50_000_000)]
     pub lua_instructions: u64,
-    /// Lua states in the pool: how many handlers and routes run at the same time.
+    /// Lua states for event handlers: how many handlers run at the same time.
     #[arg(long, env = "SEQUENT_LUA_STATES", default_value_t = 4)]
     pub lua_states: usize,
+    /// Lua states for HTTP routes and WebSocket connect functions: how many requests run at
+    /// the same time (a request waiting in `bus:wait` or `http.call` holds one).
+    #[arg(long, env = "SEQUENT_LUA_ROUTE_STATES", default_value_t = 16)]
+    pub lua_route_states: usize,
+    /// Enable `admin.*` in the script (services, instances, parked keys of every service
+    /// type): for an operators' backend such as the bfaf only.
+    #[arg(long, env = "SEQUENT_ADMIN_API")]
+    pub admin_api: bool,
     /// Attempts of a failing handler before its event is parked.
     #[arg(long, env = "SEQUENT_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: i64,
@@ -160,19 +169,4 @@ pub struct RunOpts {
     /// Log format: `text` or `json`.
     #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
-}
-
-/// Parses "250ms", "5s", "2m", "1h" or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 2m or 1h"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
-    })
 }

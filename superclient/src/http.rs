@@ -1,6 +1,7 @@
 //! The HTTP server: the script's routes, `/health` and `/metrics`.
 //!
-//! A route handler is `fn(method, path, params, body, query)` and returns `(status, value)`:
+//! A route handler is `fn(method, path, params, body, query, headers)` (header names in lower
+//! case) and returns `(status, value)`:
 //! a table is sent as JSON, a string as text, nil as an empty body. Request bodies must be JSON
 //! (`Content-Type: application/json`, else 415), well-formed (else 400) and within the body
 //! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
@@ -84,6 +85,7 @@ impl Route {
 struct Http {
     svc: Arc<Service>,
     routes: Vec<Route>,
+    websockets: Vec<Route>,
     metrics: PrometheusHandle,
 }
 
@@ -92,7 +94,9 @@ pub fn router(svc: Arc<Service>, metrics: PrometheusHandle) -> Router {
         svc.spec.routes.iter().enumerate().map(|(i, (p, m))| Route::parse(p, m, i)).collect();
     // The most specific pattern wins (most literal segments), then registration order.
     routes.sort_by_key(|r| (std::cmp::Reverse(r.literals), r.index));
-    let state = Arc::new(Http { svc, routes, metrics });
+    let mut websockets: Vec<Route> = svc.spec.websockets.iter().enumerate().map(|(i, p)| Route::parse(p, "GET", i)).collect();
+    websockets.sort_by_key(|r| (std::cmp::Reverse(r.literals), r.index));
+    let state = Arc::new(Http { svc, routes, websockets, metrics });
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -119,6 +123,10 @@ fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+pub fn percent_decode_segment(s: &str) -> String {
+    percent_decode(s)
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -139,17 +147,52 @@ fn percent_decode(s: &str) -> String {
 
 async fn dispatch(State(h): State<Arc<Http>>, request: Request) -> Response {
     let started = std::time::Instant::now();
+    let what = format!("{} {}", request.method(), request.uri().path());
     let response = dispatch_inner(&h, request).await;
+    if started.elapsed() > std::time::Duration::from_secs(2) {
+        tracing::warn!(request = what, status = response.status().as_u16(), seconds = started.elapsed().as_secs_f64(), "slow request");
+    }
     metrics::counter!("sequent_http_requests_total", "status" => response.status().as_u16().to_string()).increment(1);
     metrics::histogram!("sequent_http_seconds").record(started.elapsed().as_secs_f64());
     response
 }
 
+fn header_list(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(&value);
+            }
+            None => out.push((name.as_str().to_string(), value)),
+        }
+    }
+    out
+}
+
 async fn dispatch_inner(h: &Http, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
+    if let Some((ws_index, params)) = h.websockets.iter().find_map(|r| r.matches(&segments).map(|p| (r.index, p))) {
+        if parts.method == Method::GET {
+            use axum::extract::FromRequestParts;
+            let query: HashMap<String, String> =
+                axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+            let headers = header_list(&parts.headers);
+            return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                Ok(upgrade) => {
+                    let svc = h.svc.clone();
+                    let opening = crate::sockets::Opening { index: ws_index, path: path.clone(), params, query, headers };
+                    upgrade.on_upgrade(move |socket| crate::sockets::serve(svc, socket, opening))
+                }
+                Err(_) => json_error(StatusCode::UPGRADE_REQUIRED, format!("{path} is a WebSocket: connect with a WebSocket client")),
+            };
+        }
+    }
     let mut allowed = Vec::new();
     let mut found = None;
     for route in &h.routes {
@@ -169,8 +212,14 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             }
             return r;
         }
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            if let Some(r) = crate::statics::serve(&h.svc.spec.statics, &path, parts.method == Method::HEAD).await {
+                return r;
+            }
+        }
         return json_error(StatusCode::NOT_FOUND, format!("no route for {method} {path}"));
     };
+    let headers = header_list(&parts.headers);
     let query: HashMap<String, String> = match axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri) {
         Ok(q) => q.0,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("bad query string: {e}")),
@@ -198,9 +247,10 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")),
         }
     };
-    run_route(h, index, &method, &path, params, body_json, query).await
+    run_route(h, index, &method, &path, params, body_json, query, headers).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_route(
     h: &Http,
     index: usize,
@@ -209,11 +259,13 @@ async fn run_route(
     params: Vec<(String, String)>,
     body: Option<serde_json::Value>,
     query: HashMap<String, String>,
+    headers: Vec<(String, String)>,
 ) -> Response {
     let svc = &h.svc;
     for _ in 0..3 {
-        let ns = svc.active_ns();
-        let mut lease = svc.pool.get().await;
+        // Read the active namespace now: a rebuild run elsewhere may have swapped it.
+        let ns = svc.refresh_active().await.unwrap_or_else(|_| svc.active_ns());
+        let mut lease = svc.route_pool.get().await;
         let Some(f) = lease.route(index) else { return json_error(StatusCode::INTERNAL_SERVER_ERROR, "route vanished") };
         let lua_ref = lease.lua();
         let args = (|| -> mlua::Result<_> {
@@ -229,7 +281,11 @@ async fn run_route(
                 Some(b) => lua::json_to_lua(lua_ref, b)?,
                 None => Value::Nil,
             };
-            Ok((method.to_string(), path.to_string(), p, b, q))
+            let hd = lua_ref.create_table()?;
+            for (k, v) in &headers {
+                hd.raw_set(k.as_str(), v.as_str())?;
+            }
+            Ok((method.to_string(), path.to_string(), p, b, q, hd))
         })();
         let args = match args {
             Ok(a) => a,
@@ -248,10 +304,13 @@ async fn run_route(
         };
         let response = build_response(&values, method, path);
         drop(lease);
+        svc.shared.hub.apply(std::mem::take(&mut call.hub_ops));
         let ops = std::mem::take(&mut call.writes.ops);
         if ops.is_empty() {
             return response;
         }
+        // `bus:wait` may have moved the call to a state a rebuild swapped in meanwhile.
+        let ns = call.ns.clone();
         match svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await {
             Ok(Commit::NamespaceMoved) => {
                 let _ = svc.refresh_active().await;

@@ -2,14 +2,18 @@
 
 mod cli;
 mod delivery;
+mod directory;
 mod gateway;
 mod http;
 mod lua;
 mod membership;
+mod notify;
 mod parking;
 mod rebuild;
 mod runtime;
+mod sockets;
 mod state;
+mod statics;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -17,7 +21,7 @@ use cli::{Cli, Command, Conn, ParkedAction, RunOpts};
 use lua::{Limits, Pool, Shared};
 use runtime::Service;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> anyhow::Result<()> {
@@ -70,16 +74,18 @@ fn init_tracing(format: &str) {
 async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc<Service>> {
     let source = std::fs::read_to_string(script).with_context(|| format!("reading the script {}", script.display()))?;
     let instance = membership::sanitize_instance(&opts.instance.clone().unwrap_or_else(membership::default_instance));
-    let shared = Arc::new(Shared {
-        instance: instance.clone(),
-        service: OnceLock::new(),
-        redis: OnceLock::new(),
-        gateway: OnceLock::new(),
-        token_secret: lua::crypto_secret(opts.listen.ip().is_loopback())?,
-        script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
-    });
+    let shared = Arc::new(Shared::new(
+        instance.clone(),
+        script,
+        lua::crypto_secret(opts.listen.ip().is_loopback())?,
+        opts.admin_api,
+        opts.member_timeout,
+    ));
     let limits = Limits { memory_bytes: opts.lua_memory_mb.max(1) * 1024 * 1024, instructions: opts.lua_instructions.max(1_000) };
-    let (pool, spec) = Pool::new(source, shared.clone(), limits, opts.lua_states)?;
+    let (pool, spec) = Pool::new(source.clone(), shared.clone(), limits, opts.lua_states)?;
+    let serves = !spec.routes.is_empty() || !spec.websockets.is_empty();
+    let (route_pool, _) = Pool::new(source.clone(), shared.clone(), limits, if serves { opts.lua_route_states } else { 1 })?;
+    let (live_pool, _) = Pool::new(source, shared.clone(), limits, 1)?;
     let _ = shared.service.set(spec.service.clone());
     tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
 
@@ -110,7 +116,8 @@ async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc
         tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
         (reply.stream, reply.partitions)
     };
-    Ok(Arc::new(Service::new(spec, instance, pool, shared, store, client, stream_name, partitions, opts.clone())))
+    let _ = shared.js.set((async_nats::jetstream::new(client.clone()), stream_name.clone()));
+    Ok(Arc::new(Service::new(spec, instance, (pool, route_pool, live_pool), shared, store, client, stream_name, partitions, opts.clone())))
 }
 
 async fn run(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
@@ -129,15 +136,19 @@ async fn run(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
     tracing::info!(%addr, "http listening on {addr}");
     let app = http::router(svc.clone(), metrics);
     let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    if !svc.spec.routes.is_empty() || !svc.spec.websockets.is_empty() {
+        tokio::spawn(notify::listen(conn.redis.redis_url.clone(), svc.name.clone(), svc.shared.commits.clone()));
+    }
+    if !svc.spec.live.is_empty() {
+        tokio::spawn(sockets::live_feed(svc.clone()));
+    }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let delivery_task = if svc.partitions > 0 {
-        let (live_tx, live_rx) = tokio::sync::watch::channel(Vec::new());
-        tokio::spawn(membership::run(svc.clone(), live_tx, addr.to_string()));
-        Some(tokio::spawn(delivery::run(svc.clone(), live_rx, shutdown_rx)))
-    } else {
-        None
-    };
+    // Every instance heartbeats (operators see it, `http.call` finds it); only services that
+    // consume events share partitions.
+    let (live_tx, live_rx) = tokio::sync::watch::channel(Vec::new());
+    tokio::spawn(membership::run(svc.clone(), live_tx, addr.to_string()));
+    let delivery_task = if svc.partitions > 0 { Some(tokio::spawn(delivery::run(svc.clone(), live_rx, shutdown_rx))) } else { None };
     tracing::info!(service = svc.name, instance = svc.instance, %addr, "superclient ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

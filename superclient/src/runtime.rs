@@ -32,7 +32,13 @@ pub struct Service {
     pub name: String,
     pub instance: String,
     pub spec: Spec,
+    /// Lua states for event handlers and receipt listeners.
     pub pool: Arc<Pool>,
+    /// Lua states for routes and WebSocket connect functions (they may wait: `bus:wait`,
+    /// `http.call`), kept apart so waiting requests never starve event handling.
+    pub route_pool: Arc<Pool>,
+    /// One Lua state for the live listeners (in stream order).
+    pub live_pool: Arc<Pool>,
     pub shared: Arc<Shared>,
     pub store: Store,
     pub js: jetstream::Context,
@@ -78,13 +84,23 @@ impl From<CallError> for Failure {
 
 /// Most rounds of "append, then run receipt listeners that send again" for one event.
 const MAX_SEND_ROUNDS: usize = 5;
+/// Most immediate re-runs of a `rerun_on_conflict` listener for one delivery.
+const MAX_RERUNS: u32 = 50;
+
+/// How publishing a handler's sends went.
+enum Published {
+    Done(Box<Call>),
+    /// A send of a `rerun_on_conflict` listener conflicted: nothing was stored (batches are
+    /// atomic); the handler must run again on fresh state.
+    Conflicted(String),
+}
 
 impl Service {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: Spec,
         instance: String,
-        pool: Arc<Pool>,
+        pools: (Arc<Pool>, Arc<Pool>, Arc<Pool>),
         shared: Arc<Shared>,
         store: Store,
         nats: async_nats::Client,
@@ -96,7 +112,9 @@ impl Service {
             name: spec.service.clone(),
             instance,
             spec,
-            pool,
+            pool: pools.0,
+            route_pool: pools.1,
+            live_pool: pools.2,
             shared,
             store,
             js: jetstream::new(nats),
@@ -143,6 +161,8 @@ impl Service {
     /// Runs `event` through the script and commits its effects (see the module docs).
     pub async fn apply(&self, event: &Event, target: &Target) -> Result<Commit, Failure> {
         let started = std::time::Instant::now();
+        let rerun = self.spec.rerun.contains(&event.event_type);
+        let mut reruns = 0u32;
         loop {
             let (mode, ns, expected) = match target {
                 Target::Rebuild { ns, .. } => (Mode::Rebuild, ns.clone(), None),
@@ -162,9 +182,36 @@ impl Service {
                 id: event.id.clone(),
                 correlation: event.correlation.clone(),
             });
-            call = self.run_handler(event, target, call).await?;
+            call = match self.run_handler(event, target, call).await {
+                Ok(c) => c,
+                // A rebuild swapped the state in (and dropped the one read) while the handler
+                // ran: its failure may come from reading vanished keys. Run it again on the new
+                // state without counting an attempt.
+                Err(Failure::Script(e)) if expected.is_some() => match self.refresh_active().await {
+                    Ok(now) if now != ns => {
+                        tracing::info!(from = ns, to = now, error = e, "the handler failed while a rebuild was swapped in; running it again");
+                        continue;
+                    }
+                    _ => return Err(Failure::Script(e)),
+                },
+                Err(e) => return Err(e),
+            };
             if mode == Mode::Handler {
-                call = self.publish_sends(call).await?;
+                match self.publish_sends(call, rerun).await? {
+                    Published::Done(c) => call = *c,
+                    Published::Conflicted(what) => {
+                        reruns += 1;
+                        metrics::counter!("sequent_handler_reruns_total").increment(1);
+                        if reruns > MAX_RERUNS {
+                            return Err(Failure::Script(format!("the handler's sends kept conflicting ({what}) for {MAX_RERUNS} re-runs")));
+                        }
+                        tracing::debug!(what, reruns, "a send conflicted: running the handler again on fresh state");
+                        // Spread racing deciders apart a little.
+                        let jitter = rand::random::<u64>() % (2 + u64::from(reruns.min(10)) * 5);
+                        tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                        continue;
+                    }
+                }
             }
             lua::note_version_of(&mut call, &event.key, event.version);
             let mut ops = std::mem::take(&mut call.writes.ops);
@@ -178,6 +225,9 @@ impl Service {
                 }
                 done => {
                     metrics::histogram!("sequent_handler_seconds").record(started.elapsed().as_secs_f64());
+                    if done == Commit::Applied {
+                        self.shared.hub.apply(std::mem::take(&mut call.hub_ops));
+                    }
                     return Ok(done);
                 }
             }
@@ -211,7 +261,7 @@ impl Service {
     }
 
     /// Appends the handler's sends and runs receipt listeners, round by round.
-    async fn publish_sends(&self, mut call: Call) -> Result<Call, Failure> {
+    async fn publish_sends(&self, mut call: Call, rerun: bool) -> Result<Published, Failure> {
         let gateway = self.shared.gateway.get().cloned().ok_or_else(|| Failure::Infra("not connected to NATS".into()))?;
         let mut rounds = 0;
         while !call.sends.is_empty() {
@@ -236,6 +286,19 @@ impl Service {
                 .collect();
             if !invalid.is_empty() {
                 return Err(Failure::Script(format!("the gateway refused sent events: {}", invalid.join("; "))));
+            }
+            if rerun && rounds == 1 {
+                let conflicts: Vec<String> = batch
+                    .iter()
+                    .zip(&reply.receipts)
+                    .filter_map(|(sent, r)| match r {
+                        Receipt::Conflict { key, current_version, .. } => Some(format!("{} on {key} at version {current_version:?}", sent.event_type)),
+                        _ => None,
+                    })
+                    .collect();
+                if !conflicts.is_empty() {
+                    return Ok(Published::Conflicted(conflicts.join(", ")));
+                }
             }
             for (sent, receipt) in batch.iter().zip(&reply.receipts) {
                 lua::note_receipt(&mut call, receipt);
@@ -274,7 +337,7 @@ impl Service {
                 result.map_err(Failure::from)?;
             }
         }
-        Ok(call)
+        Ok(Published::Done(Box::new(call)))
     }
 
     /// Waits for NATS (used before anything that needs it); never gives up.
@@ -292,7 +355,7 @@ impl Service {
 }
 
 /// The handler's arguments: `(event_type, key, correlation, data, meta)`.
-fn handler_args(lua: &Lua, event: &Event, target: &Target) -> mlua::Result<(String, String, String, Value, Table)> {
+pub fn handler_args(lua: &Lua, event: &Event, target: &Target) -> mlua::Result<(String, String, String, Value, Table)> {
     let data: serde_json::Value = serde_json::from_str(event.data.get()).map_err(mlua::Error::external)?;
     let meta = lua.create_table()?;
     meta.raw_set("id", event.id.as_str())?;

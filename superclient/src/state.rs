@@ -15,6 +15,7 @@
 //! | `<ns>:__parked:<key>` | JSON: why and where the key is parked |
 //! | `<ns>:__held:<key>` | list of stream sequences of the key not yet applied (head = parked one) |
 //! | `<ns>:__release` | set of keys an operator asked to release |
+//! | channel `sequent:<svc>:commits` | pub/sub: every commit is announced (wakes `bus:wait`) |
 //!
 //! Script keys may not start with `__`, so they never collide with the framework's.
 
@@ -50,6 +51,10 @@ pub fn held_key(ns: &str, key: &str) -> String {
 }
 pub fn release_key(ns: &str) -> String {
     format!("{ns}:__release")
+}
+/// Redis pub/sub channel on which every commit of the service is announced (`bus:wait`).
+pub fn commits_channel(service: &str) -> String {
+    format!("sequent:{service}:commits")
 }
 
 /// Checks a script-chosen key.
@@ -132,6 +137,7 @@ for _, op in ipairs(ops) do
   end
 end
 if gkind == 'ckpt' then redis.call('SET', gkey, gval) end
+if ARGV[7] ~= '' and (#ops > 0 or gkind ~= '') then redis.call('PUBLISH', ARGV[7], gval) end
 return 1
 "#;
 
@@ -216,6 +222,7 @@ impl Store {
             .arg(gkey)
             .arg(gval)
             .arg(ops)
+            .arg(commits_channel(&self.service))
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(match r {

@@ -14,28 +14,32 @@ use std::sync::Arc;
 
 type LResult<T> = mlua::Result<T>;
 
-fn err<T>(msg: impl Into<String>) -> LResult<T> {
+pub(super) fn err<T>(msg: impl Into<String>) -> LResult<T> {
     Err(mlua::Error::runtime(msg.into()))
 }
 
 /// Drops the module table passed by a colon call, then parses the arguments.
-fn args<A: FromLuaMulti>(lua: &Lua, mut values: MultiValue, what: &str) -> LResult<A> {
-    if matches!(values.front(), Some(Value::Table(_))) {
-        values.pop_front();
+pub(super) fn args<A: FromLuaMulti>(lua: &Lua, mut values: MultiValue, what: &str) -> LResult<A> {
+    if let Some(Value::Table(t)) = values.front() {
+        // Only the module itself (`bus:send(...)`), never a table argument (`json.array(t)`).
+        let module = what.split(['.', ':']).next().unwrap_or_default();
+        if lua.globals().raw_get::<Value>(module).ok().is_some_and(|m| m == Value::Table(t.clone())) {
+            values.pop_front();
+        }
     }
     A::from_lua_multi(values, lua).map_err(|e| mlua::Error::runtime(format!("{what}: bad arguments: {e}")))
 }
 
-fn slot(lua: &Lua) -> Slot {
+pub(super) fn slot(lua: &Lua) -> Slot {
     lua.app_data_ref::<Slot>().expect("the call slot is installed").clone()
 }
 
-fn shared(lua: &Lua) -> Arc<Shared> {
+pub(super) fn shared(lua: &Lua) -> Arc<Shared> {
     lua.app_data_ref::<Arc<Shared>>().expect("shared state is installed").clone()
 }
 
 /// Runs `f` on the current call context.
-fn with_call<R>(lua: &Lua, what: &str, f: impl FnOnce(&mut Call) -> LResult<R>) -> LResult<R> {
+pub(super) fn with_call<R>(lua: &Lua, what: &str, f: impl FnOnce(&mut Call) -> LResult<R>) -> LResult<R> {
     let slot = slot(lua);
     let mut guard = slot.lock();
     match guard.as_mut() {
@@ -44,13 +48,13 @@ fn with_call<R>(lua: &Lua, what: &str, f: impl FnOnce(&mut Call) -> LResult<R>) 
     }
 }
 
-fn mode(lua: &Lua) -> Option<Mode> {
+pub(super) fn mode(lua: &Lua) -> Option<Mode> {
     slot(lua).lock().as_ref().map(|c| c.mode)
 }
 
 /// Records an infrastructure failure on the call (so it is retried, not parked) and returns
 /// the Lua error for it.
-fn infra<T>(lua: &Lua, what: &str, e: impl std::fmt::Display) -> LResult<T> {
+pub(super) fn infra<T>(lua: &Lua, what: &str, e: impl std::fmt::Display) -> LResult<T> {
     let msg = format!("{what}: {e}");
     if let Some(call) = slot(lua).lock().as_mut() {
         call.infra_error = Some(msg.clone());
@@ -87,6 +91,7 @@ pub fn install(lua: &Lua) -> LResult<()> {
     install_bus(lua)?;
     install_redis(lua)?;
     super::crypto::install(lua)?;
+    super::ext::install(lua)?;
     Ok(())
 }
 
@@ -235,7 +240,7 @@ const HTTP_STATUS: &[(&str, u16)] = &[
     ("LOOP_DETECTED", 508), ("NOT_EXTENDED", 510), ("NETWORK_AUTHENTICATION_REQUIRED", 511),
 ];
 
-fn registering(lua: &Lua, what: &str) -> LResult<()> {
+pub(super) fn registering(lua: &Lua, what: &str) -> LResult<()> {
     if mode(lua) != Some(Mode::Load) {
         return err(format!("{what} may only be called at the top level of the script, while it loads"));
     }
@@ -274,11 +279,25 @@ fn install_bus(lua: &Lua) -> LResult<()> {
             let (event_type, f, opts): (String, Function, Option<Table>) = args(lua, values, "bus:add_event_listener")?;
             registering(lua, "bus:add_event_listener")?;
             validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_event_listener: {e}")))?;
-            let rebuild = match &opts {
-                Some(t) => t.get::<Option<bool>>("rebuild")?.unwrap_or(false),
-                None => false,
+            let (rebuild, rerun) = match &opts {
+                Some(t) => {
+                    for pair in t.pairs::<String, Value>() {
+                        let (k, _) = pair?;
+                        if k != "rebuild" && k != "rerun_on_conflict" {
+                            return err(format!("bus:add_event_listener({event_type}): unknown option {k:?}; the options are rebuild and rerun_on_conflict"));
+                        }
+                    }
+                    (t.get::<Option<bool>>("rebuild")?.unwrap_or(false), t.get::<Option<bool>>("rerun_on_conflict")?.unwrap_or(false))
+                }
+                None => (false, false),
             };
-            lua.app_data_mut::<Handlers>().expect("installed").listeners.insert(event_type, (f, rebuild));
+            let mut h = lua.app_data_mut::<Handlers>().expect("installed");
+            if rerun {
+                h.rerun.insert(event_type.clone());
+            } else {
+                h.rerun.remove(&event_type);
+            }
+            h.listeners.insert(event_type, (f, rebuild));
             Ok(())
         })?,
     )?;
@@ -328,8 +347,23 @@ fn install_bus(lua: &Lua) -> LResult<()> {
 
 /// `bus:send(type, key, expect, correlation, data)`.
 async fn send(lua: Lua, values: MultiValue) -> LResult<Value> {
-    let (event_type, key, expect, correlation, data): (String, String, Value, Value, Value) = args(&lua, values, "bus:send")?;
+    let (event_type, key, expect, correlation, data, opts): (String, String, Value, Value, Value, Option<Table>) = args(&lua, values, "bus:send")?;
     let what = format!("bus:send({event_type}, {key})");
+    let chosen_id: Option<String> = match &opts {
+        Some(t) => {
+            for pair in t.pairs::<String, Value>() {
+                let (k, _) = pair?;
+                if k != "id" {
+                    return err(format!("{what}: unknown option {k:?}; the only option is id"));
+                }
+            }
+            t.get::<Option<String>>("id")?
+        }
+        None => None,
+    };
+    if let Some(id) = &chosen_id {
+        validate_id("id", id).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
+    }
     validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     validate_key(&key).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     let correlation = match correlation {
@@ -374,7 +408,11 @@ async fn send(lua: Lua, values: MultiValue) -> LResult<Value> {
             tracing::debug!(event_type, key, "bus:send ignored during a rebuild (the events exist already)");
             Ok(Value::Nil)
         }
+        Mode::Live => err(format!("{what}: a live listener runs on every instance and cannot send events; send from an event listener or a route")),
         Mode::Handler => {
+            if chosen_id.is_some() {
+                return err(format!("{what}: a handler's events get ids derived from the handled event; the id option is for routes"));
+            }
             let service = shared(&lua).service.get().cloned().unwrap_or_default();
             with_call(&lua, &what, |call| {
                 let handled = call.handled.clone().ok_or_else(|| mlua::Error::runtime(format!("{what}: no handled event")))?;
@@ -395,12 +433,14 @@ async fn send(lua: Lua, values: MultiValue) -> LResult<Value> {
         Mode::Route => {
             let gateway = shared(&lua).gateway.get().cloned();
             let Some(gateway) = gateway else { return infra(&lua, &what, "not connected to NATS yet") };
-            let event = NewEvent { id: Some(new_event_id()), event_type, key, expect, correlation, causation: None, data };
+            let event = NewEvent { id: Some(chosen_id.unwrap_or_else(new_event_id)), event_type, key, expect, correlation, causation: None, data };
             match gateway.append(vec![event]).await {
                 Ok(reply) => {
                     let receipt = reply.receipts.into_iter().next();
                     let Some(receipt) = receipt else { return infra(&lua, &what, "the gateway sent no receipt") };
                     with_call(&lua, &what, |call| {
+                        // Counted so that the route is not silently run again after a rebuild swap.
+                        call.sent += 1;
                         note_receipt(call, &receipt);
                         Ok(())
                     })?;
@@ -488,12 +528,12 @@ pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> LResult<Table> {
     Ok(t)
 }
 
-fn redis_store(lua: &Lua) -> LResult<crate::state::Store> {
+pub(super) fn redis_store(lua: &Lua) -> LResult<crate::state::Store> {
     shared(lua).redis.get().cloned().ok_or_else(|| mlua::Error::runtime("redis is not connected yet"))
 }
 
 /// Resolves a script key to its full name in the call's namespace.
-fn full_key(lua: &Lua, what: &str, key: &str) -> LResult<String> {
+pub(super) fn full_key(lua: &Lua, what: &str, key: &str) -> LResult<String> {
     check_user_key(key).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     with_call(lua, what, |call| match call.mode {
         Mode::Load => err(format!("{what}: redis is not available while the script loads; use it in handlers and routes")),

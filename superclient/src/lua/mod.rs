@@ -7,6 +7,7 @@
 
 mod api;
 mod crypto;
+mod ext;
 
 use crate::gateway::Gateway;
 use crate::state::{Store, Writes};
@@ -22,6 +23,7 @@ use std::task::Poll;
 
 pub use crypto::token_secret as crypto_secret;
 pub use api::{json_to_lua, lua_to_json, note_receipt, note_version as note_version_of, receipt_table};
+pub use ext::{HubOp, StaticSpec};
 
 /// What the runtime gives the API functions of every state.
 pub struct Shared {
@@ -32,6 +34,49 @@ pub struct Shared {
     /// This instance's name (`bus:instance()`).
     pub instance: String,
     pub script_name: String,
+    /// The directory of the script: relative paths (`bus:serve_static`) start there.
+    pub script_dir: std::path::PathBuf,
+    /// JetStream and the events stream's name, for `bus:last_event` / `bus:events_after`.
+    pub js: OnceLock<(async_nats::jetstream::Context, String)>,
+    /// Bumped whenever any instance of this service commits (Redis pub/sub), for `bus:wait`.
+    pub commits: tokio::sync::watch::Sender<u64>,
+    /// Outbound HTTP (`http.request`, `http.call`).
+    pub http: reqwest::Client,
+    /// Live instances of every service type (membership bucket), for `http.call` and `admin.*`.
+    pub directory: Arc<crate::directory::Directory>,
+    /// WebSocket topics of this instance (`bus:push`, `bus:join`).
+    pub hub: Arc<crate::sockets::Hub>,
+    /// Whether `admin.*` is available (`--admin-api`).
+    pub admin_api: bool,
+}
+
+impl Shared {
+    pub fn new(instance: String, script: &std::path::Path, token_secret: Option<Vec<u8>>, admin_api: bool, member_timeout: std::time::Duration) -> Shared {
+        let script_dir = script
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        Shared {
+            instance,
+            service: OnceLock::new(),
+            redis: OnceLock::new(),
+            gateway: OnceLock::new(),
+            token_secret,
+            script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            script_dir,
+            js: OnceLock::new(),
+            commits: tokio::sync::watch::channel(0).0,
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client without TLS builds"),
+            directory: Arc::new(crate::directory::Directory::new(member_timeout)),
+            hub: Arc::new(crate::sockets::Hub::default()),
+            admin_api,
+        }
+    }
 }
 
 /// Limits of each Lua state.
@@ -50,8 +95,12 @@ pub enum Mode {
     Handler,
     /// A rebuild handler: sends are ignored (the events exist already).
     Rebuild,
-    /// An HTTP route: sends are published at once and return their receipt.
+    /// An HTTP route (or a WebSocket's connect handler): sends are published at once and
+    /// return their receipt.
     Route,
+    /// A live listener (`bus:add_live_listener`): runs on every instance for every event of its
+    /// type, in stream order; it may read Redis and push to WebSockets, not send or write.
+    Live,
 }
 
 /// The event a handler is running for.
@@ -74,11 +123,22 @@ pub struct Call {
     /// Set when Redis or the gateway failed under the script: the failure is not the
     /// script's fault, so the event is retried rather than counted towards parking.
     pub infra_error: Option<String>,
+    /// WebSocket pushes and joins, applied to this instance's hub when the call returns.
+    pub hub_ops: Vec<HubOp>,
 }
 
 impl Call {
     pub fn new(mode: Mode, ns: &str) -> Call {
-        Call { mode, ns: ns.to_string(), writes: Writes::default(), sends: Vec::new(), handled: None, sent: 0, infra_error: None }
+        Call {
+            mode,
+            ns: ns.to_string(),
+            writes: Writes::default(),
+            sends: Vec::new(),
+            handled: None,
+            sent: 0,
+            infra_error: None,
+            hub_ops: Vec::new(),
+        }
     }
 }
 
@@ -118,6 +178,14 @@ pub struct Spec {
     pub receipts: BTreeSet<String>,
     /// (path pattern, method), in registration order.
     pub routes: Vec<(String, String)>,
+    /// Listeners re-run at once on fresh state when one of their sends conflicts.
+    pub rerun: BTreeSet<String>,
+    /// Types of the live listeners (every instance, every event, not sticky).
+    pub live: BTreeSet<String>,
+    /// WebSocket path patterns, in registration order.
+    pub websockets: Vec<String>,
+    /// Static file trees.
+    pub statics: Vec<StaticSpec>,
 }
 
 impl Spec {
@@ -135,9 +203,13 @@ impl Spec {
 struct Handlers {
     service: Option<String>,
     listeners: HashMap<String, (Function, bool)>,
+    rerun: std::collections::HashSet<String>,
     rebuild: HashMap<String, Function>,
     receipts: HashMap<String, Function>,
     routes: Vec<(String, String, Function)>,
+    live: HashMap<String, Function>,
+    websockets: Vec<(String, Function)>,
+    statics: Vec<StaticSpec>,
 }
 
 pub struct Engine {
@@ -206,10 +278,14 @@ impl Engine {
                 rebuild: h.rebuild.keys().cloned().collect(),
                 receipts: h.receipts.keys().cloned().collect(),
                 routes: h.routes.iter().map(|(p, m, _)| (p.clone(), m.clone())).collect(),
+                rerun: h.rerun.iter().cloned().collect(),
+                live: h.live.keys().cloned().collect(),
+                websockets: h.websockets.iter().map(|(p, _)| p.clone()).collect(),
+                statics: h.statics.clone(),
             }
         };
-        if spec.types().is_empty() && spec.routes.is_empty() {
-            anyhow::bail!("{} registers no event listener, rebuild handler or route: there is nothing to run", shared.script_name);
+        if spec.types().is_empty() && spec.routes.is_empty() && spec.live.is_empty() && spec.websockets.is_empty() && spec.statics.is_empty() {
+            anyhow::bail!("{} registers no event listener, rebuild handler, route, live listener, WebSocket or static tree: there is nothing to run", shared.script_name);
         }
         Ok((Engine { lua, budget, slot, memory_bytes: limits.memory_bytes }, spec))
     }
@@ -229,6 +305,12 @@ impl Engine {
     }
     pub fn route(&self, index: usize) -> Option<Function> {
         self.lua.app_data_ref::<Handlers>()?.routes.get(index).map(|(_, _, f)| f.clone())
+    }
+    pub fn live_listener(&self, event_type: &str) -> Option<Function> {
+        self.lua.app_data_ref::<Handlers>()?.live.get(event_type).cloned()
+    }
+    pub fn websocket(&self, index: usize) -> Option<Function> {
+        self.lua.app_data_ref::<Handlers>()?.websockets.get(index).map(|(_, f)| f.clone())
     }
 
     /// Calls `f` with `args` under `call`, within the instruction budget. Returns the call

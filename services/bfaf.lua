@@ -1,0 +1,403 @@
+-- bfaf: the backend-for-frontend. Serves the built UI (ui/dist) at / and the JSON API under
+-- /api (ui/API-ASSUMPTIONS.md); pushes live updates over WebSockets, fed by the event stream.
+--
+-- It keeps no state of its own: customers' requests go to the services that own the data
+-- (http.call finds a live instance of a service type in the membership bucket), so every
+-- answer is as fresh as the owning service's, and each service keeps its own rules. Live
+-- updates come from live listeners: every bfaf instance reads the events as they are stored
+-- and pushes them to the sockets connected to it.
+bus:register("bfaf")
+
+local MAX_AMOUNT = 100000000000
+local GATEWAY = bus:env("SEQUENT_GATEWAY_URL") or "http://127.0.0.1:8081"
+local ADMIN_TTL = 8 * 3600
+
+-- The built UI (SEQUENT_UI_DIR overrides; relative paths start at this script's directory).
+bus:serve_static("/", bus:env("SEQUENT_UI_DIR") or "../ui/dist", { fallback = "index.html", exclude = { "/api/" } })
+
+-- ---------------------------------------------------------------------------------------------
+-- Helpers
+
+local function err(status, code, message, extra)
+  local body = { error = code, message = message }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return status, body
+end
+local function bad(message, code) return err(HTTP_BAD_REQUEST, code or "invalid request", message) end
+local function unauthorized() return err(HTTP_UNAUTHORIZED, "unauthorized", "Your session expired, please log in again.") end
+local function not_found(message) return err(HTTP_NOT_FOUND, "not found", message or "That account does not exist.") end
+local function unavailable() return err(HTTP_SERVICE_UNAVAILABLE, "unavailable", "The bank is busy right now; please try again.") end
+
+local function bearer(headers, query)
+  local h = headers.authorization
+  if h then return h:match("^[Bb]earer%s+(%S+)$") end
+  return query and query.token
+end
+
+-- The logged-in customer (the lower-case user name), or nil.
+local function customer(headers, query)
+  local token = bearer(headers, query)
+  if not token then return nil end
+  local claims = crypto.verify_token(token)
+  if not claims or claims.role ~= "customer" or type(claims.sub) ~= "string" then return nil end
+  return claims.sub
+end
+
+local function operator(headers, query)
+  local token = bearer(headers, query)
+  if not token then return nil end
+  local claims = crypto.verify_token(token)
+  if not claims or claims.role ~= "admin" then return nil end
+  return claims.sub
+end
+
+local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_AMOUNT end
+local function invalid_amount()
+  return bad("The amount must be a whole number of cents, more than 0 and at most " .. MAX_AMOUNT .. ".", "invalid amount")
+end
+
+-- Retries of the same request (same Idempotency-Key header) by the same customer get the same
+-- request id, which the services use to do the work once.
+local function request_id(user, headers, what)
+  local key = headers["idempotency-key"]
+  if key and #key > 0 and #key <= 200 then
+    return crypto.sha256_hex(user .. "\0" .. what .. "\0" .. key):sub(1, 40)
+  end
+  return crypto.random_hex(20)
+end
+
+-- Calls a service; nil when none answers (the caller answers 503).
+local function call(service, method, path, body, opts)
+  local r, e = http.call(service, method, path, body, opts)
+  if not r then log:warn("bfaf: " .. e) end
+  return r
+end
+
+-- A service's answer passed on as it is (they speak the same error shape), except its 5xx.
+local function relay(r)
+  if not r then return unavailable() end
+  if r.status >= 500 and r.status ~= HTTP_GATEWAY_TIMEOUT then return unavailable() end
+  return r.status, r.body
+end
+
+local function enc(s) return (tostring(s):gsub("[^%w%-_~]", function(c) return string.format("%%%02X", string.byte(c)) end)) end
+
+-- The account if it is the user's (nil, or nil plus a response when a service failed).
+local function own_account(user, id)
+  if type(id) ~= "string" or id == "" or #id > 128 then return nil end
+  local r = call("accounts", "GET", "/accounts/" .. enc(id), nil, { query = { owner = user } })
+  if not r then return nil, { unavailable() } end
+  if r.status == HTTP_OK then return r.body end
+  if r.status == HTTP_NOT_FOUND then return nil end
+  return nil, { unavailable() }
+end
+
+local function user_account_ids(user)
+  local r = call("users", "GET", "/users/" .. enc(user) .. "/accounts")
+  if not r then return nil end
+  if r.status == HTTP_NOT_FOUND then return {} end
+  if r.status ~= HTTP_OK then return nil end
+  return r.body.accounts
+end
+
+local function public_account(a)
+  return { account_id = a.account_id, balance_cents = a.balance_cents, version = a.version, opened_at = a.opened_at }
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Customers
+
+bus:add_route("/api/users", "POST", function(method, path, params, body)
+  if type(body) ~= "table" then return bad("Send a username and a password.") end
+  return relay(call("users", "POST", "/users", { username = body.username, password = body.password }))
+end)
+
+bus:add_route("/api/sessions", "POST", function(method, path, params, body)
+  if type(body) ~= "table" then return bad("Send a username and a password.") end
+  return relay(call("users", "POST", "/sessions", { username = body.username, password = body.password }, { retry = true }))
+end)
+
+bus:add_route("/api/accounts", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  local ids = user_account_ids(user)
+  if not ids then return unavailable() end
+  if #ids == 0 then return HTTP_OK, json.array {} end
+  local r = call("accounts", "GET", "/accounts", nil, { query = { ids = table.concat(ids, ",") } })
+  if not r or r.status ~= HTTP_OK then return unavailable() end
+  local out = json.array {}
+  for _, a in ipairs(r.body) do
+    if a.owner == user then out[#out + 1] = public_account(a) end
+  end
+  return HTTP_OK, out
+end)
+
+bus:add_route("/api/accounts", "POST", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  local rid = request_id(user, headers, "open account")
+  local r = call("accounts", "POST", "/accounts", { owner = user, request_id = rid }, { retry = true, timeout_ms = 15000 })
+  if not r or r.status ~= HTTP_CREATED then return relay(r) end
+  local account = r.body
+  -- Read-your-writes: the account list (the users service's) shows it before we answer.
+  local listed = call("users", "GET", "/users/" .. enc(user) .. "/accounts", nil,
+    { query = { wait_for = account.account_id, timeout_ms = 10000 }, timeout_ms = 15000 })
+  if not listed or listed.status ~= HTTP_OK then return relay(listed) end
+  return HTTP_CREATED, public_account(account)
+end)
+
+bus:add_route("/api/accounts/{id}", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  local account, failed = own_account(user, params.id)
+  if failed then return table.unpack(failed) end
+  if not account then return not_found() end
+  return HTTP_OK, public_account(account)
+end)
+
+bus:add_route("/api/accounts/{id}/statement", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  local r = call("accounts", "GET", "/accounts/" .. enc(params.id) .. "/statement", nil,
+    { query = { owner = user, limit = query.limit, cursor = query.cursor } })
+  return relay(r)
+end)
+
+local function money(params, body, headers, kind)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  if type(body) ~= "table" then return bad("Send the amount in cents.") end
+  if not is_amount(body.amount_cents) then return invalid_amount() end
+  local rid = request_id(user, headers, kind .. " " .. params.id)
+  local r = call("accounts", "POST", "/accounts/" .. enc(params.id) .. "/" .. kind,
+    { amount_cents = body.amount_cents, owner = user, request_id = rid }, { retry = true, timeout_ms = 15000 })
+  if r and r.status == HTTP_CREATED then
+    return HTTP_CREATED, { account_id = r.body.account_id, balance_cents = r.body.balance_cents, version = r.body.version, entry = r.body.entry }
+  end
+  return relay(r)
+end
+
+bus:add_route("/api/accounts/{id}/deposits", "POST", function(method, path, params, body, query, headers)
+  return money(params, body, headers, "deposits")
+end)
+
+bus:add_route("/api/accounts/{id}/withdrawals", "POST", function(method, path, params, body, query, headers)
+  return money(params, body, headers, "withdrawals")
+end)
+
+bus:add_route("/api/transfers", "POST", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  if type(body) ~= "table" then return bad("Send from_account, to_account and amount_cents.") end
+  if type(body.from_account) ~= "string" or body.from_account == "" then return bad("Choose the account to send from.", "invalid account") end
+  if type(body.to_account) ~= "string" or body.to_account == "" or #body.to_account > 128 or body.to_account:find("[%s%c]") then
+    return bad("Enter the account to send the money to.", "invalid account")
+  end
+  if not is_amount(body.amount_cents) then return invalid_amount() end
+  local source, failed = own_account(user, body.from_account)
+  if failed then return table.unpack(failed) end
+  if not source then return not_found("You can only send money from your own accounts.") end
+  local r = call("transfers", "POST", "/transfers", {
+    from_account = body.from_account, to_account = body.to_account, amount_cents = body.amount_cents,
+    requested_by = user, request_id = request_id(user, headers, "transfer"),
+  }, { retry = true, timeout_ms = 15000 })
+  if r and r.status == HTTP_ACCEPTED then
+    return HTTP_ACCEPTED, { transfer_id = r.body.transfer_id, status = r.body.status }
+  end
+  return relay(r)
+end)
+
+local function public_transfer(t)
+  return {
+    transfer_id = t.transfer_id, status = t.status, reason = t.reason, from_account = t.from_account,
+    to_account = t.to_account, amount_cents = t.amount_cents, created_at = t.created_at, updated_at = t.updated_at,
+  }
+end
+
+bus:add_route("/api/transfers/{id}", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  local r = call("transfers", "GET", "/transfers/" .. enc(params.id))
+  if not r then return unavailable() end
+  if r.status ~= HTTP_OK then return not_found("No such transfer.") end
+  local t = r.body
+  if t.requested_by ~= user then
+    -- Not sent by this customer: visible only if one of the two accounts is theirs.
+    local ids = user_account_ids(user)
+    if not ids then return unavailable() end
+    local mine = false
+    for _, id in ipairs(ids) do mine = mine or id == t.from_account or id == t.to_account end
+    if not mine then return not_found("No such transfer.") end
+  end
+  return HTTP_OK, public_transfer(t)
+end)
+
+bus:add_route("/api/transfers", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  if not query.account or query.account == "" then return bad("Give the account: /api/transfers?account=<id>.") end
+  local account, failed = own_account(user, query.account)
+  if failed then return table.unpack(failed) end
+  if not account then return not_found() end
+  local r = call("transfers", "GET", "/transfers", nil, { query = { account = query.account } })
+  if not r or r.status ~= HTTP_OK then return relay(r) end
+  local out = json.array {}
+  for _, t in ipairs(r.body) do out[#out + 1] = public_transfer(t) end
+  return HTTP_OK, out
+end)
+
+-- Live updates: the socket listens to its user's topic (new accounts) and to each account.
+bus:add_websocket("/api/live", function(path, params, query, headers)
+  local user = customer(headers, query)
+  if not user then return { close = 4401, reason = "invalid or expired token" } end
+  local topics = { "user:" .. user }
+  for _, id in ipairs(user_account_ids(user) or {}) do topics[#topics + 1] = id end
+  -- The first message tells the client it is subscribed (the UI ignores unknown kinds).
+  return { topics = topics, messages = { { kind = "hello", username = user } } }
+end)
+
+-- ---------------------------------------------------------------------------------------------
+-- Live listeners: every bfaf instance sees every event of these types as it is stored.
+
+local CREDIT_KIND = { deposit = "deposit", transfer = "transfer_in", refund = "transfer_refund", cashback = "cashback" }
+local DEBIT_KIND = { withdrawal = "withdrawal", transfer = "transfer_out" }
+
+-- The same entry as the accounts service's statement (same entry_id: the event's id).
+local function statement_entry(event_type, data, meta)
+  local credit = event_type == "AccountCredited"
+  return {
+    entry_id = meta.id, time = meta.time, version = meta.version,
+    amount_cents = credit and data.amount_cents or -data.amount_cents,
+    balance_cents = data.balance_cents,
+    kind = (credit and CREDIT_KIND or DEBIT_KIND)[data.reason] or data.reason,
+    transfer_id = data.transfer_id, counterparty = data.counterparty,
+  }
+end
+
+bus:add_live_listener("AccountOpened", function(event_type, key, correlation, data, meta)
+  local topic = "user:" .. data.owner
+  bus:join(topic, key)
+  bus:push(topic, { kind = "account", account_id = key, balance_cents = data.balance_cents or 0, version = meta.version })
+end)
+
+local function money_update(event_type, key, correlation, data, meta)
+  bus:push(key, { kind = "account", account_id = key, balance_cents = data.balance_cents, version = meta.version })
+  bus:push(key, { kind = "statement_entry", account_id = key, entry = statement_entry(event_type, data, meta) })
+end
+bus:add_live_listener("AccountCredited", money_update)
+bus:add_live_listener("AccountDebited", money_update)
+
+local function transfer_update(status)
+  return function(event_type, key, correlation, data, meta)
+    bus:push({ data.from_account, data.to_account }, {
+      kind = "transfer", transfer_id = data.transfer_id, status = status, reason = data.reason,
+      from_account = data.from_account, to_account = data.to_account, amount_cents = data.amount_cents,
+      updated_at = meta.time,
+    })
+  end
+end
+bus:add_live_listener("TransferRequested", transfer_update("pending"))
+bus:add_live_listener("TransferCompleted", transfer_update("completed"))
+bus:add_live_listener("TransferFailed", transfer_update("failed"))
+
+-- ---------------------------------------------------------------------------------------------
+-- Operators (the explorer)
+
+local SECRET_FIELDS = { "password_hash" }
+
+local function redact(event)
+  if type(event) == "table" and type(event.data) == "table" then
+    for _, f in ipairs(SECRET_FIELDS) do
+      if event.data[f] ~= nil then event.data[f] = "[redacted]" end
+    end
+  end
+  return event
+end
+
+-- A gateway query, passed on with secrets redacted.
+local function gateway(path, query)
+  local r, e = http.request { url = GATEWAY .. path, query = query, timeout_ms = 15000,
+    headers = bus:env("SEQUENT_GATEWAY_TOKEN") and { authorization = "Bearer " .. bus:env("SEQUENT_GATEWAY_TOKEN") } or nil }
+  if not r then
+    log:warn("bfaf: the gateway did not answer: " .. e)
+    return unavailable()
+  end
+  if r.status ~= HTTP_OK or type(r.body) ~= "table" then return r.status, r.body end
+  for _, event in ipairs(r.body.events or {}) do redact(event) end
+  if r.body.events and r.body.next_from_seq == nil then r.body.next_from_seq = json.null end
+  return HTTP_OK, r.body
+end
+
+bus:add_route("/api/admin/sessions", "POST", function(method, path, params, body)
+  local user, password = bus:env("SEQUENT_ADMIN_USER") or "admin", bus:env("SEQUENT_ADMIN_PASSWORD")
+  if type(body) ~= "table" or type(body.username) ~= "string" or type(body.password) ~= "string" then
+    return bad("Send a username and a password.")
+  end
+  if not password or password == "" then
+    return err(HTTP_UNAUTHORIZED, "invalid credentials", "Operator log-in is off: set SEQUENT_ADMIN_PASSWORD for the bfaf.")
+  end
+  -- Compare digests, so the time taken does not depend on where the strings differ.
+  local same = crypto.sha256_hex(body.username) == crypto.sha256_hex(user)
+  same = (crypto.sha256_hex(body.password) == crypto.sha256_hex(password)) and same
+  if not same then return err(HTTP_UNAUTHORIZED, "invalid credentials", "Wrong username or password.") end
+  return HTTP_OK, {
+    token = crypto.token("admin:" .. user, ADMIN_TTL, { role = "admin" }),
+    username = user,
+    expires_at = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + ADMIN_TTL),
+  }
+end)
+
+local function admin_route(path, method, f)
+  bus:add_route(path, method, function(m, p, params, body, query, headers)
+    if not operator(headers) then return unauthorized() end
+    return f(params, body, query)
+  end)
+end
+
+admin_route("/api/admin/events", "GET", function(params, body, query)
+  return gateway("/v1/events", {
+    type = query.type ~= "" and query.type or nil, key = query.key ~= "" and query.key or nil,
+    from_seq = query.from_seq, limit = query.limit or "50",
+  })
+end)
+
+admin_route("/api/admin/keys/{key}/events", "GET", function(params, body, query)
+  return gateway("/v1/keys/" .. enc(params.key) .. "/events", { from_seq = query.from_seq, limit = query.limit or "1000" })
+end)
+
+admin_route("/api/admin/correlations/{id}/events", "GET", function(params)
+  return gateway("/v1/correlations/" .. enc(params.id) .. "/events", nil)
+end)
+
+admin_route("/api/admin/services", "GET", function()
+  local out = json.array {}
+  for _, s in ipairs(admin.services()) do
+    local instances = json.array {}
+    for _, i in ipairs(s.instances) do
+      instances[#instances + 1] = { instance = i.instance, partitions = json.array(i.partitions), last_seen = i.last_seen, live = i.live }
+    end
+    out[#out + 1] = { service = s.service, instances = instances, consumer_lag = s.consumer_lag or 0 }
+  end
+  return HTTP_OK, out
+end)
+
+admin_route("/api/admin/parked", "GET", function()
+  local out = json.array {}
+  for _, p in ipairs(admin.parked()) do out[#out + 1] = p end
+  return HTTP_OK, out
+end)
+
+admin_route("/api/admin/parked/{service}/{key}/release", "POST", function(params)
+  if not admin.release(params.service, params.key) then
+    return not_found(params.key .. " is not parked in " .. params.service .. ".")
+  end
+  return HTTP_ACCEPTED, { service = params.service, key = params.key, status = "release requested" }
+end)
+
+bus:add_websocket("/api/admin/live", function(path, params, query, headers)
+  if not operator(headers, query) then return { close = 4401, reason = "invalid or expired token" } end
+  return {
+    events = { types = query.types or "", keys = query.keys or "", from_seq = tonumber(query.from_seq or "") },
+    redact = SECRET_FIELDS,
+  }
+end)

@@ -1,0 +1,394 @@
+//! WebSockets of a service: live updates fed by the event stream, and event tails.
+//!
+//! - A script registers `bus:add_websocket(path, connect)`. On each upgrade the `connect`
+//!   function (run like a route, with `(path, params, query, headers)`) decides what the socket
+//!   is: `{close = 4401, reason = "..."}`; `{topics = {...}, messages = {...}}` (it receives
+//!   `messages` first, then what is pushed to those topics); or `{events = {types=, keys=, from_seq=}, redact = {...}}` (a tail of the stream,
+//!   one event per message, from its own ordered consumer).
+//! - `bus:add_live_listener(type, fn)`: every instance runs one ordered consumer of these types
+//!   (from "now") and calls `fn` for each event, in stream order, on one dedicated Lua state.
+//!   `bus:push(topics, message)` and `bus:join(topic, new_topic)` reach this instance's sockets;
+//!   since every instance sees every event, a browser gets its updates whichever instance it is
+//!   connected to, without polling and without any instance talking to another.
+//! - A socket that cannot keep up (its queue of 256 messages is full) is closed with 1013; the
+//!   client reconnects and re-reads. The server pings every 20 s.
+
+use crate::lua::{self, Call, HubOp, Mode};
+use crate::runtime::{Service, Target};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::StreamExt;
+use mlua::{Table, Value};
+use parking_lot::Mutex;
+use sequent_protocol::subjects;
+use sequent_protocol::Event;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const QUEUE: usize = 256;
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    sockets: HashMap<u64, Sock>,
+    topics: HashMap<String, HashSet<u64>>,
+}
+
+struct Sock {
+    tx: mpsc::Sender<String>,
+    topics: HashSet<String>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: u64) {
+        if let Some(sock) = self.sockets.remove(&id) {
+            for t in sock.topics {
+                if let Some(set) = self.topics.get_mut(&t) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.topics.remove(&t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    pub fn register(&self, topics: Vec<String>) -> (u64, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut inner = self.inner.lock();
+        inner.next += 1;
+        let id = inner.next;
+        for t in &topics {
+            inner.topics.entry(t.clone()).or_default().insert(id);
+        }
+        inner.sockets.insert(id, Sock { tx, topics: topics.into_iter().collect() });
+        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
+        (id, rx)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        let mut inner = self.inner.lock();
+        inner.remove(id);
+        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
+    }
+
+    pub fn apply(&self, ops: Vec<HubOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        for op in ops {
+            match op {
+                HubOp::Push { topics, message } => {
+                    let mut ids: Vec<u64> = topics.iter().filter_map(|t| inner.topics.get(t)).flatten().copied().collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut dead = Vec::new();
+                    for id in ids {
+                        if let Some(sock) = inner.sockets.get(&id) {
+                            if sock.tx.try_send(message.clone()).is_err() {
+                                // Full (too slow) or closed: dropping the sender ends the socket.
+                                dead.push(id);
+                            }
+                        }
+                    }
+                    for id in dead {
+                        inner.remove(id);
+                    }
+                }
+                HubOp::Join { topic, new_topic } => {
+                    let ids: Vec<u64> = inner.topics.get(&topic).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                    for id in ids {
+                        if let Some(sock) = inner.sockets.get_mut(&id) {
+                            sock.topics.insert(new_topic.clone());
+                        }
+                        inner.topics.entry(new_topic.clone()).or_default().insert(id);
+                    }
+                }
+            }
+        }
+        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
+    }
+}
+
+/// What the connect function decided.
+enum Decision {
+    Close(u16, String),
+    /// Subscribe to the topics, then send the messages (JSON text) first.
+    Topics(Vec<String>, Vec<String>),
+    Events { filters: Vec<String>, from_seq: Option<u64>, redact: Vec<String> },
+}
+
+/// The request a socket was opened with.
+pub struct Opening {
+    pub index: usize,
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    pub query: HashMap<String, String>,
+    pub headers: Vec<(String, String)>,
+}
+
+pub async fn serve(svc: Arc<Service>, mut socket: WebSocket, opening: Opening) {
+    let decision = match connect(&svc, &opening).await {
+        Ok(d) => d,
+        Err(e) => {
+            let id = uuid::Uuid::now_v7();
+            tracing::error!(error_id = %id, path = opening.path, error = e, "WebSocket connect handler failed");
+            Decision::Close(1011, format!("internal error (error id {id})"))
+        }
+    };
+    match decision {
+        Decision::Close(code, reason) => close(&mut socket, code, &reason).await,
+        Decision::Topics(topics, first) => topics_loop(&svc, socket, topics, first).await,
+        Decision::Events { filters, from_seq, redact } => events_loop(&svc, socket, filters, from_seq, redact).await,
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let reason: String = reason.chars().take(120).collect();
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+fn strings(t: &Table, field: &str) -> mlua::Result<Vec<String>> {
+    match t.get::<Value>(field)? {
+        Value::Nil => Ok(Vec::new()),
+        Value::String(s) => Ok(s.to_str()?.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()),
+        Value::Table(list) => list.sequence_values::<String>().collect(),
+        other => Err(mlua::Error::runtime(format!("{field} must be a list of strings, not a {}", other.type_name()))),
+    }
+}
+
+async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
+    let ns = svc.refresh_active().await.unwrap_or_else(|_| svc.active_ns());
+    let mut lease = svc.route_pool.get().await;
+    let f = lease.websocket(o.index).ok_or("the WebSocket handler vanished")?;
+    let lua_ref = lease.lua();
+    let args = (|| -> mlua::Result<_> {
+        let p = lua_ref.create_table()?;
+        for (k, v) in &o.params {
+            p.raw_set(k.as_str(), v.as_str())?;
+        }
+        let q = lua_ref.create_table()?;
+        for (k, v) in &o.query {
+            q.raw_set(k.as_str(), v.as_str())?;
+        }
+        let h = lua_ref.create_table()?;
+        for (k, v) in &o.headers {
+            h.raw_set(k.as_str(), v.as_str())?;
+        }
+        Ok((o.path.clone(), p, q, h))
+    })()
+    .map_err(|e| e.to_string())?;
+    let (result, call) = lease.call::<Value>(&f, args, Call::new(Mode::Route, &ns)).await;
+    let value = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if matches!(e, lua::CallError::Resource(_)) {
+                lease.renew();
+            }
+            return Err(e.to_string());
+        }
+    };
+    svc.shared.hub.apply(call.hub_ops);
+    let Value::Table(t) = value else {
+        return Err("the connect function must return a table: {topics = {...}}, {events = {...}} or {close = code, reason = \"...\"}".into());
+    };
+    let decide = || -> mlua::Result<Result<Decision, String>> {
+        if let Some(code) = t.get::<Option<u16>>("close")? {
+            return Ok(Ok(Decision::Close(code, t.get::<Option<String>>("reason")?.unwrap_or_default())));
+        }
+        if let Some(ev) = t.get::<Option<Table>>("events")? {
+            let types = strings(&ev, "types")?;
+            let keys = strings(&ev, "keys")?;
+            let from_seq = ev.get::<Option<u64>>("from_seq")?;
+            return Ok(match subjects::read_filters(&types, &keys) {
+                Ok(filters) => Ok(Decision::Events { filters, from_seq, redact: strings(&t, "redact")? }),
+                Err(why) => Ok(Decision::Close(1008, why)),
+            });
+        }
+        let mut first = Vec::new();
+        if let Some(list) = t.get::<Option<Table>>("messages")? {
+            for m in list.sequence_values::<Value>() {
+                let m = m?;
+                first.push(match &m {
+                    Value::String(s) => s.to_str()?.to_string(),
+                    _ => lua::lua_to_json(&m).map_err(mlua::Error::runtime)?.to_string(),
+                });
+            }
+        }
+        Ok(Ok(Decision::Topics(strings(&t, "topics")?, first)))
+    };
+    match decide() {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(format!("the connect function returned a malformed table: {e}")),
+    }
+}
+
+
+async fn topics_loop(svc: &Arc<Service>, mut socket: WebSocket, topics: Vec<String>, first: Vec<String>) {
+    let (id, mut rx) = svc.shared.hub.register(topics);
+    for m in first {
+        if socket.send(Message::Text(m.into())).await.is_err() {
+            svc.shared.hub.unregister(id);
+            return;
+        }
+    }
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(text) => if socket.send(Message::Text(text.into())).await.is_err() { break },
+                None => {
+                    close(&mut socket, 1013, "too many updates queued; reconnect and re-read").await;
+                    break;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break },
+        }
+    }
+    svc.shared.hub.unregister(id);
+}
+
+fn redacted(json: String, fields: &[String]) -> String {
+    if fields.is_empty() {
+        return json;
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&json) else { return json };
+    if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+        for f in fields {
+            if let Some(x) = data.get_mut(f) {
+                *x = serde_json::Value::String("[redacted]".into());
+            }
+        }
+    }
+    v.to_string()
+}
+
+async fn events_loop(svc: &Arc<Service>, mut socket: WebSocket, filters: Vec<String>, from_seq: Option<u64>, redact: Vec<String>) {
+    let stream = match svc.events_stream().await {
+        Ok(s) => s,
+        Err(e) => return close(&mut socket, 1011, &e.to_string()).await,
+    };
+    let deliver_policy = match from_seq {
+        Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n.max(1) },
+        None => DeliverPolicy::New,
+    };
+    let consumer = match stream.create_consumer(OrderedConfig { filter_subjects: filters, deliver_policy, ..Default::default() }).await {
+        Ok(c) => c,
+        Err(e) => return close(&mut socket, 1011, &format!("cannot read the stream: {e}")).await,
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return close(&mut socket, 1011, &format!("cannot read the stream: {e}")).await,
+    };
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            m = messages.next() => match m {
+                Some(Ok(msg)) => {
+                    let Ok(info) = msg.info() else { continue };
+                    let Ok(json) = sequent_protocol::envelope::event_json_with_seq(&msg.payload, info.stream_sequence) else { continue };
+                    if socket.send(Message::Text(redacted(json, &redact).into())).await.is_err() { break }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "event tail: stream error (the ordered consumer recovers)"),
+                None => { close(&mut socket, 1011, "the event stream ended").await; break }
+            },
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break },
+        }
+    }
+}
+
+/// Feeds the live listeners: one ordered consumer of their types, from "now", restarted after
+/// the last event seen when it fails.
+pub async fn live_feed(svc: Arc<Service>) {
+    let filters: Vec<String> = svc.spec.live.iter().map(|t| subjects::type_filter(t)).collect();
+    let mut next: Option<u64> = None;
+    loop {
+        let started = async {
+            let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
+            let deliver_policy = match next {
+                Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n },
+                None => DeliverPolicy::New,
+            };
+            let consumer = stream
+                .create_consumer(OrderedConfig { filter_subjects: filters.clone(), deliver_policy, ..Default::default() })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let mut messages = match started {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = e, "live feed: cannot read the stream yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!(types = ?svc.spec.live, "live feed running");
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(msg) => {
+                    let Ok(info) = msg.info() else { continue };
+                    let seq = info.stream_sequence;
+                    next = Some(seq + 1);
+                    let partition = subjects::parse_stored_subject(&msg.subject).map(|(p, _, _)| p).unwrap_or(0);
+                    match Event::from_stored(&msg.payload, seq) {
+                        Ok(event) => run_live(&svc, &event, partition).await,
+                        Err(e) => tracing::warn!(seq, error = %e, "live feed: unreadable event skipped"),
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "live feed: stream error; restarting after the last event seen");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn run_live(svc: &Service, event: &Event, partition: u32) {
+    let mut lease = svc.live_pool.get().await;
+    let Some(f) = lease.live_listener(&event.event_type) else { return };
+    let args = match crate::runtime::handler_args(lease.lua(), event, &Target::Live { partition, attempt: 1 }) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "live listener: cannot prepare the arguments");
+            return;
+        }
+    };
+    let (result, call) = lease.call::<()>(&f, args, Call::new(Mode::Live, &svc.active_ns())).await;
+    if let Err(e) = result {
+        if matches!(e, lua::CallError::Resource(_)) {
+            lease.renew();
+        }
+        metrics::counter!("sequent_live_listener_errors_total").increment(1);
+        tracing::warn!(seq = event.seq, id = event.id, event_type = event.event_type, error = %e, "live listener failed (its pushes are dropped)");
+        return;
+    }
+    drop(lease);
+    if !call.writes.ops.is_empty() {
+        tracing::warn!(event_type = event.event_type, "a live listener wrote to Redis: live listeners run on every instance, so their writes are discarded");
+    }
+    svc.shared.hub.apply(call.hub_ops);
+}
