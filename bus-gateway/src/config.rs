@@ -85,4 +85,7 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub http: crate::serve::HttpOpts,
 }

@@ -7,6 +7,9 @@ use thiserror::Error;
 pub const MAX_KEY_LEN: usize = 128;
 pub const MAX_TYPE_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 128;
+/// Deepest nesting of arrays and objects in `data`: deeper documents would be stored but fail
+/// every reader (serde_json stops at 128 levels), so they are refused at the door.
+pub const MAX_DATA_DEPTH: usize = 64;
 
 /// Size limits enforced on appends.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,8 @@ pub enum ValidationError {
     TypeStart(String),
     #[error("data must be a JSON object (got {0})")]
     DataNotObject(&'static str),
+    #[error("data nests arrays and objects deeper than {max} levels")]
+    DataTooDeep { max: usize },
     #[error("data is {len} bytes; the limit is {max} bytes")]
     DataTooLarge { len: usize, max: usize },
     #[error("a batch holds {len} events; the limit is {max}")]
@@ -101,7 +106,31 @@ pub fn validate_new_event(event: &NewEvent, limits: &Limits) -> Result<(), Valid
     if !data.trim_start().starts_with('{') {
         return Err(ValidationError::DataNotObject(json_kind(data)));
     }
+    if json_depth(data) > MAX_DATA_DEPTH {
+        return Err(ValidationError::DataTooDeep { max: MAX_DATA_DEPTH });
+    }
     Ok(())
+}
+
+/// The deepest nesting of arrays and objects in a well-formed JSON text.
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn json_kind(raw: &str) -> &'static str {
@@ -137,6 +166,14 @@ mod tests {
             assert!(validate_key(bad).is_err(), "{bad:?} should be refused");
         }
         assert!(validate_key(&"k".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn data_depth() {
+        assert_eq!(json_depth(r#"{"a":[1,{"b":"[[[{{"}],"c":"\\\"["}"#), 3);
+        let deep = |n: usize| format!("{{\"x\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(json_depth(&deep(MAX_DATA_DEPTH - 1)), MAX_DATA_DEPTH);
+        assert_eq!(json_depth(&deep(MAX_DATA_DEPTH)), MAX_DATA_DEPTH + 1);
     }
 
     #[test]

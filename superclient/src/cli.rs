@@ -169,4 +169,6 @@ pub struct RunOpts {
     /// Log format: `text` or `json`.
     #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    #[command(flatten)]
+    pub http: bus_gateway::serve::HttpOpts,
 }

@@ -92,8 +92,10 @@ async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc
     let store = state::Store::connect(&conn.redis.redis_url, &spec.service).await?;
     let _ = shared.redis.set(store.clone());
 
-    let user = conn.nats_user.clone().unwrap_or_else(|| spec.service.clone());
-    let password = conn.nats_password.clone().unwrap_or_else(|| format!("{user}-dev"));
+    // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).
+    let (servers, in_url) = bus_gateway::nats_servers(&conn.nats_url)?;
+    let user = in_url.as_ref().map(|(u, _)| u.clone()).or_else(|| conn.nats_user.clone()).unwrap_or_else(|| spec.service.clone());
+    let password = in_url.map(|(_, p)| p).or_else(|| conn.nats_password.clone()).unwrap_or_else(|| format!("{user}-dev"));
     let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
         .name(format!("superclient {}/{instance}", spec.service))
         .retry_on_initial_connect()
@@ -103,9 +105,10 @@ async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
     let client = options
-        .connect(conn.nats_url.as_str())
+        // Several servers (a cluster) may be given, comma separated, like the gateway's.
+        .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {} as {user}", conn.nats_url))?;
+        .with_context(|| format!("connecting to NATS at {} as {user}", bus_gateway::redact_url(&conn.nats_url)))?;
     Service::wait_connected(&client).await;
     let _ = shared.gateway.set(gateway::Gateway::new(client.clone(), &spec.service, &instance));
 
@@ -129,13 +132,15 @@ async fn run(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
     let svc = start(script, &conn, &opts).await?;
     let ns = rebuild::ensure_namespace(&svc).await?;
     tracing::info!(ns, "state namespace ready");
+    tokio::spawn(rebuild::watch(svc.clone()));
 
     // Routes are served only now: the script is loaded and its state exists.
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "http listening on {addr}");
+    tracing::info!(%addr, tls = opts.http.tls(), "http listening on {addr}");
     let app = http::router(svc.clone(), metrics);
-    let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http_opts = opts.http.clone();
+    let http_task = tokio::spawn(async move { bus_gateway::serve::serve(listener, app, &http_opts, std::future::pending()).await });
     if !svc.spec.routes.is_empty() || !svc.spec.websockets.is_empty() {
         tokio::spawn(notify::listen(conn.redis.redis_url.clone(), svc.name.clone(), svc.shared.commits.clone()));
     }

@@ -158,7 +158,7 @@ async fn cli_store(redis: &RedisOpt, service: &str) -> anyhow::Result<(Store, St
     let ns = store
         .active()
         .await?
-        .ok_or_else(|| anyhow::anyhow!("service {service:?} has no state in Redis at {} (no instance ever ran?)", redis.redis_url))?;
+        .ok_or_else(|| anyhow::anyhow!("service {service:?} has no state in Redis at {} (no instance ever ran?)", bus_gateway::redact_url(&redis.redis_url)))?;
     Ok((store, ns))
 }
 

@@ -96,7 +96,9 @@ pub fn install(lua: &Lua) -> LResult<()> {
 }
 
 /// Removes what a service script must not reach: files, processes, the debug library,
-/// bytecode. Leaves `os.time/clock/date/difftime`. `load` accepts text chunks only.
+/// bytecode. Leaves `os.time/clock/date/difftime`. `load` accepts text chunks only. The
+/// standard library tables and the string metatable are made read-only; `__gc` finalizers are
+/// refused (they would run with hooks off, outside any budget).
 fn sandbox(lua: &Lua) -> LResult<()> {
     let g = lua.globals();
     for name in ["dofile", "loadfile", "require", "module", "collectgarbage"] {
@@ -118,6 +120,7 @@ fn sandbox(lua: &Lua) -> LResult<()> {
     lua.load(
         r##"
         local raw_load, raw_pcall, raw_xpcall, raw_resume = load, pcall, xpcall, coroutine.resume
+        local raw_setmetatable, rawget = setmetatable, rawget
         local over, error, type = __sequent_over_budget, error, type
         __sequent_over_budget = nil
         -- text chunks only: precompiled bytecode can break out of any sandbox
@@ -130,12 +133,40 @@ fn sandbox(lua: &Lua) -> LResult<()> {
             return ok, ...
         end
         pcall = function(f, ...) return check(raw_pcall(f, ...)) end
-        xpcall = function(f, h, ...) return check(raw_xpcall(f, h, ...)) end
+        -- The budget's error is raised inside the hook, where Lua runs the message handler
+        -- with hooks off: a handler that loops would never be stopped, so it is skipped then.
+        xpcall = function(f, h, ...)
+            return check(raw_xpcall(f, function(...) if over() then return ... end return h(...) end, ...))
+        end
+        -- Finalizers run with hooks off (no budget) at some later collection: none allowed.
+        setmetatable = function(t, mt)
+            if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+                error("__gc metamethods are not allowed: finalizers would run outside any call's budget", 2)
+            end
+            return raw_setmetatable(t, mt)
+        end
         coroutine.resume = function(co, ...) return check(raw_resume(co, ...)) end
         print = function(...)
             local parts = {}
             for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
             log:info(table.concat(parts, " "))
+        end
+        -- The standard libraries are shared by every call of a state: read-only, so that no
+        -- call changes them for the next (string methods too: the string metatable is locked).
+        local frozen, raw_rawset = {}, rawset
+        for _, name in ipairs({ "string", "table", "math", "utf8", "coroutine", "os" }) do
+            local proxy = setmetatable({}, {
+                __index = _G[name],
+                __newindex = function() error(name .. " is read-only: the standard libraries are shared by every call", 2) end,
+                __metatable = false,
+            })
+            frozen[proxy] = true
+            raw_rawset(_G, name, proxy)
+        end
+        getmetatable("").__metatable = false
+        rawset = function(t, k, v)
+            if frozen[t] then error("the standard libraries are read-only", 2) end
+            return raw_rawset(t, k, v)
         end
         "##,
     )
@@ -484,11 +515,7 @@ async fn known_version(lua: &Lua, key: &str) -> LResult<Option<u64>> {
         };
         Ok((state::versions_key(&call.ns), buffered))
     })?;
-    let store = redis_store(lua)?;
-    let stored: Option<u64> = match redis::cmd("HGET").arg(&full).arg(key).query_async(&mut store.con.clone()).await {
-        Ok(v) => v,
-        Err(e) => return infra(lua, "bus:send: reading the known version", e),
-    };
+    let stored: Option<u64> = query(lua, "bus:send: reading the known version", redis::cmd("HGET").arg(&full).arg(key)).await?;
     Ok(match (stored, buffered) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -554,7 +581,20 @@ fn require_type(call: &mut Call, key: &str, want: &'static str, what: &str) -> L
 
 async fn query<T: redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &redis::Cmd) -> LResult<T> {
     let store = redis_store(lua)?;
-    match cmd.query_async(&mut store.con.clone()).await {
+    let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
+    // A rebuild reads a namespace that is not active yet; every other read must come from the
+    // active one, checked atomically with the read (see state.rs: Redis may have lost it).
+    let read = match mode {
+        Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await,
+        _ => match store.read(&ns, cmd).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => {
+                return infra(lua, what, format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry"))
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match read {
         Ok(v) => Ok(v),
         Err(e) if e.code() == Some("WRONGTYPE") => {
             err(format!("{what}: the key holds another type of value ({e})"))
@@ -681,6 +721,8 @@ fn install_redis(lua: &Lua) -> LResult<()> {
                 Ok(k) => k,
                 Err(e) => return infra(&lua, "redis:keys", e),
             };
+            // SCAN cannot join a transaction: look at the active namespace after it instead.
+            query::<redis::Value>(&lua, "redis:keys", &redis::cmd("EXISTS").arg(&prefix)).await?;
             if found.len() > LIMIT {
                 return err(format!("redis:keys({pattern:?}) matches more than {LIMIT} keys; use a narrower pattern or a hash"));
             }

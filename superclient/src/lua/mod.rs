@@ -69,7 +69,9 @@ impl Shared {
             commits: tokio::sync::watch::channel(0).0,
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(2))
-                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                // Below the servers' default --header-read-timeout (30 s), which closes idle
+                // connections: a pooled connection is dropped here before the server drops it.
+                .pool_idle_timeout(std::time::Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client without TLS builds"),
             directory: Arc::new(crate::directory::Directory::new(member_timeout)),
