@@ -152,6 +152,14 @@ python_tests() {
   pip install -q ".[test]" && python -m pytest -q pyreport/tests
 }
 
+# Every benchmark scenario at a tiny size, against the debug build made above (no extra
+# compile): checks the harness still runs, measures nothing. Needs pyreport in the venv (the
+# Python step installs it).
+bench_smoke() {
+  target/debug/sequent-bench smoke --gateway target/debug/bus-gateway \
+    --superclient target/debug/superclient --python "$VENV/bin/python"
+}
+
 # The UI's end-to-end walk needs the whole stack: run it (the debug build made above, no extra
 # compile), wait until it serves, walk, stop it with everything it started.
 ui_e2e() {
@@ -197,6 +205,11 @@ run_tests() {
     step "Python: pyreport (pip install .[test]; pytest pyreport/tests)" python_tests
   else
     skip "Python tests" "no pyreport/tests or pyproject.toml"
+  fi
+  if [[ -x target/debug/sequent-bench ]]; then
+    step "Benchmarks: smoke run of every scenario (sequent-bench smoke, tiny sizes)" bench_smoke
+  else
+    skip "Benchmarks smoke run" "target/debug/sequent-bench was not built"
   fi
   if has_ui; then
     step "UI: unit tests (npm test)" bash -c 'cd ui && npm test'

@@ -10,7 +10,8 @@ use tokio::process::{Child, Command};
 pub struct Proc {
     pub name: String,
     pub url: String,
-    child: Child,
+    /// None: this benchmark process itself (measured like the others).
+    child: Option<Child>,
     _dir: Option<TempDir>,
 }
 
@@ -21,7 +22,7 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
@@ -31,51 +32,157 @@ impl Proc {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("sequent-bench-{port}"));
         std::fs::create_dir_all(&dir)?;
-        let accounts = std::fs::canonicalize("nats/accounts.conf").context("run from the repository root (nats/accounts.conf)")?;
+        // Includes are relative to the including file: the users and permissions are copied.
+        for f in ["accounts.conf", "permissions.conf", "permissions-dev.conf"] {
+            std::fs::copy(Path::new("nats").join(f), dir.join(f)).with_context(|| format!("copying nats/{f} (run from the repository root)"))?;
+        }
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"{}\"\n",
-                dir.join("js").display(),
-                accounts.display()
-            ),
+            format!("listen: 127.0.0.1:{port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"accounts.conf\"\n", dir.join("js").display()),
         )?;
-        let child = Command::new("nats-server")
+        let log = std::fs::File::create(log_path("nats-server")?)?;
+        let child = Command::new(find_bin("nats-server"))
             .args(["-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server (is it on PATH?)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "nats-server".into(), url: format!("nats://127.0.0.1:{port}"), child, _dir: Some(TempDir(dir)) })
+        Ok(Proc { name: "nats-server".into(), url: format!("nats://127.0.0.1:{port}"), child: Some(child), _dir: Some(TempDir(dir)) })
     }
 
-    pub async fn gateway(bin: &Path, nats_url: &str) -> anyhow::Result<Proc> {
+    /// A fresh redis-server (from PATH) on a free port, without persistence.
+    pub async fn redis() -> anyhow::Result<Proc> {
         let port = free_port();
-        let child = Command::new(bin)
-            .env("NATS_URL", nats_url)
-            .env("SEQUENT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+        let dir = std::env::temp_dir().join(format!("sequent-bench-redis-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new(find_bin("redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
+            .context("starting redis-server (is it on PATH? apt-get install redis-server)")?;
+        wait_port(port).await?;
+        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), child: Some(child), _dir: Some(TempDir(dir)) })
+    }
+
+    /// This benchmark process (its client side: readers, HTTP clients), measured like the others.
+    pub fn this(name: &str) -> Proc {
+        Proc { name: name.into(), url: String::new(), child: None, _dir: None }
+    }
+
+    /// A superclient running `script`, its log in target/bench-logs/NAME.log; returns once it
+    /// logged that it is ready.
+    pub async fn superclient(bin: &Path, name: &str, script: &str, extra: &[String], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        let log = log_path(name)?;
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .arg(script)
+            .args(["--instance", name])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn,superclient=info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} (cargo build --release -p superclient)", bin.display()))?;
+        Ok(Proc { name: name.into(), url: String::new(), child: Some(child), _dir: None })
+    }
+
+    /// Waits until this superclient logged "superclient ready" (or fails with its log's end).
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        let log = log_path(&self.name)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("superclient ready") {
+                return Ok(());
+            }
+            let exited = self.child.as_mut().map(|c| c.try_wait()).transpose()?.flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                anyhow::bail!("{} was not ready ({exited:?}); the end of {}:\n{}", self.name, log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn gateway(bin: &Path, nats_url: &str, policy: Option<&Path>) -> anyhow::Result<Proc> {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        if let Some(policy) = policy {
+            cmd.env("SEQUENT_POLICY", policy);
+        }
+        let log = std::fs::File::create(log_path("bus-gateway")?)?;
+        let child = cmd
+            .env("NATS_URL", nats_url)
+            .env("SEQUENT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p bus-gateway)", bin.display()))?;
         wait_port(port).await?;
-        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), child, _dir: None })
+        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), child: Some(child), _dir: None })
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.id()
+        match &self.child {
+            Some(c) => c.id(),
+            None => Some(std::process::id()),
+        }
     }
+}
+
+/// A server binary: the project's venv first (./sequent.sh installs nats-server there), then PATH.
+pub fn find_bin(name: &str) -> std::path::PathBuf {
+    let venv = Path::new(".sequent/venv/bin").join(name);
+    if venv.exists() {
+        venv
+    } else {
+        name.into()
+    }
+}
+
+pub fn log_path(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = Path::new("target/bench-logs");
+    std::fs::create_dir_all(dir)?;
+    Ok(dir.join(format!("{name}.log")))
+}
+
+/// Runs a command to its end and returns its standard output, its exit status, and its CPU
+/// time and peak memory from wait4(2) (a child that has exited has no /proc entry to read).
+pub async fn run_measured(name: &str, mut cmd: std::process::Command) -> anyhow::Result<(String, Usage)> {
+    use std::io::Read;
+    let log = log_path(name)?;
+    cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&log)?);
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        child.stdout.take().expect("piped").read_to_string(&mut out)?;
+        let (mut status, mut ru) = (0i32, unsafe { std::mem::zeroed::<libc::rusage>() });
+        // SAFETY: waits for our own child; status and ru are valid out-pointers.
+        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+        anyhow::ensure!(pid > 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let usage = Usage { name: name.clone(), cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime), peak_mib: ru.ru_maxrss as f64 / 1024.0 };
+        anyhow::ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{name} failed (status {status}); its log: {}", log.display());
+        Ok((out, usage))
+    })
+    .await?
 }
 
 async fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "nothing listened on port {port} within 30 s");
+        anyhow::ensure!(Instant::now() < deadline, "nothing listened on port {port} within 30 s (see target/bench-logs/)");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
