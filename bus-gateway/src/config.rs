@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_VERSION_CACHE", default_value_t = 100_000)]
     pub version_cache: usize,
 
+    /// Atomic batches one gateway keeps open at once; more wait their turn. JetStream allows
+    /// 50 per stream, so several gateways together should stay near that.
+    #[arg(long, env = "SEQUENT_MAX_OPEN_BATCHES", default_value_t = 32)]
+    pub max_open_batches: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

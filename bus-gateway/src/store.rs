@@ -60,6 +60,8 @@ pub struct Store {
     pub index_name: String,
     timeout: Duration,
     cache: Mutex<LruCache<String, Head>>,
+    /// Atomic batches this gateway may have open at once.
+    batch_slots: tokio::sync::Semaphore,
 }
 
 /// An event ready to be written: ids, time and version chain filled in.
@@ -98,6 +100,7 @@ impl Store {
             index_name: format!("{}{INDEX_SUFFIX}", config.stream),
             timeout: config.nats_timeout,
             cache: Mutex::new(LruCache::new(cache)),
+            batch_slots: tokio::sync::Semaphore::new(config.max_open_batches.max(1)),
         })
     }
 
@@ -239,6 +242,13 @@ impl Store {
             }
         }
         match p.expect {
+            // The stream leader's last answer says the expectation holds: the refusals were
+            // writes still in flight (10164, e.g. across a leader change, possibly our own
+            // earlier attempt), not a conflict. Reporting one would make the caller give up on
+            // an event that is not stored; the outcome is unknown: retry with the same id.
+            Expect::Version(want) if fresh && head.as_ref().map_or(0, |h| h.version + 1) == want => Err(StoreError::Unavailable(format!(
+                "key {key}: the stream kept reporting another write in flight for {MAX_ATTEMPTS} attempts; retry with the same event id"
+            ))),
             Expect::Version(want) => Ok(conflict(&p.event, want, head.as_ref())),
             Expect::Any => Err(StoreError::Unavailable(format!(
                 "key {key} kept changing or the store kept refusing for {MAX_ATTEMPTS} attempts"
@@ -347,22 +357,22 @@ impl Store {
     ) -> PublishOutcome {
         let batch_id = new_event_id().replace('-', "");
         let n = batch.len();
+        // JetStream takes at most 50 open batches per stream and answers 429 beyond: queue here
+        // rather than make hundreds of writers retry against the server.
+        let _slot = self.batch_slots.acquire().await.expect("the semaphore is never closed");
         for (i, (p, (is_first, _))) in batch.iter().zip(first_of_key).enumerate() {
             let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
             let mut headers = publish_headers(&p.event, expected, Some((&batch_id, i + 1)));
-            let last = i + 1 == n;
-            if last {
-                headers.insert("Nats-Batch-Commit", "1");
-            }
             let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
             let payload = Bytes::from(p.event.to_stored());
-            if i == 0 || last {
-                // The first message opens the batch (errors come back at once), the last commits it.
-                match self.publish(subject, headers, payload).await {
-                    PublishOutcome::Stored { .. } if !last => {}
-                    outcome => return outcome,
-                }
-            } else if let Err(e) = self.client.publish_with_headers(subject, headers, payload).await {
+            if i + 1 == n {
+                // Only the commit is a request: an error on an earlier message (a refused
+                // header, a stale expectation) fails the commit, whose reply names it. Waiting
+                // for the first message's empty reply would cost a second round trip.
+                headers.insert("Nats-Batch-Commit", "1");
+                return self.publish(subject, headers, payload).await;
+            }
+            if let Err(e) = self.client.publish_with_headers(subject, headers, payload).await {
                 return PublishOutcome::Retry(format!("sending batch message: {e}"));
             }
         }
