@@ -327,6 +327,9 @@ async fn process(
             }
             Err(Failure::Infra(error)) => {
                 tracing::warn!(seq, error, "infrastructure failure; retrying in {delay:?}");
+                // Perhaps the state moved (a rebuild) or is being rebuilt after Redis lost it:
+                // the next try reads the active namespace, not the cached one.
+                let _ = svc.refresh_active().await;
             }
         }
         if *stop.borrow() {

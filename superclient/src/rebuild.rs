@@ -26,10 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Rebuilds into a fresh namespace and swaps it in. Returns the new namespace.
 pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
-    let mut con = svc.store.con.clone();
     let old = svc.store.active().await?;
-    let generation: u64 = redis::cmd("INCR").arg(state::generation_key(&svc.name)).query_async(&mut con).await?;
-    let ns = format!("{}@{generation}", svc.name);
+    let ns = svc.store.new_namespace(&svc.active_ns()).await?;
     let leftovers = svc.store.drop_namespace(&ns).await?;
     if leftovers > 0 {
         tracing::info!(ns, leftovers, "removed leftovers of an earlier attempt");
@@ -38,6 +36,7 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
     tracing::info!(service = svc.name, from = old.as_deref().unwrap_or("(nothing)"), into = ns, why, types = ?svc.spec.types(), "rebuild starting");
 
     let stream = svc.events_stream().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let floors = if old.is_none() { live_floors(svc, &stream).await? } else { Vec::new() };
     let consumer = stream
         .create_consumer(OrderedConfig {
             filter_subjects: filters,
@@ -68,7 +67,9 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
             let (seq, pending) = (info.stream_sequence, info.pending);
             let partition = subjects::parse_stored_subject(&msg.subject).map(|(p, _, _)| p).unwrap_or(0);
             let event = Event::from_stored(&msg.payload, seq).map_err(|e| anyhow::anyhow!("unreadable event at seq {seq}: {e}"))?;
-            apply_with_retry(svc, &event, &ns, partition).await?;
+            if floors.get(partition as usize).is_none_or(|floor| seq <= *floor) {
+                apply_with_retry(svc, &event, &ns, partition).await?;
+            }
             progress.step(pending);
             if pending == 0 {
                 match svc.store.swap(old.as_deref(), &ns, svc.partitions).await? {
@@ -88,6 +89,30 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
         }
     }
     Ok(ns)
+}
+
+/// Building from nothing while live delivery has run before (Redis lost the state): per
+/// partition, the last event live delivery completed, i.e. its durable consumer's ack floor
+/// (acks come after the effects, one event at a time). The rebuild applies only up to there
+/// and leaves the later events to live delivery: their handlers may not have run, or their
+/// sends not been stored, and a rebuild sends nothing, so checkpointing them here would lose
+/// those sends for good. A partition whose consumer never delivered anything is not bounded
+/// (first start, or a service added later: its history is rebuilt without sending).
+async fn live_floors(svc: &Service, stream: &async_nats::jetstream::stream::Stream<()>) -> anyhow::Result<Vec<u64>> {
+    let mut floors = Vec::new();
+    for p in 0..svc.partitions {
+        let name = subjects::consumer_name(&svc.name, p);
+        let floor = match stream.consumer_info(&name).await {
+            Ok(info) if info.delivered.stream_sequence > 0 => info.ack_floor.stream_sequence,
+            Ok(_) => u64::MAX,
+            Err(e) => anyhow::bail!("reading consumer {name} (where live delivery stopped): {e}"),
+        };
+        floors.push(floor);
+    }
+    if floors.iter().any(|f| *f != u64::MAX) {
+        tracing::info!(?floors, "live delivery ran before: replaying each partition up to its last acknowledged event");
+    }
+    Ok(floors)
 }
 
 async fn apply_with_retry(svc: &Service, event: &Event, ns: &str, partition: u32) -> anyhow::Result<()> {
@@ -124,8 +149,8 @@ pub async fn ensure_namespace(svc: &Service) -> anyhow::Result<String> {
             return Ok(ns);
         }
         if svc.opts.no_auto_rebuild || svc.spec.types().is_empty() {
-            let generation: u64 = redis::cmd("INCR").arg(state::generation_key(&svc.name)).query_async(&mut con).await?;
-            let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(format!("{}@{generation}", svc.name)).arg("NX").query_async(&mut con).await?;
+            let ns = svc.store.new_namespace(&svc.active_ns()).await?;
+            let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(ns).arg("NX").query_async(&mut con).await?;
             continue;
         }
         let got: Option<String> =
@@ -154,6 +179,35 @@ pub async fn ensure_namespace(svc: &Service) -> anyhow::Result<String> {
             waiting_logged = true;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Watches the active namespace for the life of the instance. A rebuild run elsewhere swaps it:
+/// the cached name follows. Redis lost it (restarted without persistence, flushed): until it is
+/// back, reads and commits of handlers and routes fail (routes answer 503, events wait
+/// unacked), and [`ensure_namespace`] rebuilds it from the stream (one instance, under the lock,
+/// the others wait). Polled, because a flush announces nothing; reads do not rely on the poll
+/// (see state.rs), only the recovery does.
+pub async fn watch(svc: std::sync::Arc<Service>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match svc.store.active().await {
+            Ok(Some(ns)) => {
+                if ns != svc.active_ns() {
+                    svc.set_active(&ns);
+                }
+            }
+            Ok(None) => {
+                tracing::error!(service = svc.name, lost = svc.active_ns(), "the service's state is gone from Redis (restarted empty or flushed): rebuilding it from the stream; meanwhile routes answer 503 and events wait");
+                metrics::counter!("sequent_state_lost_total").increment(1);
+                match ensure_namespace(&svc).await {
+                    Ok(ns) => tracing::info!(ns, "the state is back"),
+                    Err(e) => tracing::error!(error = %e, "rebuilding the lost state failed; trying again"),
+                }
+            }
+            // Redis is down: reads and commits fail by themselves meanwhile.
+            Err(e) => tracing::debug!(error = %e, "cannot read the active namespace"),
+        }
     }
 }
 

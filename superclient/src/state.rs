@@ -18,6 +18,12 @@
 //! | channel `sequent:<svc>:commits` | pub/sub: every commit is announced (wakes `bus:wait`) |
 //!
 //! Script keys may not start with `__`, so they never collide with the framework's.
+//!
+//! Redis may lose everything (restarted without persistence, flushed). Then `active` is gone:
+//! every read of a handler, route or live listener is made atomically with a look at `active`
+//! ([`Store::read`]) and fails as an infrastructure error when the namespace it reads is not
+//! the active one, so nothing is decided, sent or answered from a lost (empty) or half-rebuilt
+//! state; commits refuse for the same reason; `rebuild::watch` notices and rebuilds.
 
 use redis::aio::ConnectionManager;
 use std::collections::{BTreeMap, HashMap};
@@ -159,19 +165,29 @@ redis.call('SET', ARGV[1], ARGV[3])
 return -1
 "#;
 
+/// The next generation for a new namespace, above `ARGV[1]` (the newest this instance knows
+/// of): after Redis lost its data the counter restarts at 1, and a namespace name must never
+/// come back with other content while someone may still hold it.
+const GENERATION_SCRIPT: &str = r#"
+local g = redis.call('INCR', KEYS[1])
+if g <= tonumber(ARGV[1]) then g = tonumber(ARGV[1]) + 1; redis.call('SET', KEYS[1], g) end
+return g
+"#;
+
 #[derive(Clone)]
 pub struct Store {
     pub con: ConnectionManager,
     pub service: String,
     commit: std::sync::Arc<redis::Script>,
     swap: std::sync::Arc<redis::Script>,
+    generation: std::sync::Arc<redis::Script>,
 }
 
 impl Store {
     /// Connects, retrying with back-off until Redis answers (it may start after us). Later
     /// disconnects are handled by the connection manager, which reconnects on its own.
     pub async fn connect(url: &str, service: &str) -> anyhow::Result<Store> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL {url:?}: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL {:?}: {e}", bus_gateway::redact_url(url)))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -182,7 +198,7 @@ impl Store {
             match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                 Ok(con) => break con,
                 Err(e) => {
-                    tracing::warn!(error = %e, url, "Redis is not reachable yet; retrying in {delay:?}");
+                    tracing::warn!(error = %e, url = bus_gateway::redact_url(url), "Redis is not reachable yet; retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -193,7 +209,27 @@ impl Store {
             service: service.to_string(),
             commit: std::sync::Arc::new(redis::Script::new(COMMIT_SCRIPT)),
             swap: std::sync::Arc::new(redis::Script::new(SWAP_SCRIPT)),
+            generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
         })
+    }
+
+    /// A new namespace name, `<service>@<generation>`, never one of `known` or before it.
+    pub async fn new_namespace(&self, known: &str) -> redis::RedisResult<String> {
+        let known = known.rsplit_once('@').and_then(|(_, g)| g.parse::<u64>().ok()).unwrap_or(0);
+        let g: u64 = self.generation.key(generation_key(&self.service)).arg(known).invoke_async(&mut self.con.clone()).await?;
+        Ok(format!("{}@{g}", self.service))
+    }
+
+    /// Runs a read of namespace `ns` atomically with a look at the active namespace. `Ok(None)`
+    /// when `ns` is not active (Redis lost the state, a rebuild is running or swapped another
+    /// one in): the read's answer would be wrong, not merely old.
+    pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd) -> redis::RedisResult<Option<T>> {
+        let (active, value): (Option<String>, redis::Value) =
+            redis::pipe().atomic().get(active_key(&self.service)).add_command(cmd.clone()).query_async(&mut self.con.clone()).await?;
+        if active.as_deref() != Some(ns) {
+            return Ok(None);
+        }
+        Ok(Some(redis::from_redis_value(value)?))
     }
 
     pub async fn active(&self) -> redis::RedisResult<Option<String>> {

@@ -24,7 +24,7 @@ mod nats;
 mod redis;
 
 pub use child::Child;
-pub use nats::{nats, nats_cluster, NatsCluster, NatsServer};
+pub use nats::{nats, nats_cluster, nats_with_tls, NatsCluster, NatsServer};
 pub use redis::{redis, RedisServer};
 
 use anyhow::Context;

@@ -48,6 +48,22 @@ pub async fn nats() -> anyhow::Result<NatsServer> {
     }
 }
 
+/// A fresh single-node nats-server (always a process) that requires TLS from its clients,
+/// with this certificate and key (PEM files). Its `url` is `tls://127.0.0.1:<port>`.
+pub async fn nats_with_tls(cert: &str, key: &str) -> anyhow::Result<NatsServer> {
+    let dir = TempDir::new("nats-tls")?;
+    write_configs(dir.path())?;
+    let store = dir.path().join("jetstream");
+    let config = dir.path().join("test-server.conf");
+    let tls = format!("tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n  timeout: 5\n}}\n");
+    std::fs::write(&config, server_config("127.0.0.1:-1", &store.to_string_lossy(), &tls))?;
+    let mut child = spawn_server("nats-tls", &config)?;
+    let line = child.wait_for_line("Listening for client connections on", START_TIMEOUT).await?;
+    let address = line.rsplit(' ').next().unwrap_or_default().to_string();
+    child.wait_for_line("Server is ready", START_TIMEOUT).await?;
+    Ok(NatsServer { url: format!("tls://{address}"), handle: Handle::Process { child, _dir: dir } })
+}
+
 impl NatsServer {
     pub async fn connect(&self, user: &str, password: &str) -> anyhow::Result<async_nats::Client> {
         connect(&self.url, user, password).await

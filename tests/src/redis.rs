@@ -21,7 +21,7 @@ pub struct RedisServer {
 enum Handle {
     // The fields are only held: dropping them stops the server or frees the database.
     Docker(#[allow(dead_code)] docker::Container),
-    Process { _child: Child, _dir: TempDir },
+    Process { child: Child, port: String, dir: TempDir },
     Shared(#[allow(dead_code)] Lease),
 }
 
@@ -52,18 +52,52 @@ pub async fn redis() -> anyhow::Result<RedisServer> {
                 let dir = TempDir::new("redis")?;
                 let port = crate::free_port().to_string();
                 let data = dir.path().to_string_lossy().to_string();
-                let args = ["--port", &port, "--bind", "127.0.0.1", "--dir", &data, "--save", "", "--appendonly", "no"];
-                let mut child = Child::spawn("redis", find_server("redis-server")?, &args, &[])?;
+                let mut child = spawn_process(&port, &data)?;
                 match child.wait_for_line("Ready to accept connections", Duration::from_secs(30)).await {
                     Ok(_) => {
                         let url = format!("redis://127.0.0.1:{port}");
-                        return Ok(RedisServer { url, _handle: Handle::Process { _child: child, _dir: dir } });
+                        return Ok(RedisServer { url, _handle: Handle::Process { child, port, dir } });
                     }
                     Err(e) if child.output().iter().any(|l| l.contains("Address already in use")) => last_error = Some(e),
                     Err(e) => return Err(e),
                 }
             }
             Err(last_error.expect("tried at least once")).context("no free port for redis-server after 5 tries")
+        }
+    }
+}
+
+/// redis-server without persistence: a restart comes back empty.
+fn spawn_process(port: &str, dir: &str) -> anyhow::Result<Child> {
+    let args = ["--port", port, "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no"];
+    Child::spawn("redis", find_server("redis-server")?, &args, &[])
+}
+
+impl RedisServer {
+    /// Loses every key under the clients' feet, and says how. A process is killed with SIGKILL
+    /// and started again on its port, without persistence: it comes back empty and every
+    /// connection breaks. A container would come back on another host port, so there (and on a
+    /// shared `REDIS_URL` server) the data is flushed instead and the clients' connections are
+    /// closed (only this database's keys on a shared server).
+    pub async fn lose_everything(&mut self) -> anyhow::Result<&'static str> {
+        match &mut self._handle {
+            Handle::Process { child, port, dir } => {
+                child.kill9().await?;
+                let mut restarted = spawn_process(port, &dir.path().to_string_lossy())?;
+                restarted.wait_for_line("Ready to accept connections", Duration::from_secs(30)).await?;
+                *child = restarted;
+                Ok("redis-server killed with SIGKILL and restarted empty")
+            }
+            Handle::Docker(_) => {
+                let mut con = self.connection().await?;
+                redis::cmd("FLUSHALL").query_async::<()>(&mut con).await?;
+                redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes").query_async::<()>(&mut con).await?;
+                Ok("FLUSHALL and every client connection closed")
+            }
+            Handle::Shared(_) => {
+                redis::cmd("FLUSHDB").query_async::<()>(&mut self.connection().await?).await?;
+                Ok("FLUSHDB of the leased database")
+            }
         }
     }
 }

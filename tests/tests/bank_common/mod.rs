@@ -2,7 +2,16 @@
 //! processes running services/*.lua, and a small client of the bfaf's API.
 #![allow(dead_code)]
 
-use sequent_tests::{binary, free_port, nats, redis, repo_root, wait_until, Child, NatsServer, RedisServer, TempDir};
+mod checks;
+mod load;
+
+// Not every test file uses every piece.
+#[allow(unused_imports)]
+pub use checks::*;
+#[allow(unused_imports)]
+pub use load::*;
+
+use sequent_tests::{binary, free_port, nats, nats_cluster, redis, repo_root, wait_until, Child, NatsCluster, NatsServer, RedisServer, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,10 +32,55 @@ pub struct Instance {
     pub url: String,
 }
 
+/// One nats-server, or a 3-node cluster (the stream then has 3 replicas).
+pub enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    /// What the binaries' `NATS_URL` takes (comma separated for a cluster).
+    pub fn url(&self) -> String {
+        match self {
+            Nats::Single(n) => n.url.clone(),
+            Nats::Cluster(c) => c.url(),
+        }
+    }
+
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        match self {
+            Nats::Cluster(c) => c,
+            Nats::Single(_) => panic!("the bank runs on a single nats-server"),
+        }
+    }
+
+    pub fn single(&mut self) -> &mut NatsServer {
+        match self {
+            Nats::Single(n) => n,
+            Nats::Cluster(_) => panic!("the bank runs on a cluster"),
+        }
+    }
+}
+
+/// How to start the bank (see [`Bank::start_with`]).
+pub struct Setup<'a> {
+    pub services: &'a [(&'a str, usize)],
+    pub extra: &'a [(&'a str, &'a [&'a str])],
+    /// A 3-node NATS cluster with 3 replicas instead of one server.
+    pub cluster: bool,
+    pub gateways: usize,
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub http: String,
+}
+
 pub struct Bank {
-    pub nats: NatsServer,
+    pub nats: Nats,
     pub redis: RedisServer,
-    pub gateway: Child,
+    /// The gateways; services reach them over NATS (a queue group), `gateway_http` is the first.
+    pub gateways: Vec<Gateway>,
     pub gateway_http: String,
     pub instances: Vec<Instance>,
     /// A tiny stand-in for ui/dist (the real one is only there after `npm run build`).
@@ -41,28 +95,31 @@ pub fn script(service: &str) -> String {
 impl Bank {
     /// Servers, the gateway, and `n` instances of each of `services` (started in parallel).
     pub async fn start(services: &[(&str, usize)], extra: &[(&str, &[&str])]) -> Bank {
-        let nats = nats().await.expect("nats-server starts");
+        Bank::start_with(Setup { services, extra, cluster: false, gateways: 1 }).await
+    }
+
+    pub async fn start_with(setup: Setup<'_>) -> Bank {
+        let nats = if setup.cluster {
+            Nats::Cluster(nats_cluster().await.expect("the nats cluster starts"))
+        } else {
+            Nats::Single(nats().await.expect("nats-server starts"))
+        };
         let redis = redis().await.expect("redis starts");
-        let port = free_port();
-        let env = vec![
-            ("NATS_URL".to_string(), nats.url.clone()),
-            ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
-            ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
-            // Each service may append only the event types it declares.
-            ("SEQUENT_POLICY".to_string(), repo_root().join("services/policy.json").to_string_lossy().to_string()),
-        ];
-        let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
-        gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
+        let mut gateways = Vec::new();
+        for i in 1..=setup.gateways {
+            gateways.push(Bank::spawn_gateway(&nats, setup.cluster, &format!("gateway-{i}"), free_port()).await);
+        }
         let ui = TempDir::new("ui").unwrap();
         std::fs::create_dir_all(ui.path().join("assets")).unwrap();
         std::fs::write(ui.path().join("index.html"), "<!doctype html><title>Sequent Bank</title><div id=root></div>").unwrap();
         std::fs::write(ui.path().join("assets/app-1234.js"), "console.log('bank')").unwrap();
-        let admin = nats.admin().await.unwrap();
-        let mut bank = Bank { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), instances: Vec::new(), ui, admin };
+        let admin = sequent_tests::connect(&nats.url(), sequent_tests::ADMIN.0, sequent_tests::ADMIN.1).await.unwrap();
+        let gateway_http = gateways[0].http.clone();
+        let mut bank = Bank { nats, redis, gateways, gateway_http, instances: Vec::new(), ui, admin };
         let mut spawned = Vec::new();
-        for (service, n) in services {
+        for (service, n) in setup.services {
             for i in 1..=*n {
-                let args: Vec<&str> = extra.iter().filter(|(s, _)| s == service).flat_map(|(_, a)| a.iter().copied()).collect();
+                let args: Vec<&str> = setup.extra.iter().filter(|(s, _)| s == service).flat_map(|(_, a)| a.iter().copied()).collect();
                 spawned.push(bank.spawn(service, &format!("{service}-{i}"), &args));
             }
         }
@@ -73,9 +130,40 @@ impl Bank {
         bank
     }
 
+    async fn spawn_gateway(nats: &Nats, cluster: bool, name: &str, port: u16) -> Gateway {
+        let env = vec![
+            ("NATS_URL".to_string(), nats.url()),
+            ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
+            ("SEQUENT_REPLICAS".to_string(), if cluster { "3" } else { "1" }.to_string()),
+            ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
+            // Each service may append only the event types it declares.
+            ("SEQUENT_POLICY".to_string(), repo_root().join("services/policy.json").to_string_lossy().to_string()),
+        ];
+        let mut child = Child::spawn(name, binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
+        child.wait_for_line("bus-gateway ready", Duration::from_secs(60)).await.expect("bus-gateway gets ready");
+        Gateway { child, http: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Starts gateway `i` again (it must have been killed) on its HTTP port.
+    pub async fn restart_gateway(&mut self, i: usize) {
+        let port: u16 = self.gateways[i].http.rsplit(':').next().unwrap().parse().unwrap();
+        let cluster = matches!(self.nats, Nats::Cluster(_));
+        self.gateways[i] = Bank::spawn_gateway(&self.nats, cluster, &format!("gateway-{}", i + 1), port).await;
+    }
+
+    /// SIGKILLs instance `name` and starts a new instance `new_name` of its service on the
+    /// same HTTP address (clients of the bfaf know it by address).
+    pub async fn replace_instance(&mut self, name: &str, new_name: &str) {
+        let at = self.instances.iter().position(|i| i.name == name).expect("an instance of that name");
+        let mut old = self.instances.remove(at);
+        old.child.kill9().await.unwrap();
+        let listen = old.url.trim_start_matches("http://").to_string();
+        self.add(&old.service, new_name, &["--listen", &listen]).await;
+    }
+
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("NATS_URL".into(), self.nats.url.clone()),
+            ("NATS_URL".into(), self.nats.url()),
             ("REDIS_URL".into(), self.redis.url.clone()),
             ("RUST_LOG".into(), "info,async_nats=warn,superclient::delivery=warn,lua=warn".into()),
             ("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()),
