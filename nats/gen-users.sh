@@ -34,21 +34,25 @@ durables() { # every durable consumer on the event stream
   echo "$INDEXER"
 }
 
-# Deleting a durable consumer loses its delivery state (contract item 3). Users who may delete
-# their own ephemeral consumers (ordered consumers are deleted and re-created by the client
-# under server-chosen names, so the allow rule has to be `DELETE.<stream>.*`) are denied the
-# durables by name.
-protected_deletes() {
+# Deleting or redefining a durable consumer loses or changes its delivery state (contract item
+# 3). Users who may delete and create their own ephemeral consumers (ordered consumers are
+# deleted and re-created by the client, so the allow rules are `DELETE.<stream>.*` and
+# `CREATE.<stream>.>`) are denied the durables by name.
+protected_durables() {
   local d
-  while read -r d; do echo "      \"\$JS.API.CONSUMER.DELETE.$STREAM.$d\""; done < <(durables)
+  while read -r d; do
+    echo "      \"\$JS.API.CONSUMER.DELETE.$STREAM.$d\""
+    echo "      \"\$JS.API.CONSUMER.CREATE.$STREAM.$d\""
+    echo "      \"\$JS.API.CONSUMER.CREATE.$STREAM.$d.>\""
+  done < <(durables)
 }
 
-# Read-only access to a stream: info, direct and msg get, ephemeral consumers only.
-# `CONSUMER.CREATE.<stream>` without a consumer name in the subject is the form the server
-# accepts only for ephemeral consumers (a durable name in the request is refused), and it is
-# what async-nats and nats-py use for ordered consumers. The named form
-# `CONSUMER.CREATE.<stream>.<name>` is left out on purpose: it would let the user create or
-# modify durables, e.g. change the filter of accounts-p03.
+# Read-only access to a stream: info, direct and msg get, ephemeral consumers.
+# `CONSUMER.CREATE.<stream>` (no name) is what async-nats and nats-py use for a new ordered
+# consumer; `CONSUMER.CREATE.<stream>.<name>.<filter>` is what async-nats uses when it
+# re-creates one after a reconnect or a missed heartbeat, so both are allowed. The durables of
+# the services and the indexer are denied by name (protected_durables), so nobody but the
+# gateway can redefine, e.g., the filter of accounts-p03.
 reader() {
   local st=$1
   cat <<EOF
@@ -57,6 +61,7 @@ reader() {
       "\$JS.API.DIRECT.GET.$st"
       "\$JS.API.DIRECT.GET.$st.>"
       "\$JS.API.CONSUMER.CREATE.$st"
+      "\$JS.API.CONSUMER.CREATE.$st.>"
       "\$JS.API.CONSUMER.INFO.$st.*"
       "\$JS.API.CONSUMER.MSG.NEXT.$st.*"
       "\$JS.API.CONSUMER.DELETE.$st.*"
@@ -128,7 +133,7 @@ $(reader "$INDEX")
       "ix.>"
       "sequent.>"
       "\$KV.>"
-$(protected_deletes)
+$(protected_durables)
     ]
   }
   subscribe: { allow: ["_INBOX.>"] }
@@ -167,6 +172,7 @@ EOF
       "\$JS.API.STREAM.MSG.GET.KV_$BUCKET"
       "\$JS.API.DIRECT.GET.KV_$BUCKET.\$KV.$BUCKET.$s.>"
       "\$JS.API.CONSUMER.CREATE.KV_$BUCKET"
+      "\$JS.API.CONSUMER.CREATE.KV_$BUCKET.>"
       "\$JS.API.CONSUMER.INFO.KV_$BUCKET.*"
       "\$JS.API.CONSUMER.MSG.NEXT.KV_$BUCKET.*"
       "\$JS.API.CONSUMER.DELETE.KV_$BUCKET.*"
@@ -177,7 +183,7 @@ EOF
     deny: [
       "ev.>"
       "ix.>"
-$(protected_deletes)
+$(protected_durables)
     ]
   }
   subscribe: { allow: ["_INBOX.>", "sequent.live.$s.>"] }

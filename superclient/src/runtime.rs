@@ -234,6 +234,17 @@ impl Service {
         }
     }
 
+    /// Runs `event`'s rebuild handler with `writes`, the buffer of a batch of replayed events
+    /// (rebuild.rs commits it). On failure the buffer is gone: it may hold half an event.
+    pub async fn rebuild_into(&self, event: &Event, ns: &str, partition: u32, writes: state::Writes) -> Result<state::Writes, Failure> {
+        let mut call = Call::new(Mode::Rebuild, ns);
+        call.writes = writes;
+        call.handled = Some(Handled { id: event.id.clone(), correlation: event.correlation.clone() });
+        let mut call = self.run_handler(event, &Target::Rebuild { ns: ns.to_string(), partition }, call).await?;
+        lua::note_version_of(&mut call, &event.key, event.version);
+        Ok(call.writes)
+    }
+
     async fn run_handler(&self, event: &Event, target: &Target, call: Call) -> Result<Call, Failure> {
         let mut lease = self.pool.get().await;
         let handler = match call.mode {

@@ -431,6 +431,26 @@ impl Writes {
         self.sets.insert(key.to_string(), SetOverlay { cleared: true, ..Default::default() });
     }
 
+    /// After the ops were committed: drops them, and the overlays that are relative to what
+    /// Redis held before (increments over an unread base, pushes onto an unread list), which
+    /// would now count twice. What is left states values Redis now holds: a cache for the
+    /// next batch of a rebuild.
+    pub fn settle(&mut self) {
+        self.ops.clear();
+        self.strings.retain(|_, s| !matches!(s, Str::Incr(_)));
+        for h in self.hashes.values_mut() {
+            if !h.cleared {
+                h.fields.retain(|_, f| !matches!(f, Str::Incr(_)));
+            }
+        }
+        self.lists.retain(|_, l| l.cleared);
+    }
+
+    /// How many keys the overlays know of.
+    pub fn len(&self) -> usize {
+        self.strings.len() + self.hashes.len() + self.lists.len() + self.sets.len()
+    }
+
     /// Keys this buffer created (true) or deleted (false), for `redis:keys`.
     pub fn key_states(&self) -> HashMap<&str, bool> {
         let mut out = HashMap::new();

@@ -145,6 +145,8 @@ async fn permissions_of_every_user() {
         "$JS.API.STREAM.MSG.GET.EVENTS",
         "$JS.API.CONSUMER.INFO.EVENTS.test-p00",
         "$JS.API.CONSUMER.DELETE.EVENTS.some-ephemeral",
+        // How async-nats re-creates an ordered consumer after a reconnect.
+        "$JS.API.CONSUMER.CREATE.EVENTS.ordered-1.ev.0.acc-1.Opened",
     ] {
         analyst.may(subject).await;
     }
@@ -162,7 +164,10 @@ async fn permissions_of_every_user() {
         "$JS.API.STREAM.UPDATE.EVENTS",
         "$JS.API.STREAM.DELETE.EVENTS",
         "$JS.API.STREAM.PURGE.EVENTS",
-        "$JS.API.CONSUMER.CREATE.EVENTS.mine", // named: could create or change a durable
+        // The durables may not be redefined, in any form.
+        "$JS.API.CONSUMER.CREATE.EVENTS.accounts-p00",
+        "$JS.API.CONSUMER.CREATE.EVENTS.accounts-p00.ev.0.acc-1.Opened",
+        "$JS.API.CONSUMER.CREATE.EVENTS.sequent-indexer",
         "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.mine",
         "$JS.API.CONSUMER.DELETE.EVENTS.accounts-p00",
         "$JS.API.CONSUMER.DELETE.EVENTS.sequent-indexer",
@@ -199,6 +204,8 @@ async fn permissions_of_every_user() {
         "$JS.API.STREAM.CREATE.EVENTS",
         "$JS.API.STREAM.DELETE.KV_sequent_members",
         "$JS.API.CONSUMER.CREATE.EVENTS.test-p00", // consumers are the gateway's business
+        "$JS.API.CONSUMER.CREATE.EVENTS.test-p00.ev.0.acc-1.Opened",
+        "$JS.API.CONSUMER.CREATE.EVENTS.accounts-p03",
         "$JS.API.CONSUMER.DELETE.EVENTS.test-p00",
         "$JS.API.CONSUMER.DELETE.EVENTS.accounts-p00",
         "$JS.API.CONSUMER.UNPIN.EVENTS.accounts-p00",
