@@ -242,14 +242,14 @@ impl Store {
             }
         }
         match p.expect {
-            // The stream leader's last answer says the expectation holds: the refusals were
-            // writes still in flight (10164, e.g. across a leader change, possibly our own
-            // earlier attempt), not a conflict. Reporting one would make the caller give up on
-            // an event that is not stored; the outcome is unknown: retry with the same id.
-            Expect::Version(want) if fresh && head.as_ref().map_or(0, |h| h.version + 1) == want => Err(StoreError::Unavailable(format!(
-                "key {key}: the stream kept reporting another write in flight for {MAX_ATTEMPTS} attempts; retry with the same event id"
+            // Only the stream leader's answer, read just now, proves a conflict. Otherwise the
+            // attempts ran out on timeouts or on writes still in flight (10164, e.g. across a
+            // leader change, possibly our own earlier attempt): the outcome is unknown, and a
+            // conflict would make the caller give up on an event that may not be stored.
+            Expect::Version(want) if fresh && head.as_ref().map_or(0, |h| h.version + 1) != want => Ok(conflict(&p.event, want, head.as_ref())),
+            Expect::Version(_) => Err(StoreError::Unavailable(format!(
+                "key {key}: the store kept refusing or not answering for {MAX_ATTEMPTS} attempts; retry with the same event id"
             ))),
-            Expect::Version(want) => Ok(conflict(&p.event, want, head.as_ref())),
             Expect::Any => Err(StoreError::Unavailable(format!(
                 "key {key} kept changing or the store kept refusing for {MAX_ATTEMPTS} attempts"
             ))),
