@@ -208,6 +208,13 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                     Some(Err(e)) => {
                         tracing::debug!(partition, error = %e, "pull stream error; restarting it");
                         tokio::select! { _ = tokio::time::sleep(Duration::from_millis(300)) => {}, _ = stop.changed() => break 'outer }
+                        // The new pull stream has no pin id: the server would hold its pulls until
+                        // the old stream's pin expires (--pin-timeout), stalling the partition
+                        // (e.g. 4 s after a missed heartbeat under load). We own the partition and
+                        // hold no event, so release our old pin, as on hand-over.
+                        if let Ok(stream) = svc.events_stream().await {
+                            let _ = stream.unpin_consumer(&name, PIN_GROUP).await;
+                        }
                         continue 'outer;
                     }
                     None => continue 'outer,

@@ -21,7 +21,7 @@ use futures::{Future, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 #[derive(Clone, Copy)]
@@ -278,23 +278,29 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     }
     let customers = Arc::new(customers);
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let traces: Arc<Mutex<Vec<Trace>>> = Default::default();
 
     // Transfer i: customer i % C, between its two accounts, direction alternating, 1-100 cents
     // (under nectar's thresholds; balances stay far above zero).
     let transfer = {
-        let (http, customers, outcomes, failed) = (http.clone(), customers.clone(), outcomes.clone(), failed.clone());
+        let (http, customers, outcomes, failed, traces) = (http.clone(), customers.clone(), outcomes.clone(), failed.clone(), traces.clone());
         move |i: usize| {
-            let (http, customers, outcomes, failed) = (http.clone(), customers.clone(), outcomes.clone(), failed.clone());
+            let (http, customers, outcomes, failed, traces) = (http.clone(), customers.clone(), outcomes.clone(), failed.clone(), traces.clone());
             async move {
+                let (sent, sent_wall) = (Instant::now(), SystemTime::now());
                 let c = &customers[i % customers.len()];
                 let dir = (i / customers.len()) % 2;
                 let body = json!({"from_account": c.accounts[dir], "to_account": c.accounts[1 - dir], "amount_cents": 1 + i % 100});
                 let (s, v) = call(&http, format!("{}/api/transfers", c.bfaf), Some(&c.token), body).await?;
                 anyhow::ensure!(s == 202, "POST /api/transfers: {s} {v}");
                 let id = v["transfer_id"].as_str().context("a transfer id")?;
-                if !outcomes.wait(id).await?.1 {
+                let accepted = sent.elapsed();
+                let (arrived, completed) = outcomes.wait(id).await?;
+                if !completed {
                     failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                let latency = arrived.saturating_duration_since(sent);
+                traces.lock().unwrap().push(Trace { id: id.to_string(), sent: sent_wall, accepted, latency });
                 Ok(())
             }
         }
@@ -312,10 +318,13 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     let mut failures = 0;
     for mode in &o.modes {
         let before = Usage::sample(&all);
+        traces.lock().unwrap().clear();
         let (secs, lat, errors) = drive(o.transfers, *mode, transfer.clone()).await?;
         failures += errors.len();
         rows.push(Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all)));
         eprintln!("e2e {}: {:.0} transfers/s, p99 {:.1} ms", mode.case(o.instances), rows.last().unwrap().per_s, rows.last().unwrap().p99_ms.unwrap_or(0.0));
+        let slowest = std::mem::take(&mut *traces.lock().unwrap());
+        print_slowest(&http, &bank.servers[2].url, slowest, 5).await;
     }
     let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
@@ -347,6 +356,41 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     }
     anyhow::ensure!(!o.strict || failures == 0, "{failures} operations failed");
     Ok(rows)
+}
+
+/// One transfer as the client saw it: sent at (wall clock), answered 202 after, outcome on
+/// the live socket after.
+struct Trace {
+    id: String,
+    sent: SystemTime,
+    accepted: Duration,
+    latency: Duration,
+}
+
+/// Prints where the `n` slowest transfers spent their time: the gaps between their events'
+/// store times (the gateway's `time`, read back by correlation) and from the last one to the
+/// outcome on the live socket. Tells which hop stalls (a handler, delivery, the live feed).
+async fn print_slowest(http: &reqwest::Client, gateway: &str, mut traces: Vec<Trace>, n: usize) {
+    traces.sort_by_key(|t| std::cmp::Reverse(t.latency));
+    let ms = |d: f64| format!("{:.0}", d * 1000.0);
+    for t in traces.iter().take(n) {
+        let sent = t.sent.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let url = format!("{gateway}/v1/correlations/{}/events", t.id);
+        let events = match http.get(&url).send().await {
+            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let mut line = format!("  slow {} {} ms (202 after {} ms):", t.id, ms(t.latency.as_secs_f64()), ms(t.accepted.as_secs_f64()));
+        let mut at = sent;
+        for e in events["events"].as_array().into_iter().flatten() {
+            let Some(time) = e["time"].as_str().and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()) else { continue };
+            let time = time.unix_timestamp_nanos() as f64 / 1e9;
+            line += &format!(" +{} {}", ms(time - at), e["type"].as_str().unwrap_or("?"));
+            at = time;
+        }
+        line += &format!(" +{} live", ms(sent + t.latency.as_secs_f64() - at));
+        eprintln!("{line}");
+    }
 }
 
 async fn append(client: &async_nats::Client, event_type: &str, key: &str, expect: u64, correlation: &str, data: &Value) -> anyhow::Result<()> {

@@ -85,7 +85,7 @@ impl Proc {
             .args(["--instance", name])
             .args(extra)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn,superclient=info")
+            .env("RUST_LOG", log_filter("warn,superclient=info"))
             .stdout(out.try_clone()?)
             .stderr(out)
             .kill_on_drop(true)
@@ -122,7 +122,7 @@ impl Proc {
         let child = cmd
             .env("NATS_URL", nats_url)
             .env("SEQUENT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter("warn"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
@@ -148,6 +148,12 @@ pub fn find_bin(name: &str) -> std::path::PathBuf {
     } else {
         name.into()
     }
+}
+
+/// The children's log filter: `default`, or SEQUENT_BENCH_LOG when set (e.g.
+/// `warn,superclient=info,superclient::delivery=debug,bus_gateway=debug` to see a stall's cause).
+fn log_filter(default: &str) -> String {
+    std::env::var("SEQUENT_BENCH_LOG").unwrap_or_else(|_| default.to_string())
 }
 
 pub fn log_path(name: &str) -> anyhow::Result<std::path::PathBuf> {
