@@ -51,7 +51,12 @@ impl<E: Into<anyhow::Error>> From<E> for Stop {
 pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
     let mut delay = Duration::from_millis(200);
     loop {
-        match attempt(svc, why).await {
+        let mut started = None;
+        let result = attempt(svc, why, &mut started).await;
+        if let (Err(_), Some(ns)) = (&result, started) {
+            drop_unused(svc, &ns).await;
+        }
+        match result {
             Ok(ns) => return Ok(ns),
             Err(Stop::Script(e)) => return Err(e),
             Err(Stop::Infra(e)) => {
@@ -63,9 +68,23 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn attempt(svc: &Service, why: &str) -> Result<String, Stop> {
+/// Drops the namespace of a failed attempt, unless it is active after all (a swap whose reply
+/// was lost) or Redis cannot say.
+async fn drop_unused(svc: &Service, ns: &str) {
+    match svc.store.active().await {
+        Ok(active) if active.as_deref() != Some(ns) => match svc.store.drop_namespace(ns).await {
+            Ok(keys) => tracing::info!(ns, keys, "dropped the namespace of the failed rebuild"),
+            Err(e) => tracing::warn!(ns, error = %e, "could not drop the namespace of the failed rebuild"),
+        },
+        _ => {}
+    }
+}
+
+/// One replay into a new namespace (named in `started` as soon as it exists).
+async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Result<String, Stop> {
     let old = svc.store.active().await?;
     let ns = svc.store.new_namespace(&svc.active_ns()).await?;
+    *started = Some(ns.clone());
     let leftovers = svc.store.drop_namespace(&ns).await?;
     if leftovers > 0 {
         tracing::info!(ns, leftovers, "removed leftovers of an earlier attempt");

@@ -78,3 +78,27 @@ async fn rebuild_equals_live_also_under_new_events() {
     let _again = stack.instance(SCRIPT, "rb-fresh", &[]).await;
     assert_eq!(comparable(stack.dump("test").await), after_live, "the automatic rebuild differs from the live state");
 }
+
+#[tokio::test]
+async fn a_failing_rebuild_stops_leaves_the_state_and_nothing_behind() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let script = script(SCRIPT).to_string_lossy().to_string();
+    let live = stack.instance(SCRIPT, "rb-live", &[]).await;
+    let mut expected = BTreeMap::new();
+    // More events than one replay batch (512), so the failed replay has committed some.
+    stack.append_many("test", batch(20, 0..30, &mut expected), 32).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    drop(live);
+    // A handler that never returns: the replay's instruction budget stops it.
+    assert!(stack.append("test", "Counted", "rb-spin", json!({ "spin": true })).await.all_stored());
+    let before = comparable(stack.dump("test").await);
+
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "rebuilder"]).await;
+    assert!(!ok, "the rebuild must fail: {out}");
+    assert!(out.contains("rebuild stopped at seq") && out.contains("rb-spin"), "{out}");
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some("test@1"), "the active state is untouched");
+    assert_eq!(comparable(stack.dump("test").await), before);
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("test@2*").query_async(&mut stack.redis_con().await).await.unwrap();
+    assert!(leftovers.is_empty(), "the failed rebuild left {leftovers:?}");
+}
