@@ -157,11 +157,28 @@ async fn probe_appender(gateways: Vec<String>, stop: Arc<std::sync::atomic::Atom
             let url = format!("{}/v1/events", gateways[(i + attempt) % gateways.len()]);
             match http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().as_u16() == 201 => {
-                    let v: Value = r.json().await.unwrap();
+                    // The body can be cut off too when the gateway dies right after answering.
+                    let Ok(v) = r.json::<Value>().await else {
+                        attempt += 1;
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     assert_eq!(v["receipts"][0]["status"], "stored", "{v}");
                     if attempt == 0 && i % 4 == 3 {
-                        // A retry of an acknowledged append: absorbed.
-                        let again: Value = http.post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+                        // A retry of an acknowledged append: absorbed (through whichever
+                        // gateway answers: this one may be the one killed right now).
+                        let mut tries = 0;
+                        let again: Value = loop {
+                            let url = format!("{}/v1/events", gateways[(i + tries) % gateways.len()]);
+                            if let Ok(r) = http.post(&url).json(&body).send().await {
+                                if r.status().as_u16() == 201 {
+                                    break r.json().await.unwrap();
+                                }
+                            }
+                            tries += 1;
+                            assert!(tries < 600, "{id}: the re-send was never answered");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        };
                         assert_eq!(again["receipts"][0]["duplicate"], true, "{again}");
                         resent.fetch_add(1, Ordering::Relaxed);
                     }
