@@ -578,22 +578,13 @@ impl Live {
                         (None, None) => Start::All,
                     };
                     let cut = q.until_us.map(|u| u.saturating_add(CLOCK_SKEW_US));
+                    let mut start = start;
                     if let Start::Seq(from) = match start { Start::All => Start::Seq(1), other => other } {
                         let from = from.max(1);
                         if q.limit.is_none() && upto >= from && upto - from + 1 >= parallel_min(self.wire_enabled()) {
                             return self.scan_parallel(q, from, upto, progress, collector).await;
                         }
-                        let start = Start::Seq(from);
-                        self.read(&self.events, &self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
-                            if cut.is_some_and(|c| stored_at > c) {
-                                return Ok(Flow::Stop);
-                            }
-                            collector.push(seq, payload)
-                        })
-                        .await?;
-                        collector.finish()?;
-                        progress.finish()?;
-                        return Ok(collector.skip_warning());
+                        start = Start::Seq(from);
                     }
                     self.read(&self.events, &self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
                         if cut.is_some_and(|c| stored_at > c) {
