@@ -5,13 +5,15 @@
 //! registered with `{rebuild = true}`; sends are ignored). Each event commits with the new
 //! namespace's partition checkpoint, exactly as live delivery does in the active one.
 //!
-//! Live instances keep running meanwhile, applying to the old namespace. When the replay has
-//! caught up with the stream, a Redis script swaps the active pointer, but only if the new
-//! namespace has applied at least what the old one has in every partition; otherwise the
-//! replay goes on (the events live delivery applied are on their way to it too). Live commits
-//! check the active pointer atomically, so a handler that read the old namespace is re-run
-//! against the new one, where the checkpoint says whether the event is in already. Nothing is
-//! lost and nothing applied twice.
+//! Live instances keep running meanwhile, applying to the old namespace. The replay never
+//! applies an event live delivery has not handled yet (see [`Bound`]): a replay sends nothing,
+//! so such an event is left to live delivery, which sends. When the replay has caught up with
+//! the stream, a Redis script swaps the active pointer, but only if the new namespace has
+//! applied what the old one has in every partition; otherwise the replay goes on, from the
+//! first event it left to live delivery if there is one. Live commits check the active pointer
+//! atomically, so a handler that read the old namespace is re-run against the new one, where
+//! the checkpoint says whether the event is in already. Nothing is lost and nothing applied
+//! twice.
 //!
 //! A rebuild handler that fails stops the rebuild with the event and the error; the active
 //! state is untouched. Parked keys of the old namespace are not carried over: the rebuilt
@@ -102,15 +104,11 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     tracing::info!(service = svc.name, from = old.as_deref().unwrap_or("(nothing)"), into = ns, why, types = ?svc.spec.types(), "rebuild starting");
 
     let stream = svc.events_stream().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let floors = if old.is_none() { live_floors(svc, &stream).await? } else { Vec::new() };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subjects: filters,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the replay consumer on {}: {e} (may this NATS user create consumers on the stream?)", svc.stream_name))?;
+    let mut bound = match &old {
+        Some(old) => Bound::live(svc, old).await?,
+        None => Bound::from_nothing(svc, &stream).await?,
+    };
+    let mut consumer = replay_consumer(svc, &stream, &filters, 1).await?;
     let total = consumer.cached_info().num_pending;
     let progress = Progress::new(total);
 
@@ -124,6 +122,11 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     } else {
         let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("starting the replay: {e}"))?;
         let mut batch = Batch::default();
+        // Per partition: the last event applied to the new namespace, and the first event left
+        // to live delivery in this pass (every later one of the partition is left too: a
+        // partition's events apply in order).
+        let mut applied = vec![0u64; svc.partitions as usize];
+        let mut left: Vec<Option<u64>> = vec![None; svc.partitions as usize];
         loop {
             let msg = match messages.next().await {
                 Some(Ok(m)) => m,
@@ -136,18 +139,37 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             let info = msg.info().map_err(|e| anyhow::anyhow!("replayed message without metadata: {e}"))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             let (partition, event_type) = subjects::parse_stored_subject(&msg.subject).map_or((0, ""), |(p, _, t)| (p, t));
-            if wanted.contains(event_type) && floors.get(partition as usize).is_none_or(|floor| seq <= *floor) {
-                let event = Event::from_stored(&msg.payload, seq).map_err(|e| Stop::Script(anyhow::anyhow!("unreadable event at seq {seq}: {e}")))?;
-                batch.add(svc, &event, &ns, partition).await?;
+            let p = partition as usize;
+            if wanted.contains(event_type) && p < applied.len() && seq > applied[p] && left[p].is_none() {
+                if bound.allows(svc, partition, seq).await? {
+                    let event = Event::from_stored(&msg.payload, seq).map_err(|e| Stop::Script(anyhow::anyhow!("unreadable event at seq {seq}: {e}")))?;
+                    batch.add(svc, &event, &ns, partition).await?;
+                    applied[p] = seq;
+                } else {
+                    left[p] = Some(seq);
+                }
             }
             progress.step(pending);
             if batch.events >= BATCH || pending == 0 {
                 batch.flush(svc, &ns).await?;
             }
-            if pending == 0 {
-                match svc.store.swap(old.as_deref(), &ns, svc.partitions).await? {
-                    None => break,
-                    Some(p) => tracing::debug!(partition = p, "live delivery is ahead in a partition; replaying on"),
+            if pending > 0 {
+                continue;
+            }
+            let Some(behind) = svc.store.swap(old.as_deref(), &ns, svc.partitions).await? else { break };
+            // Live delivery applied more meanwhile. What the replay left to it must be read
+            // again from the first such event; anything else is still on its way here.
+            if let Some(from) = left.iter().flatten().min().copied() {
+                tracing::debug!(partition = behind, from, "live delivery moved on: replaying again from the first event left to it");
+                left.fill(None);
+                consumer = replay_consumer(svc, &stream, &filters, from).await?;
+                messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("restarting the replay at seq {from}: {e}"))?;
+            } else if let Some(old) = &old {
+                let live = svc.store.applied(old, behind).await?;
+                if live <= seq && live > applied[behind as usize] {
+                    return Err(Stop::Script(anyhow::anyhow!(
+                        "partition {behind} of {old} has applied seq {live}, which the stream no longer holds among the service's events: the stream and the state disagree"
+                    )));
                 }
             }
         }
@@ -164,28 +186,78 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     Ok(ns)
 }
 
-/// Building from nothing while live delivery has run before (Redis lost the state): per
-/// partition, the last event live delivery completed, i.e. its durable consumer's ack floor
-/// (acks come after the effects, one event at a time). The rebuild applies only up to there
-/// and leaves the later events to live delivery: their handlers may not have run, or their
-/// sends not been stored, and a rebuild sends nothing, so checkpointing them here would lose
-/// those sends for good. A partition whose consumer never delivered anything is not bounded
-/// (first start, or a service added later: its history is rebuilt without sending).
-async fn live_floors(svc: &Service, stream: &async_nats::jetstream::stream::Stream<()>) -> anyhow::Result<Vec<u64>> {
-    let mut floors = Vec::new();
-    for p in 0..svc.partitions {
-        let name = subjects::consumer_name(&svc.name, p);
-        let floor = match stream.consumer_info(&name).await {
-            Ok(info) if info.delivered.stream_sequence > 0 => info.ack_floor.stream_sequence,
-            Ok(_) => u64::MAX,
-            Err(e) => anyhow::bail!("reading consumer {name} (where live delivery stopped): {e}"),
-        };
-        floors.push(floor);
+/// The replay applies no event that live delivery has not handled yet: such an event may still
+/// have sends to make (a debit, a credit), and a replay sends nothing, so checkpointing it in the
+/// new state would make live delivery skip it after the swap and lose those sends for good.
+/// Per partition, the bound is:
+/// - with a state in place: its checkpoint (the last event live delivery applied), re-read
+///   when the replay reaches it, because live delivery keeps going;
+/// - building from nothing after live delivery ran (Redis lost the state): the durable
+///   consumer's ack floor (acks come after the effects, one event at a time), fixed because
+///   live delivery waits for the state meanwhile;
+/// - building from nothing where nothing was ever delivered (a first start, or a service added
+///   to a running system): the stream's end when the build started. That history is rebuilt
+///   without sending; later events are live delivery's.
+enum Bound {
+    Live { old: String, floors: Vec<u64> },
+    Fixed(Vec<u64>),
+}
+
+impl Bound {
+    async fn live(svc: &Service, old: &str) -> anyhow::Result<Bound> {
+        let mut floors = Vec::new();
+        for p in 0..svc.partitions {
+            floors.push(svc.store.applied(old, p).await?);
+        }
+        Ok(Bound::Live { old: old.to_string(), floors })
     }
-    if floors.iter().any(|f| *f != u64::MAX) {
-        tracing::info!(?floors, "live delivery ran before: replaying each partition up to its last acknowledged event");
+
+    async fn from_nothing(svc: &Service, stream: &async_nats::jetstream::stream::Stream<()>) -> anyhow::Result<Bound> {
+        let end = svc.js.get_stream(&svc.stream_name).await?.cached_info().state.last_sequence;
+        let mut floors = Vec::new();
+        for p in 0..svc.partitions {
+            let name = subjects::consumer_name(&svc.name, p);
+            let floor = match stream.consumer_info(&name).await {
+                Ok(info) if info.delivered.stream_sequence > 0 => info.ack_floor.stream_sequence,
+                Ok(_) => end,
+                Err(e) => anyhow::bail!("reading consumer {name} (where live delivery stopped): {e}"),
+            };
+            floors.push(floor);
+        }
+        tracing::info!(?floors, "replaying each partition up to the last event live delivery handled (or the stream's end where it never ran)");
+        Ok(Bound::Fixed(floors))
     }
-    Ok(floors)
+
+    /// May the replay apply event `seq` of `partition`?
+    async fn allows(&mut self, svc: &Service, partition: u32, seq: u64) -> anyhow::Result<bool> {
+        match self {
+            Bound::Fixed(floors) => Ok(seq <= floors[partition as usize]),
+            Bound::Live { old, floors } => {
+                let floor = &mut floors[partition as usize];
+                if seq > *floor {
+                    *floor = svc.store.applied(old, partition).await?;
+                }
+                Ok(seq <= *floor)
+            }
+        }
+    }
+}
+
+/// An ordered consumer over the service's events from stream sequence `from`.
+async fn replay_consumer(
+    svc: &Service,
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    filters: &[String],
+    from: u64,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<OrderedConfig>> {
+    stream
+        .create_consumer(OrderedConfig {
+            filter_subjects: filters.to_vec(),
+            deliver_policy: if from <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: from } },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the replay consumer on {}: {e} (may this NATS user create consumers on the stream?)", svc.stream_name))
 }
 
 /// Replayed events not yet committed: their writes, in one buffer (each handler reads what the

@@ -108,3 +108,53 @@ async fn rebuilding_accounts_gives_the_same_balances_and_statements() {
     // Transfers between these accounts move money around; deposits add exactly theirs.
     assert_eq!(total_after - total_before, deposited);
 }
+
+/// A rebuild must not run ahead of live delivery: an event the live instances have not handled
+/// yet still has its sends to make (a debit, a credit), and a rebuild sends nothing. Here the
+/// accounts instances are frozen (SIGSTOP) while transfers are requested, a rebuild runs and
+/// swaps, and the instances are thawed: every transfer must still end, exactly once.
+#[tokio::test]
+async fn a_rebuild_leaves_to_live_delivery_what_it_has_not_handled() {
+    let _serial = serial().await;
+    let bank = Bank::start(&[("users", 1), ("accounts", 2), ("transfers", 1), ("bfaf", 1)], &[]).await;
+    let api = bank.api();
+    let token = api.customer("frozen").await;
+    let mut accounts = Vec::new();
+    for _ in 0..4 {
+        let id = api.open_account(&token).await;
+        api.deposit(&token, &id, 10_000).await;
+        accounts.push(id);
+    }
+    bank.wait_settled(Duration::from_secs(60)).await;
+    let accounts_instances: Vec<&Instance> = bank.instances.iter().filter(|i| i.service == "accounts").collect();
+    for i in &accounts_instances {
+        i.child.pause().unwrap();
+    }
+    // Straight to the transfers service: the bfaf checks the source account with accounts.
+    let transfers_api = Api::new(&bank.of("transfers")[0].url);
+    let mut transfers = Vec::new();
+    for i in 0..12 {
+        let (from, to) = (&accounts[i % 4], &accounts[(i + 1) % 4]);
+        let body = json!({ "from_account": from, "to_account": to, "amount_cents": 100 + i as i64, "requested_by": "frozen" });
+        let (s, v) = transfers_api.call("POST", "/transfers", None, Some(body), &[]).await;
+        assert_eq!(s, 202, "{v}");
+        transfers.push(v["transfer_id"].as_str().unwrap().to_string());
+    }
+    let (ok, out) = bank.superclient(&["rebuild", &script("accounts")]).await;
+    for i in &accounts_instances {
+        i.child.resume().unwrap();
+    }
+    assert!(ok, "{out}");
+    for id in &transfers {
+        let t = api.finished_transfer(&token, id).await;
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+    bank.wait_settled(Duration::from_secs(60)).await;
+    let mut total = 0;
+    for id in &accounts {
+        let statement = api.statement(&token, id).await;
+        assert_statement_matches_events(id, &statement, &bank.key_events(id).await);
+        total += statement[0]["balance_cents"].as_i64().unwrap();
+    }
+    assert_eq!(total, 40_000, "transfers between these accounts conserve money");
+}

@@ -84,14 +84,22 @@ async fn a_failing_rebuild_stops_leaves_the_state_and_nothing_behind() {
     let _serial = serial().await;
     let stack = stack().await;
     let script = script(SCRIPT).to_string_lossy().to_string();
-    let live = stack.instance(SCRIPT, "rb-live", &[]).await;
+    let live = stack.instance(SCRIPT, "rb-live", &["--max-attempts", "1"]).await;
     let mut expected = BTreeMap::new();
     // More events than one replay batch (512), so the failed replay has committed some.
     stack.append_many("test", batch(20, 0..30, &mut expected), 32).await;
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
-    drop(live);
-    // A handler that never returns: the replay's instruction budget stops it.
+    // A handler that never returns: live delivery parks its key (the instruction budget stops
+    // it), so the event is behind the live checkpoint and the replay must run it too.
     assert!(stack.append("test", "Counted", "rb-spin", json!({ "spin": true })).await.all_stored());
+    let mut con = stack.redis_con().await;
+    sequent_tests::wait_until("rb-spin to be parked", Duration::from_secs(60), || async {
+        let parked: Vec<String> = redis::cmd("SMEMBERS").arg("test@1:__parked").query_async(&mut con.clone()).await.unwrap();
+        parked.contains(&"rb-spin".to_string())
+    })
+    .await
+    .unwrap();
+    drop(live);
     let before = comparable(stack.dump("test").await);
 
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "rebuilder"]).await;
@@ -99,6 +107,6 @@ async fn a_failing_rebuild_stops_leaves_the_state_and_nothing_behind() {
     assert!(out.contains("rebuild stopped at seq") && out.contains("rb-spin"), "{out}");
     assert_eq!(stack.active_ns("test").await.as_deref(), Some("test@1"), "the active state is untouched");
     assert_eq!(comparable(stack.dump("test").await), before);
-    let leftovers: Vec<String> = redis::cmd("KEYS").arg("test@2*").query_async(&mut stack.redis_con().await).await.unwrap();
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("test@2*").query_async(&mut con).await.unwrap();
     assert!(leftovers.is_empty(), "the failed rebuild left {leftovers:?}");
 }
