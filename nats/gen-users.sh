@@ -47,6 +47,18 @@ protected_durables() {
   done < <(durables)
 }
 
+# Pulling from a durable (CONSUMER.MSG.NEXT) delivers its events and, when its owner does not
+# hold the pin at that moment, pins the puller: only the durable's own service may pull. Readers
+# need `MSG.NEXT.<stream>.*` for their ordered consumers (server-chosen names), so the other
+# services' durables (and the indexer's) are denied by name; `foreign_pulls ""` denies them all.
+foreign_pulls() {
+  local own=$1 d
+  while read -r d; do
+    [[ -n "$own" && "$d" == "$own"-p* ]] && continue
+    echo "      \"\$JS.API.CONSUMER.MSG.NEXT.$STREAM.$d\""
+  done < <(durables)
+}
+
 # Read-only access to a stream: info, direct and msg get, ephemeral consumers.
 # `CONSUMER.CREATE.<stream>` (no name) is what async-nats and nats-py use for a new ordered
 # consumer; `CONSUMER.CREATE.<stream>.<name>.<filter>` is what async-nats uses when it
@@ -134,6 +146,7 @@ $(reader "$INDEX")
       "sequent.>"
       "\$KV.>"
 $(protected_durables)
+$(foreign_pulls "")
     ]
   }
   subscribe: { allow: ["_INBOX.>"] }
@@ -148,9 +161,8 @@ service() {
   cat <<EOF
 # Service type "$s" (superclient). Appends only through the gateway, as "$s"; pulls from its
 # pinned partition consumers $s-p00..; acks and unpins only those; replays the stream with
-# ordered consumers (rebuild: server-chosen consumer names, hence MSG.NEXT.$STREAM.*; a pull
-# from another service's pinned consumer is refused while its owner holds the pin, and could
-# not be acked); keeps its instances' heartbeats under $BUCKET.$s.*.
+# ordered consumers (rebuild: server-chosen consumer names, hence MSG.NEXT.$STREAM.*, with the
+# other services' durables denied by name); keeps its instances' heartbeats under $BUCKET.$s.*.
 PERMS_SERVICE_$upper = {
   publish: {
     allow: [
@@ -184,6 +196,7 @@ EOF
       "ev.>"
       "ix.>"
 $(protected_durables)
+$(foreign_pulls "$s")
     ]
   }
   subscribe: { allow: ["_INBOX.>", "sequent.live.$s.>"] }

@@ -404,7 +404,7 @@ async fn attacks_on_the_gateway_and_the_bfaf() {
 
     // ---- another service's NATS credentials (bfaf) against the accounts service's partition
     // consumers, while a deposit produces events for them: nothing is delivered to the intruder
-    // (the accounts instance holds every partition's pin), and the deposit goes through.
+    // (its NATS user may not pull from another service's durables), and the deposit goes through.
     let bfaf_user = sequent_tests::service("bfaf");
     let intruder = sequent_tests::connect(&bank.nats.url(), &bfaf_user.0, &bfaf_user.1).await.unwrap();
     let js = async_nats::jetstream::new(intruder);
@@ -428,7 +428,7 @@ async fn attacks_on_the_gateway_and_the_bfaf() {
     let (stolen, ()) = tokio::join!(futures::future::join_all(pulls), deposit_during);
     assert_eq!(stolen.iter().sum::<usize>(), 0, "another service pulled events of accounts' consumers: {stolen:?}");
     bank.wait_settled(Duration::from_secs(30)).await;
-    t.lines.push("ATTACK: another service's consumers: the bfaf's NATS user pulls from accounts-p00..p15 during a deposit -> 0 events delivered, the deposit served (201) and handled, changed: only the deposit".into());
+    t.lines.push("ATTACK: another service's consumers: the bfaf's NATS user pulls from accounts-p00..p15 during a deposit -> refused by NATS permissions, 0 events delivered, the deposit served (201) and handled, changed: only the deposit".into());
 
     t.report();
 }

@@ -171,6 +171,9 @@ async fn permissions_of_every_user() {
         "$JS.API.CONSUMER.DURABLE.CREATE.EVENTS.mine",
         "$JS.API.CONSUMER.DELETE.EVENTS.accounts-p00",
         "$JS.API.CONSUMER.DELETE.EVENTS.sequent-indexer",
+        // Pulling from a durable would take its events (and its pin).
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.accounts-p00",
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.sequent-indexer",
     ] {
         analyst.may_not(subject).await;
     }
@@ -210,6 +213,8 @@ async fn permissions_of_every_user() {
         "$JS.API.CONSUMER.DELETE.EVENTS.accounts-p00",
         "$JS.API.CONSUMER.UNPIN.EVENTS.accounts-p00",
         "$JS.ACK.EVENTS.accounts-p00.1.1.1.1.1.0",
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.accounts-p00",
+        "$JS.API.CONSUMER.MSG.NEXT.EVENTS.sequent-indexer",
     ] {
         test.may_not(subject).await;
     }
