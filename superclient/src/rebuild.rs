@@ -8,12 +8,13 @@
 //! Live instances keep running meanwhile, applying to the old namespace. The replay never
 //! applies an event live delivery has not handled yet (see [`Bound`]): a replay sends nothing,
 //! so such an event is left to live delivery, which sends. When the replay has caught up with
-//! the stream, a Redis script swaps the active pointer, but only if the new namespace has
-//! applied what the old one has in every partition; otherwise the replay goes on, from the
-//! first event it left to live delivery if there is one. Live commits check the active pointer
-//! atomically, so a handler that read the old namespace is re-run against the new one, where
-//! the checkpoint says whether the event is in already. Nothing is lost and nothing applied
-//! twice.
+//! the stream, it freezes live commits for a moment (they wait; the freeze expires by itself),
+//! catches up exactly with live delivery's now fixed checkpoints (from the first event it left
+//! to live delivery, if live delivery has applied it meanwhile), and a Redis script swaps the
+//! active pointer, but only if the new namespace has applied what the old one has in every
+//! partition, and lifts the freeze. Live commits check the active pointer atomically, so a
+//! handler that read the old namespace is re-run against the new one, where the checkpoint
+//! says whether the event is in already. Nothing is lost and nothing applied twice.
 //!
 //! A rebuild handler that fails stops the rebuild with the event and the error; the active
 //! state is untouched. Parked keys of the old namespace are not carried over: the rebuilt
@@ -32,6 +33,9 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 512;
 /// Keys whose last written value a replay keeps in memory between batches.
 const CACHED_KEYS: usize = 100_000;
+/// How long live commits may wait for a rebuild catching up right before its swap, if the
+/// rebuild stalls or dies (normally it lifts the freeze with the swap, milliseconds later).
+const FREEZE: Duration = Duration::from_secs(10);
 
 /// Why one attempt at a rebuild ended without swapping.
 enum Stop {
@@ -73,6 +77,9 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
 /// Drops the namespace of a failed attempt, unless it is active after all (a swap whose reply
 /// was lost) or Redis cannot say.
 async fn drop_unused(svc: &Service, ns: &str) {
+    if let Err(e) = svc.store.unfreeze(ns).await {
+        tracing::warn!(ns, error = %e, "could not lift the rebuild's freeze (it expires by itself)");
+    }
     match svc.store.active().await {
         Ok(active) if active.as_deref() != Some(ns) => match svc.store.drop_namespace(ns).await {
             Ok(keys) => tracing::info!(ns, keys, "dropped the namespace of the failed rebuild"),
@@ -127,7 +134,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         // partition's events apply in order).
         let mut applied = vec![0u64; svc.partitions as usize];
         let mut left: Vec<Option<u64>> = vec![None; svc.partitions as usize];
-        loop {
+        'replay: loop {
             let msg = match messages.next().await {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -156,21 +163,42 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             if pending > 0 {
                 continue;
             }
-            let Some(behind) = svc.store.swap(old.as_deref(), &ns, svc.partitions).await? else { break };
-            // Live delivery applied more meanwhile. What the replay left to it must be read
-            // again from the first such event; anything else is still on its way here.
-            if let Some(from) = left.iter().flatten().min().copied() {
-                tracing::debug!(partition = behind, from, "live delivery moved on: replaying again from the first event left to it");
-                left.fill(None);
-                consumer = replay_consumer(svc, &stream, &filters, from).await?;
-                messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("restarting the replay at seq {from}: {e}"))?;
-            } else if let Some(old) = &old {
-                let live = svc.store.applied(old, behind).await?;
-                if live <= seq && live > applied[behind as usize] {
+            // At the end of the stream. Building from nothing, live delivery waits for this
+            // state: swap. Otherwise live delivery keeps applying to the current state, so its
+            // commits are frozen (for milliseconds; the freeze expires by itself) to stop its
+            // checkpoints, the replay catches up with them exactly, and the swap lifts the
+            // freeze. Without it a busy service could move on before every swap.
+            loop {
+                let Some(old) = &old else {
+                    svc.store.swap(None, &ns, svc.partitions).await?;
+                    break 'replay;
+                };
+                svc.store.freeze(&ns, FREEZE).await?;
+                let floors = bound.refresh(svc).await?;
+                let behind: Vec<usize> = (0..applied.len()).filter(|&p| floors[p] > applied[p]).collect();
+                if behind.is_empty() {
+                    match svc.store.swap(Some(old), &ns, svc.partitions).await? {
+                        None => break 'replay,
+                        Some(p) => {
+                            tracing::info!(partition = p, "the freeze lapsed before the swap; catching up again");
+                            continue;
+                        }
+                    }
+                }
+                // What live delivery applied and this replay has not: events it left to live
+                // delivery (read again from the first of them), or events still on their way.
+                if let Some(from) = behind.iter().filter_map(|&p| left[p]).min() {
+                    tracing::debug!(from, "catching up with live delivery: replaying again from the first event left to it");
+                    left.fill(None);
+                    consumer = replay_consumer(svc, &stream, &filters, from).await?;
+                    messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("restarting the replay at seq {from}: {e}"))?;
+                } else if let Some(&p) = behind.iter().find(|&&p| floors[p] <= seq) {
                     return Err(Stop::Script(anyhow::anyhow!(
-                        "partition {behind} of {old} has applied seq {live}, which the stream no longer holds among the service's events: the stream and the state disagree"
+                        "partition {p} of {old} has applied seq {}, which the stream no longer holds among the service's events: the stream and the state disagree",
+                        floors[p]
                     )));
                 }
+                break;
             }
         }
     }
@@ -205,11 +233,9 @@ enum Bound {
 
 impl Bound {
     async fn live(svc: &Service, old: &str) -> anyhow::Result<Bound> {
-        let mut floors = Vec::new();
-        for p in 0..svc.partitions {
-            floors.push(svc.store.applied(old, p).await?);
-        }
-        Ok(Bound::Live { old: old.to_string(), floors })
+        let mut bound = Bound::Live { old: old.to_string(), floors: vec![0; svc.partitions as usize] };
+        bound.refresh(svc).await?;
+        Ok(bound)
     }
 
     async fn from_nothing(svc: &Service, stream: &async_nats::jetstream::stream::Stream<()>) -> anyhow::Result<Bound> {
@@ -226,6 +252,18 @@ impl Bound {
         }
         tracing::info!(?floors, "replaying each partition up to the last event live delivery handled (or the stream's end where it never ran)");
         Ok(Bound::Fixed(floors))
+    }
+
+    /// The bounds as they are now (live delivery's checkpoints read again).
+    async fn refresh(&mut self, svc: &Service) -> anyhow::Result<Vec<u64>> {
+        if let Bound::Live { old, floors } = self {
+            for (p, floor) in floors.iter_mut().enumerate() {
+                *floor = svc.store.applied(old, p as u32).await?;
+            }
+        }
+        Ok(match self {
+            Bound::Live { floors, .. } | Bound::Fixed(floors) => floors.clone(),
+        })
     }
 
     /// May the replay apply event `seq` of `partition`?

@@ -8,6 +8,7 @@
 //! | `sequent:<svc>:active` | name of the active namespace, e.g. `accounts@3` |
 //! | `sequent:<svc>:generation` | counter for new namespaces |
 //! | `sequent:<svc>:rebuild-lock` | instance doing the automatic initial rebuild (expires) |
+//! | `sequent:<svc>:swap-freeze` | rebuilt namespace catching up right before its swap: commits to the active one wait (expires) |
 //! | `<ns>:<key>` | the script's own keys (`redis:set("acc-1", ...)`) |
 //! | `<ns>:__applied:<p>` | stream sequence of the last event of partition `p` applied |
 //! | `<ns>:__versions` | hash: event key → last version this service knows of (for `expect = false`) |
@@ -39,6 +40,11 @@ pub fn generation_key(service: &str) -> String {
 }
 pub fn rebuild_lock_key(service: &str) -> String {
     format!("sequent:{service}:rebuild-lock")
+}
+/// Set (to the rebuilt namespace, with an expiry) while a rebuild catches up with live
+/// delivery right before its swap: commits to the active namespace wait meanwhile.
+pub fn swap_freeze_key(service: &str) -> String {
+    format!("sequent:{service}:swap-freeze")
 }
 pub fn applied_key(ns: &str, partition: u32) -> String {
     format!("{ns}:__applied:{partition}")
@@ -104,6 +110,7 @@ pub enum Commit {
 const COMMIT_SCRIPT: &str = r#"
 local active_key, expected, gkind, gkey, gval = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if expected ~= '' and redis.call('GET', active_key) ~= expected then return -1 end
+if expected ~= '' and redis.call('EXISTS', ARGV[8]) == 1 then return -2 end
 if gkind == 'ckpt' then
   if tonumber(redis.call('GET', gkey) or '0') >= tonumber(gval) then return 0 end
 elseif gkind == 'head' then
@@ -149,7 +156,8 @@ return 1
 
 /// Makes a rebuilt namespace the active one, but only if it has applied at least everything the
 /// current one has, partition by partition (live instances keep applying to the old one while
-/// the rebuild runs). Returns -1 on success, or the first partition that is still behind.
+/// the rebuild runs), and lifts the rebuild's freeze. Returns -1 on success, or the first
+/// partition that is still behind.
 const SWAP_SCRIPT: &str = r#"
 local cur = redis.call('GET', ARGV[1])
 if cur == false then cur = '' end
@@ -162,7 +170,14 @@ if ARGV[2] ~= '' then
   end
 end
 redis.call('SET', ARGV[1], ARGV[3])
+if redis.call('GET', ARGV[5]) == ARGV[3] then redis.call('DEL', ARGV[5]) end
 return -1
+"#;
+
+/// Lifts a rebuild's freeze (`KEYS[1]`) if it is still the one of namespace `ARGV[1]`.
+const UNFREEZE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 "#;
 
 /// The next generation for a new namespace, above `ARGV[1]` (the newest this instance knows
@@ -180,6 +195,7 @@ pub struct Store {
     pub service: String,
     commit: std::sync::Arc<redis::Script>,
     swap: std::sync::Arc<redis::Script>,
+    unfreeze: std::sync::Arc<redis::Script>,
     generation: std::sync::Arc<redis::Script>,
 }
 
@@ -209,6 +225,7 @@ impl Store {
             service: service.to_string(),
             commit: std::sync::Arc::new(redis::Script::new(COMMIT_SCRIPT)),
             swap: std::sync::Arc::new(redis::Script::new(SWAP_SCRIPT)),
+            unfreeze: std::sync::Arc::new(redis::Script::new(UNFREEZE_SCRIPT)),
             generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
         })
     }
@@ -250,8 +267,8 @@ impl Store {
             Guard::HeldHead { key, seq } => ("head", held_key(ns, key), seq.to_string()),
         };
         let ops = serde_json::to_string(ops).expect("string lists serialise");
-        let r: i64 = self
-            .commit
+        let mut invocation = self.commit.prepare_invoke();
+        invocation
             .arg(active_key(&self.service))
             .arg(expected_active.unwrap_or(""))
             .arg(kind)
@@ -259,13 +276,38 @@ impl Store {
             .arg(gval)
             .arg(ops)
             .arg(commits_channel(&self.service))
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(match r {
-            1 => Commit::Applied,
-            0 => Commit::AlreadyApplied,
-            _ => Commit::NamespaceMoved,
-        })
+            .arg(swap_freeze_key(&self.service));
+        loop {
+            let r: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+            return Ok(match r {
+                1 => Commit::Applied,
+                0 => Commit::AlreadyApplied,
+                // A rebuild is catching up right before its swap (milliseconds; the freeze
+                // expires by itself if the rebuild dies): wait, then commit or find it moved.
+                -2 => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                _ => Commit::NamespaceMoved,
+            });
+        }
+    }
+
+    /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`
+    /// catches up with it (see rebuild.rs). Setting it again extends it.
+    pub async fn freeze(&self, ns: &str, ttl: Duration) -> redis::RedisResult<()> {
+        redis::cmd("SET")
+            .arg(swap_freeze_key(&self.service))
+            .arg(ns)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.con.clone())
+            .await
+    }
+
+    /// Lifts the freeze of namespace `ns` (a swap lifts it by itself).
+    pub async fn unfreeze(&self, ns: &str) -> redis::RedisResult<()> {
+        self.unfreeze.key(swap_freeze_key(&self.service)).arg(ns).invoke_async(&mut self.con.clone()).await
     }
 
     /// See [`SWAP_SCRIPT`]. Ok(None) when swapped, Ok(Some(p)) when partition p is still behind.
@@ -276,6 +318,7 @@ impl Store {
             .arg(old.unwrap_or(""))
             .arg(new)
             .arg(partitions)
+            .arg(swap_freeze_key(&self.service))
             .invoke_async(&mut self.con.clone())
             .await?;
         Ok(u32::try_from(r).ok())
