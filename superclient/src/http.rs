@@ -310,8 +310,18 @@ async fn run_route(
             return response;
         }
         // `bus:wait` may have moved the call to a state a rebuild swapped in meanwhile.
-        let ns = call.ns.clone();
-        match svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await {
+        let (mut ns, mut ops) = (call.ns.clone(), ops);
+        let mut committed = svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+        if let Ok(Commit::NamespaceMoved) = committed {
+            // A swap while the commit waited (or raced it): notes of versions move along.
+            if let Ok(now) = svc.refresh_active().await {
+                if crate::state::move_version_notes(&mut ops, &now) {
+                    ns = now;
+                    committed = svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+                }
+            }
+        }
+        match committed {
             Ok(Commit::NamespaceMoved) => {
                 let _ = svc.refresh_active().await;
                 if call.sent > 0 || !call.sends.is_empty() {

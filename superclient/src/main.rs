@@ -77,7 +77,7 @@ async fn start(script: &Path, conn: &Conn, opts: &RunOpts) -> anyhow::Result<Arc
     let shared = Arc::new(Shared::new(
         instance.clone(),
         script,
-        lua::crypto_secret(opts.listen.ip().is_loopback())?,
+        lua::Secrets::from_env(opts.listen.ip().is_loopback())?,
         opts.admin_api,
         opts.member_timeout,
     ));

@@ -52,6 +52,19 @@ pub fn applied_key(ns: &str, partition: u32) -> String {
 pub fn versions_key(ns: &str) -> String {
     format!("{ns}:__versions")
 }
+/// Moves writes that are only bookkeeping of versions learnt from sends (`VMAX` on the
+/// versions hash) to namespace `ns`; false (and nothing changed) if there are other writes,
+/// which belong to the state they were decided on.
+pub fn move_version_notes(ops: &mut [Cmd], ns: &str) -> bool {
+    if !ops.iter().all(|op| op[0] == "VMAX") {
+        return false;
+    }
+    let versions = versions_key(ns);
+    for op in ops.iter_mut() {
+        op[1] = versions.clone();
+    }
+    true
+}
 pub fn parked_set_key(ns: &str) -> String {
     format!("{ns}:__parked")
 }

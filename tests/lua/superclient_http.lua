@@ -83,14 +83,23 @@ end)
 
 bus:add_route("/ok", "GET", function() return HTTP_OK, { ok = true } end)
 
+-- Argon2id of "pw1" without a pepper (as hashed before the pepper existed).
+local LEGACY_HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2VxdWVudGxlZ2FjeQ$9LEWgqjja3hJGEyKv4m+G+nXfgM9UOH6sm5n9lidwOk"
+
 bus:add_route("/token/{user}", "POST", function(method, path, params, body)
   local hash = crypto.hash_password(body.password)
   local token = crypto.token(params.user, 60, { role = "customer" })
   local claims = crypto.verify_token(token)
   local _, why = crypto.verify_token(token .. "x")
+  local phc = hash:match("^peppered:(.*)$")
   return HTTP_OK, {
     verified = crypto.verify_password(body.password, hash),
     wrong = crypto.verify_password("nope", hash),
+    peppered = phc ~= nil and phc:sub(1, 10) == "$argon2id$",
+    -- What someone who has the hash but not the pepper can check: nothing.
+    without_pepper = crypto.verify_password(body.password, phc or hash),
+    legacy = crypto.verify_password(body.password, LEGACY_HASH),
+    legacy_wrong = crypto.verify_password("nope", LEGACY_HASH),
     sub = claims.sub, role = claims.role, tampered = why,
   }
 end)

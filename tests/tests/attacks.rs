@@ -631,6 +631,7 @@ async fn secrets_never_reach_the_logs() {
     const NATS_SECRET: &str = "admin-dev";
     const API_SECRET: &str = "api-secret-Zq81xv0Lw2";
     const TOKEN_SECRET: &str = "token-secret-Hk27-0123456789abcdefghijklmnop";
+    const PEPPER: &str = "pepper-Qz81-0123456789abcdefghijklmnopqrstu";
     const SC_PASSWORD: &str = NATS_SECRET;
     const URL_SECRET: &str = "url-secret-Pw93kd";
     let port = free_port();
@@ -646,7 +647,9 @@ async fn secrets_never_reach_the_logs() {
     };
     let mut outputs = Vec::new();
     // --help of both binaries with the secrets in the environment.
-    for (bin, env) in [("bus-gateway", gw_env(&nats.url)), ("superclient", vec![("SEQUENT_NATS_PASSWORD".to_string(), SC_PASSWORD.to_string()), ("SEQUENT_TOKEN_SECRET".to_string(), TOKEN_SECRET.to_string())])] {
+    let sc_secrets = [("SEQUENT_NATS_PASSWORD", SC_PASSWORD), ("SEQUENT_TOKEN_SECRET", TOKEN_SECRET), ("SEQUENT_PASSWORD_PEPPER", PEPPER)];
+    let sc_secrets: Vec<(String, String)> = sc_secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (bin, env) in [("bus-gateway", gw_env(&nats.url)), ("superclient", sc_secrets.clone())] {
         let out = tokio::process::Command::new(binary(bin)).arg("--help").envs(env).output().await.unwrap();
         outputs.push((format!("{bin} --help"), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))));
     }
@@ -659,16 +662,16 @@ async fn secrets_never_reach_the_logs() {
     assert_eq!(r.status(), 201);
     let r = http.get(format!("{base}/v1/keys/k/events")).bearer_auth(format!("{API_SECRET}x")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    // The superclient at trace level with a token secret, issuing and checking a token.
+    // The superclient at trace level with a token secret and a pepper, hashing a password and
+    // issuing and checking a token.
     let script = sequent_tests::repo_root().join("tests/lua/superclient_http.lua");
-    let sc_env = vec![
+    let mut sc_env = vec![
         ("NATS_URL".to_string(), nats.url.clone()),
         ("REDIS_URL".to_string(), redis.url.clone()),
         ("SEQUENT_NATS_USER".to_string(), "admin".to_string()),
-        ("SEQUENT_NATS_PASSWORD".to_string(), SC_PASSWORD.to_string()),
-        ("SEQUENT_TOKEN_SECRET".to_string(), TOKEN_SECRET.to_string()),
         ("RUST_LOG".to_string(), "trace".to_string()),
     ];
+    sc_env.extend(sc_secrets);
     let mut sc = Child::spawn("superclient-trace", binary("superclient"), &[script.to_str().unwrap()], &sc_env).unwrap();
     let line = sc.wait_for_line("http listening on", Duration::from_secs(60)).await.unwrap();
     let sc_addr = line.rsplit("http listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
@@ -706,7 +709,7 @@ async fn secrets_never_reach_the_logs() {
     let mut lines = Vec::new();
     for (name, text) in &outputs {
         assert!(!text.is_empty(), "{name} printed something");
-        for secret in [NATS_SECRET, API_SECRET, TOKEN_SECRET, SC_PASSWORD, URL_SECRET] {
+        for secret in [NATS_SECRET, API_SECRET, TOKEN_SECRET, PEPPER, SC_PASSWORD, URL_SECRET] {
             assert!(!text.contains(secret), "{name} printed the secret {secret:?}:\n{text}");
         }
         lines.push(format!("ATTACK: secrets in logs: {name} with the passwords, API token and token secret in env (trace level) -> none printed ({} lines checked), changed: nothing", text.lines().count()));

@@ -113,10 +113,16 @@ async fn routes_bodies_limits_and_sandbox() {
     assert_eq!(v["load_text"], json!(2));
     assert_eq!(v["os_time"], json!("number"));
 
-    // Password hashing and signed tokens.
+    // Password hashing (peppered; hashes made before the pepper still verify) and signed tokens.
     let (s, v) = send(&c, Method::POST, &url("/token/alice"), Some("application/json"), Some(r#"{"password":"pw1"}"#.into())).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v, json!({ "verified": true, "wrong": false, "sub": "alice", "role": "customer", "tampered": "bad signature" }));
+    assert_eq!(
+        v,
+        json!({
+            "verified": true, "wrong": false, "peppered": true, "without_pepper": false, "legacy": true, "legacy_wrong": false,
+            "sub": "alice", "role": "customer", "tampered": "bad signature",
+        })
+    );
 
     // Built-ins.
     let (s, v) = get_json(&url("/health")).await;

@@ -1,13 +1,20 @@
 //! `crypto.*`: what a users service needs to keep passwords and sessions.
 //!
-//! - `crypto.hash_password(pw)` → an Argon2id PHC string; `crypto.verify_password(pw, hash)` → bool.
+//! - `crypto.hash_password(pw)` → `peppered:` + an Argon2id PHC string (keyed with the pepper);
+//!   `crypto.verify_password(pw, hash)` → bool.
 //! - `crypto.token(subject, ttl_seconds, claims?)` → a signed, expiring token
 //!   `base64url(json).base64url(hmac_sha256)`, json = `{sub, exp, ...claims}`;
 //!   `crypto.verify_token(token)` → the claims table, or `nil, reason`.
 //!
-//! The signing key comes from `SEQUENT_TOKEN_SECRET` (at least 32 bytes). Without it, a fixed
-//! development key is used, and only while the HTTP listener is on loopback; see
-//! [`token_secret`].
+//! The signing key comes from `SEQUENT_TOKEN_SECRET`, the password pepper from
+//! `SEQUENT_PASSWORD_PEPPER` (each at least 32 bytes). Without them, fixed development values
+//! are used, and only while the HTTP listener is on loopback; see [`Secrets::from_env`].
+//!
+//! Why a pepper: a users service keeps the hash in its events (the state must be rebuildable
+//! from the stream), and analysts may read the stream. Hashes made with the pepper (Argon2's
+//! secret input, marked `peppered:` in front of the PHC string) cannot be attacked offline
+//! without it. Hashes without the mark (made before the pepper existed) still verify. The
+//! pepper must not change: every password hashed with it would stop verifying.
 
 use super::{lua_to_json, json_to_lua, Shared};
 use base64::Engine as _;
@@ -18,16 +25,36 @@ use std::sync::Arc;
 
 /// The development signing key: public, so tokens signed with it protect nothing.
 pub const DEV_TOKEN_SECRET: &str = "sequent-DEVELOPMENT-ONLY-token-secret-do-not-use-in-production";
+/// The development pepper: public, so hashes made with it are only as safe as without one.
+pub const DEV_PASSWORD_PEPPER: &str = "sequent-DEVELOPMENT-ONLY-password-pepper-do-not-use-in-production";
+/// Marks a hash made with the pepper.
+const PEPPERED: &str = "peppered:";
 
-/// Picks the token signing key: `SEQUENT_TOKEN_SECRET`, or the development key when the
-/// service only listens on loopback. Otherwise None: token functions then raise an error.
-pub fn token_secret(loopback: bool) -> anyhow::Result<Option<Vec<u8>>> {
-    match std::env::var("SEQUENT_TOKEN_SECRET") {
+/// The secrets of the `crypto.*` functions; None: the functions that need it raise an error.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub token: Option<Vec<u8>>,
+    pub pepper: Option<Vec<u8>>,
+}
+
+impl Secrets {
+    /// `SEQUENT_TOKEN_SECRET` and `SEQUENT_PASSWORD_PEPPER`, or the development values when the
+    /// service only listens on loopback.
+    pub fn from_env(loopback: bool) -> anyhow::Result<Secrets> {
+        Ok(Secrets {
+            token: secret_from_env("SEQUENT_TOKEN_SECRET", DEV_TOKEN_SECRET, "tokens are signed with", loopback)?,
+            pepper: secret_from_env("SEQUENT_PASSWORD_PEPPER", DEV_PASSWORD_PEPPER, "passwords are hashed with", loopback)?,
+        })
+    }
+}
+
+fn secret_from_env(name: &str, dev: &str, what: &str, loopback: bool) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::env::var(name) {
         Ok(s) if s.len() >= 32 => Ok(Some(s.into_bytes())),
-        Ok(_) => anyhow::bail!("SEQUENT_TOKEN_SECRET is shorter than 32 bytes; use a long random value"),
+        Ok(_) => anyhow::bail!("{name} is shorter than 32 bytes; use a long random value"),
         Err(_) if loopback => {
-            tracing::warn!("SEQUENT_TOKEN_SECRET is not set: tokens are signed with the public development key (loopback only)");
-            Ok(Some(DEV_TOKEN_SECRET.as_bytes().to_vec()))
+            tracing::warn!("{name} is not set: {what} the public development value (loopback only)");
+            Ok(Some(dev.as_bytes().to_vec()))
         }
         Err(_) => Ok(None),
     }
@@ -42,9 +69,24 @@ fn strip(mut values: MultiValue) -> MultiValue {
 
 fn secret(lua: &Lua) -> mlua::Result<Vec<u8>> {
     let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
-    shared.token_secret.clone().ok_or_else(|| {
+    shared.secrets.token.clone().ok_or_else(|| {
         mlua::Error::runtime("crypto: SEQUENT_TOKEN_SECRET is not set (required when the service listens beyond loopback)")
     })
+}
+
+fn pepper(lua: &Lua) -> mlua::Result<Vec<u8>> {
+    let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
+    shared.secrets.pepper.clone().ok_or_else(|| {
+        mlua::Error::runtime("crypto: SEQUENT_PASSWORD_PEPPER is not set (required when the service listens beyond loopback)")
+    })
+}
+
+/// Argon2id with the default parameters, keyed with `pepper` when given.
+fn argon2(pepper: Option<&[u8]>) -> Result<argon2::Argon2<'_>, argon2::Error> {
+    match pepper {
+        Some(p) => argon2::Argon2::new_with_secret(p, argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon2::Params::default()),
+        None => Ok(argon2::Argon2::default()),
+    }
 }
 
 fn sign(secret: &[u8], payload: &str) -> String {
@@ -66,11 +108,13 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             if password.is_empty() {
                 return Err(mlua::Error::runtime("crypto.hash_password: the password is empty"));
             }
+            let pepper = pepper(&lua)?;
             // Argon2 is deliberately slow: keep it off the async workers.
             tokio::task::spawn_blocking(move || {
                 use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
                 let salt = SaltString::generate(&mut OsRng);
-                argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+                let hasher = argon2(Some(&pepper)).map_err(argon2::password_hash::Error::from)?;
+                hasher.hash_password(password.as_bytes(), &salt).map(|h| format!("{PEPPERED}{h}"))
             })
             .await
             .map_err(|e| mlua::Error::runtime(format!("crypto.hash_password: {e}")))?
@@ -81,11 +125,15 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         "verify_password",
         lua.create_async_function(|lua, values: MultiValue| async move {
             let (password, hash): (String, String) = mlua::FromLuaMulti::from_lua_multi(strip(values), &lua)?;
+            let (pepper, phc) = match hash.strip_prefix(PEPPERED) {
+                Some(phc) => (Some(pepper(&lua)?), phc.to_string()),
+                None => (None, hash),
+            };
             tokio::task::spawn_blocking(move || {
                 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                match PasswordHash::new(&hash) {
-                    Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-                    Err(_) => false,
+                match (PasswordHash::new(&phc), argon2(pepper.as_deref())) {
+                    (Ok(parsed), Ok(verifier)) => verifier.verify_password(password.as_bytes(), &parsed).is_ok(),
+                    _ => false,
                 }
             })
             .await

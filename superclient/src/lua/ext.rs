@@ -160,13 +160,8 @@ fn install_wait_env(lua: &Lua, bus: &Table) -> LResult<()> {
                 if let Some(store) = &store {
                     if let Ok(Some(active)) = store.active().await {
                         with_call(&lua, "bus:wait", |c| {
-                            // Only the versions learnt from sends are namespaced bookkeeping that
-                            // can move along; the script's own writes pin the call to its state.
-                            if c.ns != active && c.writes.ops.iter().all(|op| op[0] == "VMAX") {
-                                let versions = crate::state::versions_key(&active);
-                                for op in c.writes.ops.iter_mut() {
-                                    op[1] = versions.clone();
-                                }
+                            // The script's own writes pin the call to its state.
+                            if c.ns != active && crate::state::move_version_notes(&mut c.writes.ops, &active) {
                                 c.ns = active;
                             }
                             Ok(())
@@ -204,7 +199,7 @@ fn install_wait_env(lua: &Lua, bus: &Table) -> LResult<()> {
             if !name.starts_with("SEQUENT_") {
                 return err(format!("bus:env({name:?}): only SEQUENT_* variables may be read"));
             }
-            if ["SEQUENT_TOKEN_SECRET", "SEQUENT_NATS_PASSWORD"].contains(&name.as_str()) {
+            if ["SEQUENT_TOKEN_SECRET", "SEQUENT_PASSWORD_PEPPER", "SEQUENT_NATS_PASSWORD"].contains(&name.as_str()) {
                 return err(format!("bus:env({name:?}): this secret belongs to the superclient, not to scripts"));
             }
             Ok(std::env::var(&name).ok())

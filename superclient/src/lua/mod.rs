@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
-pub use crypto::token_secret as crypto_secret;
+pub use crypto::Secrets;
 pub use api::{json_to_lua, lua_to_json, note_receipt, note_version as note_version_of, receipt_table};
 pub use ext::{HubOp, StaticSpec};
 
@@ -30,7 +30,8 @@ pub struct Shared {
     pub service: OnceLock<String>,
     pub redis: OnceLock<Store>,
     pub gateway: OnceLock<Gateway>,
-    pub token_secret: Option<Vec<u8>>,
+    /// The keys of `crypto.*` (token signing, password pepper).
+    pub secrets: Secrets,
     /// This instance's name (`bus:instance()`).
     pub instance: String,
     pub script_name: String,
@@ -51,7 +52,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(instance: String, script: &std::path::Path, token_secret: Option<Vec<u8>>, admin_api: bool, member_timeout: std::time::Duration) -> Shared {
+    pub fn new(instance: String, script: &std::path::Path, secrets: Secrets, admin_api: bool, member_timeout: std::time::Duration) -> Shared {
         let script_dir = script
             .parent()
             .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
@@ -62,7 +63,7 @@ impl Shared {
             service: OnceLock::new(),
             redis: OnceLock::new(),
             gateway: OnceLock::new(),
-            token_secret,
+            secrets,
             script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
             script_dir,
             js: OnceLock::new(),
