@@ -299,6 +299,16 @@ async fn run_route(
                     lease.renew();
                 }
                 drop(lease);
+                // A rebuild swapped its state in while the route read the old one: a route that
+                // has sent nothing yet runs again on the new state.
+                if matches!(e, CallError::Infra(_)) && call.sent == 0 && call.sends.is_empty() {
+                    if let Ok(now) = svc.refresh_active().await {
+                        if now != call.ns {
+                            tracing::info!(from = call.ns, to = now, method, path, "the state was swapped while the route ran; running it again");
+                            continue;
+                        }
+                    }
+                }
                 return lua_failure(method, path, e);
             }
         };

@@ -8,9 +8,10 @@
 //! Live instances keep running meanwhile, applying to the old namespace. The replay never
 //! applies an event live delivery has not handled yet (see [`Bound`]): a replay sends nothing,
 //! so such an event is left to live delivery, which sends. When the replay has caught up with
-//! the stream, it freezes live commits for a moment (they wait; the freeze expires by itself),
-//! catches up exactly with live delivery's now fixed checkpoints (from the first event it left
-//! to live delivery, if live delivery has applied it meanwhile), and a Redis script swaps the
+//! the stream, it catches up with live delivery's checkpoints (from the first event it left to
+//! live delivery, if live delivery has applied it meanwhile); from the second time there on, it
+//! first freezes live commits for a moment (they wait; the freeze expires by itself), so that
+//! the checkpoints stop moving and the catch-up is exact. Then a Redis script swaps the
 //! active pointer, but only if the new namespace has applied what the old one has in every
 //! partition, and lifts the freeze. Live commits check the active pointer atomically, so a
 //! handler that read the old namespace is re-run against the new one, where the checkpoint
@@ -134,6 +135,10 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         // partition's events apply in order).
         let mut applied = vec![0u64; svc.partitions as usize];
         let mut left: Vec<Option<u64>> = vec![None; svc.partitions as usize];
+        // Times the replay reached the end of the stream (or, frozen, live delivery's checkpoints).
+        let mut at_end = 0;
+        // While live commits are frozen: their checkpoints, and when the freeze was last set.
+        let mut frozen: Option<(Vec<u64>, Instant)> = None;
         'replay: loop {
             let msg = match messages.next().await {
                 Some(Ok(m)) => m,
@@ -157,30 +162,52 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                 }
             }
             progress.step(pending);
-            if batch.events >= BATCH || pending == 0 {
+            // Frozen: the catch-up is done once every partition reached the frozen checkpoints,
+            // whether or not new events keep coming in behind them.
+            let caught_up = frozen.as_ref().is_some_and(|(floors, _)| floors.iter().zip(&applied).all(|(f, a)| a >= f));
+            if batch.events >= BATCH || pending == 0 || caught_up {
                 batch.flush(svc, &ns).await?;
             }
-            if pending > 0 {
+            if !caught_up && pending > 0 {
+                // A long catch-up keeps the freeze (its expiry is for a rebuild that died).
+                if let Some((_, since)) = frozen.as_mut().filter(|(_, since)| since.elapsed() > FREEZE / 4) {
+                    svc.store.freeze(&ns, FREEZE).await?;
+                    *since = Instant::now();
+                }
                 continue;
             }
-            // At the end of the stream. Building from nothing, live delivery waits for this
-            // state: swap. Otherwise live delivery keeps applying to the current state, so its
-            // commits are frozen (for milliseconds; the freeze expires by itself) to stop its
-            // checkpoints, the replay catches up with them exactly, and the swap lifts the
-            // freeze. Without it a busy service could move on before every swap.
+            // At the end of the stream (or caught up). Building from nothing, live delivery
+            // waits for this state: swap. Otherwise live delivery keeps applying to the current state. The
+            // first time here the replay catches up with it and tries to swap as it is (a quiet
+            // service never pauses); after that live commits are frozen (for milliseconds; the
+            // freeze expires by itself) to stop its checkpoints, the replay catches up with them
+            // exactly, and the swap lifts the freeze. Without it a busy service could move on
+            // before every swap.
+            at_end += 1;
             loop {
                 let Some(old) = &old else {
                     svc.store.swap(None, &ns, svc.partitions).await?;
                     break 'replay;
                 };
-                svc.store.freeze(&ns, FREEZE).await?;
+                if at_end > 1 {
+                    if at_end == 2 {
+                        tracing::info!("live delivery keeps moving: freezing its commits for a moment to catch up exactly");
+                    }
+                    svc.store.freeze(&ns, FREEZE).await?;
+                }
                 let floors = bound.refresh(svc).await?;
+                if at_end > 1 {
+                    frozen = Some((floors.clone(), Instant::now()));
+                }
                 let behind: Vec<usize> = (0..applied.len()).filter(|&p| floors[p] > applied[p]).collect();
                 if behind.is_empty() {
                     match svc.store.swap(Some(old), &ns, svc.partitions).await? {
                         None => break 'replay,
                         Some(p) => {
-                            tracing::info!(partition = p, "the freeze lapsed before the swap; catching up again");
+                            if at_end > 1 {
+                                tracing::info!(partition = p, "the freeze lapsed before the swap; catching up again");
+                            }
+                            at_end += 1;
                             continue;
                         }
                     }

@@ -91,14 +91,17 @@ async fn rebuild_swaps_under_a_steady_stream_of_events() {
     let mut expected = BTreeMap::new();
     stack.append_many("test", batch(30, 0..10, &mut expected), 32).await;
 
+    // The writers stop when the rebuild is done, or after 8 s in any case (so that a rebuild
+    // slower than the writers cannot run forever).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
     let producers: Vec<_> = (0..8)
         .map(|w| {
             let (admin, stop) = (stack.admin.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut sent = BTreeMap::new();
                 let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
                     let key = format!("rb-{}", (w * 7 + n) % 30);
                     assert!(append_with(&admin, "test", "Counted", &key, json!({ "n": n })).await.all_stored());
                     *sent.entry(key).or_insert(0) += 1;
@@ -120,7 +123,7 @@ async fn rebuild_swaps_under_a_steady_stream_of_events() {
     assert!(ok, "rebuild failed: {out}");
     assert!(out.contains("rebuilt test into test@2"), "{out}");
     assert!(during > 0, "events kept arriving during the rebuild");
-    eprintln!("{during} events appended while the rebuild ran");
+    eprintln!("{during} events appended while the rebuild ran; froze live commits: {}", out.contains("freezing its commits"));
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
     for (key, n) in &expected {
         let s = seqs(&stack, "test", key).await;
