@@ -177,12 +177,12 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                 continue;
             }
             // At the end of the stream (or caught up). Building from nothing, live delivery
-            // waits for this state: swap. Otherwise live delivery keeps applying to the current state. The
-            // first time here the replay catches up with it and tries to swap as it is (a quiet
-            // service never pauses); after that live commits are frozen (for milliseconds; the
-            // freeze expires by itself) to stop its checkpoints, the replay catches up with them
-            // exactly, and the swap lifts the freeze. Without it a busy service could move on
-            // before every swap.
+            // waits for this state: swap. Otherwise live delivery keeps applying to the current
+            // state. The first time here the replay catches up with it and tries to swap as it
+            // is (a quiet service never pauses); after that live commits are frozen (briefly;
+            // the freeze expires by itself) to stop its checkpoints, the replay catches up with
+            // them exactly, and the swap lifts the freeze. Without it a busy service could move
+            // on before every swap.
             at_end += 1;
             loop {
                 let Some(old) = &old else {
