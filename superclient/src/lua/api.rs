@@ -579,18 +579,54 @@ fn require_type(call: &mut Call, key: &str, want: &'static str, what: &str) -> L
     }
 }
 
+/// Moves a route's call to the active namespace if a rebuild swapped one in and the call has
+/// written nothing but notes of versions (the rebuilt state holds the same events; the call's
+/// own writes would pin it to the state they were decided on). Returns the namespace moved to.
+pub(super) async fn follow_swap(lua: &Lua, what: &str, store: &crate::state::Store) -> LResult<Option<String>> {
+    let Ok(Some(active)) = store.active().await else { return Ok(None) };
+    with_call(lua, what, |c| {
+        let moved = c.mode == Mode::Route && c.ns != active && state::move_version_notes(&mut c.writes.ops, &active);
+        if moved {
+            c.ns = active.clone();
+        }
+        Ok(moved.then_some(active))
+    })
+}
+
+/// `cmd`, a read of one key (its first argument, as every read here is), with that key moved
+/// from namespace `from` to namespace `to`.
+fn retarget(cmd: &redis::Cmd, from: &str, to: &str) -> redis::Cmd {
+    let (from, to) = (format!("{from}:"), format!("{to}:"));
+    let mut out = redis::Cmd::new();
+    for (i, arg) in cmd.args_iter().enumerate() {
+        if let redis::Arg::Simple(bytes) = arg {
+            match bytes.strip_prefix(from.as_bytes()).filter(|_| i == 1) {
+                Some(rest) => out.arg([to.as_bytes(), rest].concat()),
+                None => out.arg(bytes),
+            };
+        }
+    }
+    out
+}
+
 async fn query<T: redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &redis::Cmd) -> LResult<T> {
     let store = redis_store(lua)?;
     let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
+    let not_active = |ns: &str| format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry");
     // A rebuild reads a namespace that is not active yet; every other read must come from the
     // active one, checked atomically with the read (see state.rs: Redis may have lost it).
     let read = match mode {
         Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await,
         _ => match store.read(&ns, cmd).await {
             Ok(Some(v)) => Ok(v),
-            Ok(None) => {
-                return infra(lua, what, format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry"))
-            }
+            Ok(None) => match follow_swap(lua, what, &store).await? {
+                Some(active) => match store.read(&active, &retarget(cmd, &ns, &active)).await {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => return infra(lua, what, not_active(&active)),
+                    Err(e) => Err(e),
+                },
+                None => return infra(lua, what, not_active(&ns)),
+            },
             Err(e) => Err(e),
         },
     };
@@ -1011,4 +1047,23 @@ fn install_redis_lists_and_sets(lua: &Lua, r: &Table) -> LResult<()> {
         })?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retarget;
+
+    #[test]
+    fn retarget_moves_the_key_and_nothing_else() {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg("accounts@2:ops:acc-1").arg("accounts@2:a-field-not-a-key");
+        let moved = retarget(&cmd, "accounts@2", "accounts@3");
+        let args: Vec<Vec<u8>> = moved.args_iter().filter_map(|a| if let redis::Arg::Simple(b) = a { Some(b.to_vec()) } else { None }).collect();
+        assert_eq!(args, vec![b"HGET".to_vec(), b"accounts@3:ops:acc-1".to_vec(), b"accounts@2:a-field-not-a-key".to_vec()]);
+        let mut other = redis::cmd("GET");
+        other.arg("users@2:x");
+        let unchanged = retarget(&other, "accounts@2", "accounts@3");
+        assert_eq!(unchanged.args_iter().count(), 2);
+        assert!(unchanged.args_iter().any(|a| matches!(a, redis::Arg::Simple(b) if b == b"users@2:x")));
+    }
 }

@@ -158,15 +158,7 @@ fn install_wait_env(lua: &Lua, bus: &Table) -> LResult<()> {
                 // A rebuild may swap the state in while we wait: read the active one (a call
                 // with buffered writes keeps its namespace; its commit will notice the swap).
                 if let Some(store) = &store {
-                    if let Ok(Some(active)) = store.active().await {
-                        with_call(&lua, "bus:wait", |c| {
-                            // The script's own writes pin the call to its state.
-                            if c.ns != active && crate::state::move_version_notes(&mut c.writes.ops, &active) {
-                                c.ns = active;
-                            }
-                            Ok(())
-                        })?;
-                    }
+                    super::api::follow_swap(&lua, "bus:wait", store).await?;
                 }
                 let ok: Value = condition.call_async(()).await?;
                 let waited = timeout.saturating_sub(deadline.saturating_duration_since(tokio::time::Instant::now()));
