@@ -292,17 +292,15 @@ impl Store {
             .arg(swap_freeze_key(&self.service));
         loop {
             let r: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
-            return Ok(match r {
-                1 => Commit::Applied,
-                0 => Commit::AlreadyApplied,
-                // A rebuild is catching up right before its swap (milliseconds; the freeze
-                // expires by itself if the rebuild dies): wait, then commit or find it moved.
-                -2 => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                _ => Commit::NamespaceMoved,
-            });
+            match r {
+                1 => return Ok(Commit::Applied),
+                0 => return Ok(Commit::AlreadyApplied),
+                // Frozen: a rebuild is catching up right before its swap (briefly; the freeze
+                // expires by itself if the rebuild dies). Try again: the commit then applies or
+                // finds the state moved. No notification exists for the lift, hence the poll.
+                -2 => tokio::time::sleep(Duration::from_millis(5)).await,
+                _ => return Ok(Commit::NamespaceMoved),
+            }
         }
     }
 

@@ -67,18 +67,20 @@ fn strip(mut values: MultiValue) -> MultiValue {
     values
 }
 
-fn secret(lua: &Lua) -> mlua::Result<Vec<u8>> {
+/// One of the instance's secrets (`pick`), or an error naming its variable (`name`).
+fn required(lua: &Lua, name: &str, pick: fn(&Secrets) -> &Option<Vec<u8>>) -> mlua::Result<Vec<u8>> {
     let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
-    shared.secrets.token.clone().ok_or_else(|| {
-        mlua::Error::runtime("crypto: SEQUENT_TOKEN_SECRET is not set (required when the service listens beyond loopback)")
-    })
+    pick(&shared.secrets)
+        .clone()
+        .ok_or_else(|| mlua::Error::runtime(format!("crypto: {name} is not set (required when the service listens beyond loopback)")))
+}
+
+fn secret(lua: &Lua) -> mlua::Result<Vec<u8>> {
+    required(lua, "SEQUENT_TOKEN_SECRET", |s| &s.token)
 }
 
 fn pepper(lua: &Lua) -> mlua::Result<Vec<u8>> {
-    let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
-    shared.secrets.pepper.clone().ok_or_else(|| {
-        mlua::Error::runtime("crypto: SEQUENT_PASSWORD_PEPPER is not set (required when the service listens beyond loopback)")
-    })
+    required(lua, "SEQUENT_PASSWORD_PEPPER", |s| &s.pepper)
 }
 
 /// Argon2id with the default parameters, keyed with `pepper` when given.
