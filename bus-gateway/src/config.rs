@@ -92,5 +92,5 @@ pub struct Config {
     pub log_format: String,
 
     #[command(flatten)]
-    pub http: crate::serve::HttpOpts,
+    pub http: sequent_net::serve::HttpOpts,
 }

@@ -1,9 +1,17 @@
 //! Creates and updates the durable consumers of service types on request, so that services
-//! need no stream-admin rights: one pull consumer per partition, strictly ordered
-//! (`max_ack_pending = 1`), pinned to one instance at a time through a priority group.
+//! need no stream-admin rights: one pull consumer per partition, pinned to one instance at a
+//! time through a priority group, acked in batches (`AckAll`: an ack covers every earlier
+//! event) with up to `max_ack_pending` events in hand.
+//!
+//! Migration: consumers made before batches (`AckExplicit`, one event in flight) cannot be
+//! changed to `AckAll` in place (JetStream refuses to change an ack policy). Such a consumer is
+//! replaced by one starting right after its ack floor: every event acked so far had its
+//! effects committed, the next ones are delivered again, and the superclient skips those its
+//! checkpoint already covers. Nothing is lost and nothing applied twice; instances still
+//! pulling the old consumer fail their pulls and must be restarted with the new superclient.
 
 use crate::App;
-use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PriorityPolicy};
 use futures::StreamExt;
 use sequent_protocol::subjects::{self, MEMBERS_BUCKET, PIN_GROUP, PROVISION_WILDCARD};
 use sequent_protocol::validate::{validate_id, validate_type};
@@ -66,18 +74,33 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
         let mut filters: Vec<String> = req.types.iter().map(|t| subjects::partition_type_filter(p, t)).collect();
         filters.sort();
         filters.dedup();
-        let config = pull::Config {
+        let mut config = pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("{service}: partition {p} of {partitions}")),
             filter_subjects: filters,
-            ack_policy: AckPolicy::Explicit,
+            ack_policy: AckPolicy::All,
             ack_wait: Duration::from_millis(req.ack_wait_ms.unwrap_or(30_000)),
-            max_ack_pending: 1,
+            max_ack_pending: req.max_ack_pending.unwrap_or(128).clamp(1, 10_000),
             priority_policy: PriorityPolicy::PinnedClient,
             priority_groups: vec![PIN_GROUP.into()],
             priority_timeout: Duration::from_millis(req.pin_timeout_ms.unwrap_or(5_000)),
             ..Default::default()
         };
+        if let Ok(existing) = app.store.events.consumer_info(&name).await {
+            if existing.config.ack_policy != AckPolicy::All {
+                let floor = existing.ack_floor.stream_sequence;
+                if existing.delivered.stream_sequence > 0 {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+                }
+                tracing::warn!(consumer = name, ack_floor = floor, "migrating a consumer to batched acks: replacing it with one that starts after its ack floor");
+                if let Err(e) = app.store.events.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway migrated it?)");
+                }
+            } else {
+                // The start position of an existing consumer cannot change; keep it as it is.
+                config.deliver_policy = existing.config.deliver_policy;
+            }
+        }
         if let Err(e) = app.store.events.create_consumer(config).await {
             return failed(ErrorCode::Unavailable, format!("creating consumer {name}: {e}"));
         }

@@ -153,3 +153,15 @@ pub fn consumer_name(service: &str, partition: u32) -> String {
 pub const PIN_GROUP: &str = "owner";
 /// KV bucket of live service instances (`<service>.<instance>` → heartbeat).
 pub const MEMBERS_BUCKET: &str = "sequent_members";
+/// The stream behind the membership bucket.
+pub const MEMBERS_STREAM: &str = "KV_sequent_members";
+
+/// Subject of instance `instance` of `service` in the membership bucket.
+pub fn member_subject(service: &str, instance: &str) -> String {
+    format!("$KV.{MEMBERS_BUCKET}.{service}.{instance}")
+}
+
+/// Filter over the members of `service` (or of every service with `"*"`).
+pub fn members_filter(service: &str) -> String {
+    format!("$KV.{MEMBERS_BUCKET}.{service}.*")
+}

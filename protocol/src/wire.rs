@@ -193,6 +193,10 @@ pub struct ProvisionRequest {
     /// How long a partition stays pinned to an instance that stopped pulling, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_timeout_ms: Option<u64>,
+    /// How many events of a partition may be delivered and not acked yet (the worker's batches
+    /// in hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

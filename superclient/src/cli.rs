@@ -14,7 +14,8 @@ use std::time::Duration;
              effectively-once Redis effects, poison-event parking, state rebuilds and HTTP routes",
     long_about = "Runs one Sequent service written in Lua.\n\n\
         `superclient SCRIPT.lua` (or `superclient run SCRIPT.lua`) runs one instance; start several \
-        processes for several instances of the same service type: they share the partitions.\n\
+        processes for several instances of the same service type: they share the partitions. \
+        `superclient a.lua b.lua` runs one instance of each service in one process.\n\
         `superclient rebuild SCRIPT.lua` rebuilds the service's Redis state from the stream into a \
         fresh namespace and swaps it in (running instances keep going).\n\
         `superclient parked list|release SERVICE [KEY]` shows and releases parked keys.\n\
@@ -24,8 +25,8 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// The Lua script of the service (same as `run SCRIPT`).
-    pub script: Option<PathBuf>,
+    /// The Lua script(s) of the service(s) (same as `run SCRIPT...`).
+    pub scripts: Vec<PathBuf>,
     #[command(flatten)]
     pub conn: Conn,
     #[command(flatten)]
@@ -34,9 +35,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run one instance of the service (the default).
+    /// Run one instance of the service (the default). Several scripts run one instance of each
+    /// service in this process (each still its own service: NATS user, consumers, Redis
+    /// namespace, HTTP listener); `http.call` between them stays in the process.
     Run {
-        script: PathBuf,
+        #[arg(required = true)]
+        scripts: Vec<PathBuf>,
         #[command(flatten)]
         conn: Conn,
         #[command(flatten)]
@@ -131,17 +135,22 @@ pub struct RunOpts {
     /// stopped with an error.
     #[arg(long, env = "SEQUENT_LUA_INSTRUCTIONS", default_value_t = 50_000_000)]
     pub lua_instructions: u64,
-    /// Lua states for event handlers: how many handlers run at the same time.
-    #[arg(long, env = "SEQUENT_LUA_STATES", default_value_t = 4)]
+    /// Lua states for event handlers: how many partitions run their handlers at the same time
+    /// (a state is held across the batch's network waits). Made when first needed.
+    #[arg(long, env = "SEQUENT_LUA_STATES", default_value_t = 16)]
     pub lua_states: usize,
     /// Lua states for HTTP routes and WebSocket connect functions: how many requests run at
-    /// the same time (a request waiting in `bus:wait` or `http.call` holds one).
+    /// the same time (a request waiting in `bus:wait` or `http.call` holds one). Made when
+    /// first needed.
     #[arg(long, env = "SEQUENT_LUA_ROUTE_STATES", default_value_t = 16)]
     pub lua_route_states: usize,
     /// Enable `admin.*` in the script (services, instances, parked keys of every service
     /// type): for an operators' backend such as the bfaf only.
     #[arg(long, env = "SEQUENT_ADMIN_API")]
     pub admin_api: bool,
+    /// Most events a partition's worker applies in one batch (one commit, one ack).
+    #[arg(long, env = "SEQUENT_BATCH", default_value_t = 64)]
+    pub batch: usize,
     /// Attempts of a failing handler before its event is parked.
     #[arg(long, env = "SEQUENT_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: i64,
@@ -170,5 +179,5 @@ pub struct RunOpts {
     #[arg(long, env = "SEQUENT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     #[command(flatten)]
-    pub http: bus_gateway::serve::HttpOpts,
+    pub http: sequent_net::serve::HttpOpts,
 }

@@ -92,6 +92,9 @@ async fn routes_bodies_limits_and_sandbox() {
     }
 
     // Forbidden library calls fail with a clear error; what is allowed still works.
+    let ns = stack.active_ns("example").await.expect("the service has a namespace");
+    let checkpoint = format!("{ns}:__applied:0");
+    let _: () = redis::cmd("SET").arg(&checkpoint).arg("123").query_async(&mut stack.redis_con().await).await.unwrap();
     let (s, v) = get_json(&url("/forbidden")).await;
     assert_eq!(s, 200, "{v}");
     for (name, needle) in [
@@ -105,12 +108,17 @@ async fn routes_bodies_limits_and_sandbox() {
         ("require", "global 'require'"),
         ("string.dump", "field 'dump'"),
         ("load bytecode", "binary chunk"),
-        ("reserved key", "reserved for the superclient"),
     ] {
         let got = v[name].as_str().unwrap_or("");
         assert!(got != "ALLOWED" && got.contains(needle), "{name}: {got}");
     }
     assert_eq!(v["load_text"], json!(2));
+    // A script's `__applied:0` is its own key: it neither sees nor changes the checkpoint.
+    assert_eq!(v["framework_key"], json!("nil"));
+    let kept: String = redis::cmd("GET").arg(&checkpoint).query_async(&mut stack.redis_con().await).await.unwrap();
+    assert_eq!(kept, "123");
+    let mine: String = redis::cmd("GET").arg(format!("{ns}:~__applied:0")).query_async(&mut stack.redis_con().await).await.unwrap();
+    assert_eq!(mine, "\"mine\"");
     assert_eq!(v["os_time"], json!("number"));
 
     // Password hashing (peppered; hashes made before the pepper still verify) and signed tokens.

@@ -1,7 +1,7 @@
 //! Rebuilding a service's state from the stream.
 //!
-//! A new namespace `<service>@<generation>` is filled by replaying, with an ordered consumer,
-//! every stored event of the service's types through the rebuild handlers (or the listeners
+//! A new namespace `<service>@<generation>` is filled by replaying, with batched direct reads
+//! (no consumer), every stored event of the service's types through the rebuild handlers (or the listeners
 //! registered with `{rebuild = true}`; sends are ignored). Each event commits with the new
 //! namespace's partition checkpoint, exactly as live delivery does in the active one.
 //!
@@ -21,11 +21,14 @@
 //! state is untouched. Parked keys of the old namespace are not carried over: the rebuilt
 //! state is what replaying every event gives.
 
-use crate::runtime::{Failure, Service};
-use crate::state;
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use crate::error::redis_failure;
+use crate::runtime::Service;
+use crate::script::convert::Delivery;
+use crate::script::{Call, Handled, Lease, Mode};
+use crate::state::{self, Changes, Guard, Overlay};
 use futures::StreamExt;
 use sequent_protocol::{subjects, Event};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Events per Redis commit while replaying. Nobody reads the new namespace before the swap,
@@ -37,6 +40,8 @@ const CACHED_KEYS: usize = 100_000;
 /// How long live commits may wait for a rebuild catching up right before its swap, if the
 /// rebuild stalls or dies (normally it lifts the freeze with the swap, milliseconds later).
 const FREEZE: Duration = Duration::from_secs(10);
+/// How often a replay that reached the stream's end looks for new events.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 /// Why one attempt at a rebuild ended without swapping.
 enum Stop {
@@ -99,14 +104,14 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     if leftovers > 0 {
         tracing::info!(ns, leftovers, "removed leftovers of an earlier attempt");
     }
-    // nats-server replays an ordered consumer with several wildcard filters at about 1,000
-    // events/s once the stream holds many keys (measured on 2.15.1: ~850 µs of server CPU per
-    // event); one filter, or none, runs at 100,000-300,000/s. So one type reads through its
-    // filter, several read the whole stream and keep their types here.
+    // One filter per read: a script handling one event type reads through that type's filter;
+    // several types read the stream unfiltered and keep their types here (a direct read takes
+    // one filter, and nats-server serves several wildcard filters slowly: ~1,000 events/s
+    // measured on 2.15.1 with an ordered consumer).
     let types = svc.spec.types();
-    let filters: Vec<String> = match types.as_slice() {
-        [one] => vec![subjects::type_filter(one)],
-        _ => vec![subjects::ALL_EVENTS.to_string()],
+    let filter = match types.as_slice() {
+        [one] => subjects::type_filter(one),
+        _ => subjects::ALL_EVENTS.to_string(),
     };
     let wanted: std::collections::HashSet<&str> = types.iter().map(String::as_str).collect();
     tracing::info!(service = svc.name, from = old.as_deref().unwrap_or("(nothing)"), into = ns, why, types = ?svc.spec.types(), "rebuild starting");
@@ -116,8 +121,11 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         Some(old) => Bound::live(svc, old).await?,
         None => Bound::from_nothing(svc, &stream).await?,
     };
-    let mut consumer = replay_consumer(svc, &stream, &filters, 1).await?;
-    let total = consumer.cached_info().num_pending;
+    let reader = svc.events.direct().clone();
+    let total = match reader.batch(&filter, 1, 1).await {
+        Ok((first, _)) => first.first().map_or(0, |m| m.pending.unwrap_or(0) + 1),
+        Err(e) => return Err(Stop::Infra(anyhow::anyhow!("reading the stream: {e}"))),
+    };
     let progress = Progress::new(total);
 
     if total == 0 {
@@ -128,8 +136,8 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             )));
         }
     } else {
-        let mut messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("starting the replay: {e}"))?;
-        let mut batch = Batch::default();
+        let mut messages = reader.follow(&filter, 1, FOLLOW_POLL);
+        let mut batch = Batch::new(svc, &ns).await;
         // Per partition: the last event applied to the new namespace, and the first event left
         // to live delivery in this pass (every later one of the partition is left too: a
         // partition's events apply in order).
@@ -142,20 +150,16 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         'replay: loop {
             let msg = match messages.next().await {
                 Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "replay stream error; the ordered consumer recovers by itself");
-                    continue;
-                }
+                Some(Err(e)) => return Err(Stop::Infra(anyhow::anyhow!("replaying the stream: {e}"))),
                 None => return Err(Stop::Infra(anyhow::anyhow!("the replay stream ended before the rebuild caught up"))),
             };
-            let info = msg.info().map_err(|e| anyhow::anyhow!("replayed message without metadata: {e}"))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
+            let (seq, pending) = (msg.seq, msg.pending.unwrap_or(0));
             let (partition, event_type) = subjects::parse_stored_subject(&msg.subject).map_or((0, ""), |(p, _, t)| (p, t));
             let p = partition as usize;
             if wanted.contains(event_type) && p < applied.len() && seq > applied[p] && left[p].is_none() {
                 if bound.allows(svc, partition, seq).await? {
                     let event = Event::from_stored(&msg.payload, seq).map_err(|e| Stop::Script(anyhow::anyhow!("unreadable event at seq {seq}: {e}")))?;
-                    batch.add(svc, &event, &ns, partition).await?;
+                    batch.add(svc, &event, partition).await?;
                     applied[p] = seq;
                 } else {
                     left[p] = Some(seq);
@@ -166,7 +170,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             // whether or not new events keep coming in behind them.
             let caught_up = frozen.as_ref().is_some_and(|(floors, _)| floors.iter().zip(&applied).all(|(f, a)| a >= f));
             if batch.events >= BATCH || pending == 0 || caught_up {
-                batch.flush(svc, &ns).await?;
+                batch.flush(svc).await?;
             }
             if !caught_up && pending > 0 {
                 // A long catch-up keeps the freeze (its expiry is for a rebuild that died).
@@ -217,8 +221,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                 if let Some(from) = behind.iter().filter_map(|&p| left[p]).min() {
                     tracing::debug!(from, "catching up with live delivery: replaying again from the first event left to it");
                     left.fill(None);
-                    consumer = replay_consumer(svc, &stream, &filters, from).await?;
-                    messages = consumer.messages().await.map_err(|e| anyhow::anyhow!("restarting the replay at seq {from}: {e}"))?;
+                    messages = reader.follow(&filter, from, FOLLOW_POLL);
                 } else if let Some(&p) = behind.iter().find(|&&p| floors[p] <= seq) {
                     return Err(Stop::Script(anyhow::anyhow!(
                         "partition {p} of {old} has applied seq {}, which the stream no longer holds among the service's events: the stream and the state disagree",
@@ -308,75 +311,84 @@ impl Bound {
     }
 }
 
-/// An ordered consumer over the service's events from stream sequence `from`.
-async fn replay_consumer(
-    svc: &Service,
-    stream: &async_nats::jetstream::stream::Stream<()>,
-    filters: &[String],
-    from: u64,
-) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<OrderedConfig>> {
-    stream
-        .create_consumer(OrderedConfig {
-            filter_subjects: filters.to_vec(),
-            deliver_policy: if from <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: from } },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the replay consumer on {}: {e} (may this NATS user create consumers on the stream?)", svc.stream_name))
-}
-
-/// Replayed events not yet committed: their writes, in one buffer (each handler reads what the
-/// earlier ones wrote), and the checkpoint each partition reaches with them.
-#[derive(Default)]
+/// Replayed events not yet committed: their writes, in one overlay on one Lua state (each
+/// handler reads what the earlier ones wrote), the checkpoint each partition reaches with them,
+/// and the highest version of each key seen (one note per key at the flush, not per event).
 struct Batch {
-    writes: state::Writes,
-    checkpoints: std::collections::BTreeMap<u32, u64>,
+    call: Option<Call>,
+    lease: Lease,
+    ns: String,
+    checkpoints: BTreeMap<u32, u64>,
+    versions: HashMap<String, u64>,
     events: usize,
 }
 
 impl Batch {
-    async fn add(&mut self, svc: &Service, event: &Event, ns: &str, partition: u32) -> Result<(), Stop> {
-        match svc.rebuild_into(event, ns, partition, std::mem::take(&mut self.writes)).await {
-            Ok(writes) => {
-                self.writes = writes;
+    async fn new(svc: &Service, ns: &str) -> Batch {
+        Batch {
+            call: Some(Call::new(Mode::Rebuild, ns)),
+            lease: svc.pool.get().await,
+            ns: ns.to_string(),
+            checkpoints: BTreeMap::new(),
+            versions: HashMap::new(),
+            events: 0,
+        }
+    }
+
+    async fn add(&mut self, svc: &Service, event: &Event, partition: u32) -> Result<(), Stop> {
+        let mut call = self.call.take().expect("a batch always has its call between events");
+        call.next_event(Handled { id: event.id.clone(), correlation: event.correlation.clone() });
+        let delivery = Delivery { partition: Some(partition), rebuild: true, ..Default::default() };
+        let (result, call) = svc.run_handler(&mut self.lease, event, delivery, call).await;
+        self.call = Some(call);
+        match result {
+            Ok(()) => {
                 self.checkpoints.insert(partition, event.seq);
+                let v = self.versions.entry(event.key.clone()).or_insert(event.version);
+                *v = (*v).max(event.version);
                 self.events += 1;
                 Ok(())
             }
-            Err(Failure::Script(e)) => Err(Stop::Script(anyhow::anyhow!(
+            Err(e) if e.is_script() => Err(Stop::Script(anyhow::anyhow!(
                 "rebuild stopped at seq {} (event {}, type {}, key {}): {e}. The active state is untouched; fix the script and rebuild again",
                 event.seq,
                 event.id,
                 event.event_type,
                 event.key
             ))),
-            // The buffer may hold part of the failed event's writes: this attempt is over.
-            Err(Failure::Infra(e)) => Err(Stop::Infra(anyhow::anyhow!("replaying seq {}: {e}", event.seq))),
+            // The overlay may hold part of the failed event's writes: this attempt is over.
+            Err(e) => Err(Stop::Infra(anyhow::anyhow!("replaying seq {}: {e}", event.seq))),
         }
     }
 
     /// Commits the buffered writes with the partitions' checkpoints, atomically.
-    async fn flush(&mut self, svc: &Service, ns: &str) -> Result<(), Stop> {
+    async fn flush(&mut self, svc: &Service) -> Result<(), Stop> {
         if self.events == 0 {
             return Ok(());
         }
-        let mut ops = std::mem::take(&mut self.writes.ops);
+        let ns = self.ns.clone();
+        let call = self.call.as_mut().expect("present between events");
+        let versions = state::versions_key(&ns);
+        for (key, version) in self.versions.drain() {
+            call.overlay.note_version(&versions, &key, version);
+        }
         for (partition, seq) in std::mem::take(&mut self.checkpoints) {
-            ops.push(vec!["SET".into(), state::applied_key(ns, partition), seq.to_string()]);
+            call.overlay.push_op(vec!["SET".into(), state::applied_key(&ns, partition), seq.to_string()]);
         }
         self.events = 0;
-        match svc.commit(None, ns, &state::Guard::None, &ops).await {
+        let changes = Changes { expected_active: None, ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: None, locked: &[] };
+        match svc.store.commit(&changes).await.map_err(redis_failure) {
             Ok(_) => {
-                // Keep what the overlays know as a read cache: most events touch a key an
+                // Keep what the overlay knows as a read cache: most events touch a key an
                 // earlier batch wrote, and a Redis read per event is most of a replay's cost.
-                self.writes.settle();
-                if self.writes.len() > CACHED_KEYS {
-                    self.writes = state::Writes::default();
+                call.overlay.settle();
+                if call.overlay.len() > CACHED_KEYS {
+                    call.overlay = Overlay::new();
                 }
                 Ok(())
             }
-            Err(Failure::Script(e)) => Err(Stop::Script(anyhow::anyhow!("committing replayed events: {e}"))),
-            Err(Failure::Infra(e)) => Err(Stop::Infra(anyhow::anyhow!("committing replayed events: {e}"))),
+            Err(e) if e.is_script() => Err(Stop::Script(anyhow::anyhow!("committing replayed events: {e}"))),
+            Err(e) => Err(Stop::Infra(anyhow::anyhow!("committing replayed events: {e}"))),
         }
     }
 }

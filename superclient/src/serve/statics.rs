@@ -3,7 +3,7 @@
 //! prefixes. A path that names no file gets the tree's `fallback` file (a single-page app's
 //! `index.html`) with 200. Paths never leave the tree (`..` and encoded separators are refused).
 
-use crate::lua::StaticSpec;
+use crate::script::StaticSpec;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ fn content_type(path: &Path) -> &'static str {
 fn resolve(dir: &Path, rel: &str) -> Option<PathBuf> {
     let mut path = dir.to_path_buf();
     for raw in rel.split('/').filter(|s| !s.is_empty()) {
-        let seg = crate::http::percent_decode_segment(raw);
+        let seg = super::router::percent_decode_segment(raw);
         if seg == "." || seg == ".." || seg.contains('/') || seg.contains('\\') || seg.contains('\0') {
             return None;
         }

@@ -2,6 +2,8 @@
 //!
 //! - `crypto.hash_password(pw)` → `peppered:` + an Argon2id PHC string (keyed with the pepper);
 //!   `crypto.verify_password(pw, hash)` → bool.
+//! - `crypto.random_hex(nbytes)`, `crypto.uuid()`, `crypto.sha256_hex(s)`: random ids (OS
+//!   randomness), a UUID v7, a digest;
 //! - `crypto.token(subject, ttl_seconds, claims?)` → a signed, expiring token
 //!   `base64url(json).base64url(hmac_sha256)`, json = `{sub, exp, ...claims}`;
 //!   `crypto.verify_token(token)` → the claims table, or `nil, reason`.
@@ -16,7 +18,9 @@
 //! without it. Hashes without the mark (made before the pepper existed) still verify. The
 //! pepper must not change: every password hashed with it would stop verifying.
 
-use super::{lua_to_json, json_to_lua, Shared};
+use super::{args, err};
+use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::script::Shared;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use mlua::{Lua, MultiValue, Table, Value};
@@ -184,5 +188,31 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             Ok((json_to_lua(lua, &claims)?, Value::Nil))
         })?,
     )?;
+    crypto.raw_set(
+        "random_hex",
+        lua.create_function(|lua, values: MultiValue| {
+            let n: Option<usize> = args(lua, values, "crypto.random_hex")?;
+            let n = n.unwrap_or(16);
+            if n == 0 || n > 256 {
+                return err("crypto.random_hex(n): n is a number of bytes between 1 and 256");
+            }
+            let mut bytes = vec![0u8; n];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            Ok(hex(&bytes))
+        })?,
+    )?;
+    crypto.raw_set("uuid", lua.create_function(|_, _: MultiValue| Ok(uuid::Uuid::now_v7().to_string()))?)?;
+    crypto.raw_set(
+        "sha256_hex",
+        lua.create_function(|lua, values: MultiValue| {
+            let s: mlua::LuaString = args(lua, values, "crypto.sha256_hex")?;
+            use sha2::Digest;
+            Ok(hex(&sha2::Sha256::digest(s.as_bytes())))
+        })?,
+    )?;
     lua.globals().raw_set("crypto", crypto)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -7,9 +7,11 @@
 //! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
 //! with that id. Writes the route made to Redis commit after it returns, in one transaction.
 
-use crate::lua::{self, Call, CallError, Mode};
 use crate::runtime::Service;
-use crate::state::{Commit, Guard};
+use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::script::routes::{self, Route};
+use crate::script::{Call, CallError, Mode};
+use crate::state::{self, Changes, Commit, Guard};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -21,67 +23,6 @@ use mlua::{MultiValue, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Checks a route pattern like `/account/{id}` at registration.
-pub fn check_pattern(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("route {path:?} must start with '/'"));
-    }
-    if path.contains('?') || path.contains('#') {
-        return Err(format!("route {path:?} must not contain a query or fragment; query parameters reach the handler as its 5th argument"));
-    }
-    if path == "/health" || path == "/metrics" {
-        return Err(format!("route {path} is built in and cannot be replaced"));
-    }
-    for seg in path.split('/').skip(1) {
-        if seg.contains('{') || seg.contains('}') {
-            let ok = seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 && seg[1..seg.len() - 1].chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                return Err(format!("route {path:?}: a parameter must be a whole segment like {{id}}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-struct Route {
-    segments: Vec<Seg>,
-    method: String,
-    index: usize,
-    literals: usize,
-}
-
-enum Seg {
-    Lit(String),
-    Param(String),
-}
-
-impl Route {
-    fn parse(pattern: &str, method: &str, index: usize) -> Route {
-        let segments: Vec<Seg> = pattern
-            .split('/')
-            .skip(1)
-            .map(|s| if s.starts_with('{') { Seg::Param(s[1..s.len() - 1].to_string()) } else { Seg::Lit(s.to_string()) })
-            .collect();
-        let literals = segments.iter().filter(|s| matches!(s, Seg::Lit(_))).count();
-        Route { segments, method: method.to_string(), index, literals }
-    }
-
-    fn matches(&self, parts: &[String]) -> Option<Vec<(String, String)>> {
-        if parts.len() != self.segments.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (seg, part) in self.segments.iter().zip(parts) {
-            match seg {
-                Seg::Lit(l) if l == part => {}
-                Seg::Lit(_) => return None,
-                Seg::Param(name) => params.push((name.clone(), part.clone())),
-            }
-        }
-        Some(params)
-    }
-}
-
 struct Http {
     svc: Arc<Service>,
     routes: Vec<Route>,
@@ -90,12 +31,8 @@ struct Http {
 }
 
 pub fn router(svc: Arc<Service>, metrics: PrometheusHandle) -> Router {
-    let mut routes: Vec<Route> =
-        svc.spec.routes.iter().enumerate().map(|(i, (p, m))| Route::parse(p, m, i)).collect();
-    // The most specific pattern wins (most literal segments), then registration order.
-    routes.sort_by_key(|r| (std::cmp::Reverse(r.literals), r.index));
-    let mut websockets: Vec<Route> = svc.spec.websockets.iter().enumerate().map(|(i, p)| Route::parse(p, "GET", i)).collect();
-    websockets.sort_by_key(|r| (std::cmp::Reverse(r.literals), r.index));
+    let routes = routes::table(svc.spec.routes.iter().map(|(p, m)| (p.as_str(), m.as_str())));
+    let websockets = routes::table(svc.spec.websockets.iter().map(|p| (p.as_str(), "GET")));
     let state = Arc::new(Http { svc, routes, websockets, metrics });
     Router::new()
         .route("/health", get(health))
@@ -186,8 +123,8 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
                 Ok(upgrade) => {
                     let svc = h.svc.clone();
-                    let opening = crate::sockets::Opening { index: ws_index, path: path.clone(), params, query, headers };
-                    upgrade.on_upgrade(move |socket| crate::sockets::serve(svc, socket, opening))
+                    let opening = super::sockets::Opening { index: ws_index, path: path.clone(), params, query, headers };
+                    upgrade.on_upgrade(move |socket| super::sockets::serve(svc, socket, opening))
                 }
                 Err(_) => json_error(StatusCode::UPGRADE_REQUIRED, format!("{path} is a WebSocket: connect with a WebSocket client")),
             };
@@ -213,7 +150,7 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             return r;
         }
         if parts.method == Method::GET || parts.method == Method::HEAD {
-            if let Some(r) = crate::statics::serve(&h.svc.spec.statics, &path, parts.method == Method::HEAD).await {
+            if let Some(r) = super::statics::serve(&h.svc.spec.statics, &path, parts.method == Method::HEAD).await {
                 return r;
             }
         }
@@ -262,9 +199,10 @@ async fn run_route(
     headers: Vec<(String, String)>,
 ) -> Response {
     let svc = &h.svc;
-    for _ in 0..3 {
-        // Read the active namespace now: a rebuild run elsewhere may have swapped it.
-        let ns = svc.refresh_active().await.unwrap_or_else(|_| svc.active_ns());
+    for _ in 0..5 {
+        // The cached active namespace: a read finds out atomically if it is not the active one
+        // any more (a rebuild swapped it, Redis lost it) and follows or fails.
+        let ns = svc.active_ns();
         let mut lease = svc.route_pool.get().await;
         let Some(f) = lease.route(index) else { return json_error(StatusCode::INTERNAL_SERVER_ERROR, "route vanished") };
         let lua_ref = lease.lua();
@@ -278,7 +216,7 @@ async fn run_route(
                 q.raw_set(k.as_str(), v.as_str())?;
             }
             let b = match &body {
-                Some(b) => lua::json_to_lua(lua_ref, b)?,
+                Some(b) => json_to_lua(lua_ref, b)?,
                 None => Value::Nil,
             };
             let hd = lua_ref.create_table()?;
@@ -291,6 +229,7 @@ async fn run_route(
             Ok(a) => a,
             Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request cannot be passed to Lua: {e}")),
         };
+        metrics::counter!("sequent_lua_calls_total", "kind" => "route").increment(1);
         let (result, mut call) = lease.call::<MultiValue>(&f, args, Call::new(Mode::Route, &ns)).await;
         let values = match result {
             Ok(v) => v,
@@ -299,14 +238,15 @@ async fn run_route(
                     lease.renew();
                 }
                 drop(lease);
-                // A rebuild swapped its state in while the route read the old one: a route that
-                // has sent nothing yet runs again on the new state.
+                release_locks(svc, &call).await;
+                // Its reads went stale before it sent anything (`call.rerun`), or a rebuild
+                // swapped its state in while it read the old one: a route that has sent nothing
+                // yet runs again on fresh state.
                 if matches!(e, CallError::Infra(_)) && call.sent == 0 && call.sends.is_empty() {
-                    if let Ok(now) = svc.refresh_active().await {
-                        if now != call.ns {
-                            tracing::info!(from = call.ns, to = now, method, path, "the state was swapped while the route ran; running it again");
-                            continue;
-                        }
+                    let moved = matches!(svc.refresh_active().await, Ok(now) if now != call.ns);
+                    if call.rerun || moved {
+                        tracing::debug!(method, path, moved, "the state moved under the route; running it again");
+                        continue;
                     }
                 }
                 return lua_failure(method, path, e);
@@ -314,33 +254,34 @@ async fn run_route(
         };
         let response = build_response(&values, method, path);
         drop(lease);
-        svc.shared.hub.apply(std::mem::take(&mut call.hub_ops));
-        let ops = std::mem::take(&mut call.writes.ops);
-        if ops.is_empty() {
+        svc.hub.apply(std::mem::take(&mut call.hub_ops));
+        if call.overlay.is_empty() {
+            release_locks(svc, &call).await;
             return response;
         }
         // `bus:wait` may have moved the call to a state a rebuild swapped in meanwhile.
-        let (mut ns, mut ops) = (call.ns.clone(), ops);
-        let mut committed = svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+        let mut committed = commit_route(svc, &call).await;
         if let Ok(Commit::NamespaceMoved) = committed {
             // A swap while the commit waited (or raced it): notes of versions move along.
             if let Ok(now) = svc.refresh_active().await {
-                if crate::state::move_version_notes(&mut ops, &now) {
-                    ns = now;
-                    committed = svc.store.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+                if call.overlay.move_version_notes(&state::versions_key(&now)) {
+                    call.ns = now;
+                    committed = commit_route(svc, &call).await;
                 }
             }
         }
         match committed {
-            Ok(Commit::NamespaceMoved) => {
+            Ok(Commit::Applied | Commit::AlreadyApplied) => return response,
+            Ok(moved) => {
+                release_locks(svc, &call).await;
                 let _ = svc.refresh_active().await;
                 if call.sent > 0 || !call.sends.is_empty() {
-                    return json_error(StatusCode::SERVICE_UNAVAILABLE, "the service state was being swapped by a rebuild; retry the request");
+                    return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("the service state moved under the request ({moved:?}); retry the request"));
                 }
                 continue;
             }
-            Ok(_) => return response,
             Err(e) => {
+                release_locks(svc, &call).await;
                 let id = uuid::Uuid::now_v7();
                 tracing::error!(error_id = %id, method, path, error = %e, "committing the route's Redis writes failed");
                 return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("the state store failed (error id {id}); retry later"));
@@ -348,6 +289,28 @@ async fn run_route(
         }
     }
     json_error(StatusCode::SERVICE_UNAVAILABLE, "the service state kept moving; retry the request")
+}
+
+async fn commit_route(svc: &Service, call: &Call) -> redis::RedisResult<Commit> {
+    svc.store
+        .commit_waiting(&Changes {
+            expected_active: Some(&call.ns),
+            ns: &call.ns,
+            guard: Guard::None,
+            overlay: &call.overlay,
+            owner: call.owner.as_deref(),
+            locked: &call.locked,
+        })
+        .await
+}
+
+/// Releases the locks of a route that will not commit (its sends were decided on them).
+async fn release_locks(svc: &Service, call: &Call) {
+    if let (Some(owner), false) = (&call.owner, call.locked.is_empty()) {
+        if let Err(e) = svc.store.unlock(&call.ns, owner, &call.locked).await {
+            tracing::warn!(error = %e, "could not release a route's locks (they expire by themselves)");
+        }
+    }
 }
 
 fn lua_failure(method: &str, path: &str, e: CallError) -> Response {
@@ -380,7 +343,7 @@ fn build_response(values: &MultiValue, method: &str, path: &str) -> Response {
         Some(Value::String(s)) => {
             (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s.to_string_lossy()).into_response()
         }
-        Some(v @ Value::Table(_)) => match lua::lua_to_json(v) {
+        Some(v @ Value::Table(_)) => match lua_to_json(v) {
             Ok(json) => (status, axum::Json(json)).into_response(),
             Err(e) => {
                 let id = uuid::Uuid::now_v7();

@@ -13,113 +13,20 @@
 //! - A socket that cannot keep up (its queue of 256 messages is full) is closed with 1013; the
 //!   client reconnects and re-reads. The server pings every 20 s.
 
-use crate::lua::{self, Call, HubOp, Mode};
-use crate::runtime::{Service, Target};
+use crate::runtime::Service;
+use crate::script::convert::{handler_args, lua_to_json, Delivery};
+use crate::script::{Call, CallError, Mode};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::StreamExt;
 use mlua::{Table, Value};
-use parking_lot::Mutex;
 use sequent_protocol::subjects;
 use sequent_protocol::Event;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
-const QUEUE: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-pub struct Hub {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    next: u64,
-    sockets: HashMap<u64, Sock>,
-    topics: HashMap<String, HashSet<u64>>,
-}
-
-struct Sock {
-    tx: mpsc::Sender<String>,
-    topics: HashSet<String>,
-}
-
-impl Inner {
-    fn remove(&mut self, id: u64) {
-        if let Some(sock) = self.sockets.remove(&id) {
-            for t in sock.topics {
-                if let Some(set) = self.topics.get_mut(&t) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.topics.remove(&t);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Hub {
-    pub fn register(&self, topics: Vec<String>) -> (u64, mpsc::Receiver<String>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let mut inner = self.inner.lock();
-        inner.next += 1;
-        let id = inner.next;
-        for t in &topics {
-            inner.topics.entry(t.clone()).or_default().insert(id);
-        }
-        inner.sockets.insert(id, Sock { tx, topics: topics.into_iter().collect() });
-        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
-        (id, rx)
-    }
-
-    pub fn unregister(&self, id: u64) {
-        let mut inner = self.inner.lock();
-        inner.remove(id);
-        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
-    }
-
-    pub fn apply(&self, ops: Vec<HubOp>) {
-        if ops.is_empty() {
-            return;
-        }
-        let mut inner = self.inner.lock();
-        for op in ops {
-            match op {
-                HubOp::Push { topics, message } => {
-                    let mut ids: Vec<u64> = topics.iter().filter_map(|t| inner.topics.get(t)).flatten().copied().collect();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    let mut dead = Vec::new();
-                    for id in ids {
-                        if let Some(sock) = inner.sockets.get(&id) {
-                            if sock.tx.try_send(message.clone()).is_err() {
-                                // Full (too slow) or closed: dropping the sender ends the socket.
-                                dead.push(id);
-                            }
-                        }
-                    }
-                    for id in dead {
-                        inner.remove(id);
-                    }
-                }
-                HubOp::Join { topic, new_topic } => {
-                    let ids: Vec<u64> = inner.topics.get(&topic).map(|s| s.iter().copied().collect()).unwrap_or_default();
-                    for id in ids {
-                        if let Some(sock) = inner.sockets.get_mut(&id) {
-                            sock.topics.insert(new_topic.clone());
-                        }
-                        inner.topics.entry(new_topic.clone()).or_default().insert(id);
-                    }
-                }
-            }
-        }
-        metrics::gauge!("sequent_websockets").set(inner.sockets.len() as f64);
-    }
-}
 
 /// What the connect function decided.
 enum Decision {
@@ -169,7 +76,7 @@ fn strings(t: &Table, field: &str) -> mlua::Result<Vec<String>> {
 }
 
 async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
-    let ns = svc.refresh_active().await.unwrap_or_else(|_| svc.active_ns());
+    let ns = svc.active_ns();
     let mut lease = svc.route_pool.get().await;
     let f = lease.websocket(o.index).ok_or("the WebSocket handler vanished")?;
     let lua_ref = lease.lua();
@@ -193,13 +100,13 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
     let value = match result {
         Ok(v) => v,
         Err(e) => {
-            if matches!(e, lua::CallError::Resource(_)) {
+            if matches!(e, CallError::Resource(_)) {
                 lease.renew();
             }
             return Err(e.to_string());
         }
     };
-    svc.shared.hub.apply(call.hub_ops);
+    svc.hub.apply(call.hub_ops);
     let Value::Table(t) = value else {
         return Err("the connect function must return a table: {topics = {...}}, {events = {...}} or {close = code, reason = \"...\"}".into());
     };
@@ -222,7 +129,7 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
                 let m = m?;
                 first.push(match &m {
                     Value::String(s) => s.to_str()?.to_string(),
-                    _ => lua::lua_to_json(&m).map_err(mlua::Error::runtime)?.to_string(),
+                    _ => lua_to_json(&m).map_err(mlua::Error::runtime)?.to_string(),
                 });
             }
         }
@@ -237,10 +144,10 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
 
 
 async fn topics_loop(svc: &Arc<Service>, mut socket: WebSocket, topics: Vec<String>, first: Vec<String>) {
-    let (id, mut rx) = svc.shared.hub.register(topics);
+    let (id, mut rx) = svc.hub.register(topics);
     for m in first {
         if socket.send(Message::Text(m.into())).await.is_err() {
-            svc.shared.hub.unregister(id);
+            svc.hub.unregister(id);
             return;
         }
     }
@@ -261,7 +168,7 @@ async fn topics_loop(svc: &Arc<Service>, mut socket: WebSocket, topics: Vec<Stri
             _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { break },
         }
     }
-    svc.shared.hub.unregister(id);
+    svc.hub.unregister(id);
 }
 
 fn redacted(json: String, fields: &[String]) -> String {
@@ -370,7 +277,7 @@ pub async fn live_feed(svc: Arc<Service>) {
 async fn run_live(svc: &Service, event: &Event, partition: u32) {
     let mut lease = svc.live_pool.get().await;
     let Some(f) = lease.live_listener(&event.event_type) else { return };
-    let args = match crate::runtime::handler_args(lease.lua(), event, &Target::Live { partition, attempt: 1 }) {
+    let args = match handler_args(lease.lua(), event, Delivery { partition: Some(partition), attempt: Some(1), ..Default::default() }) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "live listener: cannot prepare the arguments");
@@ -379,7 +286,7 @@ async fn run_live(svc: &Service, event: &Event, partition: u32) {
     };
     let (result, call) = lease.call::<()>(&f, args, Call::new(Mode::Live, &svc.active_ns())).await;
     if let Err(e) = result {
-        if matches!(e, lua::CallError::Resource(_)) {
+        if matches!(e, CallError::Resource(_)) {
             lease.renew();
         }
         metrics::counter!("sequent_live_listener_errors_total").increment(1);
@@ -387,8 +294,8 @@ async fn run_live(svc: &Service, event: &Event, partition: u32) {
         return;
     }
     drop(lease);
-    if !call.writes.ops.is_empty() {
+    if !call.overlay.is_empty() {
         tracing::warn!(event_type = event.event_type, "a live listener wrote to Redis: live listeners run on every instance, so their writes are discarded");
     }
-    svc.shared.hub.apply(call.hub_ops);
+    svc.hub.apply(call.hub_ops);
 }

@@ -10,11 +10,15 @@
 //! and clears the park when the list is empty. If an event fails again, the key stays parked
 //! with the new error.
 
+use super::apply::{Outcome, Target};
+use super::worker::{PartitionState, ReleaseRoutes};
 use crate::cli::RedisOpt;
-use crate::delivery::{PartitionState, ReleaseRoutes};
-use crate::runtime::{Failure, Service, Target};
-use crate::state::{self, Commit, Guard, Store};
+use crate::error::{redis_failure, Failure};
+use crate::runtime::Service;
+use crate::script::convert::Delivery;
+use crate::state::{self, parked, Changes, Commit, Guard, Overlay, Store};
 use sequent_protocol::{subjects, Event};
+use std::collections::HashSet;
 use std::time::Duration;
 
 pub async fn parked_keys(svc: &Service, ns: &str) -> redis::RedisResult<Vec<String>> {
@@ -35,21 +39,20 @@ fn record(event: &Event, partition: u32, error: &str, attempts: i64) -> String {
     .to_string()
 }
 
-/// Commits framework writes with the live rules (namespace check + checkpoint guard); reloads
-/// the partition state and reports `NamespaceMoved` so the caller decides again.
-async fn commit_live(svc: &Service, st: &mut PartitionState, seq: u64, ops: Vec<state::Cmd>) -> Result<bool, Failure> {
-    let ns = st.ns.clone();
-    match svc.commit(Some(&ns), &ns, &Guard::Checkpoint { partition: st.partition, seq }, &ops).await? {
-        Commit::NamespaceMoved => {
-            svc.refresh_active().await?;
-            st.refresh_if_moved(svc).await;
-            Ok(false)
-        }
-        _ => Ok(true),
+/// Commits framework writes (`ops`) with a guard, in the active namespace.
+async fn commit_ops(svc: &Service, ns: &str, guard: Guard, ops: Vec<state::Cmd>) -> Result<Commit, Failure> {
+    let mut overlay = Overlay::new();
+    for op in ops {
+        overlay.push_op(op);
     }
+    svc.store
+        .commit(&Changes { expected_active: Some(ns), ns, guard, overlay: &overlay, owner: None, locked: &[] })
+        .await
+        .map_err(redis_failure)
 }
 
-/// Parks the event's key: the event becomes the head of the key's held list.
+/// Parks the event's key: the event becomes the head of the key's held list, and the
+/// checkpoint moves past it.
 pub async fn park(svc: &Service, st: &mut PartitionState, event: &Event, error: &str, attempts: i64) -> Result<(), Failure> {
     let ns = st.ns.clone();
     let ops = vec![
@@ -58,28 +61,22 @@ pub async fn park(svc: &Service, st: &mut PartitionState, event: &Event, error: 
         vec!["DEL".into(), state::held_key(&ns, &event.key)],
         vec!["RPUSH".into(), state::held_key(&ns, &event.key), event.seq.to_string()],
     ];
-    if commit_live(svc, st, event.seq, ops).await? {
-        st.parked.insert(event.key.clone());
-        Ok(())
-    } else {
-        Err(Failure::Infra("the namespace moved while parking; deciding again".into()))
-    }
-}
-
-/// Holds an event of a parked key behind the parked one.
-pub async fn hold(svc: &Service, st: &mut PartitionState, event: &Event) -> Result<(), Failure> {
-    let ns = st.ns.clone();
-    let ops = vec![vec!["RPUSH".into(), state::held_key(&ns, &event.key), event.seq.to_string()]];
-    tracing::info!(seq = event.seq, key = event.key, "key is parked: holding the event");
-    if commit_live(svc, st, event.seq, ops).await? {
-        Ok(())
-    } else {
-        Err(Failure::Infra("the namespace moved while holding; deciding again".into()))
+    let guard = Guard::Checkpoint { partition: st.partition, first: event.seq, last: event.seq };
+    match commit_ops(svc, &ns, guard, ops).await? {
+        Commit::Applied | Commit::AlreadyApplied => {
+            st.parked.insert(event.key.clone());
+            Ok(())
+        }
+        _ => {
+            svc.refresh_active().await?;
+            st.refresh_if_moved(svc).await;
+            Err(Failure::infra("the namespace moved while parking; deciding again"))
+        }
     }
 }
 
 /// Processes an operator's release of `key` (called by the worker owning its partition,
-/// between two live events, so the key's order holds).
+/// between two batches, so the key's order holds).
 pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
     let ns = st.ns.clone();
     let held = state::held_key(&ns, key);
@@ -98,7 +95,7 @@ pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
                 vec!["DEL".into(), held.clone()],
                 vec!["SREM".into(), state::release_key(&ns), key.to_string()],
             ];
-            match svc.commit(Some(&ns), &ns, &Guard::None, &ops).await {
+            match commit_ops(svc, &ns, Guard::None, ops).await {
                 Ok(Commit::Applied) => {
                     st.parked.remove(key);
                     tracing::info!(key, events = done, "released: the key flows again");
@@ -107,33 +104,32 @@ pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
             }
             return;
         };
-        let event = match fetch(svc, seq).await {
-            Ok(e) => e,
+        let event = match svc.events.get(seq).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return tracing::warn!(key, seq, "release: the held event is no longer in the stream; will retry"),
             Err(e) => return tracing::warn!(key, seq, error = %e, "release: reading the held event failed; will retry"),
         };
-        match svc.apply(&event, &Target::Release { key: key.to_string() }).await {
-            Ok(_) => done += 1,
-            Err(Failure::Script(error)) => {
-                let old: Option<String> =
-                    redis::cmd("GET").arg(state::parked_key(&ns, key)).query_async(&mut con).await.unwrap_or(None);
+        let delivery = Delivery { released: true, partition: Some(st.partition), ..Default::default() };
+        let outcome = svc.apply_batch(&Target::Release { key: key.to_string() }, &[(event.clone(), delivery)], &HashSet::new()).await;
+        match outcome {
+            Outcome::Applied { count: 1, .. } | Outcome::AlreadyApplied => done += 1,
+            Outcome::Applied { failure: Some(f), .. } if f.is_script() => {
+                let old: Option<String> = redis::cmd("GET").arg(state::parked_key(&ns, key)).query_async(&mut con).await.unwrap_or(None);
                 let attempts = old.and_then(|o| serde_json::from_str::<serde_json::Value>(&o).ok()).and_then(|v| v["attempts"].as_i64()).unwrap_or(0);
+                let error = f.to_string();
                 let ops = vec![
                     vec!["SET".into(), state::parked_key(&ns, key), record(&event, st.partition, &error, attempts + 1)],
                     vec!["SREM".into(), state::release_key(&ns), key.to_string()],
                 ];
-                let _ = svc.commit(Some(&ns), &ns, &Guard::None, &ops).await;
+                let _ = commit_ops(svc, &ns, Guard::None, ops).await;
                 tracing::error!(key, seq, error, "release: the event failed again; the key stays parked");
                 return;
             }
-            Err(Failure::Infra(error)) => return tracing::warn!(key, seq, error, "release interrupted; will retry"),
+            Outcome::Applied { failure, .. } => {
+                return tracing::warn!(key, seq, error = ?failure.map(|f| f.to_string()), "release interrupted; will retry")
+            }
         }
     }
-}
-
-async fn fetch(svc: &Service, seq: u64) -> Result<Event, String> {
-    let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
-    let msg = stream.direct_get(seq).await.map_err(|e| format!("reading seq {seq}: {e}"))?;
-    Event::from_stored(&msg.payload, seq).map_err(|e| format!("event at seq {seq} is unreadable: {e}"))
 }
 
 /// Polls the release requests and hands each to the worker owning the key's partition.
@@ -155,41 +151,28 @@ pub async fn dispatch_releases(svc: std::sync::Arc<Service>, routes: ReleaseRout
 
 async fn cli_store(redis: &RedisOpt, service: &str) -> anyhow::Result<(Store, String)> {
     let store = Store::connect(&redis.redis_url, service).await?;
-    let ns = store
-        .active()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("service {service:?} has no state in Redis at {} (no instance ever ran?)", bus_gateway::redact_url(&redis.redis_url)))?;
+    let ns = store.active().await?.ok_or_else(|| {
+        anyhow::anyhow!("service {service:?} has no state in Redis at {} (no instance ever ran?)", sequent_net::redact_url(&redis.redis_url))
+    })?;
     Ok((store, ns))
-}
-
-async fn list_records(store: &Store, ns: &str) -> anyhow::Result<Vec<(String, serde_json::Value, usize)>> {
-    let mut con = store.con.clone();
-    let mut keys: Vec<String> = redis::cmd("SMEMBERS").arg(state::parked_set_key(ns)).query_async(&mut con).await?;
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let rec: Option<String> = redis::cmd("GET").arg(state::parked_key(ns, &key)).query_async(&mut con).await?;
-        let held: usize = redis::cmd("LLEN").arg(state::held_key(ns, &key)).query_async(&mut con).await?;
-        out.push((key, rec.map(|r| state::decode(&r)).unwrap_or_default(), held));
-    }
-    Ok(out)
 }
 
 /// `superclient parked list SERVICE`.
 pub async fn cli_list(service: &str, redis: &RedisOpt) -> anyhow::Result<()> {
     let (store, ns) = cli_store(redis, service).await?;
-    let records = list_records(&store, &ns).await?;
+    let records = parked::list(&store, &ns).await?;
     if records.is_empty() {
         println!("no parked keys in {ns}");
         return Ok(());
     }
     println!("{:<24} {:>8} {:>6} {:>8} {:<20} {:<25} error", "KEY", "SEQ", "HELD", "ATTEMPTS", "TYPE", "PARKED AT");
-    for (key, rec, held) in records {
+    for p in records {
+        let rec = &p.record;
         println!(
             "{:<24} {:>8} {:>6} {:>8} {:<20} {:<25} {}",
-            key,
+            p.key,
             rec["seq"],
-            held,
+            p.held,
             rec["attempts"],
             rec["type"].as_str().unwrap_or("?"),
             rec["time"].as_str().unwrap_or("?"),
@@ -211,7 +194,7 @@ pub async fn cli_release(service: &str, key: Option<&str>, redis: &RedisOpt, wai
             }
             vec![k.to_string()]
         }
-        None => list_records(&store, &ns).await?.into_iter().map(|(k, _, _)| k).collect(),
+        None => parked::list(&store, &ns).await?.into_iter().map(|p| p.key).collect(),
     };
     if keys.is_empty() {
         println!("no parked keys in {ns}");
@@ -231,11 +214,10 @@ pub async fn cli_release(service: &str, key: Option<&str>, redis: &RedisOpt, wai
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let still: Vec<(String, serde_json::Value, usize)> =
-        list_records(&store, &ns).await?.into_iter().filter(|(k, _, _)| keys.contains(k)).collect();
+    let still: Vec<parked::Parked> = parked::list(&store, &ns).await?.into_iter().filter(|p| keys.contains(&p.key)).collect();
     for k in &keys {
-        match still.iter().find(|(s, _, _)| s == k) {
-            Some((_, rec, held)) => println!("{k}: still parked ({held} held) at seq {}: {}", rec["seq"], rec["error"].as_str().unwrap_or("?")),
+        match still.iter().find(|p| &p.key == k) {
+            Some(p) => println!("{k}: still parked ({} held) at seq {}: {}", p.held, p.record["seq"], p.record["error"].as_str().unwrap_or("?")),
             None => println!("{k}: released, its held events were processed"),
         }
     }

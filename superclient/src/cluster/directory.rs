@@ -1,14 +1,15 @@
 //! Every service type's instances, as their heartbeats in the membership bucket show them:
 //! where to send `http.call(service, ...)`, and what `admin.services()` reports. Started on
-//! first use (most services never need it).
+//! first use (most services never need it); the bucket is read back every second with a
+//! direct multi-last get.
 //!
 //! "Live" is judged against the newest heartbeat seen in the whole bucket (server time), like
 //! the membership of one service, so the clocks of the instances do not matter.
 
-use crate::membership::owner;
-use futures::StreamExt;
+use super::membership::{self, owner};
 use parking_lot::RwLock;
-use sequent_protocol::subjects::{self, MEMBERS_BUCKET};
+use sequent_net::DirectReader;
+use sequent_protocol::subjects;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,35 +46,49 @@ impl Directory {
         }
     }
 
-    /// Starts watching the bucket (once) and waits until its current content is loaded.
-    pub async fn ensure_started(self: &std::sync::Arc<Self>, js: &async_nats::jetstream::Context) {
+    /// Starts reading the bucket (once) and waits until its current content is loaded.
+    pub async fn ensure_started(self: &std::sync::Arc<Self>, members: &DirectReader) {
         let this = self.clone();
-        let js = js.clone();
+        let members = members.clone();
         self.started
             .get_or_init(|| async move {
-                let (loaded_tx, mut loaded_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(watch(this, js, loaded_tx));
-                // An empty bucket sends nothing: do not wait for ever.
-                let _ = tokio::time::timeout(Duration::from_secs(2), loaded_rx.wait_for(|l| *l)).await;
+                this.refresh(&members).await;
+                let poller = this.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        tick.tick().await;
+                        poller.refresh(&members).await;
+                    }
+                });
             })
             .await;
     }
 
-    fn record(&self, key: &str, http: Option<String>, at: OffsetDateTime) {
-        let Some((service, instance)) = key.split_once('.') else { return };
+    async fn refresh(&self, members: &DirectReader) {
+        let beats = match membership::read(members, &subjects::members_filter("*")).await {
+            Ok(b) => b,
+            Err(e) => return tracing::debug!(error = %e, "directory: reading the membership bucket failed"),
+        };
+        for b in beats {
+            self.record(&b.service, &b.instance, b.http.filter(|_| b.at.is_some()), b.at);
+        }
+    }
+
+    fn record(&self, service: &str, instance: &str, http: Option<String>, at: Option<OffsetDateTime>) {
         let mut members = self.members.write();
-        match http {
-            Some(http) => {
-                members
-                    .entry(service.to_string())
-                    .or_default()
-                    .insert(instance.to_string(), Member { http, last_seen: at, suspect_since: None });
+        match (http, at) {
+            (Some(http), Some(at)) => {
+                let all = members.entry(service.to_string()).or_default();
+                let suspect_since = all.get(instance).and_then(|m| m.suspect_since);
+                all.insert(instance.to_string(), Member { http, last_seen: at, suspect_since });
                 let mut newest = self.newest.write();
                 if newest.is_none_or(|n| at > n) {
                     *newest = Some(at);
                 }
             }
-            None => {
+            _ => {
                 if let Some(m) = members.get_mut(service) {
                     m.remove(instance);
                 }
@@ -175,85 +190,4 @@ impl Directory {
         }
         Ok(serde_json::Value::Array(out))
     }
-}
-
-async fn watch(dir: std::sync::Arc<Directory>, js: async_nats::jetstream::Context, loaded: tokio::sync::watch::Sender<bool>) {
-    loop {
-        let kv = match js.get_key_value(MEMBERS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(e) => {
-                tracing::debug!(error = %e, "directory: membership bucket not available yet");
-                let _ = loaded.send(true);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut entries = match kv.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "directory: watching the membership bucket failed; retrying");
-                let _ = loaded.send(true);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while let Some(entry) = entries.next().await {
-            let Ok(entry) = entry else { break };
-            let http = match entry.operation {
-                async_nats::jetstream::kv::Operation::Put => serde_json::from_slice::<serde_json::Value>(&entry.value)
-                    .ok()
-                    .and_then(|v| v["http"].as_str().map(str::to_string)),
-                _ => None,
-            };
-            dir.record(&entry.key, http, entry.created);
-            if entry.delta == 0 {
-                let _ = loaded.send(true);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Parked keys of the given services: `[{service, key, event_id, seq, type, error, attempts,
-/// parked_at, held}]`.
-pub async fn parked(store: &crate::state::Store, services: &[String]) -> anyhow::Result<serde_json::Value> {
-    let mut con = store.con.clone();
-    let mut out = Vec::new();
-    for service in services {
-        let ns: Option<String> = redis::cmd("GET").arg(crate::state::active_key(service)).query_async(&mut con).await?;
-        let Some(ns) = ns else { continue };
-        let mut keys: Vec<String> = redis::cmd("SMEMBERS").arg(crate::state::parked_set_key(&ns)).query_async(&mut con).await?;
-        keys.sort();
-        for key in keys {
-            let rec: Option<String> = redis::cmd("GET").arg(crate::state::parked_key(&ns, &key)).query_async(&mut con).await?;
-            let rec: serde_json::Value = rec.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default();
-            let held: u64 = redis::cmd("LLEN").arg(crate::state::held_key(&ns, &key)).query_async(&mut con).await?;
-            out.push(serde_json::json!({
-                "service": service,
-                "key": key,
-                "event_id": rec["id"],
-                "seq": rec["seq"],
-                "type": rec["type"],
-                "error": rec["error"],
-                "attempts": rec["attempts"],
-                "parked_at": rec["time"],
-                "held": held,
-            }));
-        }
-    }
-    Ok(serde_json::Value::Array(out))
-}
-
-/// Asks the instance owning the key's partition to release it (as `superclient parked
-/// release`). False when the key is not parked.
-pub async fn release(store: &crate::state::Store, service: &str, key: &str) -> anyhow::Result<bool> {
-    let mut con = store.con.clone();
-    let ns: Option<String> = redis::cmd("GET").arg(crate::state::active_key(service)).query_async(&mut con).await?;
-    let Some(ns) = ns else { return Ok(false) };
-    let parked: bool = redis::cmd("SISMEMBER").arg(crate::state::parked_set_key(&ns)).arg(key).query_async(&mut con).await?;
-    if !parked {
-        return Ok(false);
-    }
-    let _: () = redis::cmd("SADD").arg(crate::state::release_key(&ns)).arg(key).query_async(&mut con).await?;
-    Ok(true)
 }

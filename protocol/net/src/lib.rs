@@ -1,0 +1,14 @@
+//! The I/O both of Sequent's binaries (and the test harness) need, kept out of the I/O-free
+//! `sequent-protocol`:
+//!
+//! - [`serve`]: the HTTP server loop with a header-read timeout, a connection limit and TLS;
+//! - [`urls`]: NATS server lists whose credentials never reach a log line;
+//! - [`direct`]: JetStream direct reads (a subject's last message, a batch of messages after a
+//!   sequence, the last message of many subjects) without creating consumers.
+
+pub mod direct;
+pub mod serve;
+pub mod urls;
+
+pub use direct::{DirectReader, ReadError, Stored};
+pub use urls::{nats_servers, redact_url};

@@ -1,0 +1,182 @@
+//! The commands, wired: `run` (one instance of each script's service in this process),
+//! `rebuild`, `dump`. Everything they use lives in the modules below this one.
+
+use crate::cli::{Conn, RunOpts};
+use crate::cohost::Cohosted;
+use crate::consume::{provision, rebuild, worker};
+use crate::runtime::{Parts, Service};
+use crate::script::{Limits, Pool, Secrets, Shared};
+use crate::state::Store;
+use crate::stream::{EventReader, Gateway};
+use crate::{cluster, serve, state};
+use anyhow::Context as _;
+use sequent_net::DirectReader;
+use sequent_protocol::subjects;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Loads the script, connects to Redis and NATS, provisions the consumers: everything both
+/// `run` and `rebuild` need.
+pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Cohosted>) -> anyhow::Result<Arc<Service>> {
+    let source = std::fs::read_to_string(script).with_context(|| format!("reading the script {}", script.display()))?;
+    let instance = cluster::membership::sanitize_instance(&opts.instance.clone().unwrap_or_else(cluster::membership::default_instance));
+    let shared = Arc::new(Shared::new(
+        instance.clone(),
+        script,
+        Secrets::from_env(opts.listen.ip().is_loopback())?,
+        opts.admin_api,
+        opts.member_timeout,
+        cohosted,
+    ));
+    let limits = Limits { memory_bytes: opts.lua_memory_mb.max(1) * 1024 * 1024, instructions: opts.lua_instructions.max(1_000) };
+    let (pool, spec) = Pool::new(source.clone(), shared.clone(), limits, opts.lua_states)?;
+    let serves = !spec.routes.is_empty() || !spec.websockets.is_empty();
+    let (route_pool, _) = Pool::new(source.clone(), shared.clone(), limits, if serves { opts.lua_route_states } else { 1 })?;
+    let (live_pool, _) = Pool::new(source, shared.clone(), limits, 1)?;
+    let _ = shared.service.set(spec.service.clone());
+    tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
+
+    let store = Store::connect(&conn.redis.redis_url, &spec.service).await?;
+    let _ = shared.redis.set(store.clone());
+
+    // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).
+    let (servers, in_url) = sequent_net::nats_servers(&conn.nats_url)?;
+    let user = in_url.as_ref().map(|(u, _)| u.clone()).or_else(|| conn.nats_user.clone()).unwrap_or_else(|| spec.service.clone());
+    let password = in_url.map(|(_, p)| p).or_else(|| conn.nats_password.clone()).unwrap_or_else(|| format!("{user}-dev"));
+    let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
+        .name(format!("superclient {}/{instance}", spec.service))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
+    if let Some(ca) = &conn.nats_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let client = options
+        // Several servers (a cluster) may be given, comma separated, like the gateway's.
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to NATS at {} as {user}", sequent_net::redact_url(&conn.nats_url)))?;
+    Service::wait_connected(&client).await;
+    let _ = shared.gateway.set(Gateway::new(client.clone(), &spec.service, &instance));
+
+    let (stream_name, partitions) = if spec.types().is_empty() {
+        ("EVENTS".to_string(), 0)
+    } else {
+        let reply = provision::provision(&client, &spec.service, spec.types(), opts.ack_wait, opts.pin_timeout, opts.batch.max(1) * 2).await?;
+        tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
+        (reply.stream, reply.partitions)
+    };
+    let _ = shared.js.set((async_nats::jetstream::new(client.clone()), stream_name.clone()));
+    let _ = shared.events.set(EventReader::new(client.clone(), &stream_name));
+    let _ = shared.members.set(DirectReader::new(client.clone(), subjects::MEMBERS_STREAM));
+    Ok(Arc::new(Service::new(Parts {
+        spec,
+        instance,
+        pools: (pool, route_pool, live_pool),
+        shared,
+        store,
+        client,
+        stream_name,
+        partitions,
+        opts: opts.clone(),
+    })))
+}
+
+/// A service of this process, running.
+struct Running {
+    svc: Arc<Service>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    delivery: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// `superclient SCRIPT...`: one instance of each script's service, until SIGTERM or Ctrl-C.
+pub async fn run(scripts: &[PathBuf], conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
+    anyhow::ensure!(!scripts.is_empty(), "give the service's Lua script: superclient SCRIPT.lua (see --help)");
+    anyhow::ensure!(
+        scripts.len() == 1 || (conn.nats_user.is_none() && conn.nats_password.is_none()),
+        "--nats-user/--nats-password name one service's NATS user: with several scripts each service connects as its own user"
+    );
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
+        .expect("static buckets")
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let cohosted = Arc::new(Cohosted::default());
+    let (http_done_tx, mut http_done) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(scripts.len());
+    let mut running = Vec::new();
+    for script in scripts {
+        let svc = start(script, &conn, &opts, cohosted.clone()).await?;
+        let ns = rebuild::ensure_namespace(&svc).await?;
+        tracing::info!(service = svc.name, ns, "state namespace ready");
+        tokio::spawn(rebuild::watch(svc.clone()));
+
+        // Routes are served only now: the script is loaded and its state exists.
+        let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(service = svc.name, %addr, tls = opts.http.tls(), "http listening on {addr}");
+        let app = serve::router::router(svc.clone(), metrics.clone());
+        cohosted.register(&svc.name, app.clone());
+        let http_opts = opts.http.clone();
+        let done = http_done_tx.clone();
+        tokio::spawn(async move {
+            let _ = done.send(sequent_net::serve::serve(listener, app, &http_opts, std::future::pending()).await).await;
+        });
+        if !svc.spec.routes.is_empty() || !svc.spec.websockets.is_empty() {
+            tokio::spawn(state::notify::listen(conn.redis.redis_url.clone(), svc.name.clone(), svc.shared.woken.clone()));
+        }
+        if !svc.spec.live.is_empty() {
+            tokio::spawn(serve::sockets::live_feed(svc.clone()));
+        }
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        // Every instance heartbeats (operators see it, `http.call` finds it); only services that
+        // consume events share partitions.
+        let (live_tx, live_rx) = tokio::sync::watch::channel(Vec::new());
+        let me = cluster::membership::Me { service: svc.name.clone(), instance: svc.instance.clone(), http: addr.to_string() };
+        let members = svc.shared.members.get().expect("set by start").clone();
+        tokio::spawn(cluster::membership::run(svc.js.clone(), members, me, opts.heartbeat, opts.member_timeout, live_tx));
+        let delivery = (svc.partitions > 0).then(|| tokio::spawn(worker::run(svc.clone(), live_rx, shutdown_rx)));
+        tracing::info!(service = svc.name, instance = svc.instance, %addr, "superclient ready");
+        running.push(Running { svc, shutdown, delivery });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        Some(r) = http_done.recv() => r?,
+    }
+    tracing::info!("stopping: finishing the events in hand and handing the partitions over");
+    for r in &running {
+        cluster::membership::leave(&r.svc.js, &r.svc.name, &r.svc.instance).await;
+        let _ = r.shutdown.send(true);
+    }
+    for r in running {
+        if let Some(task) = r.delivery {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+    }
+    Ok(())
+}
+
+/// `superclient rebuild SCRIPT`.
+pub async fn rebuild(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
+    let svc = start(script, &conn, &opts, Arc::default()).await?;
+    if svc.spec.types().is_empty() {
+        anyhow::bail!("the script handles no event types: there is nothing to rebuild");
+    }
+    if let Some(ns) = svc.store.active().await? {
+        svc.set_active(&ns);
+    }
+    let ns = rebuild::rebuild(&svc, "requested by `superclient rebuild`").await?;
+    println!("rebuilt {} into {ns}", svc.name);
+    Ok(())
+}
+
+/// `superclient dump SERVICE`.
+pub async fn dump(service: &str, redis_url: &str) -> anyhow::Result<()> {
+    let store = Store::connect(redis_url, service).await?;
+    let ns = store.active().await?.with_context(|| format!("service {service:?} has no state in Redis"))?;
+    println!("{}", serde_json::to_string_pretty(&store.dump(&ns).await?)?);
+    Ok(())
+}

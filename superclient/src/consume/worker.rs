@@ -1,0 +1,519 @@
+//! Live delivery: the partitions this instance owns, one worker each.
+//!
+//! A worker consumes its partition's durable consumer through the pinned-client priority group,
+//! keeping the messages it received in hand, in stream order. It takes what is in hand (up to
+//! `--batch` events, without waiting for more) and applies it as one batch
+//! ([`Service::apply_batch`]: handlers in order on one overlay, each one's sends published right
+//! after it, one commit with the checkpoint), then acks once: the consumer acks all earlier
+//! messages with the last (`AckAll`). Events at or below the checkpoint (redeliveries) are
+//! skipped and acked; events of a parked key are held behind it.
+//!
+//! A failing event in the middle of a batch: the events before it commit and are acked; the
+//! failing one is retried in place with a doubling delay (the messages behind it wait in hand,
+//! kept alive with progress signals) and parked after `--max-attempts`; infrastructure failures
+//! are retried forever without counting.
+//!
+//! Losing a partition (another instance joined): finish the batch in hand, stop pulling, reset
+//! the consumer to its ack floor if unacked messages were still in hand (so that the next owner
+//! receives them first, in order), then unpin the consumer so the new owner is pinned at once.
+//! Taking over from an instance that vanished: unpin (its pin would otherwise last
+//! `--pin-timeout`) and reset the consumer to its ack floor so the events it held are
+//! redelivered now rather than after `--ack-wait`.
+//!
+//! `meta.redelivered` is true for an event that may have been handled before (its sends
+//! stored): delivered more than once, delivered to this partition's consumer before this
+//! worker took the partition, or run here by a batch that did not commit.
+
+use super::apply::{Outcome, Target};
+use super::parking;
+use crate::cluster::membership::owner;
+use crate::runtime::Service;
+use crate::script::convert::Delivery;
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::{AckKind, Message};
+use futures::{FutureExt, StreamExt};
+use sequent_protocol::subjects::{self, PIN_GROUP};
+use sequent_protocol::Event;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+struct Worker {
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// Routes operator release requests to the worker owning the key's partition.
+pub type ReleaseRoutes = Arc<parking_lot::Mutex<HashMap<u32, mpsc::Sender<String>>>>;
+
+/// Follows membership changes and starts/stops partition workers until `shutdown` fires;
+/// then stops all workers (each finishes its batch and unpins) and returns.
+pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, mut shutdown: watch::Receiver<bool>) {
+    let mut workers: HashMap<u32, Worker> = HashMap::new();
+    let routes: ReleaseRoutes = Default::default();
+    tokio::spawn(parking::dispatch_releases(svc.clone(), routes.clone()));
+    let mut previous: Vec<String> = Vec::new();
+    loop {
+        let live = live_rx.borrow_and_update().clone();
+        let owned: HashSet<u32> = (0..svc.partitions).filter(|p| owner(*p, &live) == Some(&svc.instance)).collect();
+        for p in &owned {
+            if workers.contains_key(p) {
+                continue;
+            }
+            // The previous owner vanished (rather than handing over): take over actively.
+            let takeover = owner(*p, &previous).is_some_and(|prev| *prev != svc.instance && !live.contains(prev));
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let (rel_tx, rel_rx) = mpsc::channel(64);
+            routes.lock().insert(*p, rel_tx);
+            let span = tracing::info_span!("partition", p = *p);
+            let done = tokio::spawn(worker(svc.clone(), *p, stop_rx, takeover, rel_rx).instrument(span));
+            workers.insert(*p, Worker { stop: stop_tx, done });
+        }
+        let lost: Vec<u32> = workers.keys().filter(|p| !owned.contains(p)).copied().collect();
+        for p in lost {
+            let w = workers.remove(&p).expect("listed");
+            routes.lock().remove(&p);
+            let _ = w.stop.send(true);
+            tokio::spawn(async move {
+                let _ = w.done.await;
+            });
+        }
+        metrics::gauge!("sequent_partitions_owned").set(workers.len() as f64);
+        let mut mine: Vec<u32> = workers.keys().copied().collect();
+        mine.sort();
+        tracing::info!(partitions = ?mine, "owned partitions");
+        *svc.owned.write() = mine;
+        previous = live;
+        tokio::select! {
+            r = live_rx.changed() => if r.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, w) in workers.drain() {
+        let _ = w.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), w.done).await;
+    }
+}
+
+/// What a worker remembers about its partition in the active namespace.
+pub struct PartitionState {
+    pub partition: u32,
+    pub ns: String,
+    /// Checkpoint: the last applied stream sequence.
+    pub applied: u64,
+    /// Parked keys of this partition.
+    pub parked: HashSet<String>,
+}
+
+impl PartitionState {
+    pub async fn load(svc: &Service, partition: u32) -> PartitionState {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let ns = svc.active_ns();
+            let loaded = async {
+                let applied = svc.store.applied(&ns, partition).await?;
+                let parked = parking::parked_keys(svc, &ns).await?;
+                Ok::<_, redis::RedisError>((applied, parked))
+            }
+            .await;
+            match loaded {
+                Ok((applied, parked)) => {
+                    let parked = parked.into_iter().filter(|k| subjects::partition_of(k, svc.partitions) == partition).collect();
+                    return PartitionState { partition, ns, applied, parked };
+                }
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "reading the partition's checkpoint failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Reloads after a rebuild swapped the namespace.
+    pub async fn refresh_if_moved(&mut self, svc: &Service) {
+        if svc.active_ns() != self.ns {
+            *self = PartitionState::load(svc, self.partition).await;
+        }
+    }
+}
+
+/// The messages a worker received and has not acked yet, in delivery order.
+struct Hand {
+    messages: VecDeque<Message>,
+    /// Failed attempts made here per stream sequence (a crash restarts the count at the
+    /// delivery count).
+    attempts: HashMap<u64, i64>,
+    /// Events at or below this were delivered before this worker took the partition.
+    delivered_before: u64,
+    /// Events whose handlers ran in a batch that did not commit: their sends may be stored.
+    ran: HashSet<u64>,
+    highest: u64,
+}
+
+impl Hand {
+    fn seq(msg: &Message) -> u64 {
+        msg.info().map(|i| i.stream_sequence).unwrap_or(0)
+    }
+
+    /// Takes a delivered message, unless its event is in hand already (JetStream redelivers
+    /// what waited in hand longer than the ack wait: the copy would apply twice).
+    fn push(&mut self, msg: Message) {
+        let seq = Self::seq(&msg);
+        if seq <= self.highest {
+            metrics::counter!("sequent_redeliveries_dropped_total").increment(1);
+            return;
+        }
+        self.highest = seq;
+        self.messages.push_back(msg);
+    }
+
+    /// Takes what the pull stream has ready now, without waiting.
+    fn fill(&mut self, messages: &mut pull::Stream, up_to: usize) -> Result<(), String> {
+        while self.messages.len() < up_to {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(msg))) => self.push(msg),
+                Some(Some(Err(e))) => return Err(e.to_string()),
+                Some(None) | None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn delivery(&self, msg: &Message, partition: u32) -> Delivery {
+        let (seq, delivered) = msg.info().map(|i| (i.stream_sequence, i.delivered)).unwrap_or((0, 1));
+        let attempt = delivered.max(self.attempts.get(&seq).map_or(1, |a| a + 1));
+        Delivery {
+            partition: Some(partition),
+            attempt: Some(attempt),
+            redelivered: delivered > 1 || seq <= self.delivered_before || self.ran.contains(&seq),
+            ..Default::default()
+        }
+    }
+
+    /// Acks the first `n` messages (one ack: the consumer acks all earlier ones with it).
+    async fn ack_front(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let msgs: Vec<Message> = self.messages.drain(..n).collect();
+        for m in &msgs {
+            let seq = Self::seq(m);
+            self.attempts.remove(&seq);
+            self.ran.remove(&seq);
+        }
+        if let Some(last) = msgs.last() {
+            if let Err(e) = last.ack().await {
+                tracing::warn!(error = %e, "ack failed; the redeliveries will be skipped by the checkpoint");
+            }
+        }
+    }
+
+    /// Tells JetStream every message in hand is still being worked on.
+    async fn keep_alive(&self) {
+        for m in &self.messages {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+}
+
+/// How working on the hand ended.
+enum Worked {
+    /// The hand is empty.
+    Empty,
+    /// A stop was asked while waiting to retry.
+    Stopped,
+    /// The pull stream failed while waiting to retry.
+    StreamFailed(String),
+}
+
+async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<bool>, mut takeover: bool, mut releases: mpsc::Receiver<String>) {
+    let name = subjects::consumer_name(&svc.name, partition);
+    tracing::info!(partition, takeover, "taking partition");
+    let mut state = PartitionState::load(&svc, partition).await;
+    let mut hand = Hand {
+        messages: VecDeque::new(),
+        attempts: HashMap::new(),
+        delivered_before: delivered_so_far(&svc, &name).await,
+        ran: HashSet::new(),
+        highest: 0,
+    };
+    let batch = svc.opts.batch.max(1);
+    let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
+    'outer: loop {
+        if *stop.borrow() {
+            break;
+        }
+        let consumer = match svc.events_stream().await {
+            Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let consumer = match consumer {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(partition, consumer = name, error = e, "consumer not available; retrying");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
+            }
+        };
+        let messages = consumer
+            .stream()
+            .group(PIN_GROUP)
+            .max_messages_per_batch(batch)
+            .expires(expires)
+            .heartbeat(expires / 3)
+            .messages()
+            .await;
+        let mut messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "could not start pulling; retrying");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
+            }
+        };
+        if std::mem::take(&mut takeover) {
+            // The dead owner's unacked events must come first: nothing received before the
+            // reset may be handled (it could be newer than them).
+            take_over(&svc, &name).await;
+            drop(messages);
+            hand.messages.clear();
+            hand.highest = 0;
+            hand.delivered_before = hand.delivered_before.max(delivered_so_far(&svc, &name).await);
+            if let Ok(stream) = svc.events_stream().await {
+                let _ = stream.unpin_consumer(&name, PIN_GROUP).await;
+            }
+            continue 'outer;
+        }
+        loop {
+            let failed = match work(&svc, &mut state, &mut hand, &mut messages, &stop).await {
+                Worked::Empty => None,
+                Worked::Stopped => break 'outer,
+                Worked::StreamFailed(e) => Some(e),
+            };
+            let failed = match failed {
+                Some(e) => Some(e),
+                None => tokio::select! {
+                    biased;
+                    _ = stop.changed() => break 'outer,
+                    Some(key) = releases.recv() => {
+                        state.refresh_if_moved(&svc).await;
+                        parking::release(&svc, &mut state, &key).await;
+                        None
+                    }
+                    m = messages.next() => match m {
+                        Some(Ok(msg)) => {
+                            hand.push(msg);
+                            hand.fill(&mut messages, batch).err()
+                        }
+                        Some(Err(e)) => Some(e.to_string()),
+                        None => continue 'outer,
+                    },
+                },
+            };
+            if let Some(e) = failed {
+                tracing::debug!(partition, error = e, "pull stream error; restarting it");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_millis(300)) => {}, _ = stop.changed() => break 'outer }
+                // The new pull stream has no pin id: the server would hold its pulls until the
+                // old stream's pin expires (--pin-timeout), stalling the partition. We own the
+                // partition: give back what is in hand, in order, and release our old pin.
+                give_back(&svc, &name, &mut hand).await;
+                if let Ok(stream) = svc.events_stream().await {
+                    let _ = stream.unpin_consumer(&name, PIN_GROUP).await;
+                }
+                continue 'outer;
+            }
+        }
+    }
+    // Hand over: what is in hand goes back to the consumer in order, then the pin is released
+    // so the next owner starts now.
+    give_back(&svc, &name, &mut hand).await;
+    if let Ok(stream) = svc.events_stream().await {
+        if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
+            tracing::debug!(partition, error = %e, "unpin failed (the pin may have moved already)");
+        }
+    }
+    tracing::info!(partition, "released partition");
+}
+
+/// The last stream sequence the consumer had delivered (to anyone) before this worker started.
+async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
+    let Ok(stream) = svc.events_stream().await else { return u64::MAX };
+    match stream.consumer_info(name).await {
+        Ok(info) => info.delivered.stream_sequence,
+        // Unknown: every event may have been handled before.
+        Err(_) => u64::MAX,
+    }
+}
+
+/// Drops the messages in hand and resets the consumer to its ack floor, so they are delivered
+/// again first, in stream order (with several unacked, JetStream would otherwise redeliver
+/// them after `--ack-wait`, behind newer ones).
+async fn give_back(svc: &Service, name: &str, hand: &mut Hand) {
+    if hand.messages.is_empty() {
+        return;
+    }
+    hand.messages.clear();
+    hand.delivered_before = hand.delivered_before.max(hand.highest);
+    hand.highest = 0;
+    match svc.events_stream().await {
+        Ok(stream) => {
+            if let Err(e) = stream.reset_consumer(name, None).await {
+                tracing::warn!(consumer = name, error = %e, "reset to the ack floor failed; the events in hand come back after --ack-wait");
+            }
+        }
+        Err(e) => tracing::warn!(consumer = name, error = %e, "reset to the ack floor failed"),
+    }
+}
+
+/// Applies what is in hand, batch by batch, until it is empty.
+async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>) -> Worked {
+    let batch_size = svc.opts.batch.max(1);
+    let mut delay = Duration::from_millis(100);
+    while !hand.messages.is_empty() {
+        state.refresh_if_moved(svc).await;
+        // Redeliveries of what is applied already: ack them.
+        let skip = hand.messages.iter().take_while(|m| Hand::seq(m) <= state.applied).count();
+        if skip > 0 {
+            metrics::counter!("sequent_events_total", "outcome" => "skipped").increment(skip as u64);
+            hand.ack_front(skip).await;
+            continue;
+        }
+        // A message that is not an event (or no JetStream message at all) ends its batch; at the
+        // front it is acked and dropped, since nothing can ever handle it.
+        let mut events: Vec<(Event, Delivery)> = Vec::new();
+        for m in hand.messages.iter().take(batch_size) {
+            match m.info().map_err(|e| e.to_string()).and_then(|i| Event::from_stored(&m.payload, i.stream_sequence).map_err(|e| e.to_string())) {
+                Ok(event) => events.push((event, hand.delivery(m, state.partition))),
+                Err(e) if events.is_empty() => {
+                    tracing::error!(subject = %m.subject, error = e, "unreadable event in the stream; acking it without handling it");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if events.is_empty() {
+            hand.ack_front(1).await;
+            continue;
+        }
+        let target = Target::Live { partition: state.partition };
+        let outcome = keep_alive(svc, hand, svc.apply_batch(&target, &events, &state.parked)).await;
+        let (count, ran, failure) = match outcome {
+            Outcome::AlreadyApplied => {
+                // Another owner was faster: reload the checkpoint; the skip above acks.
+                *state = PartitionState::load(svc, state.partition).await;
+                continue;
+            }
+            Outcome::Applied { count, ran, failure } => (count, ran, failure),
+        };
+        for (event, _) in &events[count..ran.max(count)] {
+            hand.ran.insert(event.seq);
+        }
+        if count > 0 {
+            let held = events[..count].iter().filter(|(e, _)| state.parked.contains(&e.key)).count() as u64;
+            metrics::counter!("sequent_events_total", "outcome" => "applied").increment(count as u64 - held);
+            metrics::counter!("sequent_events_total", "outcome" => "held").increment(held);
+            state.applied = events[count - 1].0.seq;
+            hand.ack_front(count).await;
+            delay = Duration::from_millis(100);
+        }
+        let Some(failure) = failure else { continue };
+        // The front event failed.
+        let (event, delivery) = &events[count];
+        let attempt = delivery.attempt.unwrap_or(1);
+        let wait = if failure.is_script() {
+            metrics::counter!("sequent_events_total", "outcome" => "failed").increment(1);
+            if attempt >= svc.opts.max_attempts {
+                tracing::error!(seq = event.seq, id = event.id, key = event.key, attempt, error = %failure, "handler failed {attempt} times: parking the key");
+                match parking::park(svc, state, event, &failure.to_string(), attempt).await {
+                    Ok(()) => {
+                        metrics::counter!("sequent_events_total", "outcome" => "parked").increment(1);
+                        state.applied = event.seq;
+                        hand.ack_front(1).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "parking failed; retrying");
+                        delay
+                    }
+                }
+            } else {
+                hand.attempts.insert(event.seq, attempt);
+                let backoff = svc.opts.retry_delay.saturating_mul(1 << (attempt.clamp(1, 16) - 1)).min(Duration::from_secs(10));
+                tracing::warn!(seq = event.seq, id = event.id, key = event.key, attempt, error = %failure, "handler failed; retrying in {backoff:?}");
+                backoff
+            }
+        } else {
+            tracing::warn!(seq = event.seq, error = %failure, "infrastructure failure; retrying in {delay:?}");
+            // Perhaps the state moved (a rebuild) or is being rebuilt after Redis lost it: the
+            // next try reads the active namespace, not the cached one.
+            let _ = svc.refresh_active().await;
+            let d = delay;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            d
+        };
+        if let Some(worked) = pause(svc, hand, messages, stop, wait).await {
+            return worked;
+        }
+    }
+    Worked::Empty
+}
+
+/// Waits `wait` before a retry, keeping what is in hand alive and taking what arrives.
+async fn pause(svc: &Service, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>, wait: Duration) -> Option<Worked> {
+    let mut stop = stop.clone();
+    let until = tokio::time::sleep(wait);
+    tokio::pin!(until);
+    let every = (svc.opts.ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = &mut until => return None,
+            _ = stop.changed() => return Some(Worked::Stopped),
+            _ = tick.tick() => hand.keep_alive().await,
+            m = messages.next() => match m {
+                Some(Ok(msg)) => hand.push(msg),
+                Some(Err(e)) => return Some(Worked::StreamFailed(e.to_string())),
+                None => return Some(Worked::StreamFailed("the pull stream ended".into())),
+            },
+        }
+    }
+}
+
+/// Runs `work` while telling JetStream every third of the ack wait that the messages in hand
+/// are still being worked on, so a slow batch does not get them redelivered.
+async fn keep_alive<T>(svc: &Service, hand: &Hand, work: impl std::future::Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    let every = (svc.opts.ack_wait / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => hand.keep_alive().await,
+        }
+    }
+}
+
+/// After a crash of the previous owner: wait until our pull is registered, move the pin to
+/// us, and reset the consumer to its ack floor, so the events the dead owner held are
+/// redelivered at once and first.
+async fn take_over(svc: &Service, name: &str) {
+    let Ok(stream) = svc.events_stream().await else { return };
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        match stream.consumer_info(name).await {
+            Ok(info) if info.num_waiting > 0 => break,
+            Ok(info) => tracing::debug!(consumer = name, waiting = info.num_waiting, "takeover: no pull waiting yet"),
+            Err(e) => tracing::debug!(consumer = name, error = %e, "takeover: consumer info failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::debug!(consumer = name, waited = ?started.elapsed(), "takeover: unpinning");
+    if let Err(e) = stream.unpin_consumer(name, PIN_GROUP).await {
+        tracing::warn!(consumer = name, error = %e, "unpin on takeover failed; the pin expires after --pin-timeout");
+    }
+    match stream.reset_consumer(name, None).await {
+        Ok(_) => tracing::info!(consumer = name, "took over from a vanished instance: its unacked events are redelivered now"),
+        Err(e) => tracing::warn!(consumer = name, error = %e, "reset on takeover failed; the held events come back after --ack-wait"),
+    }
+}

@@ -1,0 +1,191 @@
+//! The basics every script has: the sandboxed standard library, `json`, `log` (and `print`),
+//! and the `HTTP_*` status constants.
+
+use super::{args, err, LResult};
+use crate::script::convert::{json_to_lua, lua_to_json};
+use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
+use std::sync::Arc;
+
+pub fn install(lua: &Lua) -> LResult<()> {
+    sandbox(lua)?;
+    install_json(lua)?;
+    install_log(lua)?;
+    install_http_constants(lua)
+}
+
+/// Removes what a service script must not reach: files, processes, the debug library,
+/// bytecode. Leaves `os.time/clock/date/difftime`. `load` accepts text chunks only. The
+/// standard library tables and the string metatable are made read-only; `__gc` finalizers are
+/// refused (they would run with hooks off, outside any budget).
+fn sandbox(lua: &Lua) -> LResult<()> {
+    let g = lua.globals();
+    for name in ["dofile", "loadfile", "require", "module", "collectgarbage"] {
+        g.raw_set(name, Value::Nil)?;
+    }
+    let string: Table = g.get("string")?;
+    string.raw_set("dump", Value::Nil)?;
+    let os: Table = g.get("os")?;
+    let safe_os = lua.create_table()?;
+    for name in ["time", "clock", "date", "difftime"] {
+        safe_os.raw_set(name, os.get::<Value>(name)?)?;
+    }
+    g.raw_set("os", safe_os)?;
+    let budget = lua.app_data_ref::<Arc<crate::script::engine::Budget>>().map(|b| b.clone());
+    g.raw_set(
+        "__sequent_over_budget",
+        lua.create_function(move |_, ()| Ok(budget.as_ref().is_some_and(|b| b.exceeded.load(std::sync::atomic::Ordering::Relaxed))))?,
+    )?;
+    lua.load(
+        r##"
+        local raw_load, raw_pcall, raw_xpcall, raw_resume = load, pcall, xpcall, coroutine.resume
+        local raw_setmetatable, rawget = setmetatable, rawget
+        local over, error, type = __sequent_over_budget, error, type
+        __sequent_over_budget = nil
+        -- text chunks only: precompiled bytecode can break out of any sandbox
+        load = function(chunk, name, mode, env)
+            return raw_load(chunk, name, "t", env)
+        end
+        -- an exhausted instruction budget must not be swallowed by pcall
+        local function check(ok, ...)
+            if not ok and over() then error((...), 0) end
+            return ok, ...
+        end
+        pcall = function(f, ...) return check(raw_pcall(f, ...)) end
+        -- The budget's error is raised inside the hook, where Lua runs the message handler
+        -- with hooks off: a handler that loops would never be stopped, so it is skipped then.
+        xpcall = function(f, h, ...)
+            return check(raw_xpcall(f, function(...) if over() then return ... end return h(...) end, ...))
+        end
+        -- Finalizers run with hooks off (no budget) at some later collection: none allowed.
+        setmetatable = function(t, mt)
+            if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+                error("__gc metamethods are not allowed: finalizers would run outside any call's budget", 2)
+            end
+            return raw_setmetatable(t, mt)
+        end
+        coroutine.resume = function(co, ...) return check(raw_resume(co, ...)) end
+        print = function(...)
+            local parts = {}
+            for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
+            log:info(table.concat(parts, " "))
+        end
+        -- The standard libraries are shared by every call of a state: read-only, so that no
+        -- call changes them for the next (string methods too: the string metatable is locked).
+        local frozen, raw_rawset = {}, rawset
+        for _, name in ipairs({ "string", "table", "math", "utf8", "coroutine", "os" }) do
+            local proxy = setmetatable({}, {
+                __index = _G[name],
+                __newindex = function() error(name .. " is read-only: the standard libraries are shared by every call", 2) end,
+                __metatable = false,
+            })
+            frozen[proxy] = true
+            raw_rawset(_G, name, proxy)
+        end
+        getmetatable("").__metatable = false
+        rawset = function(t, k, v)
+            if frozen[t] then error("the standard libraries are read-only", 2) end
+            return raw_rawset(t, k, v)
+        end
+        "##,
+    )
+    .set_name("=sandbox")
+    .exec()
+}
+
+fn install_json(lua: &Lua) -> LResult<()> {
+    let json = lua.create_table()?;
+    json.raw_set(
+        "encode",
+        lua.create_function(|lua, values: MultiValue| {
+            let value: Value = args(lua, values, "json.encode")?;
+            lua_to_json(&value).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("json.encode: {e}")))
+        })?,
+    )?;
+    json.raw_set(
+        "decode",
+        lua.create_function(|lua, values: MultiValue| {
+            let text: String = args(lua, values, "json.decode")?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| mlua::Error::runtime(format!("json.decode: not valid JSON: {e}")))?;
+            json_to_lua(lua, &value)
+        })?,
+    )?;
+    // Marks a table as an array, so an empty one encodes as [] rather than {}.
+    json.raw_set(
+        "array",
+        lua.create_function(|lua, values: MultiValue| {
+            let t: Option<Table> = args(lua, values, "json.array")?;
+            let t = match t {
+                Some(t) => t,
+                None => lua.create_table()?,
+            };
+            t.set_metatable(Some(lua.array_metatable()))?;
+            Ok(t)
+        })?,
+    )?;
+    json.raw_set("null", lua.null())?;
+    lua.globals().raw_set("json", json)
+}
+
+fn install_log(lua: &Lua) -> LResult<()> {
+    let log = lua.create_table()?;
+    for level in ["trace", "debug", "info", "warn", "error"] {
+        let f = lua.create_function(move |_lua, mut values: MultiValue| {
+            if matches!(values.front(), Some(Value::Table(t)) if t.raw_get::<bool>("__is_log").unwrap_or(false)) {
+                values.pop_front();
+            }
+            let mut parts = Vec::with_capacity(values.len());
+            for v in values.iter() {
+                parts.push(match v {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => v.to_string()?,
+                    Value::Table(_) => lua_to_json(v).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("log:{level}: {e}")))?,
+                    other => return err(format!("log:{level}: cannot log a {} (log strings, numbers, booleans or tables)", other.type_name())),
+                });
+            }
+            if parts.is_empty() {
+                return err(format!("log:{level}: nothing to log"));
+            }
+            let msg = parts.join(" ");
+            match level {
+                "trace" => tracing::trace!(target: "lua", "{msg}"),
+                "debug" => tracing::debug!(target: "lua", "{msg}"),
+                "info" => tracing::info!(target: "lua", "{msg}"),
+                "warn" => tracing::warn!(target: "lua", "{msg}"),
+                _ => tracing::error!(target: "lua", "{msg}"),
+            }
+            Ok(())
+        })?;
+        log.raw_set(level, f)?;
+    }
+    log.raw_set("__is_log", true)?;
+    lua.globals().raw_set("log", log)
+}
+
+fn install_http_constants(lua: &Lua) -> LResult<()> {
+    let g = lua.globals();
+    for (name, code) in HTTP_STATUS {
+        g.raw_set(format!("HTTP_{name}"), *code)?;
+    }
+    Ok(())
+}
+
+/// Standard status codes, named as in the Rust `http` crate.
+const HTTP_STATUS: &[(&str, u16)] = &[
+    ("CONTINUE", 100), ("SWITCHING_PROTOCOLS", 101), ("PROCESSING", 102),
+    ("OK", 200), ("CREATED", 201), ("ACCEPTED", 202), ("NON_AUTHORITATIVE_INFORMATION", 203), ("NO_CONTENT", 204),
+    ("RESET_CONTENT", 205), ("PARTIAL_CONTENT", 206), ("MULTI_STATUS", 207), ("ALREADY_REPORTED", 208), ("IM_USED", 226),
+    ("MULTIPLE_CHOICES", 300), ("MOVED_PERMANENTLY", 301), ("FOUND", 302), ("SEE_OTHER", 303), ("NOT_MODIFIED", 304),
+    ("USE_PROXY", 305), ("TEMPORARY_REDIRECT", 307), ("PERMANENT_REDIRECT", 308),
+    ("BAD_REQUEST", 400), ("UNAUTHORIZED", 401), ("PAYMENT_REQUIRED", 402), ("FORBIDDEN", 403), ("NOT_FOUND", 404),
+    ("METHOD_NOT_ALLOWED", 405), ("NOT_ACCEPTABLE", 406), ("PROXY_AUTHENTICATION_REQUIRED", 407), ("REQUEST_TIMEOUT", 408),
+    ("CONFLICT", 409), ("GONE", 410), ("LENGTH_REQUIRED", 411), ("PRECONDITION_FAILED", 412), ("PAYLOAD_TOO_LARGE", 413),
+    ("URI_TOO_LONG", 414), ("UNSUPPORTED_MEDIA_TYPE", 415), ("RANGE_NOT_SATISFIABLE", 416), ("EXPECTATION_FAILED", 417),
+    ("IM_A_TEAPOT", 418), ("MISDIRECTED_REQUEST", 421), ("UNPROCESSABLE_ENTITY", 422), ("LOCKED", 423), ("FAILED_DEPENDENCY", 424),
+    ("TOO_EARLY", 425), ("UPGRADE_REQUIRED", 426), ("PRECONDITION_REQUIRED", 428), ("TOO_MANY_REQUESTS", 429),
+    ("REQUEST_HEADER_FIELDS_TOO_LARGE", 431), ("UNAVAILABLE_FOR_LEGAL_REASONS", 451),
+    ("INTERNAL_SERVER_ERROR", 500), ("NOT_IMPLEMENTED", 501), ("BAD_GATEWAY", 502), ("SERVICE_UNAVAILABLE", 503),
+    ("GATEWAY_TIMEOUT", 504), ("HTTP_VERSION_NOT_SUPPORTED", 505), ("VARIANT_ALSO_NEGOTIATES", 506), ("INSUFFICIENT_STORAGE", 507),
+    ("LOOP_DETECTED", 508), ("NOT_EXTENDED", 510), ("NETWORK_AUTHENTICATION_REQUIRED", 511),
+];
+

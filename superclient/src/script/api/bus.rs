@@ -1,0 +1,124 @@
+//! `bus`: the service's name and registrations (`bus:register`, `bus:add_event_listener`,
+//! `bus:add_rebuild_handler`, `bus:add_receipt_listener`, `bus:add_route`), `bus:instance`,
+//! `bus:service`, `bus:env`; the rest of the table is installed by [`super::send`],
+//! [`super::stream`], [`super::wait`] and [`super::web`].
+
+use super::{args, err, registering, send, shared, stream, wait, web, LResult};
+use crate::script::engine::Handlers;
+use mlua::{Function, Lua, MultiValue, Table, Value};
+use sequent_protocol::validate::validate_type;
+
+pub fn install(lua: &Lua) -> LResult<()> {
+    let bus = lua.create_table()?;
+    bus.raw_set(
+        "register",
+        lua.create_function(|lua, values: MultiValue| {
+            let name: String = args(lua, values, "bus:register")?;
+            registering(lua, "bus:register")?;
+            if name.is_empty()
+                || name.len() > 32
+                || !name.starts_with(|c: char| c.is_ascii_lowercase())
+                || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+            {
+                return err(format!(
+                    "bus:register({name:?}): a service type is 1 to 32 characters, a lowercase letter first, then lowercase letters, digits, '-' or '_'"
+                ));
+            }
+            let mut h = lua.app_data_mut::<Handlers>().expect("handlers are installed");
+            match &h.service {
+                Some(old) if *old != name => err(format!("bus:register: the script already registered as {old:?}")),
+                _ => {
+                    h.service = Some(name);
+                    Ok(())
+                }
+            }
+        })?,
+    )?;
+    bus.raw_set(
+        "add_event_listener",
+        lua.create_function(|lua, values: MultiValue| {
+            let (event_type, f, opts): (String, Function, Option<Table>) = args(lua, values, "bus:add_event_listener")?;
+            registering(lua, "bus:add_event_listener")?;
+            validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_event_listener: {e}")))?;
+            let (rebuild, rerun) = match &opts {
+                Some(t) => {
+                    for pair in t.pairs::<String, Value>() {
+                        let (k, _) = pair?;
+                        if k != "rebuild" && k != "rerun_on_conflict" {
+                            return err(format!("bus:add_event_listener({event_type}): unknown option {k:?}; the options are rebuild and rerun_on_conflict"));
+                        }
+                    }
+                    (t.get::<Option<bool>>("rebuild")?.unwrap_or(false), t.get::<Option<bool>>("rerun_on_conflict")?.unwrap_or(false))
+                }
+                None => (false, false),
+            };
+            let mut h = lua.app_data_mut::<Handlers>().expect("installed");
+            if rerun {
+                h.rerun.insert(event_type.clone());
+            } else {
+                h.rerun.remove(&event_type);
+            }
+            h.listeners.insert(event_type, (f, rebuild));
+            Ok(())
+        })?,
+    )?;
+    bus.raw_set(
+        "add_rebuild_handler",
+        lua.create_function(|lua, values: MultiValue| {
+            let (event_type, f): (String, Function) = args(lua, values, "bus:add_rebuild_handler")?;
+            registering(lua, "bus:add_rebuild_handler")?;
+            validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_rebuild_handler: {e}")))?;
+            lua.app_data_mut::<Handlers>().expect("installed").rebuild.insert(event_type, f);
+            Ok(())
+        })?,
+    )?;
+    bus.raw_set(
+        "add_receipt_listener",
+        lua.create_function(|lua, values: MultiValue| {
+            let (event_type, f): (String, Function) = args(lua, values, "bus:add_receipt_listener")?;
+            registering(lua, "bus:add_receipt_listener")?;
+            validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_receipt_listener: {e}")))?;
+            lua.app_data_mut::<Handlers>().expect("installed").receipts.insert(event_type, f);
+            Ok(())
+        })?,
+    )?;
+    bus.raw_set(
+        "add_route",
+        lua.create_function(|lua, values: MultiValue| {
+            let (path, method, f): (String, String, Function) = args(lua, values, "bus:add_route")?;
+            registering(lua, "bus:add_route")?;
+            let method = method.to_ascii_uppercase();
+            if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&method.as_str()) {
+                return err(format!("bus:add_route: unknown method {method:?}"));
+            }
+            crate::script::routes::check_pattern(&path).map_err(|e| mlua::Error::runtime(format!("bus:add_route: {e}")))?;
+            let mut h = lua.app_data_mut::<Handlers>().expect("installed");
+            if h.routes.iter().any(|(p, m, _)| *p == path && *m == method) {
+                return err(format!("bus:add_route: {method} {path} is registered twice"));
+            }
+            h.routes.push((path, method, f));
+            Ok(())
+        })?,
+    )?;
+    bus.raw_set("instance", lua.create_function(|lua, _: MultiValue| Ok(shared(lua).instance.clone()))?)?;
+    bus.raw_set("service", lua.create_function(|lua, _: MultiValue| Ok(shared(lua).service.get().cloned()))?)?;
+    bus.raw_set(
+        "env",
+        lua.create_function(|lua, values: MultiValue| {
+            let name: String = args(lua, values, "bus:env")?;
+            if !name.starts_with("SEQUENT_") {
+                return err(format!("bus:env({name:?}): only SEQUENT_* variables may be read"));
+            }
+            if ["SEQUENT_TOKEN_SECRET", "SEQUENT_PASSWORD_PEPPER", "SEQUENT_NATS_PASSWORD"].contains(&name.as_str()) {
+                return err(format!("bus:env({name:?}): this secret belongs to the superclient, not to scripts"));
+            }
+            Ok(std::env::var(&name).ok())
+        })?,
+    )?;
+    send::install(lua, &bus)?;
+    stream::install(lua, &bus)?;
+    wait::install(lua, &bus)?;
+    web::install(lua, &bus)?;
+    lua.globals().raw_set("bus", bus)
+}
+

@@ -1,0 +1,201 @@
+//! The globals a service script sees, one file per table: `bus` (registration, [`send`],
+//! [`stream`] reads, [`wait`]), `redis`, `http`, `crypto`, `admin`, the web functions of `bus`
+//! ([`web`]), and `json`, `log`, `HTTP_*` with the sandboxed standard library ([`basics`]).
+//!
+//! Functions may be called with a colon (`bus:send(...)`, the original's style) or a dot.
+
+mod admin;
+mod basics;
+mod bus;
+pub mod crypto;
+mod http;
+mod redis;
+mod send;
+mod stream;
+mod wait;
+mod web;
+
+use super::engine::Slot;
+use super::{Call, Mode, Shared};
+use crate::state::{self, Store};
+use mlua::{FromLuaMulti, Lua, MultiValue, Value};
+use std::sync::Arc;
+
+pub use send::{note_receipt, note_version};
+pub use web::StaticSpec;
+
+type LResult<T> = mlua::Result<T>;
+
+pub fn install(lua: &Lua) -> LResult<()> {
+    basics::install(lua)?;
+    bus::install(lua)?;
+    redis::install(lua)?;
+    crypto::install(lua)?;
+    http::install(lua)?;
+    admin::install(lua)?;
+    Ok(())
+}
+
+fn err<T>(msg: impl Into<String>) -> LResult<T> {
+    Err(mlua::Error::runtime(msg.into()))
+}
+
+/// Drops the module table passed by a colon call, then parses the arguments.
+fn args<A: FromLuaMulti>(lua: &Lua, mut values: MultiValue, what: &str) -> LResult<A> {
+    if let Some(Value::Table(t)) = values.front() {
+        // Only the module itself (`bus:send(...)`), never a table argument (`json.array(t)`).
+        let module = what.split(['.', ':']).next().unwrap_or_default();
+        if lua.globals().raw_get::<Value>(module).ok().is_some_and(|m| m == Value::Table(t.clone())) {
+            values.pop_front();
+        }
+    }
+    A::from_lua_multi(values, lua).map_err(|e| mlua::Error::runtime(format!("{what}: bad arguments: {e}")))
+}
+
+fn slot(lua: &Lua) -> Slot {
+    lua.app_data_ref::<Slot>().expect("the call slot is installed").clone()
+}
+
+fn shared(lua: &Lua) -> Arc<Shared> {
+    lua.app_data_ref::<Arc<Shared>>().expect("shared state is installed").clone()
+}
+
+/// Runs `f` on the current call context.
+fn with_call<R>(lua: &Lua, what: &str, f: impl FnOnce(&mut Call) -> LResult<R>) -> LResult<R> {
+    let slot = slot(lua);
+    let mut guard = slot.lock();
+    match guard.as_mut() {
+        Some(call) => f(call),
+        None => err(format!("{what} is only available while the script runs")),
+    }
+}
+
+fn mode(lua: &Lua) -> Option<Mode> {
+    slot(lua).lock().as_ref().map(|c| c.mode)
+}
+
+/// Records an infrastructure failure on the call (so it is retried, not parked) and returns
+/// the Lua error for it.
+fn infra<T>(lua: &Lua, what: &str, e: impl std::fmt::Display) -> LResult<T> {
+    let msg = format!("{what}: {e}");
+    if let Some(call) = slot(lua).lock().as_mut() {
+        call.infra_error = Some(msg.clone());
+    }
+    err(msg)
+}
+
+fn registering(lua: &Lua, what: &str) -> LResult<()> {
+    if mode(lua) != Some(Mode::Load) {
+        return err(format!("{what} may only be called at the top level of the script, while it loads"));
+    }
+    Ok(())
+}
+
+fn check_reads_allowed(lua: &Lua, what: &str) -> LResult<()> {
+    match mode(lua) {
+        Some(Mode::Load) | None => err(format!("{what} is only available in handlers and routes, not while the script loads")),
+        _ => Ok(()),
+    }
+}
+
+fn redis_store(lua: &Lua) -> LResult<Store> {
+    shared(lua).redis.get().cloned().ok_or_else(|| mlua::Error::runtime("redis is not connected yet"))
+}
+
+/// Moves a route's call to the active namespace if a rebuild swapped one in and the call has
+/// written nothing but notes of versions (the rebuilt state holds the same events; the call's
+/// own writes would pin it to the state they were decided on). Returns the namespace moved to.
+async fn follow_swap(lua: &Lua, what: &str, store: &Store) -> LResult<Option<String>> {
+    let Ok(Some(active)) = store.active().await else { return Ok(None) };
+    with_call(lua, what, |c| {
+        let moved = c.mode == Mode::Route && c.ns != active && c.overlay.move_version_notes(&state::versions_key(&active));
+        if moved {
+            c.ns = active.clone();
+        }
+        Ok(moved.then_some(active))
+    })
+}
+
+/// `cmd`, a read of one key (its first argument, as every read here is), with that key moved
+/// from namespace `from` to namespace `to`.
+fn retarget(cmd: &::redis::Cmd, from: &str, to: &str) -> ::redis::Cmd {
+    let (from, to) = (format!("{from}:"), format!("{to}:"));
+    let mut out = ::redis::Cmd::new();
+    for (i, arg) in cmd.args_iter().enumerate() {
+        if let ::redis::Arg::Simple(bytes) = arg {
+            match bytes.strip_prefix(from.as_bytes()).filter(|_| i == 1) {
+                Some(rest) => out.arg([to.as_bytes(), rest].concat()),
+                None => out.arg(bytes),
+            };
+        }
+    }
+    out
+}
+
+/// Reads Redis for the call: from the active namespace, atomically with a look at it (Redis may
+/// have lost the state, a rebuild may have swapped another in), and with the revision of script
+/// key `key` when the call's reads are checked at commit (then noted in its overlay). A rebuild
+/// reads a namespace that is not active yet.
+async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::Cmd, key: Option<&str>) -> LResult<T> {
+    let store = redis_store(lua)?;
+    let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
+    let not_active = |ns: &str| format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry");
+    let key = key.filter(|_| mode.serializable());
+    let read = match mode {
+        Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await.map(|v| (v, 0)),
+        _ => match store.read(&ns, cmd, key).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => match follow_swap(lua, what, &store).await? {
+                Some(active) => {
+                    // Reads of the old state say nothing of the new one.
+                    with_call(lua, what, |c| {
+                        c.overlay.forget_reads();
+                        Ok(())
+                    })?;
+                    match store.read(&active, &retarget(cmd, &ns, &active), key).await {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => return infra(lua, what, not_active(&active)),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => return infra(lua, what, not_active(&ns)),
+            },
+            Err(e) => Err(e),
+        },
+    };
+    match read {
+        Ok((value, revision)) => {
+            if let Some(key) = key {
+                with_call(lua, what, |c| {
+                    c.overlay.note_read(key, revision);
+                    if let Some(watching) = c.watching.as_mut() {
+                        watching.push(key.to_string());
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(value)
+        }
+        Err(e) if e.code() == Some("WRONGTYPE") => err(format!("{what}: the key holds another type of value ({e})")),
+        Err(e) => infra(lua, what, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retarget;
+
+    #[test]
+    fn retarget_moves_the_key_and_nothing_else() {
+        let mut cmd = ::redis::cmd("HGET");
+        cmd.arg("accounts@2:ops:acc-1").arg("accounts@2:a-field-not-a-key");
+        let moved = retarget(&cmd, "accounts@2", "accounts@3");
+        let args: Vec<Vec<u8>> = moved.args_iter().filter_map(|a| if let ::redis::Arg::Simple(b) = a { Some(b.to_vec()) } else { None }).collect();
+        assert_eq!(args, vec![b"HGET".to_vec(), b"accounts@3:ops:acc-1".to_vec(), b"accounts@2:a-field-not-a-key".to_vec()]);
+        let mut other = ::redis::cmd("GET");
+        other.arg("users@2:x");
+        let unchanged = retarget(&other, "accounts@2", "accounts@3");
+        assert_eq!(unchanged.args_iter().count(), 2);
+        assert!(unchanged.args_iter().any(|a| matches!(a, ::redis::Arg::Simple(b) if b == b"users@2:x")));
+    }
+}

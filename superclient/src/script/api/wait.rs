@@ -1,0 +1,95 @@
+//! `bus:wait(timeout_ms, fn)`, routes only: read-your-writes. Calls `fn` until it returns true
+//! (then true) or the timeout passes (false). The script keys `fn` read are marked as watched
+//! (`sequent:<svc>:watch`); commits that write one of them announce it and wake the waiter,
+//! whichever instance committed. A one-second re-check covers an announcement lost while the
+//! Redis subscription reconnects.
+//!
+//! Waiting ends the route's serializable section: it waits for other commits by design, so its
+//! locks are released and what it read before is not checked at its commit.
+
+use super::{args, err, follow_swap, mode, redis_store, shared, with_call, LResult};
+use crate::script::Mode;
+use crate::state::notify;
+use mlua::{Function, Lua, MultiValue, Table, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub fn install(lua: &Lua, bus: &Table) -> LResult<()> {
+    bus.raw_set("wait", lua.create_async_function(wait)?)
+}
+
+async fn wait(lua: Lua, values: MultiValue) -> LResult<bool> {
+    let (timeout_ms, condition): (u64, Function) = args(&lua, values, "bus:wait")?;
+    if mode(&lua) != Some(Mode::Route) {
+        return err(
+            "bus:wait may only be used in routes: a waiting event handler would hold its whole partition \
+             (decide from bus:last_event instead)",
+        );
+    }
+    let timeout = Duration::from_millis(timeout_ms.min(60_000));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(timeout).as_millis() as u64;
+    let store = redis_store(&lua)?;
+    let mut woken = shared(&lua).woken.subscribe();
+    end_serializable_section(&lua, &store).await?;
+    let mut watched: Vec<String> = Vec::new();
+    loop {
+        // A rebuild may swap the state in while we wait: read the active one (a call with
+        // buffered writes keeps its namespace; its commit will notice the swap).
+        follow_swap(&lua, "bus:wait", &store).await?;
+        with_call(&lua, "bus:wait", |c| {
+            c.watching = Some(Vec::new());
+            Ok(())
+        })?;
+        let ok: Result<Value, mlua::Error> = condition.call_async(()).await;
+        let keys = with_call(&lua, "bus:wait", |c| Ok(c.watching.take().unwrap_or_default()))?;
+        let ok = ok?;
+        if !matches!(ok, Value::Nil | Value::Boolean(false)) {
+            let waited = timeout.saturating_sub(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if waited > Duration::from_secs(2) {
+                tracing::warn!(waited = ?waited, "bus:wait: the condition took long to hold");
+            }
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(?timeout, keys = ?keys, "bus:wait: timed out");
+            return Ok(false);
+        }
+        let new: Vec<String> = keys.iter().filter(|k| !watched.contains(k)).cloned().collect();
+        if !new.is_empty() {
+            if let Err(e) = store.watch(&new, deadline_ms).await {
+                tracing::warn!(error = %e, "bus:wait: could not mark keys as watched; polling");
+            }
+            watched.extend(new);
+            // A commit between the condition's read and the mark announced nothing: look again.
+            continue;
+        }
+        let until = tokio::time::sleep_until(deadline);
+        let recheck = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(until, recheck);
+        loop {
+            tokio::select! {
+                w = woken.recv() => match w {
+                    Ok(w) if !notify::concerns(&w, &watched) => continue,
+                    _ => break,
+                },
+                _ = &mut recheck => break,
+                _ = &mut until => break,
+            }
+        }
+    }
+}
+
+/// Releases the locks the route took before its sends and forgets its reads so far.
+async fn end_serializable_section(lua: &Lua, store: &crate::state::Store) -> LResult<()> {
+    let (ns, owner, reads) = with_call(lua, "bus:wait", |c| {
+        let reads: Vec<String> = c.overlay.reads().keys().cloned().collect();
+        c.overlay.forget_reads();
+        Ok((c.ns.clone(), c.owner.clone(), reads))
+    })?;
+    if let Some(owner) = owner {
+        if let Err(e) = store.unlock(&ns, &owner, &reads).await {
+            tracing::warn!(error = %e, "bus:wait: could not release the route's locks (they expire by themselves)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Conversions between JSON, events, receipts and Lua values.
+
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+use sequent_protocol::{Event, Receipt};
+
+pub fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+    lua.to_value_with(value, options)
+}
+
+pub fn lua_to_json(value: &Value) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value.to_serializable().sort_keys(true).deny_unsupported_types(true).deny_recursive_tables(true))
+        .map_err(|e| format!("the value cannot be written as JSON: {e}"))
+}
+
+/// An event as the Lua table scripts see from `bus:last_event` and `bus:events_after`.
+pub fn event_table(lua: &Lua, event: &Event) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("id", event.id.as_str())?;
+    t.raw_set("type", event.event_type.as_str())?;
+    t.raw_set("key", event.key.as_str())?;
+    t.raw_set("version", event.version)?;
+    t.raw_set("seq", event.seq)?;
+    t.raw_set("time", event.time.as_str())?;
+    t.raw_set("correlation", event.correlation.as_str())?;
+    t.raw_set("causation", event.causation.as_deref())?;
+    t.raw_set("producer", event.producer.service.as_str())?;
+    t.raw_set("data", data_to_lua(lua, event.data.get())?)?;
+    Ok(t)
+}
+
+/// How an event reaches its handler: the `meta` fields beyond the event's own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery {
+    pub partition: Option<u32>,
+    /// The delivery count of a live event.
+    pub attempt: Option<i64>,
+    pub rebuild: bool,
+    /// Processed again after an operator released its parked key.
+    pub released: bool,
+    /// The event may have been handled before (and its sends stored): a redelivery, an event
+    /// the partition's previous owner had received, a re-run after a failed commit.
+    pub redelivered: bool,
+}
+
+/// The handler's arguments: `(event_type, key, correlation, data, meta)`.
+pub fn handler_args(lua: &Lua, event: &Event, delivery: Delivery) -> mlua::Result<(String, String, String, Value, Table)> {
+    let data = data_to_lua(lua, event.data.get())?;
+    let meta = lua.create_table()?;
+    meta.raw_set("id", event.id.as_str())?;
+    meta.raw_set("seq", event.seq)?;
+    meta.raw_set("version", event.version)?;
+    meta.raw_set("time", event.time.as_str())?;
+    meta.raw_set("correlation", event.correlation.as_str())?;
+    meta.raw_set("causation", event.causation.as_deref())?;
+    meta.raw_set("producer", event.producer.service.as_str())?;
+    meta.raw_set("producer_instance", event.producer.instance.as_deref())?;
+    if let Some(p) = delivery.partition {
+        meta.raw_set("partition", p)?;
+    }
+    if let Some(a) = delivery.attempt {
+        meta.raw_set("attempt", a)?;
+    }
+    if delivery.rebuild {
+        meta.raw_set("rebuild", true)?;
+    }
+    if delivery.released {
+        meta.raw_set("released", true)?;
+    }
+    meta.raw_set("redelivered", delivery.redelivered || delivery.released)?;
+    Ok((event.event_type.clone(), event.key.clone(), event.correlation.clone(), data, meta))
+}
+
+/// JSON text (an event's data) straight into Lua values, without a `serde_json::Value` between.
+pub fn data_to_lua(lua: &Lua, json: &str) -> mlua::Result<Value> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
+    lua.to_value_with(&serde_transcode::Transcoder::new(&mut de), options)
+}
+
+pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    match receipt {
+        Receipt::Stored { id, key, seq, version, duplicate } => {
+            t.raw_set("status", "ok")?;
+            t.raw_set("id", id.as_str())?;
+            t.raw_set("key", key.as_str())?;
+            t.raw_set("seq", *seq)?;
+            t.raw_set("version", *version)?;
+            t.raw_set("duplicate", *duplicate)?;
+        }
+        Receipt::Conflict { id, key, expected, current_version, next_version } => {
+            t.raw_set("status", "conflict")?;
+            t.raw_set("id", id.as_str())?;
+            t.raw_set("key", key.as_str())?;
+            t.raw_set("expected", *expected)?;
+            t.raw_set("current_version", *current_version)?;
+            t.raw_set("next_version", *next_version)?;
+        }
+        Receipt::Invalid { index, reason } => {
+            t.raw_set("status", "invalid")?;
+            t.raw_set("index", *index)?;
+            t.raw_set("reason", reason.as_str())?;
+        }
+        Receipt::Aborted { id, key } => {
+            t.raw_set("status", "aborted")?;
+            t.raw_set("id", id.as_str())?;
+            t.raw_set("key", key.as_str())?;
+        }
+    }
+    Ok(t)
+}
+

@@ -1,0 +1,213 @@
+//! The Lua runtime: sandboxed states that each load the service script ([`engine`]), pools of
+//! them ([`pool`]), the globals a script sees ([`api`], one file per table), and the conversions
+//! between JSON, events and Lua values ([`convert`]).
+//!
+//! Every call (event handler, rebuild handler, receipt listener, HTTP route) runs with a
+//! [`Call`]: the namespace it reads, the Redis writes it buffered (an [`Overlay`]), the events it
+//! sent. The Rust side takes the `Call` back when the Lua function returns and commits it. A
+//! batch of handlers shares one `Call`, hence one overlay: each handler reads what the earlier
+//! ones wrote.
+
+pub(crate) mod api;
+pub mod convert;
+pub mod engine;
+pub mod pool;
+pub mod routes;
+
+use crate::hub::HubOp;
+use crate::state::{Overlay, Store};
+use crate::stream::{EventReader, Gateway};
+use sequent_net::DirectReader;
+use sequent_protocol::NewEvent;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+pub use api::crypto::Secrets;
+pub use api::StaticSpec;
+pub use engine::{CallError, Engine};
+pub use pool::{Lease, Pool};
+
+/// What the runtime gives the API functions of every state.
+pub struct Shared {
+    pub service: OnceLock<String>,
+    pub redis: OnceLock<Store>,
+    pub gateway: OnceLock<Gateway>,
+    /// Stored events by direct reads (`bus:last_event`, `bus:events_after`).
+    pub events: OnceLock<EventReader>,
+    /// The membership bucket by direct reads (`http.call`, `admin.services`).
+    pub members: OnceLock<DirectReader>,
+    /// JetStream and the events stream's name (`admin.services`: consumer lag).
+    pub js: OnceLock<(async_nats::jetstream::Context, String)>,
+    /// The keys of `crypto.*` (token signing, password pepper).
+    pub secrets: Secrets,
+    /// This instance's name (`bus:instance()`).
+    pub instance: String,
+    pub script_name: String,
+    /// The directory of the script: relative paths (`bus:serve_static`) start there.
+    pub script_dir: std::path::PathBuf,
+    /// Commit announcements of watched keys, for `bus:wait`.
+    pub woken: tokio::sync::broadcast::Sender<crate::state::notify::Woken>,
+    /// Outbound HTTP (`http.request`, `http.call`).
+    pub http: reqwest::Client,
+    /// Live instances of every service type (membership bucket), for `http.call` and `admin.*`.
+    pub directory: Arc<crate::cluster::Directory>,
+    /// Services run by this process, by name: `http.call` reaches them without the network.
+    pub local: Arc<crate::cohost::Cohosted>,
+    /// Whether `admin.*` is available (`--admin-api`).
+    pub admin_api: bool,
+}
+
+impl Shared {
+    pub fn new(instance: String, script: &std::path::Path, secrets: Secrets, admin_api: bool, member_timeout: std::time::Duration, local: Arc<crate::cohost::Cohosted>) -> Shared {
+        let script_dir = script
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        Shared {
+            instance,
+            service: OnceLock::new(),
+            redis: OnceLock::new(),
+            gateway: OnceLock::new(),
+            events: OnceLock::new(),
+            members: OnceLock::new(),
+            js: OnceLock::new(),
+            secrets,
+            script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            script_dir,
+            woken: crate::state::notify::fanout(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                // Below the servers' default --header-read-timeout (30 s), which closes idle
+                // connections: a pooled connection is dropped here before the server drops it.
+                .pool_idle_timeout(std::time::Duration::from_secs(20))
+                .build()
+                .expect("an HTTP client without TLS builds"),
+            directory: Arc::new(crate::cluster::Directory::new(member_timeout)),
+            local,
+            admin_api,
+        }
+    }
+}
+
+/// Limits of each Lua state.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub instructions: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The script's top level: only registration functions work.
+    Load,
+    /// A live event handler or its receipt listeners: sends are buffered and published when
+    /// the handler succeeds, with ids derived from the handled event.
+    Handler,
+    /// A rebuild handler: sends are ignored (the events exist already).
+    Rebuild,
+    /// An HTTP route (or a WebSocket's connect handler): sends are published at once and
+    /// return their receipt.
+    Route,
+    /// A live listener (`bus:add_live_listener`): runs on every instance for every event of its
+    /// type, in stream order; it may read Redis and push to WebSockets, not send or write.
+    Live,
+}
+
+impl Mode {
+    /// Whether reads are recorded with their revisions, to be checked at commit. A rebuild
+    /// writes a namespace nobody else does; a live listener commits nothing.
+    pub fn serializable(self) -> bool {
+        matches!(self, Mode::Handler | Mode::Route)
+    }
+}
+
+/// The event a handler is running for.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub id: String,
+    pub correlation: String,
+}
+
+/// The context of one call into Lua (or of a batch of handler calls).
+pub struct Call {
+    pub mode: Mode,
+    /// Namespace the call reads and writes (`<service>@<generation>`).
+    pub ns: String,
+    pub overlay: Overlay,
+    /// Sends of the running handler, not published yet.
+    pub sends: Vec<NewEvent>,
+    pub handled: Option<Handled>,
+    /// Sends made so far while handling this event (numbers the derived ids).
+    pub sent: u32,
+    /// Set when Redis or the gateway failed under the script: the failure is not the
+    /// script's fault, so the event is retried rather than counted towards parking.
+    pub infra_error: Option<String>,
+    /// WebSocket pushes and joins, applied to this instance's hub when the call commits.
+    pub hub_ops: Vec<HubOp>,
+    /// Lock owner name of this call, once it locked its reads before a send.
+    pub owner: Option<String>,
+    /// The keys it locked (its commit releases them).
+    pub locked: Vec<String>,
+    /// Set by a route whose reads went stale before it sent anything: run it again.
+    pub rerun: bool,
+    /// While `bus:wait` runs its condition: the script keys it read from Redis.
+    pub watching: Option<Vec<String>>,
+}
+
+impl Call {
+    pub fn new(mode: Mode, ns: &str) -> Call {
+        Call {
+            mode,
+            ns: ns.to_string(),
+            overlay: Overlay::new(),
+            sends: Vec::new(),
+            handled: None,
+            sent: 0,
+            infra_error: None,
+            hub_ops: Vec::new(),
+            owner: None,
+            locked: Vec::new(),
+            rerun: false,
+            watching: None,
+        }
+    }
+
+    /// Starts the next handler of a batch on the same overlay.
+    pub fn next_event(&mut self, handled: Handled) {
+        self.handled = Some(handled);
+        self.sent = 0;
+        self.sends.clear();
+        self.infra_error = None;
+    }
+}
+
+/// What the script registered (the same in every state of the pool).
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub service: String,
+    /// Live listeners; `true` when the script asked for it to be used in rebuilds too.
+    pub listeners: BTreeMap<String, bool>,
+    pub rebuild: BTreeSet<String>,
+    pub receipts: BTreeSet<String>,
+    /// (path pattern, method), in registration order.
+    pub routes: Vec<(String, String)>,
+    /// Listeners re-run at once on fresh state when one of their sends conflicts.
+    pub rerun: BTreeSet<String>,
+    /// Types of the live listeners (every instance, every event, not sticky).
+    pub live: BTreeSet<String>,
+    /// WebSocket path patterns, in registration order.
+    pub websockets: Vec<String>,
+    /// Static file trees.
+    pub statics: Vec<StaticSpec>,
+}
+
+impl Spec {
+    /// The event types the service consumes: listeners and rebuild handlers (as in the
+    /// original, a rebuild handler's type is also delivered live so versions stay known).
+    pub fn types(&self) -> Vec<String> {
+        let mut t: BTreeSet<String> = self.listeners.keys().cloned().collect();
+        t.extend(self.rebuild.iter().cloned());
+        t.into_iter().collect()
+    }
+}

@@ -1,0 +1,521 @@
+//! The Redis side of a service's state: namespaces, reads made atomically with a look at the
+//! active namespace, and the one script that commits a call's (or a batch's) writes together
+//! with its checkpoint, after checking that what it read is still current.
+//!
+//! Redis may lose everything (restarted without persistence, flushed). Then `active` is gone:
+//! every read of a handler, route or live listener is made atomically with a look at `active`
+//! ([`Store::read`]) and fails as an infrastructure error when the namespace it reads is not
+//! the active one, so nothing is decided, sent or answered from a lost (empty) or half-rebuilt
+//! state; commits refuse for the same reason; `consume::rebuild::watch` notices and rebuilds.
+//!
+//! Serializable state: every read from Redis comes with the key's revision (`<ns>:__rev`, moved
+//! by each commit that writes the key); a commit refuses if a key it read has moved since, and
+//! the caller runs its handler (or route) again on fresh state. A call about to send events
+//! decided on what it read first checks those reads and locks them ([`Store::lock_reads`]) until
+//! its commit: a send cannot be undone, so nobody may change what it was decided on meanwhile.
+
+use super::keys::*;
+use super::overlay::Overlay;
+use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What must hold for a commit to apply; checked atomically with it.
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// Nothing (HTTP routes).
+    None,
+    /// Events `first..=last` of `partition`: none of them applied yet (the checkpoint is below
+    /// `first`); the checkpoint moves to `last`.
+    Checkpoint { partition: u32, first: u64, last: u64 },
+    /// The held list of `key` still starts with `seq` (a release step); the caller pops it.
+    HeldHead { key: String, seq: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    Applied,
+    /// The guard said this was applied already (a redelivery, or another owner was faster).
+    AlreadyApplied,
+    /// The namespace the call read from is no longer active (a rebuild swapped in a new one):
+    /// run it again against the new namespace.
+    NamespaceMoved,
+    /// A key the call read was written by another commit since: run it again on fresh state.
+    Stale(String),
+    /// A key the call wrote is locked by another call that sent events decided on it: wait a
+    /// moment and try again.
+    Locked(String),
+}
+
+/// What a call commits.
+pub struct Changes<'a> {
+    /// The namespace the call read from (None for a rebuild, which writes to a namespace that
+    /// is not active yet and is read by nobody else).
+    pub expected_active: Option<&'a str>,
+    pub ns: &'a str,
+    pub guard: Guard,
+    pub overlay: &'a Overlay,
+    /// The lock owner of this call, if it locked its reads before sending.
+    pub owner: Option<&'a str>,
+    /// The keys it locked (released by the commit).
+    pub locked: &'a [String],
+}
+
+/// How long a lock taken before a send holds if its owner never commits (it died).
+pub const LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// Applies a call's writes and the checkpoint in one step. Redis runs a script atomically, but
+/// does not roll back on error, so the types of the touched keys are checked before anything is
+/// written. Returns `{code, detail}`: 1 applied, 0 already applied, -1 namespace moved, -2
+/// frozen (retry), -3 stale read (detail: the key), -4 locked (detail: the key).
+const COMMIT_SCRIPT: &str = r#"
+local a = cjson.decode(ARGV[1])
+if a.expected ~= '' and redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
+if a.expected ~= '' and redis.call('EXISTS', a.freeze) == 1 then return {-2, ''} end
+if a.gkind == 'ckpt' then
+  if tonumber(redis.call('GET', a.gkey) or '0') >= tonumber(a.gfirst) then return {0, ''} end
+elseif a.gkind == 'head' then
+  if redis.call('LINDEX', a.gkey, 0) ~= a.gval then return {0, ''} end
+end
+if #a.written > 0 then
+  for k, rev in pairs(a.reads) do
+    if tonumber(redis.call('HGET', a.revs, k) or '0') ~= rev then return {-3, k} end
+  end
+end
+local now = nil
+local function now_ms()
+  if now == nil then local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+  return now
+end
+if #a.written > 0 and redis.call('HLEN', a.locks) > 0 then
+  for _, k in ipairs(a.written) do
+    local l = redis.call('HGET', a.locks, k)
+    if l then
+      local owner, deadline = string.match(l, '^(.*):(%d+)$')
+      if owner ~= a.owner and tonumber(deadline) > now_ms() then return {-4, k} end
+    end
+  end
+end
+local want = {HSET='hash', HDEL='hash', HINCRBY='hash', VMAX='hash', RPUSH='list', LPOP='list', INCRBY='string', SADD='set', SREM='set'}
+local seen = {}
+for _, op in ipairs(a.ops) do
+  local c, k = op[1], op[2]
+  if c == 'SET' or c == 'DEL' then
+    seen[k] = true
+  elseif not seen[k] then
+    seen[k] = true
+    local t = redis.call('TYPE', k).ok
+    if t ~= 'none' and t ~= want[c] then
+      return redis.error_reply('WRONGTYPE key ' .. k .. ' holds a ' .. t .. ' but the handler used it as a ' .. want[c])
+    end
+    if c == 'INCRBY' and t == 'string' then
+      local v = tonumber(redis.call('GET', k))
+      if v == nil or math.floor(v) ~= v then return redis.error_reply('key ' .. k .. ' does not hold an integer; incr needs one') end
+    end
+  end
+  if c == 'HINCRBY' and not seen[k .. '\0' .. op[3]] then
+    seen[k .. '\0' .. op[3]] = true
+    local f = redis.call('HGET', k, op[3])
+    if f and (tonumber(f) == nil or math.floor(tonumber(f)) ~= tonumber(f)) then
+      return redis.error_reply('field ' .. op[3] .. ' of ' .. k .. ' does not hold an integer; hincr needs one')
+    end
+  end
+end
+for _, op in ipairs(a.ops) do
+  if op[1] == 'VMAX' then
+    if tonumber(op[4]) > tonumber(redis.call('HGET', op[2], op[3]) or '-1') then redis.call('HSET', op[2], op[3], op[4]) end
+  else
+    redis.call(unpack(op))
+  end
+end
+if a.expected ~= '' then
+  for _, k in ipairs(a.written) do redis.call('HINCRBY', a.revs, k, 1) end
+end
+if a.owner ~= '' then
+  for _, k in ipairs(a.locked) do
+    local l = redis.call('HGET', a.locks, k)
+    if l and string.sub(l, 1, #a.owner + 1) == a.owner .. ':' then redis.call('HDEL', a.locks, k) end
+  end
+end
+if a.gkind == 'ckpt' then redis.call('SET', a.gkey, a.glast) end
+if #a.written > 0 and redis.call('EXISTS', a.watch) == 1 then
+  local woken = {}
+  for _, k in ipairs(a.written) do
+    local deadline = redis.call('ZSCORE', a.watch, k)
+    if deadline and tonumber(deadline) >= now_ms() then woken[#woken + 1] = k end
+  end
+  if #woken > 0 then redis.call('PUBLISH', a.channel, table.concat(woken, '\n')) end
+  redis.call('ZREMRANGEBYSCORE', a.watch, '-inf', now_ms() - 1)
+end
+return {1, ''}
+"#;
+
+/// Before a call sends events decided on what it read: checks the reads are still current and
+/// locks them for `ARGV` owner until its commit (or the deadline). `{1, ''}` locked; `{-1, ''}`
+/// namespace moved; `{-3, key}` stale; `{-4, key}` locked by another call.
+const LOCK_SCRIPT: &str = r#"
+local a = cjson.decode(ARGV[1])
+if redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
+for k, rev in pairs(a.reads) do
+  if tonumber(redis.call('HGET', a.revs, k) or '0') ~= rev then return {-3, k} end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for k, _ in pairs(a.reads) do
+  local l = redis.call('HGET', a.locks, k)
+  if l then
+    local owner, deadline = string.match(l, '^(.*):(%d+)$')
+    if owner ~= a.owner and tonumber(deadline) > now then return {-4, k} end
+  end
+end
+for k, _ in pairs(a.reads) do redis.call('HSET', a.locks, k, a.owner .. ':' .. (now + a.ttl)) end
+return {1, ''}
+"#;
+
+/// Releases the locks of owner `ARGV[1]` on keys `ARGV[2..]` (a call that locked, then failed).
+const UNLOCK_SCRIPT: &str = r#"
+for i = 2, #ARGV do
+  local l = redis.call('HGET', KEYS[1], ARGV[i])
+  if l and string.sub(l, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return 0
+"#;
+
+/// Makes a rebuilt namespace the active one, but only if it has applied at least everything the
+/// current one has, partition by partition (live instances keep applying to the old one while
+/// the rebuild runs), and lifts the rebuild's freeze. Returns -1 on success, or the first
+/// partition that is still behind.
+const SWAP_SCRIPT: &str = r#"
+local cur = redis.call('GET', ARGV[1])
+if cur == false then cur = '' end
+if cur ~= ARGV[2] then return redis.error_reply('the active namespace changed from ' .. ARGV[2] .. ' to ' .. cur .. ' during the rebuild') end
+if ARGV[2] ~= '' then
+  for p = 0, tonumber(ARGV[4]) - 1 do
+    local old = tonumber(redis.call('GET', ARGV[2] .. ':__applied:' .. p) or '0')
+    local new = tonumber(redis.call('GET', ARGV[3] .. ':__applied:' .. p) or '0')
+    if new < old then return p end
+  end
+end
+redis.call('SET', ARGV[1], ARGV[3])
+if redis.call('GET', ARGV[5]) == ARGV[3] then redis.call('DEL', ARGV[5]) end
+return -1
+"#;
+
+/// Lifts a rebuild's freeze (`KEYS[1]`) if it is still the one of namespace `ARGV[1]`.
+const UNFREEZE_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// The next generation for a new namespace, above `ARGV[1]` (the newest this instance knows
+/// of): after Redis lost its data the counter restarts at 1, and a namespace name must never
+/// come back with other content while someone may still hold it.
+const GENERATION_SCRIPT: &str = r#"
+local g = redis.call('INCR', KEYS[1])
+if g <= tonumber(ARGV[1]) then g = tonumber(ARGV[1]) + 1; redis.call('SET', KEYS[1], g) end
+return g
+"#;
+
+#[derive(Clone)]
+pub struct Store {
+    pub con: ConnectionManager,
+    pub service: String,
+    commit: std::sync::Arc<redis::Script>,
+    lock: std::sync::Arc<redis::Script>,
+    unlock: std::sync::Arc<redis::Script>,
+    swap: std::sync::Arc<redis::Script>,
+    unfreeze: std::sync::Arc<redis::Script>,
+    generation: std::sync::Arc<redis::Script>,
+}
+
+impl Store {
+    /// Connects, retrying with back-off until Redis answers (it may start after us). Later
+    /// disconnects are handled by the connection manager, which reconnects on its own.
+    pub async fn connect(url: &str, service: &str) -> anyhow::Result<Store> {
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL {:?}: {e}", sequent_net::redact_url(url)))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(6)
+            .set_max_delay(Duration::from_secs(2));
+        let mut delay = Duration::from_millis(200);
+        let con = loop {
+            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                Ok(con) => break con,
+                Err(e) => {
+                    tracing::warn!(error = %e, url = sequent_net::redact_url(url), "Redis is not reachable yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        Ok(Store {
+            con,
+            service: service.to_string(),
+            commit: std::sync::Arc::new(redis::Script::new(COMMIT_SCRIPT)),
+            lock: std::sync::Arc::new(redis::Script::new(LOCK_SCRIPT)),
+            unlock: std::sync::Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
+            swap: std::sync::Arc::new(redis::Script::new(SWAP_SCRIPT)),
+            unfreeze: std::sync::Arc::new(redis::Script::new(UNFREEZE_SCRIPT)),
+            generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
+        })
+    }
+
+    /// A new namespace name, `<service>@<generation>`, never one of `known` or before it.
+    pub async fn new_namespace(&self, known: &str) -> redis::RedisResult<String> {
+        let known = known.rsplit_once('@').and_then(|(_, g)| g.parse::<u64>().ok()).unwrap_or(0);
+        let g: u64 = self.generation.key(generation_key(&self.service)).arg(known).invoke_async(&mut self.con.clone()).await?;
+        Ok(format!("{}@{g}", self.service))
+    }
+
+    /// Runs a read of namespace `ns` atomically with a look at the active namespace and, when
+    /// `key` (a script key) is given, its revision. `Ok(None)` when `ns` is not active (Redis
+    /// lost the state, a rebuild is running or swapped another one in): the read's answer would
+    /// be wrong, not merely old.
+    pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd, key: Option<&str>) -> redis::RedisResult<Option<(T, u64)>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().get(active_key(&self.service)).add_command(cmd.clone());
+        if let Some(key) = key {
+            pipe.hget(revisions_key(ns), key);
+        }
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut self.con.clone()).await?;
+        let revision: Option<u64> = if key.is_some() { redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))? } else { None };
+        let value = values.pop().unwrap_or(redis::Value::Nil);
+        let active: Option<String> = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;
+        if active.as_deref() != Some(ns) {
+            return Ok(None);
+        }
+        Ok(Some((redis::from_redis_value(value)?, revision.unwrap_or(0))))
+    }
+
+    pub async fn active(&self) -> redis::RedisResult<Option<String>> {
+        redis::cmd("GET").arg(active_key(&self.service)).query_async(&mut self.con.clone()).await
+    }
+
+    pub async fn applied(&self, ns: &str, partition: u32) -> redis::RedisResult<u64> {
+        let v: Option<u64> = redis::cmd("GET").arg(applied_key(ns, partition)).query_async(&mut self.con.clone()).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
+    pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
+        let ns = changes.ns;
+        let (kind, gkey, first, last, head) = match &changes.guard {
+            Guard::None => ("", String::new(), 0, 0, String::new()),
+            Guard::Checkpoint { partition, first, last } => ("ckpt", applied_key(ns, *partition), *first, *last, String::new()),
+            Guard::HeldHead { key, seq } => ("head", held_key(ns, key), 0, 0, seq.to_string()),
+        };
+        let overlay = changes.overlay;
+        let args = serde_json::json!({
+            "active": active_key(&self.service),
+            "expected": changes.expected_active.unwrap_or(""),
+            "freeze": swap_freeze_key(&self.service),
+            "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
+            "reads": if changes.expected_active.is_some() { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
+            // A rebuild's namespace is read by nobody: no revisions, no announcements.
+            "written": if changes.expected_active.is_some() { overlay.written() } else { Vec::new() },
+            "ops": overlay.ops(),
+            "revs": revisions_key(ns),
+            "locks": locks_key(ns),
+            "owner": changes.owner.unwrap_or(""),
+            "locked": changes.locked,
+            "watch": watch_key(&self.service),
+            "channel": commits_channel(&self.service),
+        })
+        .to_string();
+        let mut invocation = self.commit.prepare_invoke();
+        invocation.arg(args);
+        loop {
+            let (code, detail): (i64, String) = invocation.invoke_async(&mut self.con.clone()).await?;
+            return Ok(match code {
+                1 => Commit::Applied,
+                0 => Commit::AlreadyApplied,
+                // Frozen: a rebuild is catching up right before its swap (briefly; the freeze
+                // expires by itself if the rebuild dies). Try again: the commit then applies or
+                // finds the state moved. No notification exists for the lift, hence the poll.
+                -2 => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                -3 => Commit::Stale(detail),
+                -4 => Commit::Locked(detail),
+                _ => Commit::NamespaceMoved,
+            });
+        }
+    }
+
+    /// Checks that `reads` (script key → revision) are current in the active namespace `ns` and
+    /// locks them for `owner` (see [`LOCK_SCRIPT`]).
+    pub async fn lock_reads(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
+        let args = serde_json::json!({
+            "active": active_key(&self.service),
+            "expected": ns,
+            "reads": reads,
+            "revs": revisions_key(ns),
+            "locks": locks_key(ns),
+            "owner": owner,
+            "ttl": LOCK_TTL.as_millis() as u64,
+        })
+        .to_string();
+        let (code, detail): (i64, String) = self.lock.arg(args).invoke_async(&mut self.con.clone()).await?;
+        Ok(match code {
+            1 => Commit::Applied,
+            -3 => Commit::Stale(detail),
+            -4 => Commit::Locked(detail),
+            _ => Commit::NamespaceMoved,
+        })
+    }
+
+    /// [`Store::lock_reads`], waiting (up to [`LOCK_TTL`]) while another call holds a lock on a
+    /// key read: it commits soon, or its lock expires.
+    pub async fn lock_reads_waiting(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
+        let deadline = tokio::time::Instant::now() + LOCK_TTL;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.lock_reads(ns, reads, owner).await? {
+                Commit::Locked(key) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(key, "a key read is locked by another call that sent on it; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// [`Store::commit`], waiting (up to twice [`LOCK_TTL`]) while another call holds a lock on
+    /// a key written.
+    pub async fn commit_waiting(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
+        let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.commit(changes).await? {
+                Commit::Locked(key) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(key, "a key written is locked by another call that sent on it; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Releases `owner`'s locks on `keys` (a call that locked its reads, then failed).
+    pub async fn unlock(&self, ns: &str, owner: &str, keys: impl IntoIterator<Item = &String>) -> redis::RedisResult<()> {
+        let mut invocation = self.unlock.key(locks_key(ns));
+        invocation.arg(owner);
+        for k in keys {
+            invocation.arg(k);
+        }
+        invocation.invoke_async(&mut self.con.clone()).await
+    }
+
+    /// Marks `keys` as watched by a `bus:wait` until `deadline_ms` (Unix ms): commits that
+    /// write one of them announce it on the commits channel.
+    pub async fn watch(&self, keys: &[String], deadline_ms: u64) -> redis::RedisResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(watch_key(&self.service)).arg("GT");
+        for k in keys {
+            cmd.arg(deadline_ms).arg(k);
+        }
+        cmd.query_async(&mut self.con.clone()).await
+    }
+
+    /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`
+    /// catches up with it (see rebuild.rs). Setting it again extends it.
+    pub async fn freeze(&self, ns: &str, ttl: Duration) -> redis::RedisResult<()> {
+        redis::cmd("SET")
+            .arg(swap_freeze_key(&self.service))
+            .arg(ns)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.con.clone())
+            .await
+    }
+
+    /// Lifts the freeze of namespace `ns` (a swap lifts it by itself).
+    pub async fn unfreeze(&self, ns: &str) -> redis::RedisResult<()> {
+        self.unfreeze.key(swap_freeze_key(&self.service)).arg(ns).invoke_async(&mut self.con.clone()).await
+    }
+
+    /// See [`SWAP_SCRIPT`]. Ok(None) when swapped, Ok(Some(p)) when partition p is still behind.
+    pub async fn swap(&self, old: Option<&str>, new: &str, partitions: u32) -> anyhow::Result<Option<u32>> {
+        let r: i64 = self
+            .swap
+            .arg(active_key(&self.service))
+            .arg(old.unwrap_or(""))
+            .arg(new)
+            .arg(partitions)
+            .arg(swap_freeze_key(&self.service))
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(u32::try_from(r).ok())
+    }
+
+    /// All keys matching `pattern` (a full Redis glob), by SCAN.
+    pub async fn scan(&self, pattern: &str, limit: usize) -> redis::RedisResult<Vec<String>> {
+        let mut con = self.con.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut con).await?;
+            out.extend(keys);
+            if next == 0 || out.len() >= limit {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Deletes every key of a namespace (a failed rebuild's leftovers, or a replaced namespace).
+    pub async fn drop_namespace(&self, ns: &str) -> redis::RedisResult<usize> {
+        let keys = self.scan(&format!("{}:*", glob_escape(ns)), usize::MAX).await?;
+        let mut con = self.con.clone();
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut con).await?;
+        }
+        Ok(keys.len())
+    }
+
+    /// The script's keys of a namespace and their values (strings JSON-decoded where they are
+    /// JSON, hashes as objects, lists as arrays, sets sorted), for `superclient dump` and tests.
+    pub async fn dump(&self, ns: &str) -> redis::RedisResult<BTreeMap<String, serde_json::Value>> {
+        let prefix = format!("{ns}:");
+        let keys = self.scan(&format!("{}*", glob_escape(&prefix)), usize::MAX).await?;
+        let mut con = self.con.clone();
+        let mut out = BTreeMap::new();
+        for full in keys {
+            let Some(key) = script_name(&full[prefix.len()..]).map(str::to_string) else { continue };
+            let kind: String = redis::cmd("TYPE").arg(&full).query_async(&mut con).await?;
+            let value = match kind.as_str() {
+                "string" => {
+                    let v: Option<String> = redis::cmd("GET").arg(&full).query_async(&mut con).await?;
+                    v.map(|s| decode(&s)).unwrap_or(serde_json::Value::Null)
+                }
+                "hash" => {
+                    let h: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&full).query_async(&mut con).await?;
+                    serde_json::Value::Object(h.into_iter().map(|(k, v)| (k, decode(&v))).collect())
+                }
+                "list" => {
+                    let l: Vec<String> = redis::cmd("LRANGE").arg(&full).arg(0).arg(-1).query_async(&mut con).await?;
+                    serde_json::Value::Array(l.iter().map(|v| decode(v)).collect())
+                }
+                "set" => {
+                    let mut s: Vec<String> = redis::cmd("SMEMBERS").arg(&full).query_async(&mut con).await?;
+                    s.sort();
+                    serde_json::Value::Array(s.iter().map(|v| decode(v)).collect())
+                }
+                _ => continue,
+            };
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
