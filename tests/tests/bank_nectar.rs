@@ -46,6 +46,7 @@ async fn nectar_joins_a_running_bank_without_changing_anything_else() {
     let pids: Vec<u32> = bank.instances.iter().map(|i| i.child.pid()).collect();
     bank.add("nectar", "nectar-1", &[]).await;
     bank.add("nectar", "nectar-2", &[]).await;
+    bank.wait_owned("nectar").await;
     let nectar = bank.of("nectar")[0].url.clone();
     bank.wait_settled(Duration::from_secs(30)).await;
     assert_eq!(bank.last_seq().await, seq, "nectar wrote nothing about the past");

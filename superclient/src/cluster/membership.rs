@@ -104,13 +104,19 @@ pub async fn run(js: jetstream::Context, members: DirectReader, me: Me, heartbea
     let subject = subjects::member_subject(&me.service, &me.instance);
     let value = serde_json::json!({ "instance": me.instance, "http": me.http, "pid": std::process::id() }).to_string();
     let beat_js = js.clone();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut warned = false;
+        let mut first = Some(first_tx);
         loop {
             tick.tick().await;
             let stored = async { beat_js.publish(subject.clone(), value.clone().into()).await?.await.map_err(async_nats::Error::from) }.await;
+            if stored.is_ok() {
+                // Our own heartbeat is in: the first read can count us.
+                first.take().map(|tx| tx.send(()));
+            }
             match stored {
                 Ok(_) => warned = false,
                 Err(e) if !warned => {
@@ -121,6 +127,7 @@ pub async fn run(js: jetstream::Context, members: DirectReader, me: Me, heartbea
             }
         }
     });
+    let _ = first_rx.await;
     let filter = subjects::members_filter(&me.service);
     let mut tick = tokio::time::interval(heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

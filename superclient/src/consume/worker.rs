@@ -346,13 +346,11 @@ async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     }
 }
 
-/// Drops the messages in hand and resets the consumer to its ack floor, so they are delivered
-/// again first, in stream order (with several unacked, JetStream would otherwise redeliver
-/// them after `--ack-wait`, behind newer ones).
+/// Drops the messages in hand and resets the consumer to its ack floor, so that what was
+/// delivered and not acked is delivered again first, in stream order (with several unacked,
+/// JetStream would otherwise redeliver them after `--ack-wait`, behind newer ones). Always: the
+/// pull stream may hold delivered messages the hand never saw.
 async fn give_back(svc: &Service, name: &str, hand: &mut Hand) {
-    if hand.messages.is_empty() {
-        return;
-    }
     hand.messages.clear();
     hand.delivered_before = hand.delivered_before.max(hand.highest);
     hand.highest = 0;
@@ -397,12 +395,12 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
             continue;
         }
         let target = Target::Live { partition: state.partition };
-        let outcome = keep_alive(svc, hand, svc.apply_batch(&target, &events, &state.parked)).await;
+        let (outcome, stream_failed) = keep_alive(svc, hand, messages, svc.apply_batch(&target, &events, &state.parked)).await;
         let (count, ran, failure) = match outcome {
             Outcome::AlreadyApplied => {
                 // Another owner was faster: reload the checkpoint; the skip above acks.
                 *state = PartitionState::load(svc, state.partition).await;
-                continue;
+                (0, 0, None)
             }
             Outcome::Applied { count, ran, failure } => (count, ran, failure),
         };
@@ -416,6 +414,9 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
             state.applied = events[count - 1].0.seq;
             hand.ack_front(count).await;
             delay = Duration::from_millis(100);
+        }
+        if let Some(e) = stream_failed {
+            return Worked::StreamFailed(e);
         }
         let Some(failure) = failure else { continue };
         // The front event failed.
@@ -481,15 +482,25 @@ async fn pause(svc: &Service, hand: &mut Hand, messages: &mut pull::Stream, stop
 }
 
 /// Runs `work` while telling JetStream every third of the ack wait that the messages in hand
-/// are still being worked on, so a slow batch does not get them redelivered.
-async fn keep_alive<T>(svc: &Service, hand: &Hand, work: impl std::future::Future<Output = T>) -> T {
+/// are still being worked on (so a slow batch does not get them redelivered), and while taking
+/// what arrives into the hand: the pull stream keeps pulling, so the partition stays pinned to
+/// this instance however long the batch takes (a pin lapses after `--pin-timeout` without
+/// pulls, and the next owner would receive newer events before the ones in hand).
+async fn keep_alive<T>(svc: &Service, hand: &mut Hand, messages: &mut pull::Stream, work: impl std::future::Future<Output = T>) -> (T, Option<String>) {
     let mut work = std::pin::pin!(work);
     let every = (svc.opts.ack_wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut failed = None;
     loop {
         tokio::select! {
-            r = &mut work => return r,
+            r = &mut work => return (r, failed),
             _ = tick.tick() => hand.keep_alive().await,
+            m = messages.next(), if failed.is_none() => match m {
+                Some(Ok(msg)) => hand.push(msg),
+                // Finish the batch; the stream restarts after it.
+                Some(Err(e)) => failed = Some(e.to_string()),
+                None => failed = Some("the pull stream ended".into()),
+            },
         }
     }
 }

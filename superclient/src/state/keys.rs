@@ -86,6 +86,42 @@ pub fn script_name(stored: &str) -> Option<&str> {
     }
 }
 
+/// What a read depends on, named as revisions of `<ns>:__rev`: a whole script key (any write
+/// to it moves revision `<key>`), or one field of a hash (moved by writes of that field,
+/// `<key>\0<field>`, and by writes of the whole key, `<key>\0`). Hashes used as maps (request
+/// id → version) are read and written field by field: a write of one entry does not disturb
+/// the readers of another.
+#[derive(Debug, Clone, Copy)]
+pub enum Depends<'a> {
+    Key(&'a str),
+    Field(&'a str, &'a str),
+}
+
+impl Depends<'_> {
+    pub fn key(&self) -> &str {
+        match self {
+            Depends::Key(k) | Depends::Field(k, _) => k,
+        }
+    }
+
+    pub fn revisions(&self) -> Vec<String> {
+        match self {
+            Depends::Key(k) => vec![k.to_string()],
+            Depends::Field(k, f) => vec![field_revision(k, f), whole_revision(k)],
+        }
+    }
+}
+
+/// Revision moved by writes of field `field` of hash `key`.
+pub fn field_revision(key: &str, field: &str) -> String {
+    format!("{key}\u{0}{field}")
+}
+
+/// Revision moved by writes of the whole of `key` (not of one hash field).
+pub fn whole_revision(key: &str) -> String {
+    format!("{key}\u{0}")
+}
+
 /// Checks a script-chosen key.
 pub fn check_user_key(key: &str) -> Result<(), String> {
     if key.is_empty() {

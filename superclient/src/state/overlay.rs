@@ -115,7 +115,27 @@ impl Overlay {
         keys
     }
 
-    /// Script keys read from Redis, with the revision each had when read.
+    /// The revisions this overlay's writes move at commit (see `keys::Depends`): every written
+    /// key's own; for hash fields written one by one, those fields'; for anything else, the
+    /// whole key's.
+    pub fn revisions_written(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, known) in &self.known {
+            out.push(k.clone());
+            match known {
+                Known::Hash { cleared: false, fields } => out.extend(fields.keys().map(|f| super::keys::field_revision(k, f))),
+                Known::Hash { cleared: true, fields } => {
+                    out.push(super::keys::whole_revision(k));
+                    out.extend(fields.keys().map(|f| super::keys::field_revision(k, f)));
+                }
+                _ => out.push(super::keys::whole_revision(k)),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Revisions read from Redis, with the value each had when read.
     pub fn reads(&self) -> &HashMap<String, u64> {
         &self.reads
     }
@@ -191,7 +211,8 @@ impl Overlay {
         }
     }
 
-    /// Records that `key` was read from Redis at `revision` (the first read counts).
+    /// Records that revision `key` (see `keys::Depends`) was read at `revision` (the first read
+    /// counts).
     pub fn note_read(&mut self, key: &str, revision: u64) {
         if !self.reads.contains_key(key) {
             self.reads.insert(key.to_string(), revision);
@@ -680,6 +701,16 @@ mod tests {
         assert_eq!(o.known_version("acc-1"), Some(3));
         assert_eq!(o.ops().len(), 3);
         assert_eq!(o.written(), ["a", "h"]);
+    }
+
+    #[test]
+    fn field_writes_move_field_revisions_whole_writes_the_whole_key() {
+        let mut o = Overlay::new();
+        o.hset("h", "n:h", "f", "1".into()).unwrap();
+        o.set("s", "n:s", "1".into());
+        o.del("d", "n:d");
+        o.hset("d", "n:d", "g", "1".into()).unwrap();
+        assert_eq!(o.revisions_written(), ["d", "d\u{0}", "d\u{0}g", "h", "h\u{0}f", "s", "s\u{0}"]);
     }
 
     #[test]

@@ -77,7 +77,7 @@ if a.gkind == 'ckpt' then
 elseif a.gkind == 'head' then
   if redis.call('LINDEX', a.gkey, 0) ~= a.gval then return {0, ''} end
 end
-if #a.written > 0 then
+if #a.bumps > 0 then
   for k, rev in pairs(a.reads) do
     if tonumber(redis.call('HGET', a.revs, k) or '0') ~= rev then return {-3, k} end
   end
@@ -87,8 +87,8 @@ local function now_ms()
   if now == nil then local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
   return now
 end
-if #a.written > 0 and redis.call('HLEN', a.locks) > 0 then
-  for _, k in ipairs(a.written) do
+if #a.bumps > 0 and redis.call('HLEN', a.locks) > 0 then
+  for _, k in ipairs(a.bumps) do
     local l = redis.call('HGET', a.locks, k)
     if l then
       local owner, deadline = string.match(l, '^(.*):(%d+)$')
@@ -128,9 +128,7 @@ for _, op in ipairs(a.ops) do
     redis.call(unpack(op))
   end
 end
-if a.expected ~= '' then
-  for _, k in ipairs(a.written) do redis.call('HINCRBY', a.revs, k, 1) end
-end
+for _, k in ipairs(a.bumps) do redis.call('HINCRBY', a.revs, k, 1) end
 if a.owner ~= '' then
   for _, k in ipairs(a.locked) do
     local l = redis.call('HGET', a.locks, k)
@@ -268,24 +266,25 @@ impl Store {
         Ok(format!("{}@{g}", self.service))
     }
 
-    /// Runs a read of namespace `ns` atomically with a look at the active namespace and, when
-    /// `key` (a script key) is given, its revision. `Ok(None)` when `ns` is not active (Redis
+    /// Runs a read of namespace `ns` atomically with a look at the active namespace and the
+    /// values of `revisions` (see `keys::Depends`). `Ok(None)` when `ns` is not active (Redis
     /// lost the state, a rebuild is running or swapped another one in): the read's answer would
     /// be wrong, not merely old.
-    pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd, key: Option<&str>) -> redis::RedisResult<Option<(T, u64)>> {
+    pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd, revisions: &[String]) -> redis::RedisResult<Option<(T, Vec<u64>)>> {
         let mut pipe = redis::pipe();
         pipe.atomic().get(active_key(&self.service)).add_command(cmd.clone());
-        if let Some(key) = key {
-            pipe.hget(revisions_key(ns), key);
+        if !revisions.is_empty() {
+            pipe.cmd("HMGET").arg(revisions_key(ns)).arg(revisions);
         }
         let mut values: Vec<redis::Value> = pipe.query_async(&mut self.con.clone()).await?;
-        let revision: Option<u64> = if key.is_some() { redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))? } else { None };
+        let revs: Vec<Option<u64>> =
+            if revisions.is_empty() { Vec::new() } else { redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))? };
         let value = values.pop().unwrap_or(redis::Value::Nil);
         let active: Option<String> = redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))?;
         if active.as_deref() != Some(ns) {
             return Ok(None);
         }
-        Ok(Some((redis::from_redis_value(value)?, revision.unwrap_or(0))))
+        Ok(Some((redis::from_redis_value(value)?, revs.into_iter().map(|r| r.unwrap_or(0)).collect())))
     }
 
     pub async fn active(&self) -> redis::RedisResult<Option<String>> {
@@ -314,6 +313,7 @@ impl Store {
             "reads": if changes.expected_active.is_some() { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
             // A rebuild's namespace is read by nobody: no revisions, no announcements.
             "written": if changes.expected_active.is_some() { overlay.written() } else { Vec::new() },
+            "bumps": if changes.expected_active.is_some() { overlay.revisions_written() } else { Vec::new() },
             "ops": overlay.ops(),
             "revs": revisions_key(ns),
             "locks": locks_key(ns),

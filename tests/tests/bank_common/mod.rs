@@ -165,7 +165,7 @@ impl Bank {
         vec![
             ("NATS_URL".into(), self.nats.url()),
             ("REDIS_URL".into(), self.redis.url.clone()),
-            ("RUST_LOG".into(), "info,async_nats=warn,superclient::delivery=warn,lua=warn".into()),
+            ("RUST_LOG".into(), std::env::var("SEQUENT_TEST_LOG").unwrap_or_else(|_| "info,async_nats=warn,lua=warn".into())),
             ("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()),
             ("SEQUENT_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
             ("SEQUENT_GATEWAY_URL".into(), self.gateway_http.clone()),
@@ -197,6 +197,25 @@ impl Bank {
         let instance = Bank::ready(spawned).await;
         self.instances.push(instance);
         self.instances.last().unwrap()
+    }
+
+    /// Waits until the instances of `service` own all 16 partitions between them (membership
+    /// has seen them), so that events stored from now on are theirs to handle.
+    pub async fn wait_owned(&self, service: &str) {
+        let urls: Vec<String> = self.of(service).iter().map(|i| i.url.clone()).collect();
+        wait_until(&format!("{service} to own every partition"), Duration::from_secs(30), || {
+            let urls = urls.clone();
+            async move {
+                let mut owned = std::collections::BTreeSet::new();
+                for url in urls {
+                    let health: Value = reqwest::get(format!("{url}/health")).await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+                    owned.extend(health["partitions"].as_array().into_iter().flatten().filter_map(|p| p.as_u64()));
+                }
+                Ok::<bool, String>(owned.len() == 16)
+            }
+        })
+        .await
+        .unwrap();
     }
 
     pub fn of(&self, service: &str) -> Vec<&Instance> {

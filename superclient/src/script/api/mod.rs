@@ -136,14 +136,15 @@ fn retarget(cmd: &::redis::Cmd, from: &str, to: &str) -> ::redis::Cmd {
 /// have lost the state, a rebuild may have swapped another in), and with the revision of script
 /// key `key` when the call's reads are checked at commit (then noted in its overlay). A rebuild
 /// reads a namespace that is not active yet.
-async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::Cmd, key: Option<&str>) -> LResult<T> {
+async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::Cmd, depends: Option<state::Depends<'_>>) -> LResult<T> {
     let store = redis_store(lua)?;
     let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
     let not_active = |ns: &str| format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry");
-    let key = key.filter(|_| mode.serializable());
+    let depends = depends.filter(|_| mode.serializable());
+    let revisions = depends.map(|d| d.revisions()).unwrap_or_default();
     let read = match mode {
-        Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await.map(|v| (v, 0)),
-        _ => match store.read(&ns, cmd, key).await {
+        Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await.map(|v| (v, Vec::new())),
+        _ => match store.read(&ns, cmd, &revisions).await {
             Ok(Some(v)) => Ok(v),
             Ok(None) => match follow_swap(lua, what, &store).await? {
                 Some(active) => {
@@ -152,7 +153,7 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
                         c.overlay.forget_reads();
                         Ok(())
                     })?;
-                    match store.read(&active, &retarget(cmd, &ns, &active), key).await {
+                    match store.read(&active, &retarget(cmd, &ns, &active), &revisions).await {
                         Ok(Some(v)) => Ok(v),
                         Ok(None) => return infra(lua, what, not_active(&active)),
                         Err(e) => Err(e),
@@ -164,12 +165,14 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
         },
     };
     match read {
-        Ok((value, revision)) => {
-            if let Some(key) = key {
+        Ok((value, values)) => {
+            if let Some(depends) = depends {
                 with_call(lua, what, |c| {
-                    c.overlay.note_read(key, revision);
+                    for (name, revision) in revisions.iter().zip(values) {
+                        c.overlay.note_read(name, revision);
+                    }
                     if let Some(watching) = c.watching.as_mut() {
-                        watching.push(key.to_string());
+                        watching.push(depends.key().to_string());
                     }
                     Ok(())
                 })?;

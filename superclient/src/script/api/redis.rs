@@ -74,12 +74,12 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
             match view {
                 StrView::Local(v) => v.map_or(Ok(Value::Nil), |v| decode(&lua, &v)),
                 StrView::Over(d) => {
-                    let base: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(&key)).await?;
+                    let base: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
                     let base = base.map(|b| parse_int(&b, "redis:get")).transpose()?.unwrap_or(0);
                     Ok(Value::Integer(base + d))
                 }
                 StrView::Stored => {
-                    let v: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(&key)).await?;
+                    let v: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
                     v.map_or(Ok(Value::Nil), |v| decode(&lua, &v))
                 }
             }
@@ -115,7 +115,7 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
             let full = full_key(&lua, "redis:exists", &key)?;
             match overlay(&lua, "redis:exists", |o| Ok(o.exists(&key)))? {
                 Some(known) => Ok(known),
-                None => read::<bool>(&lua, "redis:exists", redis::cmd("EXISTS").arg(&full), Some(&key)).await,
+                None => read::<bool>(&lua, "redis:exists", redis::cmd("EXISTS").arg(&full), Some(state::Depends::Key(&key))).await,
             }
         })?,
     )?;
@@ -132,7 +132,7 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
             let base = match view {
                 StrView::Local(_) => None,
                 _ => {
-                    let b: Option<String> = read(&lua, "redis:incr", redis::cmd("GET").arg(&full), Some(&key)).await?;
+                    let b: Option<String> = read(&lua, "redis:incr", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
                     Some(b.map(|b| parse_int(&b, "redis:incr")).transpose()?.unwrap_or(0))
                 }
             };
@@ -198,11 +198,11 @@ fn install_hashes(lua: &Lua, r: &Table) -> LResult<()> {
             match overlay(&lua, "redis:hget", |o| Ok(o.hash_field(&key, &field)))? {
                 StrView::Local(v) => v.map_or(Ok(Value::Nil), |v| decode(&lua, &v)),
                 StrView::Over(d) => {
-                    let v: Option<String> = read(&lua, "redis:hget", redis::cmd("HGET").arg(&full).arg(&field), Some(&key)).await?;
+                    let v: Option<String> = read(&lua, "redis:hget", redis::cmd("HGET").arg(&full).arg(&field), Some(state::Depends::Field(&key, &field))).await?;
                     Ok(Value::Integer(v.map(|v| parse_int(&v, "redis:hget")).transpose()?.unwrap_or(0) + d))
                 }
                 StrView::Stored => {
-                    let v: Option<String> = read(&lua, "redis:hget", redis::cmd("HGET").arg(&full).arg(&field), Some(&key)).await?;
+                    let v: Option<String> = read(&lua, "redis:hget", redis::cmd("HGET").arg(&full).arg(&field), Some(state::Depends::Field(&key, &field))).await?;
                     v.map_or(Ok(Value::Nil), |v| decode(&lua, &v))
                 }
             }
@@ -241,7 +241,7 @@ fn install_hashes(lua: &Lua, r: &Table) -> LResult<()> {
             let base = match view {
                 StrView::Local(_) => None,
                 _ => {
-                    let v: Option<String> = read(&lua, "redis:hincr", redis::cmd("HGET").arg(&full).arg(&field), Some(&key)).await?;
+                    let v: Option<String> = read(&lua, "redis:hincr", redis::cmd("HGET").arg(&full).arg(&field), Some(state::Depends::Field(&key, &field))).await?;
                     Some(v.map(|v| parse_int(&v, "redis:hincr")).transpose()?.unwrap_or(0))
                 }
             };
@@ -254,7 +254,7 @@ fn install_hashes(lua: &Lua, r: &Table) -> LResult<()> {
             let key: String = args(&lua, values, "redis:hgetall")?;
             let full = full_key(&lua, "redis:hgetall", &key)?;
             let stored: BTreeMap<String, String> = if overlay(&lua, "redis:hgetall", |o| Ok(o.hash_needs_stored(&key)))? {
-                read(&lua, "redis:hgetall", redis::cmd("HGETALL").arg(&full), Some(&key)).await?
+                read(&lua, "redis:hgetall", redis::cmd("HGETALL").arg(&full), Some(state::Depends::Key(&key))).await?
             } else {
                 BTreeMap::new()
             };
@@ -287,12 +287,12 @@ fn install_lists_and_sets(lua: &Lua, r: &Table) -> LResult<()> {
             let full = full_key(&lua, "redis:lrange", &key)?;
             let local = overlay(&lua, "redis:lrange", |o| Ok(o.list(&key).map(|(c, p)| (c, p.to_vec()))))?;
             let items: Vec<String> = match local {
-                None => read(&lua, "redis:lrange", redis::cmd("LRANGE").arg(&full).arg(start).arg(stop), Some(&key)).await?,
+                None => read(&lua, "redis:lrange", redis::cmd("LRANGE").arg(&full).arg(start).arg(stop), Some(state::Depends::Key(&key))).await?,
                 Some((cleared, pushed)) => {
                     let mut all: Vec<String> = if cleared {
                         Vec::new()
                     } else {
-                        read(&lua, "redis:lrange", redis::cmd("LRANGE").arg(&full).arg(0).arg(-1), Some(&key)).await?
+                        read(&lua, "redis:lrange", redis::cmd("LRANGE").arg(&full).arg(0).arg(-1), Some(state::Depends::Key(&key))).await?
                     };
                     all.extend(pushed);
                     let n = all.len() as i64;
@@ -310,7 +310,7 @@ fn install_lists_and_sets(lua: &Lua, r: &Table) -> LResult<()> {
             let key: String = args(&lua, values, "redis:llen")?;
             let full = full_key(&lua, "redis:llen", &key)?;
             let (cleared, pushed) = overlay(&lua, "redis:llen", |o| Ok(o.list(&key).map_or((false, 0), |(c, p)| (c, p.len()))))?;
-            let stored: usize = if cleared { 0 } else { read(&lua, "redis:llen", redis::cmd("LLEN").arg(&full), Some(&key)).await? };
+            let stored: usize = if cleared { 0 } else { read(&lua, "redis:llen", redis::cmd("LLEN").arg(&full), Some(state::Depends::Key(&key))).await? };
             Ok(stored + pushed)
         })?,
     )?;
@@ -338,7 +338,7 @@ fn install_lists_and_sets(lua: &Lua, r: &Table) -> LResult<()> {
             let key: String = args(&lua, values, "redis:smembers")?;
             let full = full_key(&lua, "redis:smembers", &key)?;
             let stored: BTreeSet<String> = if overlay(&lua, "redis:smembers", |o| Ok(o.set_needs_stored(&key)))? {
-                read(&lua, "redis:smembers", redis::cmd("SMEMBERS").arg(&full), Some(&key)).await?
+                read(&lua, "redis:smembers", redis::cmd("SMEMBERS").arg(&full), Some(state::Depends::Key(&key))).await?
             } else {
                 BTreeSet::new()
             };
@@ -354,7 +354,7 @@ fn install_lists_and_sets(lua: &Lua, r: &Table) -> LResult<()> {
             let json = encode(&member, "redis:sismember")?;
             match overlay(&lua, "redis:sismember", |o| Ok(o.sismember(&key, &json)))? {
                 Some(known) => Ok(known),
-                None => read::<bool>(&lua, "redis:sismember", redis::cmd("SISMEMBER").arg(&full).arg(&json), Some(&key)).await,
+                None => read::<bool>(&lua, "redis:sismember", redis::cmd("SISMEMBER").arg(&full).arg(&json), Some(state::Depends::Key(&key))).await,
             }
         })?,
     )?;

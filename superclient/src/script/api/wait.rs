@@ -5,7 +5,8 @@
 //! Redis subscription reconnects.
 //!
 //! Waiting ends the route's serializable section: it waits for other commits by design, so its
-//! locks are released and what it read before is not checked at its commit.
+//! locks are released, and neither what it read before nor what the condition read is checked
+//! at its commit or before its next send.
 
 use super::{args, err, follow_swap, mode, redis_store, shared, with_call, LResult};
 use crate::script::Mode;
@@ -18,6 +19,17 @@ pub fn install(lua: &Lua, bus: &Table) -> LResult<()> {
 }
 
 async fn wait(lua: Lua, values: MultiValue) -> LResult<bool> {
+    let result = wait_for(&lua, values).await;
+    with_call(&lua, "bus:wait", |c| {
+        c.watching = None;
+        c.overlay.forget_reads();
+        Ok(())
+    })?;
+    result
+}
+
+async fn wait_for(lua: &Lua, values: MultiValue) -> LResult<bool> {
+    let lua = lua.clone();
     let (timeout_ms, condition): (u64, Function) = args(&lua, values, "bus:wait")?;
     if mode(&lua) != Some(Mode::Route) {
         return err(
