@@ -13,12 +13,18 @@
 //! kept alive with progress signals) and parked after `--max-attempts`; infrastructure failures
 //! are retried forever without counting.
 //!
-//! Losing a partition (another instance joined): finish the batch in hand, stop pulling, reset
-//! the consumer to its ack floor if unacked messages were still in hand (so that the next owner
-//! receives them first, in order), then unpin the consumer so the new owner is pinned at once.
-//! Taking over from an instance that vanished: unpin (its pin would otherwise last
-//! `--pin-timeout`) and reset the consumer to its ack floor so the events it held are
-//! redelivered now rather than after `--ack-wait`.
+//! Order across owners: a worker takes deliveries only in the consumer's order (consecutive
+//! consumer sequences, the first one right after the ack floor when its pull stream starts).
+//! With several events in flight, a pin that moved while another instance still held
+//! deliveries (it is stopping, frozen, or its pin lapsed) would let newer events arrive first:
+//! the new holder sees the gap, and unless the ack floor shows the deliveries in between were
+//! acked meanwhile, it resets the consumer to its ack floor and takes everything again, in
+//! order ([`resync`]). The checkpoint makes the repeats harmless.
+//!
+//! Losing a partition (another instance joined): finish the batch in hand, stop pulling, then
+//! unpin the consumer so the new owner is pinned at once. Taking over from an instance that
+//! vanished: unpin (its pin would otherwise last `--pin-timeout`) and reset the consumer to its
+//! ack floor so the events it held are redelivered now rather than after `--ack-wait`.
 //!
 //! `meta.redelivered` is true for an event that may have been handled before (its sends
 //! stored): delivered more than once, delivered to this partition's consumer before this
@@ -151,6 +157,16 @@ struct Hand {
     /// Events whose handlers ran in a batch that did not commit: their sends may be stored.
     ran: HashSet<u64>,
     highest: u64,
+    /// The consumer sequence the next delivery must have: deliveries are taken only in the
+    /// consumer's order, so that none is handled while an earlier one is still out elsewhere
+    /// (a pin that lapsed while another instance held deliveries).
+    next_delivery: u64,
+    /// After a reset: deliveries made before it are still arriving; drop them until the one
+    /// expected comes.
+    resyncing: bool,
+    /// Deliveries received after one that skipped ahead of `next_delivery`, held back until
+    /// [`resync`] decides.
+    stash: Vec<Message>,
 }
 
 impl Hand {
@@ -158,14 +174,46 @@ impl Hand {
         msg.info().map(|i| i.stream_sequence).unwrap_or(0)
     }
 
-    /// Takes a delivered message, unless its event is in hand already (JetStream redelivers
-    /// what waited in hand longer than the ack wait: the copy would apply twice).
+    /// Starts over with a new pull stream: the next delivery continues from the ack floor.
+    fn start(&mut self, ack_floor_delivery: u64) {
+        self.messages.clear();
+        self.stash.clear();
+        self.delivered_before = self.delivered_before.max(self.highest);
+        self.highest = 0;
+        self.next_delivery = ack_floor_delivery + 1;
+        self.resyncing = false;
+    }
+
+    /// Takes a delivered message in consumer order. A delivery that skips ahead is held back
+    /// (see `resync`); an older one, or an event in hand already (JetStream redelivers what
+    /// waited in hand longer than the ack wait), is dropped: it would apply twice.
     fn push(&mut self, msg: Message) {
-        let seq = Self::seq(&msg);
+        let Ok(info) = msg.info() else {
+            tracing::error!(subject = %msg.subject, "a delivered message has no JetStream metadata; dropped");
+            return;
+        };
+        let (seq, delivery) = (info.stream_sequence, info.consumer_sequence);
+        if !self.stash.is_empty() {
+            self.stash.push(msg);
+            return;
+        }
+        if self.resyncing {
+            if delivery != self.next_delivery {
+                return;
+            }
+            self.resyncing = false;
+        }
         if seq <= self.highest {
             metrics::counter!("sequent_redeliveries_dropped_total").increment(1);
             return;
         }
+        if delivery != self.next_delivery {
+            // Ahead: deliveries in between are out elsewhere. Behind: the consumer was reset
+            // (its numbering starts over). Either way `resync` decides, with the ack floor.
+            self.stash.push(msg);
+            return;
+        }
+        self.next_delivery = delivery + 1;
         self.highest = seq;
         self.messages.push_back(msg);
     }
@@ -239,6 +287,9 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         delivered_before: delivered_so_far(&svc, &name).await,
         ran: HashSet::new(),
         highest: 0,
+        next_delivery: 1,
+        resyncing: false,
+        stash: Vec::new(),
     };
     let batch = svc.opts.batch.max(1);
     let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
@@ -250,13 +301,20 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let consumer = match consumer {
+        let mut consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(partition, consumer = name, error = e, "consumer not available; retrying");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
             }
         };
+        match consumer.info().await {
+            Ok(info) => hand.start(info.ack_floor.consumer_sequence),
+            Err(e) => {
+                tracing::warn!(partition, consumer = name, error = %e, "consumer info not available; retrying");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
+            }
+        }
         let messages = consumer
             .stream()
             .group(PIN_GROUP)
@@ -273,17 +331,7 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             }
         };
         if std::mem::take(&mut takeover) {
-            // The dead owner's unacked events must come first: nothing received before the
-            // reset may be handled (it could be newer than them).
             take_over(&svc, &name).await;
-            drop(messages);
-            hand.messages.clear();
-            hand.highest = 0;
-            hand.delivered_before = hand.delivered_before.max(delivered_so_far(&svc, &name).await);
-            if let Ok(stream) = svc.events_stream().await {
-                let _ = stream.unpin_consumer(&name, PIN_GROUP).await;
-            }
-            continue 'outer;
         }
         loop {
             let failed = match work(&svc, &mut state, &mut hand, &mut messages, &stop).await {
@@ -316,8 +364,9 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                 tokio::select! { _ = tokio::time::sleep(Duration::from_millis(300)) => {}, _ = stop.changed() => break 'outer }
                 // The new pull stream has no pin id: the server would hold its pulls until the
                 // old stream's pin expires (--pin-timeout), stalling the partition. We own the
-                // partition: give back what is in hand, in order, and release our old pin.
-                give_back(&svc, &name, &mut hand).await;
+                // partition: release our old pin. What was in hand is delivered again: the new
+                // stream finds the gap and resets the consumer (see `resync`).
+                hand.start(0);
                 if let Ok(stream) = svc.events_stream().await {
                     let _ = stream.unpin_consumer(&name, PIN_GROUP).await;
                 }
@@ -325,9 +374,8 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             }
         }
     }
-    // Hand over: what is in hand goes back to the consumer in order, then the pin is released
-    // so the next owner starts now.
-    give_back(&svc, &name, &mut hand).await;
+    // Hand over: release the pin so the next owner starts now. What this worker received and did
+    // not ack is delivered again to it: it finds the gap and resets the consumer (see `resync`).
     if let Ok(stream) = svc.events_stream().await {
         if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
             tracing::debug!(partition, error = %e, "unpin failed (the pin may have moved already)");
@@ -346,29 +394,15 @@ async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     }
 }
 
-/// Drops the messages in hand and resets the consumer to its ack floor, so that what was
-/// delivered and not acked is delivered again first, in stream order (with several unacked,
-/// JetStream would otherwise redeliver them after `--ack-wait`, behind newer ones). Always: the
-/// pull stream may hold delivered messages the hand never saw.
-async fn give_back(svc: &Service, name: &str, hand: &mut Hand) {
-    hand.messages.clear();
-    hand.delivered_before = hand.delivered_before.max(hand.highest);
-    hand.highest = 0;
-    match svc.events_stream().await {
-        Ok(stream) => {
-            if let Err(e) = stream.reset_consumer(name, None).await {
-                tracing::warn!(consumer = name, error = %e, "reset to the ack floor failed; the events in hand come back after --ack-wait");
-            }
-        }
-        Err(e) => tracing::warn!(consumer = name, error = %e, "reset to the ack floor failed"),
-    }
-}
-
 /// Applies what is in hand, batch by batch, until it is empty.
 async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>) -> Worked {
     let batch_size = svc.opts.batch.max(1);
     let mut delay = Duration::from_millis(100);
-    while !hand.messages.is_empty() {
+    while !hand.messages.is_empty() || !hand.stash.is_empty() {
+        if hand.messages.is_empty() {
+            resync(svc, hand).await;
+            continue;
+        }
         state.refresh_if_moved(svc).await;
         // Redeliveries of what is applied already: ack them.
         let skip = hand.messages.iter().take_while(|m| Hand::seq(m) <= state.applied).count();
@@ -460,6 +494,54 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
     Worked::Empty
 }
 
+/// A delivery out of the consumer's order arrived (the messages before it in hand are done).
+/// If the consumer's ack floor is right behind it, the deliveries before it were acked by
+/// whoever held them, or the consumer was reset and numbers its deliveries from the floor
+/// again: the held-back messages are taken. Otherwise another instance still holds deliveries
+/// before them (its pin lapsed, or it is stopping): the consumer is reset to its ack floor (this
+/// worker is pinned: it received them), so that everything not acked is delivered again, in
+/// order, here.
+async fn resync(svc: &Service, hand: &mut Hand) {
+    let stash = std::mem::take(&mut hand.stash);
+    let Some(first) = stash.first().and_then(|m| m.info().ok().map(|i| i.consumer_sequence)) else { return };
+    let name = stash[0].info().map(|i| i.consumer.to_string()).unwrap_or_default();
+    let stream = match svc.events_stream().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "resync: the stream is not available; trying again");
+            hand.stash = stash;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+    };
+    let floor = stream.consumer_info(&name).await.map(|i| i.ack_floor.consumer_sequence);
+    if let Ok(floor) = floor {
+        if first == floor + 1 {
+            hand.start(floor);
+            for m in stash {
+                hand.push(m);
+            }
+            return;
+        }
+    }
+    tracing::info!(consumer = name, first, ?floor, "deliveries arrived out of the consumer's order: resetting it to its ack floor");
+    metrics::counter!("sequent_partition_resyncs_total").increment(1);
+    if let Err(e) = stream.reset_consumer(&name, None).await {
+        tracing::warn!(consumer = name, error = %e, "reset failed; the deliveries come back after --ack-wait");
+    }
+    match stream.consumer_info(&name).await {
+        Ok(info) => {
+            hand.start(info.ack_floor.consumer_sequence);
+            hand.resyncing = true;
+        }
+        Err(e) => {
+            tracing::warn!(consumer = name, error = %e, "consumer info after the reset failed");
+            hand.start(floor.unwrap_or(0));
+            hand.resyncing = true;
+        }
+    }
+}
+
 /// Waits `wait` before a retry, keeping what is in hand alive and taking what arrives.
 async fn pause(svc: &Service, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>, wait: Duration) -> Option<Worked> {
     let mut stop = stop.clone();
@@ -505,9 +587,9 @@ async fn keep_alive<T>(svc: &Service, hand: &mut Hand, messages: &mut pull::Stre
     }
 }
 
-/// After a crash of the previous owner: wait until our pull is registered, move the pin to
-/// us, and reset the consumer to its ack floor, so the events the dead owner held are
-/// redelivered at once and first.
+/// After a crash of the previous owner: wait until our pull is registered and move the pin to
+/// us, instead of waiting `--pin-timeout`. The events the dead owner held are out of the
+/// consumer's order for us: `resync` resets the consumer and takes them again, first.
 async fn take_over(svc: &Service, name: &str) {
     let Ok(stream) = svc.events_stream().await else { return };
     let started = std::time::Instant::now();
@@ -520,11 +602,8 @@ async fn take_over(svc: &Service, name: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tracing::debug!(consumer = name, waited = ?started.elapsed(), "takeover: unpinning");
-    if let Err(e) = stream.unpin_consumer(name, PIN_GROUP).await {
-        tracing::warn!(consumer = name, error = %e, "unpin on takeover failed; the pin expires after --pin-timeout");
-    }
-    match stream.reset_consumer(name, None).await {
-        Ok(_) => tracing::info!(consumer = name, "took over from a vanished instance: its unacked events are redelivered now"),
-        Err(e) => tracing::warn!(consumer = name, error = %e, "reset on takeover failed; the held events come back after --ack-wait"),
+    match stream.unpin_consumer(name, PIN_GROUP).await {
+        Ok(_) => tracing::info!(consumer = name, "took over from a vanished instance"),
+        Err(e) => tracing::warn!(consumer = name, error = %e, "unpin on takeover failed; the pin expires after --pin-timeout"),
     }
 }

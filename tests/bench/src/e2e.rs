@@ -13,6 +13,7 @@
 //! account as the accounts service's version checks serialise them), TransferCompleted (expect
 //! 1). No HTTP, Lua, Redis, delivery hop or projection: what remains is the cost of storing.
 
+use crate::counters::{per_item, Probe};
 use crate::procs::{free_port, Proc, Usage};
 use crate::report::Row;
 use crate::Bins;
@@ -311,6 +312,11 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let me = Proc::this("sequent-bench (client)");
+    let probe = Probe {
+        nats_monitor: bank.servers[0].monitor.clone(),
+        redis_url: Some(bank.servers[1].url.clone()),
+        metrics: bank.services.iter().map(|s| format!("{}/metrics", s.url)).collect(),
+    };
     let mut all: Vec<&Proc> = bank.servers.iter().collect();
     all.extend(bank.services.iter());
     all.push(&me);
@@ -318,10 +324,15 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     let mut failures = 0;
     for mode in &o.modes {
         let before = Usage::sample(&all);
+        let counted = probe.sample(&http).await;
         traces.lock().unwrap().clear();
         let (secs, lat, errors) = drive(o.transfers, *mode, transfer.clone()).await?;
         failures += errors.len();
-        rows.push(Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all)));
+        let counts = per_item(&counted, &probe.sample(&http).await, lat.len());
+        rows.push(
+            Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all))
+                .with_counts(counts),
+        );
         eprintln!("e2e {}: {:.0} transfers/s, p99 {:.1} ms", mode.case(o.instances), rows.last().unwrap().per_s, rows.last().unwrap().p99_ms.unwrap_or(0.0));
         let slowest = std::mem::take(&mut *traces.lock().unwrap());
         print_slowest(&http, &bank.servers[2].url, slowest, 5).await;
@@ -346,9 +357,14 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
                 }
             };
             let before = Usage::sample(&procs);
+            let counted = probe.sample(&http).await;
             let (secs, lat, errors) = drive(o.transfers, *mode, chain).await?;
             failures += errors.len();
-            rows.push(Row::new("e2e", "baseline: 4 appends in sequence", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &procs)));
+            let counts = per_item(&counted, &probe.sample(&http).await, lat.len());
+            rows.push(
+                Row::new("e2e", "baseline: 4 appends in sequence", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &procs))
+                    .with_counts(counts),
+            );
         }
     }
     for s in sockets {

@@ -5,6 +5,7 @@
 
 mod analysis;
 mod append;
+mod counters;
 mod e2e;
 mod load;
 mod procs;

@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 pub struct Proc {
     pub name: String,
     pub url: String,
+    /// nats-server's monitoring URL, for message counts.
+    pub monitor: Option<String>,
     /// None: this benchmark process itself (measured like the others).
     child: Option<Child>,
     _dir: Option<TempDir>,
@@ -30,6 +32,7 @@ impl Proc {
     /// A fresh nats-server with the repository's users, on a free port.
     pub async fn nats() -> anyhow::Result<Proc> {
         let port = free_port();
+        let monitor_port = free_port();
         let dir = std::env::temp_dir().join(format!("sequent-bench-{port}"));
         std::fs::create_dir_all(&dir)?;
         // Includes are relative to the including file: the users and permissions are copied.
@@ -39,7 +42,10 @@ impl Proc {
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
-            format!("listen: 127.0.0.1:{port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"accounts.conf\"\n", dir.join("js").display()),
+            format!(
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"accounts.conf\"\n",
+                dir.join("js").display()
+            ),
         )?;
         let log = std::fs::File::create(log_path("nats-server")?)?;
         let child = Command::new(find_bin("nats-server"))
@@ -50,7 +56,13 @@ impl Proc {
             .spawn()
             .context("starting nats-server (is it on PATH?)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "nats-server".into(), url: format!("nats://127.0.0.1:{port}"), child: Some(child), _dir: Some(TempDir(dir)) })
+        Ok(Proc {
+            name: "nats-server".into(),
+            url: format!("nats://127.0.0.1:{port}"),
+            monitor: Some(format!("http://127.0.0.1:{monitor_port}")),
+            child: Some(child),
+            _dir: Some(TempDir(dir)),
+        })
     }
 
     /// A fresh redis-server (from PATH) on a free port, without persistence.
@@ -67,12 +79,12 @@ impl Proc {
             .spawn()
             .context("starting redis-server (is it on PATH? apt-get install redis-server)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), child: Some(child), _dir: Some(TempDir(dir)) })
+        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
     }
 
     /// This benchmark process (its client side: readers, HTTP clients), measured like the others.
     pub fn this(name: &str) -> Proc {
-        Proc { name: name.into(), url: String::new(), child: None, _dir: None }
+        Proc { name: name.into(), url: String::new(), monitor: None, child: None, _dir: None }
     }
 
     /// A superclient running `script`, its log in target/bench-logs/NAME.log; returns once it
@@ -91,16 +103,20 @@ impl Proc {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p superclient)", bin.display()))?;
-        Ok(Proc { name: name.into(), url: String::new(), child: Some(child), _dir: None })
+        Ok(Proc { name: name.into(), url: String::new(), monitor: None, child: Some(child), _dir: None })
     }
 
-    /// Waits until this superclient logged "superclient ready" (or fails with its log's end).
+    /// Waits until this superclient logged "superclient ready" (or fails with its log's end);
+    /// its `url` is then its HTTP address.
     pub async fn ready(&mut self) -> anyhow::Result<()> {
         let log = log_path(&self.name)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if text.contains("superclient ready") {
+                if let Some(addr) = text.lines().find_map(|l| l.split("http listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
+                    self.url = format!("http://{addr}");
+                }
                 return Ok(());
             }
             let exited = self.child.as_mut().map(|c| c.try_wait()).transpose()?.flatten();
@@ -129,7 +145,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p bus-gateway)", bin.display()))?;
         wait_port(port).await?;
-        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), child: Some(child), _dir: None })
+        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), monitor: None, child: Some(child), _dir: None })
     }
 
     fn pid(&self) -> Option<u32> {

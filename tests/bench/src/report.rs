@@ -21,6 +21,8 @@ pub struct Row {
     /// CPU of every measured process together, per event (transfer): flat as things grow.
     pub cpu_us_per_item: f64,
     pub processes: Vec<Usage>,
+    /// Messages and calls per item (e2e).
+    pub counts: Option<crate::counters::Counts>,
 }
 
 impl Row {
@@ -38,7 +40,13 @@ impl Row {
             p999_ms: q.map(|q| q[2]),
             cpu_us_per_item: cpu / count.max(1) as f64 * 1e6,
             processes,
+            counts: None,
         }
+    }
+
+    pub fn with_counts(mut self, counts: crate::counters::Counts) -> Row {
+        self.counts = Some(counts);
+        self
     }
 }
 
@@ -70,5 +78,12 @@ pub fn print_table(rows: &[Row]) {
             r.cpu_us_per_item,
             procs.join(", ")
         );
+        if let Some(c) = &r.counts {
+            let top: Vec<String> = c.redis_top.iter().map(|(cmd, n)| format!("{cmd} {n:.1}")).collect();
+            println!(
+                "{:<9} {:<32} per item: {:.1} NATS messages, {:.1} Redis commands ({}), {:.1} Lua calls",
+                "", "", c.nats_msgs, c.redis_cmds, top.join(", "), c.lua_calls
+            );
+        }
     }
 }

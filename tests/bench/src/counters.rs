@@ -1,0 +1,107 @@
+//! What a transfer costs in messages and calls, read from the processes themselves around a
+//! measurement: NATS messages in and out of nats-server (`/varz`), Redis commands
+//! (`INFO commandstats`), and Lua calls of the superclients (`sequent_lua_calls_total` on their
+//! `/metrics`). Deltas divided by the items done give the per-item counts of a row.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Where the counters are read.
+#[derive(Clone, Default)]
+pub struct Probe {
+    /// nats-server's monitoring URL (`http://127.0.0.1:port`).
+    pub nats_monitor: Option<String>,
+    pub redis_url: Option<String>,
+    /// `/metrics` URLs of the superclients.
+    pub metrics: Vec<String>,
+}
+
+#[derive(Clone, Default, Debug)]
+pub struct Sample {
+    nats_msgs: u64,
+    redis_cmds: BTreeMap<String, u64>,
+    lua_calls: u64,
+}
+
+/// Per item: socket messages through nats-server, Redis commands, Lua calls.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counts {
+    pub nats_msgs: f64,
+    pub redis_cmds: f64,
+    pub lua_calls: f64,
+    /// The Redis commands that made most of `redis_cmds`, per item.
+    pub redis_top: Vec<(String, f64)>,
+}
+
+impl Probe {
+    pub async fn sample(&self, http: &reqwest::Client) -> Sample {
+        let mut s = Sample::default();
+        if let Some(url) = &self.nats_monitor {
+            if let Ok(v) = http.get(format!("{url}/varz")).send().await.and_then(|r| r.error_for_status()) {
+                if let Ok(v) = v.json::<serde_json::Value>().await {
+                    s.nats_msgs = v["in_msgs"].as_u64().unwrap_or(0) + v["out_msgs"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            if let Ok(client) = redis::Client::open(url.as_str()) {
+                if let Ok(mut con) = client.get_multiplexed_async_connection().await {
+                    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut con).await.unwrap_or_default();
+                    s.redis_cmds = commandstats(&info);
+                }
+            }
+        }
+        for url in &self.metrics {
+            if let Ok(r) = http.get(url).send().await {
+                let text = r.text().await.unwrap_or_default();
+                s.lua_calls += text
+                    .lines()
+                    .filter(|l| l.starts_with("sequent_lua_calls_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as u64;
+            }
+        }
+        s
+    }
+}
+
+/// `cmdstat_get:calls=12,usec=...` lines → command → calls.
+fn commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+pub fn per_item(before: &Sample, after: &Sample, items: usize) -> Counts {
+    let n = items.max(1) as f64;
+    let mut by_cmd: Vec<(String, f64)> = after
+        .redis_cmds
+        .iter()
+        .map(|(c, v)| (c.clone(), v.saturating_sub(*before.redis_cmds.get(c).unwrap_or(&0)) as f64 / n))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    by_cmd.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = by_cmd.iter().map(|(_, v)| v).sum();
+    by_cmd.truncate(5);
+    Counts {
+        nats_msgs: after.nats_msgs.saturating_sub(before.nats_msgs) as f64 / n,
+        redis_cmds: total,
+        lua_calls: after.lua_calls.saturating_sub(before.lua_calls) as f64 / n,
+        redis_top: by_cmd,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_commandstats() {
+        let info = "# Commandstats\r\ncmdstat_get:calls=12,usec=30,usec_per_call=2.50\r\ncmdstat_evalsha:calls=3,usec=9\r\n";
+        let m = super::commandstats(info);
+        assert_eq!(m.get("get"), Some(&12));
+        assert_eq!(m.get("evalsha"), Some(&3));
+    }
+}

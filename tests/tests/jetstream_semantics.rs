@@ -1,0 +1,87 @@
+//! The JetStream behaviours the partition workers rely on (superclient/src/consume/worker.rs),
+//! checked against the real nats-server, so that an upgrade that changes one fails here first:
+//!
+//! - with `AckAll`, one ack covers every earlier delivery;
+//! - deliveries carry consecutive consumer sequences; a RESET sets the ack floor's consumer
+//!   sequence to 0, and the next deliveries are the first events not acked, numbered from 1;
+//! - a batched direct get answers each message with `Nats-Num-Pending` (how many match after
+//!   it), then an end-of-batch marker.
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use sequent_net::DirectReader;
+use std::time::Duration;
+
+async fn setup() -> (sequent_tests::NatsServer, jetstream::Context, stream::Stream) {
+    let nats = sequent_tests::nats().await.expect("nats-server starts");
+    let js = jetstream::new(nats.admin().await.expect("admin connects"));
+    let stream = js
+        .create_stream(stream::Config { name: "SEM".into(), subjects: vec!["sem.>".into()], allow_direct: true, ..Default::default() })
+        .await
+        .expect("a stream");
+    for i in 1..=10 {
+        js.publish(format!("sem.{}", i % 3), format!("{i}").into()).await.unwrap().await.unwrap();
+    }
+    (nats, js, stream)
+}
+
+#[tokio::test]
+async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
+    let (_nats, _js, stream) = setup().await;
+    let config = consumer::pull::Config {
+        durable_name: Some("c".into()),
+        ack_policy: consumer::AckPolicy::All,
+        max_ack_pending: 100,
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.unwrap();
+    let mut batch = consumer.fetch().max_messages(6).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = batch.next().await {
+        let m = m.unwrap();
+        let info = m.info().unwrap();
+        got.push((info.stream_sequence, info.consumer_sequence, m));
+    }
+    assert_eq!(got.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(), (1..=6).map(|i| (i, i)).collect::<Vec<_>>(), "consecutive consumer sequences");
+    // One ack of the third covers the first three.
+    got[2].2.double_ack().await.unwrap();
+    let mut c = stream.get_consumer::<consumer::pull::Config>("c").await.unwrap();
+    let info = c.info().await.unwrap().clone();
+    assert_eq!((info.ack_floor.stream_sequence, info.ack_floor.consumer_sequence, info.num_ack_pending), (3, 3, 3));
+    // Reset to the ack floor: the unacked deliveries come again, first; the consumer sequences
+    // start over, right after the floor's (which the reset sets to 0).
+    stream.reset_consumer("c", None).await.unwrap();
+    let info = c.info().await.unwrap().clone();
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!((info.ack_floor.stream_sequence, info.ack_floor.consumer_sequence), (3, 0));
+    let mut again = c.fetch().max_messages(3).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut next = Vec::new();
+    while let Some(m) = again.next().await {
+        let m = m.unwrap();
+        let info = m.info().unwrap();
+        next.push((info.stream_sequence, info.consumer_sequence));
+    }
+    assert_eq!(next, vec![(4, 1), (5, 2), (6, 3)]);
+}
+
+#[tokio::test]
+async fn batched_direct_gets_say_what_follows() {
+    let (nats, _js, _stream) = setup().await;
+    let reader = DirectReader::new(nats.admin().await.unwrap(), "SEM");
+    let (batch, end) = reader.batch("sem.1", 1, 2).await.unwrap();
+    // sem.1 holds 1, 4, 7, 10.
+    assert_eq!(batch.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 4]);
+    assert_eq!(batch.iter().map(|m| m.pending).collect::<Vec<_>>(), vec![Some(3), Some(2)]);
+    assert_eq!(end.pending, 2);
+    let (rest, end) = reader.batch("sem.1", 5, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![7, 10]);
+    assert_eq!(end.pending, 0);
+    let (none, _) = reader.batch("sem.1", 11, 100).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(reader.last("sem.*").await.unwrap().map(|m| m.seq), Some(10));
+    assert!(reader.get(99).await.unwrap().is_none());
+    let all: Vec<u64> = reader.scan("sem.>", 1, None).map(|m| m.unwrap().seq).collect().await;
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    let lasts = reader.multi_last(&["sem.*".to_string()], 100).await.unwrap();
+    assert_eq!(lasts.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+}
