@@ -8,7 +8,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -88,12 +87,14 @@ pub fn trace_table(batches: &[RecordBatch]) -> Result<RecordBatch> {
 // ---------------------------------------------------------------------------------------------
 // Money flow
 
-/// One completed transfer, from a `TransferCompleted` event.
+/// One move of money between two accounts, read from an event of a money-moving type.
 #[derive(Debug, Clone)]
 pub struct Transfer {
     pub seq: i64,
     pub event_id: String,
+    pub event_type: String,
     pub correlation: String,
+    /// The move's reference (the bank's transfer id); the event key when the event has none.
     pub transfer_id: String,
     pub from: String,
     pub to: String,
@@ -101,58 +102,207 @@ pub struct Transfer {
     pub time_us: i64,
 }
 
-#[derive(Deserialize)]
-struct CompletedData<'a> {
-    #[serde(borrow, default)]
-    transfer_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    from_account: Cow<'a, str>,
-    #[serde(borrow)]
-    to_account: Cow<'a, str>,
-    amount_cents: i64,
+/// Where a value of a money-moving event is: a path into its `data` object (`"amount_cents"`,
+/// `"payer.account"`), or an envelope field written `@key`, `@id` or `@correlation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRef {
+    Data(Vec<String>),
+    Key,
+    Id,
+    Correlation,
 }
 
-/// The transfers in some `TransferCompleted` batches, and a warning about events that could
-/// not be read as one (missing accounts, an amount that is not whole cents, no time).
-pub fn transfers(batches: &[RecordBatch]) -> (Vec<Transfer>, Option<String>) {
+impl FieldRef {
+    pub fn parse(what: &str, text: &str) -> Result<FieldRef> {
+        match text {
+            "@key" => return Ok(FieldRef::Key),
+            "@id" => return Ok(FieldRef::Id),
+            "@correlation" => return Ok(FieldRef::Correlation),
+            _ => {}
+        }
+        if text.starts_with('@') {
+            return Err(Error::BadArgument(format!(
+                "{what}: {text:?} is not an envelope field; use \"@key\", \"@id\" or \"@correlation\", or a data field path"
+            )));
+        }
+        if text.is_empty() || text.split('.').any(str::is_empty) {
+            return Err(Error::BadArgument(format!(
+                "{what}: {text:?} is not a field path; use names like \"amount_cents\" or \"payer.account\""
+            )));
+        }
+        Ok(FieldRef::Data(text.split('.').map(str::to_string).collect()))
+    }
+}
+
+/// How one event type moves money: which fields name the account the money leaves, the
+/// account it reaches, the amount (integer minor units) and, optionally, the move's reference.
+#[derive(Debug, Clone)]
+pub struct MoveSpec {
+    pub event_type: String,
+    pub source: FieldRef,
+    pub target: FieldRef,
+    pub amount: FieldRef,
+    pub reference: Option<FieldRef>,
+}
+
+impl MoveSpec {
+    /// The demo bank's: a completed transfer (`TransferCompleted`: `from_account`, `to_account`,
+    /// `amount_cents`, `transfer_id`).
+    pub fn bank() -> Vec<MoveSpec> {
+        let data = |f: &str| FieldRef::Data(vec![f.to_string()]);
+        vec![MoveSpec {
+            event_type: "TransferCompleted".into(),
+            source: data("from_account"),
+            target: data("to_account"),
+            amount: data("amount_cents"),
+            reference: Some(data("transfer_id")),
+        }]
+    }
+
+    /// Specs from (type, source, target, amount, reference) texts, checked: one spec per type.
+    pub fn parse_all(specs: &[(String, String, String, String, Option<String>)]) -> Result<Vec<MoveSpec>> {
+        if specs.is_empty() {
+            return Err(Error::BadArgument("moves: give at least one money-moving event type".into()));
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(specs.len());
+        for (ty, source, target, amount, reference) in specs {
+            sequent_protocol::validate::validate_type(ty).map_err(|e| Error::BadArgument(format!("moves: type {ty:?}: {e}")))?;
+            if !seen.insert(ty.as_str()) {
+                return Err(Error::BadArgument(format!("moves: type {ty:?} is given twice; give each type once")));
+            }
+            out.push(MoveSpec {
+                event_type: ty.clone(),
+                source: FieldRef::parse(&format!("moves[{ty}].source"), source)?,
+                target: FieldRef::parse(&format!("moves[{ty}].target"), target)?,
+                amount: FieldRef::parse(&format!("moves[{ty}].amount"), amount)?,
+                reference: reference.as_deref().map(|r| FieldRef::parse(&format!("moves[{ty}].ref"), r)).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for FieldRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldRef::Data(path) => write!(f, "{}", path.join(".")),
+            FieldRef::Key => f.write_str("@key"),
+            FieldRef::Id => f.write_str("@id"),
+            FieldRef::Correlation => f.write_str("@correlation"),
+        }
+    }
+}
+
+/// The envelope of one row, for `@key`-style references.
+struct Envelope<'a> {
+    key: &'a str,
+    id: &'a str,
+    correlation: &'a str,
+}
+
+fn resolve<'v>(data: &'v Value, env: &'v Envelope<'v>, field: &FieldRef) -> Option<Cow<'v, Value>> {
+    match field {
+        FieldRef::Key => Some(Cow::Owned(Value::String(env.key.to_string()))),
+        FieldRef::Id => Some(Cow::Owned(Value::String(env.id.to_string()))),
+        FieldRef::Correlation => Some(Cow::Owned(Value::String(env.correlation.to_string()))),
+        FieldRef::Data(path) => {
+            let mut at = data;
+            for part in path {
+                at = at.as_object()?.get(part)?;
+            }
+            (!at.is_null()).then_some(Cow::Borrowed(at))
+        }
+    }
+}
+
+/// An account or a reference: a non-empty string, or an integer (as its decimal text).
+fn as_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The moves of money in some batches of events of the specs' types, in stream order, and a
+/// warning about events that could not be read as one (an account missing, an amount that is
+/// not whole minor units, no time). With a reference field, events naming the same reference,
+/// source, target and amount are one move (the two legs of a double-entry pair, a replayed
+/// event): the first in stream order counts.
+pub fn transfers(batches: &[RecordBatch], specs: &[MoveSpec]) -> (Vec<Transfer>, Option<String>) {
+    let by_type: HashMap<&str, &MoveSpec> = specs.iter().map(|s| (s.event_type.as_str(), s)).collect();
     let mut out = Vec::new();
+    let mut seen: HashSet<(String, String, String, i64)> = HashSet::new();
     let mut bad = 0u64;
     let mut first_bad = None;
     for b in batches {
         let seq = b.column(col::SEQ).as_primitive::<Int64Type>();
         let ids = b.column(col::ID).as_string::<i32>();
+        let types = b.column(col::TYPE).as_string::<i32>();
         let keys = b.column(col::KEY).as_string::<i32>();
         let corr = b.column(col::CORRELATION).as_string::<i32>();
         let time = b.column(col::TIME).as_primitive::<TimestampMicrosecondType>();
         let data = b.column(col::DATA).as_string::<i32>();
         for i in 0..b.num_rows() {
-            let parsed = serde_json::from_str::<CompletedData>(data.value(i));
-            match (parsed, time.is_valid(i)) {
-                (Ok(d), true) => out.push(Transfer {
+            let Some(spec) = by_type.get(types.value(i)) else { continue };
+            let env = Envelope { key: keys.value(i), id: ids.value(i), correlation: corr.value(i) };
+            // The move, and whether it has a reference of its own (then it is deduplicated).
+            let read = || -> std::result::Result<(Transfer, bool), String> {
+                if !time.is_valid(i) {
+                    return Err("no readable time".into());
+                }
+                let parsed: Value = serde_json::from_str(data.value(i)).map_err(|e| format!("data is not JSON: {e}"))?;
+                let name = |field: &FieldRef, what: &str| -> std::result::Result<String, String> {
+                    let v = resolve(&parsed, &env, field).ok_or_else(|| format!("{what} field {field} is missing"))?;
+                    as_name(&v).ok_or_else(|| format!("{what} field {field} is {v}, not a name"))
+                };
+                let from = name(&spec.source, "source")?;
+                let to = name(&spec.target, "target")?;
+                let amount = resolve(&parsed, &env, &spec.amount)
+                    .ok_or_else(|| format!("amount field {} is missing", spec.amount))?;
+                let amount = amount.as_i64().ok_or_else(|| format!("amount field {} is {amount}, not whole minor units", spec.amount))?;
+                let reference = spec.reference.as_ref().and_then(|r| resolve(&parsed, &env, r)).and_then(|v| as_name(&v));
+                let has_ref = reference.is_some();
+                let t = Transfer {
                     seq: seq.value(i),
-                    event_id: ids.value(i).to_string(),
-                    correlation: corr.value(i).to_string(),
-                    transfer_id: d.transfer_id.map_or_else(|| keys.value(i).to_string(), |t| t.into_owned()),
-                    from: d.from_account.into_owned(),
-                    to: d.to_account.into_owned(),
-                    amount: d.amount_cents,
+                    event_id: env.id.to_string(),
+                    event_type: spec.event_type.clone(),
+                    correlation: env.correlation.to_string(),
+                    transfer_id: reference.unwrap_or_else(|| env.key.to_string()),
+                    from,
+                    to,
+                    amount,
                     time_us: time.value(i),
-                }),
-                (result, _) => {
+                };
+                Ok((t, has_ref))
+            };
+            match read() {
+                Ok((t, has_ref)) => {
+                    if has_ref && !seen.insert((t.transfer_id.clone(), t.from.clone(), t.to.clone(), t.amount)) {
+                        continue;
+                    }
+                    out.push(t);
+                }
+                Err(why) => {
                     bad += 1;
                     if first_bad.is_none() {
-                        let why = result.err().map_or("no readable time".to_string(), |e| e.to_string());
-                        first_bad = Some(format!("seq {}: {why}", seq.value(i)));
+                        first_bad = Some(format!("seq {}, {}: {why}", seq.value(i), spec.event_type));
                     }
                 }
             }
         }
     }
     let warning = (bad > 0).then(|| {
+        let fields: Vec<String> = specs
+            .iter()
+            .map(|s| format!("{} ({} -> {}, {})", s.event_type, s.source, s.target, s.amount))
+            .collect();
         format!(
-            "{bad} TransferCompleted event(s) lack from_account / to_account / integer amount_cents and were left \
-             out of the money flow (first at {})",
-            first_bad.unwrap_or_default()
+            "{bad} money event(s) could not be read as a move of money and were left out of the money flow \
+             (first at {}); expected: {}",
+            first_bad.unwrap_or_default(),
+            fields.join("; ")
         )
     });
     (out, warning)
@@ -241,8 +391,14 @@ pub fn follow_money(transfers: &[Transfer], origin: &str, hops: u32, reverse: bo
 
 pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordBatch, RecordBatch)> {
     let mut hop = Int32Builder::new();
-    let (mut from, mut to, mut tid, mut eid, mut corr) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut from, mut to, mut tid, mut eid, mut corr, mut ety) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut amount, mut seq) = (Int64Builder::new(), Int64Builder::new());
     let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     for (h, i) in &flow.edges {
@@ -256,6 +412,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
         seq.append_value(t.seq);
         eid.append_value(&t.event_id);
         corr.append_value(&t.correlation);
+        ety.append_value(&t.event_type);
     }
     let edge_schema = Schema::new(vec![
         Field::new("hop", DataType::Int32, false),
@@ -267,6 +424,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
         Field::new("seq", DataType::Int64, false),
         Field::new("event_id", DataType::Utf8, false),
         Field::new("correlation", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
     ]);
     let edges = RecordBatch::try_new(
         Arc::new(edge_schema),
@@ -280,6 +438,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
             Arc::new(seq.finish()),
             Arc::new(eid.finish()),
             Arc::new(corr.finish()),
+            Arc::new(ety.finish()),
         ],
     )
     .map_err(arrow_err)?;
@@ -558,6 +717,7 @@ mod tests {
         Transfer {
             seq,
             event_id: format!("e{seq}"),
+            event_type: "TransferCompleted".into(),
             correlation: format!("c{seq}"),
             transfer_id: format!("tr-{seq}"),
             from: from.into(),
@@ -592,6 +752,103 @@ mod tests {
         // D <- C (30) <- B (20) <- A (10); Z -> A at 40 came after A's money left: excluded.
         assert_eq!(edges, vec![(1, 4), (2, 3), (3, 2)]);
         assert_eq!(r.accounts["A"].sent, 10_000);
+    }
+
+    /// A batch of stored events: (seq, type, key, data JSON), one second apart.
+    fn batch(rows: &[(u64, &str, &str, &str)]) -> RecordBatch {
+        use crate::columns::{EventBuilder, StoredRef};
+        use sequent_protocol::{Event, Producer};
+        let mut b = EventBuilder::new();
+        for (seq, ty, key, data) in rows {
+            let stored = Event {
+                seq: 0,
+                id: format!("e{seq}"),
+                event_type: (*ty).into(),
+                key: (*key).into(),
+                version: 0,
+                correlation: format!("c{seq}"),
+                causation: None,
+                producer: Producer { service: "test".into(), instance: None },
+                time: "2026-11-27T00:00:00Z".into(),
+                data: serde_json::value::RawValue::from_string((*data).to_string()).unwrap(),
+            }
+            .to_stored();
+            let parsed = StoredRef::parse(&stored).unwrap();
+            b.append(*seq, &parsed, Some(*seq as i64 * 1_000_000));
+        }
+        b.finish()
+    }
+
+    fn spec(ty: &str, source: &str, target: &str, amount: &str, reference: Option<&str>) -> (String, String, String, String, Option<String>) {
+        (ty.into(), source.into(), target.into(), amount.into(), reference.map(Into::into))
+    }
+
+    #[test]
+    fn the_bank_default_reads_completed_transfers_only() {
+        let b = batch(&[
+            (1, "TransferRequested", "tr-1", r#"{"transfer_id":"t1","from_account":"A","to_account":"B","amount_cents":5}"#),
+            (2, "TransferCompleted", "tr-1", r#"{"transfer_id":"t1","from_account":"A","to_account":"B","amount_cents":5}"#),
+            (3, "TransferCompleted", "tr-2", r#"{"from_account":"B","to_account":"C","amount_cents":3}"#),
+            (4, "TransferCompleted", "tr-3", r#"{"from_account":"B","to_account":"C","amount_cents":2.5}"#),
+        ]);
+        let (ts, warning) = transfers(&[b], &MoveSpec::bank());
+        let got: Vec<(&str, &str, &str, i64, &str)> =
+            ts.iter().map(|t| (t.from.as_str(), t.to.as_str(), t.transfer_id.as_str(), t.amount, t.event_type.as_str())).collect();
+        // Without a transfer_id the key stands in; 2.5 is not whole cents: left out, with a warning.
+        assert_eq!(got, vec![("A", "B", "t1", 5, "TransferCompleted"), ("B", "C", "tr-2", 3, "TransferCompleted")]);
+        let w = warning.unwrap();
+        assert!(w.contains("1 money event(s)") && w.contains("seq 4") && w.contains("not whole minor units"), "{w}");
+    }
+
+    #[test]
+    fn custom_moves_read_other_shapes() {
+        let b = batch(&[
+            // One-event moves with nested fields and integer account numbers.
+            (1, "PaymentSent", "pay-1", r#"{"payer":{"iban":"DE01"},"payee":{"iban":"DE02"},"value":{"minor":700},"ref":"p1"}"#),
+            (2, "PaymentSent", "pay-2", r#"{"payer":{"iban":1234},"payee":{"iban":"DE03"},"value":{"minor":100}}"#),
+            // Double-entry legs: the account is the event key; both legs of m1 are one move.
+            (3, "LedgerDebit", "DE02", r#"{"other":"DE04","cents":300,"move":"m1"}"#),
+            (4, "LedgerCredit", "DE04", r#"{"other":"DE02","cents":300,"move":"m1"}"#),
+            (5, "LedgerCredit", "DE05", r#"{"other":"DE02","cents":50}"#),
+            (6, "LedgerCredit", "DE05", r#"{"other":"DE02","cents":50}"#),
+            (7, "LedgerDebit", "DE02", r#"{"cents":1}"#),
+            (8, "Unrelated", "x", r#"{"payer":"A","payee":"B","cents":9}"#),
+        ]);
+        let specs = MoveSpec::parse_all(&[
+            spec("PaymentSent", "payer.iban", "payee.iban", "value.minor", Some("ref")),
+            spec("LedgerDebit", "@key", "other", "cents", Some("move")),
+            spec("LedgerCredit", "other", "@key", "cents", Some("move")),
+        ])
+        .unwrap();
+        let (ts, warning) = transfers(&[b], &specs);
+        let got: Vec<(i64, &str, &str, i64, &str)> =
+            ts.iter().map(|t| (t.seq, t.from.as_str(), t.to.as_str(), t.amount, t.transfer_id.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "DE01", "DE02", 700, "p1"),
+                (2, "1234", "DE03", 100, "pay-2"),
+                (3, "DE02", "DE04", 300, "m1"),
+                // Two credits without a reference are two moves, even when they look alike.
+                (5, "DE02", "DE05", 50, "DE05"),
+                (6, "DE02", "DE05", 50, "DE05"),
+            ]
+        );
+        let w = warning.unwrap();
+        assert!(w.contains("seq 7, LedgerDebit: target field other is missing"), "{w}");
+        let flow = follow_money(&ts, "DE01", 3, false);
+        let hops: Vec<(u32, i64)> = flow.edges.iter().map(|(h, i)| (*h, ts[*i].seq)).collect();
+        assert_eq!(hops, vec![(1, 1), (2, 3), (2, 5), (2, 6)]);
+    }
+
+    #[test]
+    fn move_specs_are_checked() {
+        let err = |specs: &[(String, String, String, String, Option<String>)]| MoveSpec::parse_all(specs).unwrap_err().to_string();
+        assert!(err(&[]).contains("at least one"));
+        assert!(err(&[spec("A", "x", "y", "z", None), spec("A", "x", "y", "z", None)]).contains("given twice"));
+        assert!(err(&[spec("A", "@owner", "y", "z", None)]).contains("not an envelope field"));
+        assert!(err(&[spec("A", "x", "y..z", "z", None)]).contains("not a field path"));
+        assert!(err(&[spec("ev.>", "x", "y", "z", None)]).contains("type"));
     }
 
     #[test]
