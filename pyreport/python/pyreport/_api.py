@@ -395,9 +395,9 @@ class MoneyFlow:
         ax.set_yticks([])
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
-        way = "from" if not reverse else "into"
+        way = "into" if reverse else "from"
         ax.set_title(title if title is not None else
-                     f"Money {self.direction} {way} {self.account}: {self.transfers.num_rows} transfer(s)")
+                     f"Money flow {way} {self.account} ({self.direction}): {self.transfers.num_rows} transfer(s)")
         return ax
 
 
