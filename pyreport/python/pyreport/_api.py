@@ -141,7 +141,7 @@ class Trace:
                 _html.cell(e(after), "num muted"),
                 _html.cell(e(n["seq"]), "num"),
                 _html.cell(e(producer)),
-                _html.cell(f"<code>{e(_html.short(data))}</code>", title=data),
+                _html.cell(f"<code>{e(_html.short(data))}</code>", "data", title=data),
             ])
         body = _html.table(["event", "key", "version", "time", "after cause", "seq", "producer", "data"],
                            rows, len(nodes), numeric=(2, 3, 4, 5))

@@ -21,10 +21,11 @@ DATA_CHARS = 120
 _STYLE = (
     "<style>"
     ".pyreport table{border-collapse:collapse;margin:.3em 0 .8em 0;font-size:12px}"
-    ".pyreport th,.pyreport td{padding:2px 8px;text-align:left;vertical-align:top;"
+    ".pyreport th,.pyreport td{padding:2px 8px;text-align:left;vertical-align:top;white-space:nowrap;"
     "border-bottom:1px solid rgba(128,128,128,.25)}"
+    ".pyreport td.data{white-space:normal;word-break:break-all;min-width:16em;max-width:36em}"
     ".pyreport td.num,.pyreport th.num{text-align:right;font-variant-numeric:tabular-nums}"
-    ".pyreport .muted{opacity:.65}"
+    ".pyreport .muted{opacity:.65;font-size:12px}"
     ".pyreport code{font-size:11px}"
     "</style>"
 )
