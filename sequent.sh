@@ -5,8 +5,8 @@
 #   ./sequent.sh install   install what is missing, start dockerd
 #   ./sequent.sh test      install, then build and run every test suite; non-zero on any failure
 #   ./sequent.sh demo      install, then run the demo (`cargo run --release`)
-#   ./sequent.sh wheel     build pyreport's abi3 wheel into dist/ (maturin, release): one file
-#                          that installs with pip on CPython >= 3.9, no Rust needed
+#   ./sequent.sh wheel     build pyreport's abi3 wheel into dist/ (maturin, release, stripped):
+#                          one file that pip installs on CPython >= 3.9, no Rust needed
 #
 # Environment:
 #   SEQUENT_TEST_SERVERS=process   run test servers as local processes: Docker is then neither
@@ -167,7 +167,8 @@ build_wheel() {
   fi
   mkdir -p dist && rm -f dist/sequent_pyreport-*.whl || return 1
   say "pyreport wheel: maturin build --release (abi3: CPython >= 3.9)" >&2
-  # The interpreter `pip install .` builds with: cargo then reuses that build.
+  # The interpreter `pip install .` builds with, and the same settings (stripped, from
+  # pyreport/pyproject.toml): cargo then reuses that build.
   (cd pyreport && "$VENV/bin/maturin" build --release --interpreter "$python" --out "$ROOT/dist") >&2 || return 1
   wheel=$(ls dist/sequent_pyreport-*-abi3-*.whl 2>/dev/null | head -n 1)
   [[ -n "$wheel" ]] || { echo "maturin made no abi3 wheel of sequent-pyreport in dist/" >&2; return 1; }

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+import matplotlib  # the `plot` extra, also in `test`
 import pytest
 
 import pyreport
 
-matplotlib = pytest.importorskip("matplotlib", reason="pip install 'sequent-pyreport[plot]'")
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
