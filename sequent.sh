@@ -5,6 +5,8 @@
 #   ./sequent.sh install   install what is missing, start dockerd
 #   ./sequent.sh test      install, then build and run every test suite; non-zero on any failure
 #   ./sequent.sh demo      install, then run the demo (`cargo run --release`)
+#   ./sequent.sh wheel     build pyreport's abi3 wheel into dist/ (maturin, release, stripped):
+#                          one file that pip installs on CPython >= 3.9, no Rust needed
 #
 # Environment:
 #   SEQUENT_TEST_SERVERS=process   run test servers as local processes: Docker is then neither
@@ -152,6 +154,64 @@ python_tests() {
   pip install -q ".[test]" && python -m pytest -q pyreport/tests
 }
 
+# ----------------------------------------------------------------------------------- wheel
+
+# pyreport's abi3 wheel (distribution sequent-pyreport) into dist/, built by maturin from
+# pyreport/pyproject.toml (the settings `pip install ./pyreport` uses too). Older wheels of it
+# in dist/ are replaced. Progress goes to stderr; stdout gets the wheel's path only.
+build_wheel() {
+  local python="$VENV/bin/python" wheel
+  if ! "$python" -c 'import maturin' 2>/dev/null; then
+    say "pyreport wheel: installing maturin into $VENV" >&2
+    "$VENV/bin/pip" install -q "maturin>=1.16,<2.0" >&2 || return 1
+  fi
+  mkdir -p dist && rm -f dist/sequent_pyreport-*.whl || return 1
+  say "pyreport wheel: maturin build --release (abi3: CPython >= 3.9)" >&2
+  # The interpreter `pip install .` builds with, and the same settings (stripped, from
+  # pyreport/pyproject.toml): cargo then reuses that build.
+  (cd pyreport && "$VENV/bin/maturin" build --release --interpreter "$python" --out "$ROOT/dist") >&2 || return 1
+  wheel=$(ls dist/sequent_pyreport-*-abi3-*.whl 2>/dev/null | head -n 1)
+  [[ -n "$wheel" ]] || { echo "maturin made no abi3 wheel of sequent-pyreport in dist/" >&2; return 1; }
+  echo "$ROOT/$wheel"
+}
+
+# The wheel of build_wheel, installed by pip into a fresh venv whose PATH has no cargo, rustc or
+# C compiler (binary wheels only: pip may build nothing), then imported and its native core used.
+wheel_installs_without_rust() {
+  local wheel tmp status=0
+  wheel=$(build_wheel) || return 1
+  tmp=$(mktemp -d)
+  mkdir "$tmp/bin" "$tmp/work"
+  if /usr/bin/python3 -m venv "$tmp/venv"; then
+    # PATH: an empty folder. cwd: not the repository, so that the installed package is imported.
+    (
+      cd "$tmp/work" && export PATH="$tmp/bin" &&
+        if command -v cargo || command -v rustc || command -v cc; then
+          echo "cargo, rustc or cc is still on PATH" >&2
+          exit 1
+        fi &&
+        "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: "$wheel" &&
+        "$tmp/venv/bin/python" -c '
+import importlib.metadata as md, sys
+import pyreport
+from pyreport import errors
+assert md.distribution("sequent-pyreport").version == pyreport.__version__
+assert pyreport.__file__.startswith(sys.prefix), pyreport.__file__
+try:
+    pyreport.open_cache("no-such-cache")
+except errors.CacheError as e:
+    print(f"pyreport {pyreport.__version__} imported from {pyreport.__file__}; the native core answers: {e}")
+else:
+    sys.exit("open_cache of a missing folder did not raise CacheError")
+'
+    ) || status=$?
+  else
+    status=1
+  fi
+  rm -rf "$tmp"
+  return "$status"
+}
+
 # Every benchmark scenario at a tiny size, against the debug build made above (no extra
 # compile): checks the harness still runs, measures nothing. Needs pyreport in the venv (the
 # Python step installs it).
@@ -202,7 +262,9 @@ run_tests() {
     fi
   fi
   if [[ -d pyreport/tests && -f pyproject.toml ]]; then
+    # The tests include pyreport/examples: the fraud story script and the notebook (nbclient).
     step "Python: pyreport (pip install .[test]; pytest pyreport/tests)" python_tests
+    step "Python: pyreport's abi3 wheel (./sequent.sh wheel) installs into a fresh venv without Rust" wheel_installs_without_rust
   else
     skip "Python tests" "no pyreport/tests or pyproject.toml"
   fi
@@ -255,8 +317,14 @@ case "${1:-}" in
     say "Demo: cargo run --release"
     exec cargo run --release
     ;;
+  wheel)
+    check_cargo
+    install_venv
+    wheel=$(build_wheel)
+    say "Built $wheel: pip install it with CPython >= 3.9 on this platform; no Rust needed"
+    ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     [[ "${1:-}" == -h || "${1:-}" == --help || "${1:-}" == help ]] || exit 2
     ;;
 esac

@@ -2,7 +2,7 @@
 
 The story: among ordinary customers moving money around, acc-victim's credentials are stolen.
 The thief drains it into a mule account, which splits the money across two more mules, which
-both forward it to a cash-out account. The victim calls the bank: "250.00 EUR left my account
+both forward it to a cash-out account. The victim calls the bank: "2,500.00 EUR left my account
 and it was not me". The analyst answers "where did the money go?" in a few lines.
 
 Runs on its own (starts nats-server and bus-gateway from pyreport/tests/harness.py and plants
@@ -126,9 +126,7 @@ def main() -> int:
     nats_url, gateway_url = os.environ.get("NATS_URL"), os.environ.get("GATEWAY_URL")
     run = os.environ.get("FRAUD_STORY_RUN", "story")
     if nats_url and gateway_url:
-        gateway = harness.Gateway.__new__(harness.Gateway)
-        gateway.base = gateway_url.rstrip("/")
-        plant(gateway, run)
+        plant(harness.Gateway.running_at(gateway_url), run)
         with pyreport.connect(nats_url) as client:
             investigate(client, run)
         return 0

@@ -8,7 +8,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -88,12 +90,14 @@ pub fn trace_table(batches: &[RecordBatch]) -> Result<RecordBatch> {
 // ---------------------------------------------------------------------------------------------
 // Money flow
 
-/// One completed transfer, from a `TransferCompleted` event.
+/// One move of money between two accounts, read from an event of a money-moving type.
 #[derive(Debug, Clone)]
 pub struct Transfer {
     pub seq: i64,
     pub event_id: String,
+    pub event_type: Arc<str>,
     pub correlation: String,
+    /// The move's reference (the bank's transfer id); the event key when the event has none.
     pub transfer_id: String,
     pub from: String,
     pub to: String,
@@ -101,58 +105,336 @@ pub struct Transfer {
     pub time_us: i64,
 }
 
-#[derive(Deserialize)]
-struct CompletedData<'a> {
-    #[serde(borrow, default)]
-    transfer_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    from_account: Cow<'a, str>,
-    #[serde(borrow)]
-    to_account: Cow<'a, str>,
-    amount_cents: i64,
+/// Where a value of a money-moving event is: a path into its `data` object (`"amount_cents"`,
+/// `"payer.account"`), or an envelope field written `@key`, `@id` or `@correlation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRef {
+    Data(Vec<String>),
+    Key,
+    Id,
+    Correlation,
 }
 
-/// The transfers in some `TransferCompleted` batches, and a warning about events that could
-/// not be read as one (missing accounts, an amount that is not whole cents, no time).
-pub fn transfers(batches: &[RecordBatch]) -> (Vec<Transfer>, Option<String>) {
-    let mut out = Vec::new();
+impl FieldRef {
+    pub fn parse(what: &str, text: &str) -> Result<FieldRef> {
+        match text {
+            "@key" => return Ok(FieldRef::Key),
+            "@id" => return Ok(FieldRef::Id),
+            "@correlation" => return Ok(FieldRef::Correlation),
+            _ => {}
+        }
+        if text.starts_with('@') {
+            return Err(Error::BadArgument(format!(
+                "{what}: {text:?} is not an envelope field; use \"@key\", \"@id\" or \"@correlation\", or a data field path"
+            )));
+        }
+        if text.is_empty() || text.split('.').any(str::is_empty) {
+            return Err(Error::BadArgument(format!(
+                "{what}: {text:?} is not a field path; use names like \"amount_cents\" or \"payer.account\""
+            )));
+        }
+        Ok(FieldRef::Data(text.split('.').map(str::to_string).collect()))
+    }
+}
+
+/// How one event type moves money: which fields name the account the money leaves, the
+/// account it reaches, the amount (integer minor units) and, optionally, the move's reference.
+#[derive(Debug, Clone)]
+pub struct MoveSpec {
+    pub event_type: String,
+    pub source: FieldRef,
+    pub target: FieldRef,
+    pub amount: FieldRef,
+    pub reference: Option<FieldRef>,
+}
+
+impl MoveSpec {
+    /// The demo bank's: a completed transfer (`TransferCompleted`: `from_account`, `to_account`,
+    /// `amount_cents`, `transfer_id`).
+    pub fn bank() -> Vec<MoveSpec> {
+        let data = |f: &str| FieldRef::Data(vec![f.to_string()]);
+        vec![MoveSpec {
+            event_type: "TransferCompleted".into(),
+            source: data("from_account"),
+            target: data("to_account"),
+            amount: data("amount_cents"),
+            reference: Some(data("transfer_id")),
+        }]
+    }
+
+    /// Specs from (type, source, target, amount, reference) texts, checked: one spec per type.
+    pub fn parse_all(specs: &[(String, String, String, String, Option<String>)]) -> Result<Vec<MoveSpec>> {
+        if specs.is_empty() {
+            return Err(Error::BadArgument("moves: give at least one money-moving event type".into()));
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(specs.len());
+        for (ty, source, target, amount, reference) in specs {
+            sequent_protocol::validate::validate_type(ty).map_err(|e| Error::BadArgument(format!("moves: type {ty:?}: {e}")))?;
+            if !seen.insert(ty.as_str()) {
+                return Err(Error::BadArgument(format!("moves: type {ty:?} is given twice; give each type once")));
+            }
+            out.push(MoveSpec {
+                event_type: ty.clone(),
+                source: FieldRef::parse(&format!("moves[{ty}].source"), source)?,
+                target: FieldRef::parse(&format!("moves[{ty}].target"), target)?,
+                amount: FieldRef::parse(&format!("moves[{ty}].amount"), amount)?,
+                reference: reference.as_deref().map(|r| FieldRef::parse(&format!("moves[{ty}].ref"), r)).transpose()?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for FieldRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldRef::Data(path) => write!(f, "{}", path.join(".")),
+            FieldRef::Key => f.write_str("@key"),
+            FieldRef::Id => f.write_str("@id"),
+            FieldRef::Correlation => f.write_str("@correlation"),
+        }
+    }
+}
+
+/// The envelope of one row, for `@key`-style references.
+struct Envelope<'a> {
+    key: &'a str,
+    id: &'a str,
+    correlation: &'a str,
+}
+
+/// A JSON string, borrowed from the text unless it has escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Reads the members of a JSON object named in `wanted` into `out` (same order) as raw JSON
+/// slices of the text, skipping the others without building them: the money scan reads a few
+/// fields of every event and allocates nothing for the rest.
+struct Pick<'w, 'a> {
+    wanted: &'w [&'w str],
+    out: &'w mut [Option<&'a RawValue>],
+}
+
+impl<'de> Visitor<'de> for Pick<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match self.wanted.iter().position(|w| *w == key.0) {
+                Some(i) => self.out[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pick<'a>(json: &'a str, wanted: &[&str], out: &mut [Option<&'a RawValue>]) -> std::result::Result<(), String> {
+    out.iter_mut().for_each(|o| *o = None);
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(Pick { wanted, out }).and_then(|()| de.end()).map_err(|e| e.to_string())
+}
+
+/// What a field reference found in one event.
+enum Found<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+impl std::fmt::Display for Found<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Found::Json(raw) => f.write_str(raw.get()),
+            Found::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// How one spec reads its events: the top-level data members its fields start with.
+struct Reader<'s> {
+    spec: &'s MoveSpec,
+    tops: Vec<&'s str>,
+}
+
+impl<'s> Reader<'s> {
+    fn new(spec: &'s MoveSpec) -> Self {
+        let mut tops: Vec<&str> = Vec::new();
+        for f in [&spec.source, &spec.target, &spec.amount].into_iter().chain(spec.reference.as_ref()) {
+            if let FieldRef::Data(path) = f {
+                if !tops.contains(&path[0].as_str()) {
+                    tops.push(&path[0]);
+                }
+            }
+        }
+        Reader { spec, tops }
+    }
+
+    /// The value of `field` in an event whose top-level members are `top` (null = missing).
+    fn find<'a>(&self, field: &FieldRef, top: &[Option<&'a RawValue>], env: &Envelope<'a>) -> Option<Found<'a>> {
+        let path = match field {
+            FieldRef::Key => return Some(Found::Text(env.key)),
+            FieldRef::Id => return Some(Found::Text(env.id)),
+            FieldRef::Correlation => return Some(Found::Text(env.correlation)),
+            FieldRef::Data(path) => path,
+        };
+        let i = self.tops.iter().position(|t| *t == path[0])?;
+        let mut at = top[i]?;
+        for part in &path[1..] {
+            let mut one = [None];
+            pick(at.get(), &[part.as_str()], &mut one).ok()?;
+            at = one[0]?;
+        }
+        (at.get() != "null").then_some(Found::Json(at))
+    }
+}
+
+/// An account or a reference: a non-empty string, or an integer (as its decimal text).
+fn as_name<'a>(found: &Found<'a>) -> Option<Cow<'a, str>> {
+    match found {
+        Found::Text(s) => Some(Cow::Borrowed(*s)),
+        Found::Json(raw) => {
+            let text = raw.get();
+            if text.starts_with('"') {
+                // A string without escapes is its text between the quotes (the common case).
+                let s = match text.len() >= 2 && !text.contains('\\') {
+                    true => Cow::Borrowed(&text[1..text.len() - 1]),
+                    false => serde_json::from_str::<Text<'a>>(text).ok()?.0,
+                };
+                (!s.is_empty()).then_some(s)
+            } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                let n = serde_json::from_str::<serde_json::Number>(text).ok()?;
+                (n.is_i64() || n.is_u64()).then(|| Cow::Owned(n.to_string()))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn as_amount(found: &Found<'_>) -> Option<i64> {
+    match found {
+        // A JSON integer is digits with an optional minus: what str::parse reads (a fraction,
+        // an exponent or a string is refused).
+        Found::Json(raw) => raw.get().parse::<i64>().ok(),
+        Found::Text(_) => None,
+    }
+}
+
+/// The moves of money in some batches of events of the specs' types, in stream order, and a
+/// warning about events that could not be read as one (an account missing, an amount that is
+/// not whole minor units, no time). With a reference field, events naming the same reference,
+/// source, target and amount are one move (the two legs of a double-entry pair, a replayed
+/// event): the first in stream order counts.
+pub fn transfers(batches: &[RecordBatch], specs: &[MoveSpec]) -> (Vec<Transfer>, Option<String>) {
+    // A few types at most: a list is quicker to search than a hash map.
+    let readers: Vec<(&str, Reader<'_>, Arc<str>)> =
+        specs.iter().map(|s| (s.event_type.as_str(), Reader::new(s), Arc::from(s.event_type.as_str()))).collect();
+    let mut out: Vec<Transfer> = Vec::new();
+    // Moves with a reference, by a hash of (reference, source, target, amount): the index in
+    // `out` of the first with that hash, and of any others (a hash collision), compared in full.
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut collided: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut bad = 0u64;
     let mut first_bad = None;
     for b in batches {
         let seq = b.column(col::SEQ).as_primitive::<Int64Type>();
         let ids = b.column(col::ID).as_string::<i32>();
+        let types = b.column(col::TYPE).as_string::<i32>();
         let keys = b.column(col::KEY).as_string::<i32>();
         let corr = b.column(col::CORRELATION).as_string::<i32>();
         let time = b.column(col::TIME).as_primitive::<TimestampMicrosecondType>();
         let data = b.column(col::DATA).as_string::<i32>();
         for i in 0..b.num_rows() {
-            let parsed = serde_json::from_str::<CompletedData>(data.value(i));
-            match (parsed, time.is_valid(i)) {
-                (Ok(d), true) => out.push(Transfer {
+            let ty = types.value(i);
+            let Some((_, reader, type_name)) = readers.iter().find(|(t, ..)| *t == ty) else { continue };
+            let spec = reader.spec;
+            let env = Envelope { key: keys.value(i), id: ids.value(i), correlation: corr.value(i) };
+            // The move, and whether it has a reference of its own (then it is deduplicated).
+            let read = || -> std::result::Result<(Transfer, bool), String> {
+                if !time.is_valid(i) {
+                    return Err("no readable time".into());
+                }
+                // At most four fields, so at most four top-level members to read.
+                let mut members = [None; 4];
+                let top = &mut members[..reader.tops.len()];
+                pick(data.value(i), &reader.tops, top).map_err(|e| format!("data is not a JSON object: {e}"))?;
+                let name = |field: &FieldRef, what: &str| -> std::result::Result<String, String> {
+                    let v = reader.find(field, top, &env).ok_or_else(|| format!("{what} field {field} is missing"))?;
+                    as_name(&v).map(Cow::into_owned).ok_or_else(|| format!("{what} field {field} is {v}, not a name"))
+                };
+                let from = name(&spec.source, "source")?;
+                let to = name(&spec.target, "target")?;
+                let amount = reader.find(&spec.amount, top, &env).ok_or_else(|| format!("amount field {} is missing", spec.amount))?;
+                let amount = as_amount(&amount).ok_or_else(|| format!("amount field {} is {amount}, not whole minor units", spec.amount))?;
+                let reference = spec.reference.as_ref().and_then(|r| reader.find(r, top, &env)).and_then(|v| as_name(&v).map(Cow::into_owned));
+                let has_ref = reference.is_some();
+                let t = Transfer {
                     seq: seq.value(i),
-                    event_id: ids.value(i).to_string(),
-                    correlation: corr.value(i).to_string(),
-                    transfer_id: d.transfer_id.map_or_else(|| keys.value(i).to_string(), |t| t.into_owned()),
-                    from: d.from_account.into_owned(),
-                    to: d.to_account.into_owned(),
-                    amount: d.amount_cents,
+                    event_id: env.id.to_string(),
+                    event_type: type_name.clone(),
+                    correlation: env.correlation.to_string(),
+                    transfer_id: reference.unwrap_or_else(|| env.key.to_string()),
+                    from,
+                    to,
+                    amount,
                     time_us: time.value(i),
-                }),
-                (result, _) => {
+                };
+                Ok((t, has_ref))
+            };
+            match read() {
+                Ok((t, has_ref)) => {
+                    if has_ref {
+                        let mut h = DefaultHasher::new();
+                        (&t.transfer_id, &t.from, &t.to, t.amount).hash(&mut h);
+                        let h = h.finish();
+                        let same = |j: &usize| {
+                            let o: &Transfer = &out[*j];
+                            (&o.transfer_id, &o.from, &o.to, o.amount) == (&t.transfer_id, &t.from, &t.to, t.amount)
+                        };
+                        match seen.get(&h) {
+                            None => {
+                                seen.insert(h, out.len());
+                            }
+                            Some(first) => {
+                                if same(first) {
+                                    continue;
+                                }
+                                let others = collided.entry(h).or_default();
+                                if others.iter().any(same) {
+                                    continue;
+                                }
+                                others.push(out.len());
+                            }
+                        }
+                    }
+                    out.push(t);
+                }
+                Err(why) => {
                     bad += 1;
                     if first_bad.is_none() {
-                        let why = result.err().map_or("no readable time".to_string(), |e| e.to_string());
-                        first_bad = Some(format!("seq {}: {why}", seq.value(i)));
+                        first_bad = Some(format!("seq {}, {}: {why}", seq.value(i), spec.event_type));
                     }
                 }
             }
         }
     }
     let warning = (bad > 0).then(|| {
+        let fields: Vec<String> = specs
+            .iter()
+            .map(|s| format!("{} ({} -> {}, {})", s.event_type, s.source, s.target, s.amount))
+            .collect();
         format!(
-            "{bad} TransferCompleted event(s) lack from_account / to_account / integer amount_cents and were left \
-             out of the money flow (first at {})",
-            first_bad.unwrap_or_default()
+            "{bad} money event(s) could not be read as a move of money and were left out of the money flow \
+             (first at {}); expected: {}",
+            first_bad.unwrap_or_default(),
+            fields.join("; ")
         )
     });
     (out, warning)
@@ -241,8 +523,14 @@ pub fn follow_money(transfers: &[Transfer], origin: &str, hops: u32, reverse: bo
 
 pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordBatch, RecordBatch)> {
     let mut hop = Int32Builder::new();
-    let (mut from, mut to, mut tid, mut eid, mut corr) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut from, mut to, mut tid, mut eid, mut corr, mut ety) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut amount, mut seq) = (Int64Builder::new(), Int64Builder::new());
     let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     for (h, i) in &flow.edges {
@@ -256,6 +544,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
         seq.append_value(t.seq);
         eid.append_value(&t.event_id);
         corr.append_value(&t.correlation);
+        ety.append_value(&t.event_type);
     }
     let edge_schema = Schema::new(vec![
         Field::new("hop", DataType::Int32, false),
@@ -267,6 +556,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
         Field::new("seq", DataType::Int64, false),
         Field::new("event_id", DataType::Utf8, false),
         Field::new("correlation", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
     ]);
     let edges = RecordBatch::try_new(
         Arc::new(edge_schema),
@@ -280,6 +570,7 @@ pub fn money_tables(transfers: &[Transfer], flow: &MoneyFlow) -> Result<(RecordB
             Arc::new(seq.finish()),
             Arc::new(eid.finish()),
             Arc::new(corr.finish()),
+            Arc::new(ety.finish()),
         ],
     )
     .map_err(arrow_err)?;
@@ -558,6 +849,7 @@ mod tests {
         Transfer {
             seq,
             event_id: format!("e{seq}"),
+            event_type: "TransferCompleted".into(),
             correlation: format!("c{seq}"),
             transfer_id: format!("tr-{seq}"),
             from: from.into(),
@@ -592,6 +884,157 @@ mod tests {
         // D <- C (30) <- B (20) <- A (10); Z -> A at 40 came after A's money left: excluded.
         assert_eq!(edges, vec![(1, 4), (2, 3), (3, 2)]);
         assert_eq!(r.accounts["A"].sent, 10_000);
+    }
+
+    /// A batch of stored events: (seq, type, key, data JSON), one second apart.
+    fn batch(rows: &[(u64, &str, &str, &str)]) -> RecordBatch {
+        use crate::columns::{EventBuilder, StoredRef};
+        use sequent_protocol::{Event, Producer};
+        let mut b = EventBuilder::new();
+        for (seq, ty, key, data) in rows {
+            let stored = Event {
+                seq: 0,
+                id: format!("e{seq}"),
+                event_type: (*ty).into(),
+                key: (*key).into(),
+                version: 0,
+                correlation: format!("c{seq}"),
+                causation: None,
+                producer: Producer { service: "test".into(), instance: None },
+                time: "2026-11-27T00:00:00Z".into(),
+                data: serde_json::value::RawValue::from_string((*data).to_string()).unwrap(),
+            }
+            .to_stored();
+            let parsed = StoredRef::parse(&stored).unwrap();
+            b.append(*seq, &parsed, Some(*seq as i64 * 1_000_000));
+        }
+        b.finish()
+    }
+
+    fn spec(ty: &str, source: &str, target: &str, amount: &str, reference: Option<&str>) -> (String, String, String, String, Option<String>) {
+        (ty.into(), source.into(), target.into(), amount.into(), reference.map(Into::into))
+    }
+
+    #[test]
+    fn the_bank_default_reads_completed_transfers_only() {
+        let b = batch(&[
+            (1, "TransferRequested", "tr-1", r#"{"transfer_id":"t1","from_account":"A","to_account":"B","amount_cents":5}"#),
+            (2, "TransferCompleted", "tr-1", r#"{"transfer_id":"t1","from_account":"A","to_account":"B","amount_cents":5}"#),
+            (3, "TransferCompleted", "tr-2", r#"{"from_account":"B","to_account":"C","amount_cents":3}"#),
+            (4, "TransferCompleted", "tr-3", r#"{"from_account":"B","to_account":"C","amount_cents":2.5}"#),
+        ]);
+        let (ts, warning) = transfers(&[b], &MoveSpec::bank());
+        let got: Vec<(&str, &str, &str, i64, &str)> =
+            ts.iter().map(|t| (t.from.as_str(), t.to.as_str(), t.transfer_id.as_str(), t.amount, &*t.event_type)).collect();
+        // Without a transfer_id the key stands in; 2.5 is not whole cents: left out, with a warning.
+        assert_eq!(got, vec![("A", "B", "t1", 5, "TransferCompleted"), ("B", "C", "tr-2", 3, "TransferCompleted")]);
+        let w = warning.unwrap();
+        assert!(w.contains("1 money event(s)") && w.contains("seq 4") && w.contains("not whole minor units"), "{w}");
+    }
+
+    #[test]
+    fn custom_moves_read_other_shapes() {
+        let b = batch(&[
+            // One-event moves with nested fields and integer account numbers.
+            (1, "PaymentSent", "pay-1", r#"{"payer":{"iban":"DE01"},"payee":{"iban":"DE02"},"value":{"minor":700},"ref":"p1"}"#),
+            (2, "PaymentSent", "pay-2", r#"{"payer":{"iban":1234},"payee":{"iban":"DE03"},"value":{"minor":100}}"#),
+            // Double-entry legs: the account is the event key; both legs of m1 are one move.
+            (3, "LedgerDebit", "DE02", r#"{"other":"DE04","cents":300,"move":"m1"}"#),
+            (4, "LedgerCredit", "DE04", r#"{"other":"DE02","cents":300,"move":"m1"}"#),
+            (5, "LedgerCredit", "DE05", r#"{"other":"DE02","cents":50}"#),
+            (6, "LedgerCredit", "DE05", r#"{"other":"DE02","cents":50}"#),
+            (7, "LedgerDebit", "DE02", r#"{"cents":1}"#),
+            (8, "Unrelated", "x", r#"{"payer":"A","payee":"B","cents":9}"#),
+        ]);
+        let specs = MoveSpec::parse_all(&[
+            spec("PaymentSent", "payer.iban", "payee.iban", "value.minor", Some("ref")),
+            spec("LedgerDebit", "@key", "other", "cents", Some("move")),
+            spec("LedgerCredit", "other", "@key", "cents", Some("move")),
+        ])
+        .unwrap();
+        let (ts, warning) = transfers(&[b], &specs);
+        let got: Vec<(i64, &str, &str, i64, &str)> =
+            ts.iter().map(|t| (t.seq, t.from.as_str(), t.to.as_str(), t.amount, t.transfer_id.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "DE01", "DE02", 700, "p1"),
+                (2, "1234", "DE03", 100, "pay-2"),
+                (3, "DE02", "DE04", 300, "m1"),
+                // Two credits without a reference are two moves, even when they look alike.
+                (5, "DE02", "DE05", 50, "DE05"),
+                (6, "DE02", "DE05", 50, "DE05"),
+            ]
+        );
+        let w = warning.unwrap();
+        assert!(w.contains("seq 7, LedgerDebit: target field other is missing"), "{w}");
+        let flow = follow_money(&ts, "DE01", 3, false);
+        let hops: Vec<(u32, i64)> = flow.edges.iter().map(|(h, i)| (*h, ts[*i].seq)).collect();
+        assert_eq!(hops, vec![(1, 1), (2, 3), (2, 5), (2, 6)]);
+    }
+
+    #[test]
+    fn fields_with_escapes_nulls_and_odd_values() {
+        let b = batch(&[
+            // An escaped member name and an escaped account name are read as their text.
+            (1, "Paid", "k1", r#"{"pa\u0079er":"A\"1","to":"B","n":{"c":5},"skip":[{"x":1}]}"#),
+            (2, "Paid", "k2", r#"{"payer":"A","to":null,"n":{"c":5}}"#),
+            (3, "Paid", "k3", r#"{"payer":"A","to":"B","n":{"c":"5"}}"#),
+            (4, "Paid", "k4", r#"{"payer":"","to":"B","n":{"c":5}}"#),
+            (5, "Paid", "k5", r#"{"payer":{"a":1},"to":"B","n":{"c":5}}"#),
+            (6, "Paid", "k6", r#"{"payer":"A","to":"B","n":5}"#),
+            (7, "Paid", "k7", r#"{"payer":"A","to":"B","n":{"c":-3}}"#),
+            (8, "Paid", "k8", r#"[1,2]"#),
+        ]);
+        let specs = MoveSpec::parse_all(&[spec("Paid", "payer", "to", "n.c", None)]).unwrap();
+        let (ts, warning) = transfers(&[b], &specs);
+        let got: Vec<(i64, &str, &str, i64)> = ts.iter().map(|t| (t.seq, t.from.as_str(), t.to.as_str(), t.amount)).collect();
+        assert_eq!(got, vec![(1, "A\"1", "B", 5), (7, "A", "B", -3)]);
+        let w = warning.unwrap();
+        // Six left out: null target, string amount, empty and object payers, no n.c, not an object.
+        assert!(w.starts_with("6 money event(s)") && w.contains("seq 2, Paid: target field to is missing"), "{w}");
+    }
+
+    #[test]
+    fn move_specs_are_checked() {
+        let err = |specs: &[(String, String, String, String, Option<String>)]| MoveSpec::parse_all(specs).unwrap_err().to_string();
+        assert!(err(&[]).contains("at least one"));
+        assert!(err(&[spec("A", "x", "y", "z", None), spec("A", "x", "y", "z", None)]).contains("given twice"));
+        assert!(err(&[spec("A", "@owner", "y", "z", None)]).contains("not an envelope field"));
+        assert!(err(&[spec("A", "x", "y..z", "z", None)]).contains("not a field path"));
+        assert!(err(&[spec("ev.>", "x", "y", "z", None)]).contains("type"));
+    }
+
+    /// `cargo test --release -p pyreport --lib -- --ignored --nocapture money_read_speed`
+    #[test]
+    #[ignore]
+    fn money_read_speed() {
+        let rows: Vec<(u64, String)> = (0..200_000u64)
+            .map(|i| {
+                let data = format!(
+                    r#"{{"transfer_id":"t{i}","from_account":"acc-{}","to_account":"acc-{}","amount_cents":{}}}"#,
+                    i % 1000,
+                    (i * 7 + 1) % 1000,
+                    100 + i % 5000
+                );
+                (i + 1, data)
+            })
+            .collect();
+        let refs: Vec<(u64, &str, &str, &str)> = rows.iter().map(|(s, d)| (*s, "TransferCompleted", "tr-x", d.as_str())).collect();
+        let b = batch(&refs);
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let (ts, _) = transfers(std::slice::from_ref(&b), &MoveSpec::bank());
+            let t1 = t0.elapsed();
+            let specs = MoveSpec::parse_all(&[spec("TransferCompleted", "from_account", "to_account", "amount_cents", None)]).unwrap();
+            let t2 = std::time::Instant::now();
+            let _ = transfers(std::slice::from_ref(&b), &specs);
+            let t3 = t2.elapsed();
+            let t4 = std::time::Instant::now();
+            let flow = follow_money(&ts, "acc-1", 64, false);
+            let _ = money_tables(&ts, &flow).unwrap();
+            eprintln!("200,000 TransferCompleted: read with ref {t1:?}, without {t3:?}; flow + tables {:?}", t4.elapsed());
+        }
     }
 
     #[test]

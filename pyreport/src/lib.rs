@@ -59,6 +59,10 @@ fn warn(py: Python<'_>, warning: Option<String>) -> PyResult<()> {
     Ok(())
 }
 
+/// One money-moving event type as Python gives it: (type, source, target, amount, reference),
+/// each field a data path or `@key` / `@id` / `@correlation`.
+type MoveText = (String, String, String, String, Option<String>);
+
 /// Runs a query and collects every matching batch.
 fn collect(src: &dyn Source, q: &Query, progress: &mut Progress) -> Result<(Vec<RecordBatch>, Option<String>)> {
     let mut batches = Vec::new();
@@ -125,19 +129,24 @@ fn run_money<'py>(
     since_us: Option<i64>,
     until_us: Option<i64>,
     reverse: bool,
+    moves: Option<Vec<MoveText>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     sequent_protocol::validate::validate_key(&account).map_err(|e| PyValueError::new_err(format!("account: {e}")))?;
     if !(1..=64).contains(&hops) {
         return Err(PyValueError::new_err(format!("hops must be between 1 and 64 (got {hops})")));
     }
-    let q = query(Some(vec!["TransferCompleted".into()]), None, None, since_us, until_us, None, None)
-        .map_err(|e| e.into_pyerr(py))?;
+    let specs = match moves {
+        None => analysis::MoveSpec::bank(),
+        Some(m) => analysis::MoveSpec::parse_all(&m).map_err(|e| e.into_pyerr(py))?,
+    };
+    let types = specs.iter().map(|s| s.event_type.clone()).collect();
+    let q = query(Some(types), None, None, since_us, until_us, None, None).map_err(|e| e.into_pyerr(py))?;
     let (edges, accounts, warnings) = py
         .detach(|| -> Result<_> {
             let mut progress = Progress::new(progress);
             let (batches, w1) = collect(src, &q, &mut progress)?;
-            let (transfers, w2) = analysis::transfers(&batches);
+            let (transfers, w2) = analysis::transfers(&batches, &specs);
             let flow = analysis::follow_money(&transfers, &account, hops, reverse);
             let (edges, accounts) = analysis::money_tables(&transfers, &flow)?;
             Ok((edges, accounts, [w1, w2]))
@@ -254,9 +263,10 @@ impl NativeClient {
         run_trace(py, &self.live, correlation)
     }
 
-    /// (transfers, accounts) tables of the money flow from or to an account.
+    /// (transfers, accounts) tables of the money flow from or to an account, following the
+    /// money-moving event types of `moves` (default: the bank's `TransferCompleted`).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (account, hops, since_us, until_us, reverse, progress))]
+    #[pyo3(signature = (account, hops, since_us, until_us, reverse, progress, moves=None))]
     fn follow_money<'py>(
         &self,
         py: Python<'py>,
@@ -266,8 +276,9 @@ impl NativeClient {
         until_us: Option<i64>,
         reverse: bool,
         progress: Option<Py<PyAny>>,
+        moves: Option<Vec<MoveText>>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        run_money(py, &self.live, account, hops, since_us, until_us, reverse, progress)
+        run_money(py, &self.live, account, hops, since_us, until_us, reverse, moves, progress)
     }
 
     /// Counts per type and producer, times, distinct keys; plus what the stream says of itself.
@@ -361,7 +372,7 @@ impl NativeCache {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (account, hops, since_us, until_us, reverse, progress))]
+    #[pyo3(signature = (account, hops, since_us, until_us, reverse, progress, moves=None))]
     fn follow_money<'py>(
         &self,
         py: Python<'py>,
@@ -371,8 +382,9 @@ impl NativeCache {
         until_us: Option<i64>,
         reverse: bool,
         progress: Option<Py<PyAny>>,
+        moves: Option<Vec<MoveText>>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        run_money(py, &self.cache, account, hops, since_us, until_us, reverse, progress)
+        run_money(py, &self.cache, account, hops, since_us, until_us, reverse, moves, progress)
     }
 
     #[pyo3(signature = (progress))]

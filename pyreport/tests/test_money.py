@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+import pytest
+
 import pyreport
 
 
@@ -76,3 +78,101 @@ def test_account_without_transfers(client: pyreport.Client, bank: Dict[str, Any]
         {"account": "acc-lonely", "hop": 0, "received_cents": 0, "sent_cents": 0,
          "transfers_in": 0, "transfers_out": 0}
     ]
+
+
+def test_the_default_is_the_banks_completed_transfers(client: pyreport.Client, bank: Dict[str, Any]) -> None:
+    default = client.follow_money("acc-a", hops=3)
+    assert default.moves == pyreport.BANK_MONEY_MOVES
+    assert [m.type for m in default.moves] == ["TransferCompleted"]
+    explicit = client.follow_money("acc-a", hops=3, moves=pyreport.BANK_MONEY_MOVES)
+    assert explicit.transfers.equals(default.transfers) and explicit.accounts.equals(default.accounts)
+    as_dict = client.follow_money("acc-a", hops=3, moves={
+        "type": "TransferCompleted", "source": "from_account", "target": "to_account",
+        "amount": "amount_cents", "ref": "transfer_id"})
+    assert as_dict.transfers.equals(default.transfers)
+    assert set(default.transfers.column("type").to_pylist()) == {"TransferCompleted"}
+
+
+@pytest.fixture(scope="module")
+def payments(gateway: Any) -> None:
+    """Money moves of another application, in two shapes of its own:
+
+        PaymentSent (key pay-<n>): data.payer.account -> data.payee.account, data.value.minor,
+            data.payment_id
+        LedgerDebited / LedgerCredited (key: the account): the two legs of one move, the other
+            account in data.counterpart, the amount in data.cents, the move in data.entry
+
+    The chain: p-alice -> p-bob 700 (PaymentSent), p-bob -> p-carol 300 (both legs), p-carol ->
+    p-dan 100 (only its credit leg), and p-eve -> p-bob 50 (into p-bob, unrelated to p-alice).
+    """
+    def pay(n: int, payer: str, payee: str, minor: int) -> Dict[str, Any]:
+        return {"id": f"pay-{n}-sent", "type": "PaymentSent", "key": f"pay-{n}", "expect": "any",
+                "data": {"payer": {"account": payer}, "payee": {"account": payee}, "value": {"minor": minor},
+                         "payment_id": f"pm-{n}"}}
+
+    def leg(kind: str, account: str, other: str, cents: int, entry: str) -> Dict[str, Any]:
+        return {"id": f"{entry}-{kind.lower()}", "type": f"Ledger{kind}", "key": account, "expect": "any",
+                "data": {"counterpart": other, "cents": cents, "entry": entry}}
+
+    gateway.append([pay(1, "p-alice", "p-bob", 700)])
+    gateway.append([pay(2, "p-eve", "p-bob", 50)])
+    gateway.append([leg("Debited", "p-bob", "p-carol", 300, "je-1")])
+    gateway.append([leg("Credited", "p-carol", "p-bob", 300, "je-1")])
+    gateway.append([leg("Credited", "p-dan", "p-carol", 100, "je-2")])
+    gateway.append([{"id": "je-bad", "type": "LedgerDebited", "key": "p-dan", "expect": "any",
+                     "data": {"counterpart": "p-x", "cents": 1.5, "entry": "je-3"}}])
+
+
+PAYMENTS = [
+    pyreport.MoneyMove("PaymentSent", source="payer.account", target="payee.account", amount="value.minor",
+                       ref="payment_id"),
+    pyreport.MoneyMove("LedgerDebited", source="@key", target="counterpart", amount="cents", ref="entry"),
+    pyreport.MoneyMove("LedgerCredited", source="counterpart", target="@key", amount="cents", ref="entry"),
+]
+
+
+def test_custom_money_events(client: pyreport.Client, payments: None) -> None:
+    with pytest.warns(UserWarning, match=r"1 money event\(s\).*LedgerDebited: amount field cents is 1.5"):
+        flow = client.follow_money("p-alice", hops=3, moves=PAYMENTS)
+    # Both legs of je-1 are one move (the debit, first in stream order); the bank's
+    # transfers are not money of this mapping.
+    assert edges(flow) == [
+        (1, "p-alice", "p-bob", 700, "pm-1"),
+        (2, "p-bob", "p-carol", 300, "je-1"),
+        (3, "p-carol", "p-dan", 100, "je-2"),
+    ]
+    assert flow.transfers.column("type").to_pylist() == ["PaymentSent", "LedgerDebited", "LedgerCredited"]
+    assert flow.received("p-carol") == 300 and flow.sent("p-carol") == 100
+    assert flow.moves == tuple(PAYMENTS)
+    assert "PaymentSent: payer.account -&gt; payee.account, value.minor (ref payment_id)" in flow._repr_html_()
+
+    with pytest.warns(UserWarning):
+        back = client.follow_money("p-bob", hops=1, direction="reverse", moves=PAYMENTS)
+    assert sorted(edges(back)) == [(1, "p-alice", "p-bob", 700, "pm-1"), (1, "p-eve", "p-bob", 50, "pm-2")]
+
+    # Only the payments: the ledger is not followed.
+    only = client.follow_money("p-alice", hops=3, moves=PAYMENTS[0])
+    assert edges(only) == [(1, "p-alice", "p-bob", 700, "pm-1")]
+    # The bank's default knows nothing of these events.
+    assert client.follow_money("p-alice").transfers.num_rows == 0
+
+
+def test_bad_moves(client: pyreport.Client, bank: Dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match="moves must be a MoneyMove"):
+        client.follow_money("acc-a", moves="TransferCompleted")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"moves\[1\] must be a MoneyMove"):
+        client.follow_money("acc-a", moves=[PAYMENTS[0], 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"moves\[0\]:.*the fields are type, source, target, amount, ref"):
+        client.follow_money("acc-a", moves={"type": "X", "from": "a", "to": "b"})
+    with pytest.raises(ValueError, match="at least one"):
+        client.follow_money("acc-a", moves=[])
+    with pytest.raises(ValueError, match="MoneyMove.source must not be empty"):
+        pyreport.MoneyMove("X", source="", target="b")
+    with pytest.raises(ValueError, match="type \"PaymentSent\" is given twice"):
+        client.follow_money("acc-a", moves=[PAYMENTS[0], PAYMENTS[0]])
+    with pytest.raises(ValueError, match="\"@owner\" is not an envelope field"):
+        client.follow_money("acc-a", moves=pyreport.MoneyMove("X", source="@owner", target="b"))
+    with pytest.raises(ValueError, match="not a field path"):
+        client.follow_money("acc-a", moves=pyreport.MoneyMove("X", source="a..b", target="b"))
+    with pytest.raises(ValueError, match="moves: type"):
+        client.follow_money("acc-a", moves=pyreport.MoneyMove("ev.>", source="a", target="b"))

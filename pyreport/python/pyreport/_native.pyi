@@ -10,6 +10,8 @@ CLOCK_SKEW_SECONDS: int
 INDEX_SLACK: int
 
 _Progress = Optional[Callable[[int, int, bool], Any]]
+# (type, source, target, amount, ref): data field paths or "@key" / "@id" / "@correlation"
+_Move = Tuple[str, str, str, str, Optional[str]]
 
 class NativeClient:
     def __init__(self, url: str, user: Optional[str], password: Optional[str], stream: str, timeout: float) -> None: ...
@@ -40,6 +42,7 @@ class NativeClient:
         until_us: Optional[int],
         reverse: bool,
         progress: _Progress,
+        moves: Optional[List[_Move]] = None,
     ) -> Tuple[pa.Table, pa.Table]: ...
     def stats(self, progress: _Progress) -> Dict[str, Any]: ...
     def sync(self, path: str, progress: _Progress) -> Dict[str, Any]: ...
@@ -71,5 +74,6 @@ class NativeCache:
         until_us: Optional[int],
         reverse: bool,
         progress: _Progress,
+        moves: Optional[List[_Move]] = None,
     ) -> Tuple[pa.Table, pa.Table]: ...
     def stats(self, progress: _Progress) -> Dict[str, Any]: ...
