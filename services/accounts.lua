@@ -16,10 +16,20 @@ local REQUEST_ID = "^[0-9A-Za-z_-]+$"
 local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match(ACCOUNT_ID) ~= nil end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_BALANCE end
 
-local function bad(message, error_code)
-  return HTTP_BAD_REQUEST, { error = error_code or "invalid request", message = message }
+-- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
+-- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
+-- `detail` is for a person, `extra` adds extension members.
+local function problem(status, code, detail, extra)
+  local body = {
+    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
+    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
+    status = status, detail = detail, code = code,
+  }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return status, body
 end
-local function not_found() return HTTP_NOT_FOUND, { error = "not found", message = "That account does not exist." } end
+local function bad(message, error_code) return problem(HTTP_BAD_REQUEST, error_code or "invalid request", message) end
+local function not_found() return problem(HTTP_NOT_FOUND, "not found", "That account does not exist.") end
 
 -- ---------------------------------------------------------------------------------------------
 -- Projection (Redis): account:<id> {account_id, owner, balance_cents, version, opened_at};

@@ -8,6 +8,7 @@ mod indexer;
 mod jsapi;
 mod live;
 mod nats_api;
+mod openapi;
 mod provision;
 pub mod serve;
 pub mod store;
@@ -81,6 +82,11 @@ impl App {
         }
         Ok(out)
     }
+}
+
+/// The gateway's OpenAPI document (what `/v1/openapi.json` serves), as JSON text.
+pub fn openapi_json() -> String {
+    http::api().1.to_pretty_json().expect("the OpenAPI document serialises")
 }
 
 #[cfg(test)]
