@@ -29,7 +29,7 @@ const isAmount = (v) => Number.isSafeInteger(v) && v > 0 && v <= MAX;
 const CREDIT_KIND = { deposit: 'deposit', transfer: 'transfer_in', refund: 'transfer_refund', cashback: 'cashback' };
 const DEBIT_KIND = { withdrawal: 'withdrawal', transfer: 'transfer_out' };
 
-export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPassword = 'admin', tokenTtlMs = 3600_000, parked = true, onRequestViolation = (e) => { throw e; } } = {}) {
+export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPassword = 'admin', tokenTtlMs = 3600_000, parked = true, keyPageLimit = 1000, onRequestViolation = (e) => { throw e; } } = {}) {
   const users = new Map(); // lower-case name -> { username, hash, accounts: [] }
   const sessions = new Map(); // token -> { username, expires, role }
   const accounts = new Map(); // id -> { account_id, owner, balance_cents, version, opened_at, entries: [] }
@@ -226,7 +226,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
         const list = events.filter((e) => (!query.type || e.type === query.type) && (!query.key || e.key === query.key));
         return answer(200, eventPage(list, fromSeq, limit(50)));
       }
-      if (template === '/api/admin/keys/{key}/events') return answer(200, eventPage(events.filter((e) => e.key === params.key), fromSeq, limit(1000)));
+      if (template === '/api/admin/keys/{key}/events') return answer(200, eventPage(events.filter((e) => e.key === params.key), fromSeq, limit(keyPageLimit)));
       if (template === '/api/admin/correlations/{id}/events') {
         return answer(200, { events: events.filter((e) => e.correlation === params.id).map(redact), next_from_seq: null });
       }
@@ -344,7 +344,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
       } catch {
         return fail(404, 'not_found', `no route for ${method} ${path}`);
       }
-      requests.push({ method, path, template: op.template, body });
+      requests.push({ method, path, template: op.template, query, body });
       // What the UI sends must be what the spec takes (tests fail; the mock server warns and
       // answers like the bank would).
       try {
@@ -378,11 +378,19 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
     },
     /** Every request handled so far (tests look at what the UI sent). */
     requests,
-    /** Test set-up: a customer with a known token and accounts of given balances; returns the account ids. */
-    seedCustomer(username, token, balances = []) {
+    /**
+     * Test set-up: a customer with a known token (and password) and accounts of given balances;
+     * returns the account ids.
+     * @param {string} username
+     * @param {string | null} token
+     * @param {number[]} [balances]
+     * @param {string} [password]
+     * @returns {string[]}
+     */
+    seedCustomer(username, token, balances = [], password = randomUUID()) {
       const me = username.toLowerCase();
-      users.set(me, { username, hash: sha(randomUUID()), accounts: [] });
-      sessions.set(token, { username: me, expires: Date.now() + tokenTtlMs, role: 'customer' });
+      users.set(me, { username, hash: sha(password), accounts: [] });
+      if (token) sessions.set(token, { username: me, expires: Date.now() + tokenTtlMs, role: 'customer' });
       return balances.map((cents) => {
         const id = `acc-${hex(8)}`;
         const opened = emit({ type: 'AccountOpened', key: id, data: { account_id: id, owner: me, balance_cents: 0 }, service: 'accounts' });
@@ -392,6 +400,17 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
         if (cents > 0) move(a, cents, 'deposit', { request_id: hex(8) });
         return id;
       });
+    },
+    /** Test set-up: an operator token. @param {string} token */
+    seedAdmin(token) {
+      sessions.set(token, { username: adminUser, expires: Date.now() + tokenTtlMs, role: 'admin' });
+    },
+    /**
+     * Test set-up: parked keys (`{service, key, error}`; the rest is filled in).
+     * @param {{ service: string, key: string, error: string }[]} list
+     */
+    seedParked(list) {
+      for (const p of list) parkedKeys.push({ event_id: randomUUID(), seq: 1, type: 'AccountCredited', attempts: 5, parked_at: now(), held: 0, ...p });
     },
   };
 }

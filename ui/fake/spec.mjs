@@ -9,10 +9,11 @@
 // Each throws a SpecViolation naming the operation and what is wrong.
 
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv2020 from 'ajv/dist/2020.js';
 
-export const SPEC_PATH = fileURLToPath(new URL('../../services/openapi/bank.json', import.meta.url));
+export const SPEC_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'services', 'openapi', 'bank.json');
 export const spec = JSON.parse(readFileSync(SPEC_PATH, 'utf8'));
 
 export class SpecViolation extends Error {

@@ -9,11 +9,13 @@
 // cannot drift from the spec.
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import openapiTS, { astToString, COMMENT_HEADER } from 'openapi-typescript';
 
-export const SPEC = fileURLToPath(new URL('../../services/openapi/bank.json', import.meta.url));
-export const OUT = fileURLToPath(new URL('../src/api/schema.ts', import.meta.url));
+const here = dirname(fileURLToPath(import.meta.url));
+export const SPEC = join(here, '..', '..', 'services', 'openapi', 'bank.json');
+export const OUT = join(here, '..', 'src', 'api', 'schema.ts');
 
 /** The text schema.ts must have. */
 export async function generateApiTypes() {

@@ -559,7 +559,9 @@ export interface components {
              */
             time: string;
             /** @description The event's data; `password_hash` is `[redacted]`. */
-            data: Record<string, never>;
+            data: {
+                [key: string]: unknown;
+            };
         };
         EventPage: {
             /** @description Ascending `seq`. */
