@@ -169,7 +169,7 @@ fn append_answer(reply: AppendReply) -> Response {
     (StatusCode::CREATED, axum::Json(Appended { receipts: reply.receipts })).into_response()
 }
 
-/// Appends events: all of them, atomically and in order, or none.
+/// Append events: all of them, atomically and in order, or none.
 ///
 /// Each event names the version it expects for its key (`expect`); a key that moved meanwhile
 /// refuses the whole request with 409 and the key's current version. A retry with the same
@@ -279,6 +279,8 @@ async fn page(app: &App, filters: Vec<String>, page: &Page) -> Response {
 }
 
 /// Events of a type and/or a key (or all), in stream order, a page at a time.
+///
+/// Follow `next_from_seq` (as `from_seq`) until it is null.
 #[utoipa::path(
     get,
     path = "/v1/events",

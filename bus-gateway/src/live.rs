@@ -40,9 +40,12 @@ fn list(s: &Option<String>) -> Vec<&str> {
     s.as_deref().map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
 }
 
-/// A WebSocket of events: the matching history from `from_seq`, then `{"kind":"caught_up"}`,
-/// then live events as they are stored, each as a text message (`LiveMessage`), with no gap and
-/// no duplicate at the switch. Without `from_seq` only new events are sent.
+/// The live feed: a WebSocket of events.
+///
+/// Sends the matching history from `from_seq`, then `{"kind":"caught_up"}`, then live events as
+/// they are stored, each as a text message (`LiveMessage`), with no gap and no duplicate at the
+/// switch. Without `from_seq` only new events are sent. Browsers, which cannot set headers on a
+/// WebSocket, pass the API token as `token`.
 #[utoipa::path(
     get,
     path = "/v1/live",

@@ -33,7 +33,8 @@ pub struct Event {
     pub producer: Producer,
     /// UTC, RFC 3339 with microseconds.
     pub time: String,
-    /// Kept as raw JSON text so it is never parsed and re-serialised on the hot path.
+    /// The event's data: a JSON object.
+    // Kept as raw JSON text so it is never parsed and re-serialised on the hot path.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
 }

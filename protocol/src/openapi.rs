@@ -30,7 +30,7 @@ pub fn problem_object() -> ObjectBuilder {
         .property(
             "type",
             string(&format!("The problem type, a URI: `{TYPE_PREFIX}` and the code's slug."))
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uri)))
+                .format(Some(SchemaFormat::Custom("uri".into())))
                 .pattern(Some(format!("^{TYPE_PREFIX}[a-z0-9-]+$"))),
         )
         .property("title", string("Short summary of the problem type (the same for every occurrence of a code)."))

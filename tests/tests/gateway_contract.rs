@@ -22,7 +22,7 @@ async fn gateway(nats_url: &str) -> (Child, String) {
         ("SEQUENT_GATEWAY_LISTEN".into(), format!("127.0.0.1:{port}")),
         ("SEQUENT_API_TOKENS".into(), format!("ops:{WRITE}:write,bi:{READ}:read")),
         ("SEQUENT_MAX_BODY_BYTES".into(), "4096".into()),
-        ("RUST_LOG".into(), "warn".into()),
+        ("RUST_LOG".into(), "warn,bus_gateway=info".into()),
     ];
     let mut child = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("spawn bus-gateway");
     child.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("gateway starts");
@@ -213,4 +213,43 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
         ("POST /v1/events 500", "needs the store to refuse an append for an unexpected reason"),
         ("GET /v1/live 426", "needs a connection hyper cannot upgrade; HTTP/1.1 clients always can"),
     ]);
+}
+
+/// The checker itself: what a document does not say is refused (so the test above can fail).
+#[test]
+fn the_checker_refuses_what_the_document_does_not_say() {
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/thing": {"get": {"responses": {
+            "200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}},
+            "404": {"description": "no", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        }}}},
+        "components": {"schemas": {
+            "Thing": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+            "Problem": {"type": "object", "properties": {"status": {"type": "integer"}, "code": {"type": "string"}}, "required": ["status", "code"]}
+        }}
+    });
+    let answer = |status: u16, content_type: &str, body: Value| openapi_common::Answer {
+        status,
+        content_type: content_type.into(),
+        headers: Default::default(),
+        body,
+    };
+    let refuses = |status: u16, content_type: &str, body: Value| {
+        let c = Contract::new("t", doc.clone());
+        let a = answer(status, content_type, body);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.check("GET", "/thing", &a))).is_err()
+    };
+    let c = Contract::new("t", doc.clone());
+    c.check("GET", "/thing", &answer(200, "application/json", json!({"n": 1})));
+    assert!(refuses(200, "application/json", json!({"n": "1"})), "a wrong type");
+    assert!(refuses(200, "application/json", json!({})), "a missing field");
+    assert!(refuses(200, "application/json", json!({"n": 1, "extra": true})), "a field the document does not name");
+    assert!(refuses(200, "text/plain", json!({"n": 1})), "a content type it does not list");
+    assert!(refuses(500, "application/json", json!({"n": 1})), "a status it does not document");
+    assert!(refuses(404, "application/json", json!({"status": 404, "code": "x"})), "an error that is not a problem");
+    let covered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.assert_covered(&[])));
+    assert!(covered.is_err(), "the 404 was never seen");
+    c.assert_covered(&[("GET /thing 404", "not provoked here")]);
 }
