@@ -203,6 +203,8 @@ bus:add_route("/api/accounts/{id}/statement", "GET", function(method, path, para
   if not user then return unauthorized() end
   local r = call("accounts", "GET", "/accounts/" .. enc(params.id) .. "/statement", nil,
     { query = { owner = user, limit = query.limit, cursor = query.cursor } })
+  -- The last page says so with `next_cursor: null` (a decoded null is nil in Lua).
+  if r and r.status == HTTP_OK and type(r.body) == "table" and r.body.next_cursor == nil then r.body.next_cursor = json.null end
   return relay(r)
 end)
 
