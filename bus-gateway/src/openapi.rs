@@ -132,6 +132,6 @@ pub struct Health {
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LiveMessage {
-    Event { event: Event },
+    Event { event: Box<Event> },
     CaughtUp { seq: u64 },
 }
