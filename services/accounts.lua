@@ -16,10 +16,20 @@ local REQUEST_ID = "^[0-9A-Za-z_-]+$"
 local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match(ACCOUNT_ID) ~= nil end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_BALANCE end
 
-local function bad(message, error_code)
-  return HTTP_BAD_REQUEST, { error = error_code or "invalid request", message = message }
+-- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
+-- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
+-- `detail` is for a person, `extra` adds extension members.
+local function problem(status, code, detail, extra)
+  local body = {
+    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
+    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
+    status = status, detail = detail, code = code,
+  }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return status, body
 end
-local function not_found() return HTTP_NOT_FOUND, { error = "not found", message = "That account does not exist." } end
+local function bad(message, error_code) return problem(HTTP_BAD_REQUEST, error_code or "invalid request", message) end
+local function not_found() return problem(HTTP_NOT_FOUND, "not found", "That account does not exist.") end
 
 -- ---------------------------------------------------------------------------------------------
 -- Projection (Redis): account:<id> {account_id, owner, balance_cents, version, opened_at};
@@ -170,14 +180,14 @@ bus:add_route("/accounts", "POST", function(method, path, params, body)
     if receipt.status == "ok" or rid then
       -- A retried request (same request id) finds its account already opened.
       if not bus:wait(10000, projected(id, 0)) then
-        return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "The account is being opened; check your accounts in a moment." }
+        return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "The account is being opened; check your accounts in a moment.")
       end
       local a = redis:get("account:" .. id)
-      if a.owner ~= body.owner then return HTTP_CONFLICT, { error = "conflict", message = "That request id was used for another account." } end
+      if a.owner ~= body.owner then return problem(HTTP_CONFLICT, "conflict", "That request id was used for another account.") end
       return HTTP_CREATED, account_view(a)
     end
   end
-  return HTTP_SERVICE_UNAVAILABLE, { error = "unavailable", message = "Could not pick a free account id; try again." }
+  return problem(HTTP_SERVICE_UNAVAILABLE, "unavailable", "Could not pick a free account id; try again.")
 end)
 
 bus:add_route("/accounts", "GET", function(method, path, params, body, query)
@@ -246,7 +256,7 @@ local function move_money(params, body, credit)
     local head = bus:last_event(id)
     -- Let the projection reach the head, so the record of requests already applied is complete.
     if not bus:wait(10000, projected(id, head.version)) then
-      return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "The account is busy; check the balance before trying again." }
+      return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "The account is busy; check the balance before trying again.")
     end
     local done = redis:hget("ops:" .. id, rid)
     if done then return applied(id, done) end
@@ -255,11 +265,11 @@ local function move_money(params, body, credit)
     if credit then
       new_balance = balance + amount
       if new_balance > MAX_BALANCE then
-        return HTTP_UNPROCESSABLE_ENTITY, { error = "balance limit exceeded", message = "This deposit would take the balance over the limit.", balance_cents = balance }
+        return problem(HTTP_UNPROCESSABLE_ENTITY, "balance limit exceeded", "This deposit would take the balance over the limit.", { balance_cents = balance })
       end
     else
       if balance < amount then
-        return HTTP_UNPROCESSABLE_ENTITY, { error = "insufficient funds", message = "Not enough money in this account.", balance_cents = balance }
+        return problem(HTTP_UNPROCESSABLE_ENTITY, "insufficient funds", "Not enough money in this account.", { balance_cents = balance })
       end
       new_balance = balance - amount
     end
@@ -269,7 +279,7 @@ local function move_money(params, body, credit)
     }, { id = (credit and "dep-" or "wd-") .. rid })
     if receipt.status == "ok" then
       if not bus:wait(10000, projected(id, receipt.version)) then
-        return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "Accepted, but not applied yet; check the balance before trying again." }
+        return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "Accepted, but not applied yet; check the balance before trying again.")
       end
       return applied(id, receipt.version)
     elseif receipt.status ~= "conflict" then
@@ -277,7 +287,7 @@ local function move_money(params, body, credit)
     end
     -- conflict: someone moved the account since we read it; decide again on the new state.
   end
-  return HTTP_SERVICE_UNAVAILABLE, { error = "busy", message = "The account is too busy right now; try again." }
+  return problem(HTTP_SERVICE_UNAVAILABLE, "busy", "The account is too busy right now; try again.")
 end
 
 bus:add_route("/accounts/{id}/deposits", "POST", function(method, path, params, body)

@@ -14,19 +14,61 @@ local ADMIN_TTL = 8 * 3600
 
 -- The built UI (SEQUENT_UI_DIR overrides; relative paths start at this script's directory).
 bus:serve_static("/", bus:env("SEQUENT_UI_DIR") or "../ui/dist", { fallback = "index.html", exclude = { "/api/" } })
+-- The API's OpenAPI 3.1 description (openapi/bank.json) and a page to browse it (/api/openapi/).
+bus:serve_static("/api/openapi", "openapi")
 
 -- ---------------------------------------------------------------------------------------------
 -- Helpers
 
-local function err(status, code, message, extra)
-  local body = { error = code, message = message }
-  for k, v in pairs(extra or {}) do body[k] = v end
+-- Errors are RFC 9457 problem details (protocol/src/problem.rs): `code` is the machine-readable
+-- reason, `type` and `title` are derived from it, `detail` is for a person; `extra` adds
+-- extension members (balance_cents, ...). Sent as application/json: routes cannot set headers.
+local PROBLEM_MEMBERS = { type = true, title = true, status = true, detail = true, instance = true, code = true }
+local function problem(status, code, detail, extra)
+  local body = {
+    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
+    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
+    status = status, detail = detail, code = code,
+  }
+  for k, v in pairs(extra or {}) do
+    if not PROBLEM_MEMBERS[k] then body[k] = v end
+  end
   return status, body
 end
+local err = problem
 local function bad(message, code) return err(HTTP_BAD_REQUEST, code or "invalid request", message) end
 local function unauthorized() return err(HTTP_UNAUTHORIZED, "unauthorized", "Your session expired, please log in again.") end
 local function not_found(message) return err(HTTP_NOT_FOUND, "not found", message or "That account does not exist.") end
 local function unavailable() return err(HTTP_SERVICE_UNAVAILABLE, "unavailable", "The bank is busy right now; please try again.") end
+
+-- The codes of the superclient's own error answers, by status (they say no code of their own yet).
+local BUILT_IN_CODES = {
+  [400] = "bad_request", [401] = "unauthorized", [403] = "forbidden", [404] = "not_found",
+  [405] = "method_not_allowed", [409] = "conflict", [413] = "too_large", [415] = "unsupported_media_type",
+  [500] = "internal", [503] = "unavailable", [504] = "timeout",
+}
+
+-- An error answer of another service (or the gateway) as a problem: problems pass as they are;
+-- an older `{error = code, message = ...}` keeps its code, message and other fields; the
+-- superclient's built-in `{error = "sentence"}` gets the code of its status.
+local function as_problem(status, body)
+  if type(body) == "table" and type(body.code) == "string" and type(body.type) == "string" then return status, body end
+  local code, detail, extra = BUILT_IN_CODES[status] or "error", nil, nil
+  if type(body) == "table" then
+    if type(body.error) == "string" and type(body.message) == "string" then
+      code, detail = body.error, body.message
+    elseif type(body.error) == "string" then
+      detail = body.error
+    end
+    extra = {}
+    for k, v in pairs(body) do
+      if k ~= "error" and k ~= "message" then extra[k] = v end
+    end
+  elseif type(body) == "string" and body ~= "" then
+    detail = body
+  end
+  return problem(status, code, detail or "The request failed.", extra)
+end
 
 local function bearer(headers, query)
   local h = headers.authorization
@@ -73,10 +115,11 @@ local function call(service, method, path, body, opts)
   return r
 end
 
--- A service's answer passed on as it is (they speak the same error shape), except its 5xx.
+-- A service's answer passed on (errors as problems), except its 5xx.
 local function relay(r)
   if not r then return unavailable() end
   if r.status >= 500 and r.status ~= HTTP_GATEWAY_TIMEOUT then return unavailable() end
+  if r.status >= 400 then return as_problem(r.status, r.body) end
   return r.status, r.body
 end
 
@@ -160,6 +203,8 @@ bus:add_route("/api/accounts/{id}/statement", "GET", function(method, path, para
   if not user then return unauthorized() end
   local r = call("accounts", "GET", "/accounts/" .. enc(params.id) .. "/statement", nil,
     { query = { owner = user, limit = query.limit, cursor = query.cursor } })
+  -- The last page says so with `next_cursor: null` (a decoded null is nil in Lua).
+  if r and r.status == HTTP_OK and type(r.body) == "table" and r.body.next_cursor == nil then r.body.next_cursor = json.null end
   return relay(r)
 end)
 
@@ -322,6 +367,7 @@ local function gateway(path, query)
     log:warn("bfaf: the gateway did not answer: " .. e)
     return unavailable()
   end
+  if r.status >= 400 then return as_problem(r.status, r.body) end
   if r.status ~= HTTP_OK or type(r.body) ~= "table" then return r.status, r.body end
   for _, event in ipairs(r.body.events or {}) do redact(event) end
   if r.body.events and r.body.next_from_seq == nil then r.body.next_from_seq = json.null end

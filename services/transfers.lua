@@ -16,7 +16,19 @@ bus:register("transfers")
 
 local MAX_AMOUNT = 100000000000
 
-local function bad(message, code) return HTTP_BAD_REQUEST, { error = code or "invalid request", message = message } end
+-- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
+-- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
+-- `detail` is for a person, `extra` adds extension members.
+local function problem(status, code, detail, extra)
+  local body = {
+    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
+    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
+    status = status, detail = detail, code = code,
+  }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return status, body
+end
+local function bad(message, code) return problem(HTTP_BAD_REQUEST, code or "invalid request", message) end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_AMOUNT end
 local function is_ref(s) return type(s) == "string" and #s >= 1 and #s <= 128 and not s:find("[%s%c]") end
 
@@ -96,18 +108,18 @@ bus:add_route("/transfers", "POST", function(method, path, params, body)
   })
   if receipt.status ~= "ok" and not rid then error("a fresh transfer id conflicted: " .. json.encode(receipt)) end
   if not bus:wait(10000, function() return redis:exists("transfer:" .. id) end) then
-    return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "The transfer was sent; check its status in a moment.", transfer_id = id }
+    return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "The transfer was sent; check its status in a moment.", { transfer_id = id })
   end
   local t = redis:get("transfer:" .. id)
   if t.from_account ~= body.from_account or t.to_account ~= body.to_account or t.amount_cents ~= body.amount_cents then
-    return HTTP_CONFLICT, { error = "conflict", message = "That request id was used for another transfer." }
+    return problem(HTTP_CONFLICT, "conflict", "That request id was used for another transfer.")
   end
   return HTTP_ACCEPTED, view(t)
 end)
 
 bus:add_route("/transfers/{id}", "GET", function(method, path, params)
   local t = is_ref(params.id) and redis:get("transfer:" .. params.id)
-  if not t then return HTTP_NOT_FOUND, { error = "not found", message = "No such transfer." } end
+  if not t then return problem(HTTP_NOT_FOUND, "not found", "No such transfer.") end
   return HTTP_OK, view(t)
 end)
 

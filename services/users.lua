@@ -18,7 +18,19 @@ local function valid_password(p)
   return n and n >= 8 and n <= 128 and not p:find("%z")
 end
 
-local function bad(message) return HTTP_BAD_REQUEST, { error = "invalid", message = message } end
+-- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
+-- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
+-- `detail` is for a person, `extra` adds extension members.
+local function problem(status, code, detail, extra)
+  local body = {
+    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
+    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
+    status = status, detail = detail, code = code,
+  }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  return status, body
+end
+local function bad(message) return problem(HTTP_BAD_REQUEST, "invalid request", message) end
 
 -- Projection: user:<identity> {username, password_hash, registered_at};
 -- accounts:<identity> account id -> stream seq (opening order).
@@ -43,12 +55,12 @@ bus:add_route("/users", "POST", function(method, path, params, body)
     username = body.username, password_hash = hash,
   })
   if receipt.status == "conflict" then
-    return HTTP_CONFLICT, { error = "username taken", message = "That username is taken." }
+    return problem(HTTP_CONFLICT, "username taken", "That username is taken.")
   end
   -- Read-your-writes: log-in (on any instance) must find the user right after this answer.
   local me = identity(body.username)
   if not bus:wait(10000, function() return redis:exists("user:" .. me) end) then
-    return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "Signed up, but not ready yet; try logging in in a moment." }
+    return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "Signed up, but not ready yet; try logging in in a moment.")
   end
   return HTTP_CREATED, { username = body.username }
 end)
@@ -61,10 +73,10 @@ bus:add_route("/sessions", "POST", function(method, path, params, body)
   if not user then
     -- Spend the time a check would take, so that timing does not tell which names exist.
     crypto.hash_password(body.password ~= "" and body.password or "x")
-    return HTTP_UNAUTHORIZED, { error = "invalid credentials", message = "Wrong username or password." }
+    return problem(HTTP_UNAUTHORIZED, "invalid credentials", "Wrong username or password.")
   end
   if not crypto.verify_password(body.password, user.password_hash) then
-    return HTTP_UNAUTHORIZED, { error = "invalid credentials", message = "Wrong username or password." }
+    return problem(HTTP_UNAUTHORIZED, "invalid credentials", "Wrong username or password.")
   end
   local me = identity(user.username)
   local token = crypto.token(me, TOKEN_TTL, { role = "customer", username = user.username })
@@ -79,12 +91,12 @@ end)
 -- that account is listed: read-your-writes after opening one.
 bus:add_route("/users/{name}/accounts", "GET", function(method, path, params, body, query)
   local me = identity(params.name)
-  if not redis:exists("user:" .. me) then return HTTP_NOT_FOUND, { error = "not found", message = "No such user." } end
+  if not redis:exists("user:" .. me) then return problem(HTTP_NOT_FOUND, "not found", "No such user.") end
   if query.wait_for then
     local timeout = math.min(tonumber(query.timeout_ms or "5000") or 5000, 30000)
     local listed = bus:wait(timeout, function() return redis:hget("accounts:" .. me, query.wait_for) ~= nil end)
     if not listed then
-      return HTTP_GATEWAY_TIMEOUT, { error = "timeout", message = "The new account is not listed yet." }
+      return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "The new account is not listed yet.")
     end
   end
   local seqs = redis:hgetall("accounts:" .. me)

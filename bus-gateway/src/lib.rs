@@ -8,6 +8,7 @@ mod indexer;
 mod jsapi;
 mod live;
 mod nats_api;
+mod openapi;
 mod provision;
 pub mod store;
 
@@ -81,6 +82,11 @@ impl App {
         }
         Ok(out)
     }
+}
+
+/// The gateway's OpenAPI document (what `/v1/openapi.json` serves), as JSON text.
+pub fn openapi_json() -> String {
+    http::api().1.to_pretty_json().expect("the OpenAPI document serialises")
 }
 
 fn record_append_metrics(reply: &AppendReply, started: Instant) {
@@ -171,4 +177,32 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
 
 async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    /// The document describes every route of the router (they are registered together) as
+    /// OpenAPI 3.1, and every error answer as a problem.
+    #[test]
+    fn the_document_is_openapi_3_1_with_problems_for_errors() {
+        let doc: serde_json::Value = serde_json::from_str(&super::openapi_json()).unwrap();
+        if std::env::var_os("PRINT_OPENAPI").is_some() {
+            println!("{}", super::openapi_json());
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+        for p in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/metrics"] {
+            assert!(paths.contains(&p), "{p} in {paths:?}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let content = response["content"].as_object().unwrap_or_else(|| panic!("{method} {path} {status}: no content"));
+                        assert_eq!(content.keys().collect::<Vec<_>>(), ["application/problem+json"], "{method} {path} {status}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -13,13 +13,19 @@ use axum::response::Response;
 use futures::StreamExt;
 use sequent_protocol::envelope::event_json_with_seq;
 use sequent_protocol::subjects;
+use crate::openapi::{LiveMessage, PROBLEM};
+use sequent_protocol::Problem;
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::IntoParams;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
+    /// Event types, comma separated (empty or absent: all).
     #[serde(default)]
     types: Option<String>,
+    /// Keys, comma separated (empty or absent: all).
     #[serde(default)]
     keys: Option<String>,
     /// Start of the history to send first; without it only new events are sent.
@@ -34,7 +40,26 @@ fn list(s: &Option<String>) -> Vec<&str> {
     s.as_deref().map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
 }
 
-pub async fn handler(
+/// The live feed: a WebSocket of events.
+///
+/// Sends the matching history from `from_seq`, then `{"kind":"caught_up"}`, then live events as
+/// they are stored, each as a text message (`LiveMessage`), with no gap and no duplicate at the
+/// switch. Without `from_seq` only new events are sent. Browsers, which cannot set headers on a
+/// WebSocket, pass the API token as `token`.
+#[utoipa::path(
+    get,
+    path = "/v1/live",
+    tag = "live",
+    params(LiveQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; then one `LiveMessage` per text message"),
+        (status = 400, description = "Not a WebSocket request, or a malformed type or key", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "No or an unknown API token", body = Problem, content_type = PROBLEM),
+        (status = 426, description = "The connection cannot be upgraded", body = Problem, content_type = PROBLEM),
+    ),
+    security((), ("api_token" = []))
+)]
+pub async fn live(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(q): Query<LiveQuery>,
@@ -94,5 +119,5 @@ async fn feed(app: Arc<App>, mut socket: WebSocket, filters: Vec<String>, from_s
 }
 
 fn caught_up_msg(seq: u64) -> String {
-    format!("{{\"kind\":\"caught_up\",\"seq\":{seq}}}")
+    serde_json::to_string(&LiveMessage::CaughtUp { seq }).expect("a live message serialises")
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// Who wrote an event: the service type (or API client) and, for services, the instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Producer {
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -15,8 +16,11 @@ pub struct Producer {
 /// A stored event. `seq` is assigned by the stream, so it is absent (0) in the stored payload
 /// and filled in from the message metadata when the event is read back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
+    /// Position in the stream (global order); always present when an event is read.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(feature = "openapi", schema(required = true, minimum = 1))]
     pub seq: u64,
     pub id: String,
     #[serde(rename = "type")]
@@ -29,7 +33,9 @@ pub struct Event {
     pub producer: Producer,
     /// UTC, RFC 3339 with microseconds.
     pub time: String,
-    /// Kept as raw JSON text so it is never parsed and re-serialised on the hot path.
+    /// The event's data: a JSON object.
+    // Kept as raw JSON text so it is never parsed and re-serialised on the hot path.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
 }
 
@@ -113,6 +119,7 @@ impl<'de> Deserialize<'de> for Expect {
 
 /// An event as a client submits it; the gateway fills in the rest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +132,8 @@ pub struct NewEvent {
     pub correlation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation: Option<String>,
+    /// Any JSON object (at most 64 levels deep, at most `--max-data-bytes`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
 }
 

@@ -4,10 +4,14 @@
 
 pub mod duration;
 pub mod envelope;
+#[cfg(feature = "openapi")]
+pub mod openapi;
+pub mod problem;
 pub mod subjects;
 pub mod validate;
 pub mod wire;
 
 pub use envelope::{Event, Expect, NewEvent, Producer};
+pub use problem::Problem;
 pub use validate::{Limits, ValidationError};
 pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest, Receipt};

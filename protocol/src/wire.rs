@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 
 /// `{"events": [...], "instance": "accounts-1"?}`.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -15,6 +17,7 @@ pub struct AppendRequest {
 
 /// The outcome for one submitted event, in submission order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Receipt {
     /// In the stream at `seq`, as the key's `version`. `duplicate` is true when this was a

@@ -31,7 +31,7 @@ async fn customers_accounts_money_and_errors() {
     let r = reqwest::get(format!("{}/assets/..%2f..%2fetc%2fpasswd", api.base)).await.unwrap();
     assert!(!r.text().await.unwrap().contains("root:"), "no escape from the UI directory");
     let (s, v) = api.call("GET", "/api/nope", None, None, &[]).await;
-    assert_eq!((s, v["error"].is_string()), (404, true), "{v}");
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
     let (s, _) = api.call("DELETE", "/api/accounts", None, None, &[]).await;
     assert_eq!(s, 405);
     // The gateway's policy (services/policy.json): a service appends only its own types.
@@ -46,7 +46,7 @@ async fn customers_accounts_money_and_errors() {
     let (s, v) = api.call("POST", "/api/users", None, Some(json!({ "username": "Alice.B", "password": "correct horse" })), &[]).await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = api.call("POST", "/api/users", None, Some(json!({ "username": "alice.b", "password": "another one" })), &[]).await;
-    assert_eq!((s, v["error"].as_str()), (409, Some("username taken")), "names are unique, whatever the case: {v}");
+    assert_eq!((s, v["code"].as_str()), (409, Some("username taken")), "names are unique, whatever the case: {v}");
     for (body, why) in [
         (json!({ "username": "al", "password": "correct horse" }), "too short a name"),
         (json!({ "username": "a".repeat(33), "password": "correct horse" }), "too long a name"),
@@ -61,7 +61,7 @@ async fn customers_accounts_money_and_errors() {
     ] {
         let (s, v) = api.call("POST", "/api/users", None, Some(body), &[]).await;
         assert_eq!(s, 400, "{why}: {v}");
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{why}: a message for a person: {v}");
+        assert!(v["detail"].as_str().is_some_and(|m| !m.is_empty()), "{why}: a message for a person: {v}");
     }
     let r = api.http.post(format!("{}/api/users", api.base)).body("username=bob").header("content-type", "application/x-www-form-urlencoded").send().await.unwrap();
     assert_eq!(r.status(), 415);
@@ -76,7 +76,7 @@ async fn customers_accounts_money_and_errors() {
         json!({ "username": "nobody", "password": "correct horse" }),
     ] {
         let (s, v) = api.call("POST", "/api/sessions", None, Some(body), &[]).await;
-        assert_eq!((s, v["error"].as_str()), (401, Some("invalid credentials")), "{v}");
+        assert_eq!((s, v["code"].as_str()), (401, Some("invalid credentials")), "{v}");
     }
     let (s, _) = api.call("POST", "/api/sessions", None, Some(json!({ "username": "alice.b" })), &[]).await;
     assert_eq!(s, 400);
@@ -141,9 +141,9 @@ async fn customers_accounts_money_and_errors() {
     assert_eq!((s, v["balance_cents"].as_i64(), v["version"].as_i64()), (201, Some(10_000), Some(1)), "{v}");
     for amount in [json!(0), json!(-5), json!(1.5), json!("100"), json!(null), json!(MAX + 1), json!(1e3)] {
         let (s, v) = api.post(&format!("/api/accounts/{a1}/deposits"), &alice, json!({ "amount_cents": amount })).await;
-        assert_eq!((s, v["error"].as_str()), (400, Some("invalid amount")), "deposit of {amount}: {v}");
+        assert_eq!((s, v["code"].as_str()), (400, Some("invalid amount")), "deposit of {amount}: {v}");
         let (s, v) = api.post(&format!("/api/accounts/{a1}/withdrawals"), &alice, json!({ "amount_cents": amount })).await;
-        assert_eq!((s, v["error"].as_str()), (400, Some("invalid amount")), "withdrawal of {amount}: {v}");
+        assert_eq!((s, v["code"].as_str()), (400, Some("invalid amount")), "withdrawal of {amount}: {v}");
     }
     let (s, v) = api.post(&format!("/api/accounts/{a1}/deposits"), &alice, json!({})).await;
     assert_eq!(s, 400, "{v}");
@@ -166,8 +166,9 @@ async fn customers_accounts_money_and_errors() {
 
     // ---- withdrawals: to exactly zero is fine, below zero is a 422 with the balance
     let (s, v) = api.post(&format!("/api/accounts/{a1}/withdrawals"), &alice, json!({ "amount_cents": 10_501 })).await;
-    assert_eq!((s, v["error"].as_str(), v["balance_cents"].as_i64()), (422, Some("insufficient funds"), Some(10_500)), "{v}");
-    assert!(v["message"].is_string());
+    assert_eq!((s, v["code"].as_str(), v["balance_cents"].as_i64()), (422, Some("insufficient funds"), Some(10_500)), "{v}");
+    assert_eq!((v["type"].as_str(), v["status"].as_u64()), (Some("urn:sequent:problem:insufficient-funds"), Some(422)), "a problem: {v}");
+    assert!(v["detail"].is_string());
     let (s, v) = api.post(&format!("/api/accounts/{a1}/withdrawals"), &alice, json!({ "amount_cents": 10_500 })).await;
     assert_eq!((s, v["balance_cents"].as_i64(), v["version"].as_i64()), (201, Some(0), Some(3)), "{v}");
     let (s, v) = api.post(&format!("/api/accounts/{a1}/withdrawals"), &alice, json!({ "amount_cents": 1 })).await;
@@ -176,7 +177,7 @@ async fn customers_accounts_money_and_errors() {
     let (s, v) = api.post(&format!("/api/accounts/{a2}/deposits"), &alice, json!({ "amount_cents": MAX })).await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = api.post(&format!("/api/accounts/{a2}/deposits"), &alice, json!({ "amount_cents": 1 })).await;
-    assert_eq!((s, v["error"].as_str()), (422, Some("balance limit exceeded")), "{v}");
+    assert_eq!((s, v["code"].as_str()), (422, Some("balance limit exceeded")), "{v}");
 
     // ---- statements: newest first, paged with an opaque cursor
     for cents in [100, 200, 300] {

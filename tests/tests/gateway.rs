@@ -396,7 +396,8 @@ async fn tokens_guard_the_http_api() {
     let r = http().get(format!("{}/v1/keys/acc-1/events", gw.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("Bearer"));
+    assert_eq!(v["code"], "unauthorized", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("Bearer"));
 }
 
 #[tokio::test]

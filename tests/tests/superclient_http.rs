@@ -44,14 +44,14 @@ async fn routes_bodies_limits_and_sandbox() {
     // Bad bodies.
     let (s, v) = send(&c, Method::POST, &url("/echo/a/b"), Some("text/plain"), Some("hello".into())).await;
     assert_eq!(s, 415, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("Content-Type: application/json"));
+    assert!(v["detail"].as_str().unwrap().contains("Content-Type: application/json"), "{v}");
     let (s, v) = send(&c, Method::POST, &url("/echo/a/b"), Some("application/json"), Some("{bad".into())).await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("not valid JSON"));
+    assert!(v["detail"].as_str().unwrap().contains("not valid JSON"), "{v}");
     let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(2000));
     let (s, v) = send(&c, Method::POST, &url("/echo/a/b"), Some("application/json"), Some(big)).await;
     assert_eq!(s, 413, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("1000 bytes"));
+    assert!(v["detail"].as_str().unwrap().contains("1000 bytes"), "{v}");
     let (s, _) = send(&c, Method::GET, &url("/nope"), None, None).await;
     assert_eq!(s, 404);
     let (s, v) = send(&c, Method::DELETE, &url("/ok"), None, None).await;
@@ -75,7 +75,7 @@ async fn routes_bodies_limits_and_sandbox() {
     for path in ["/boom", "/bad-return"] {
         let (s, v) = get_json(&url(path)).await;
         assert_eq!(s, 500, "{path}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("error id"), "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("error id") && v["instance"].as_str().is_some_and(|i| i.starts_with("urn:uuid:")), "{v}");
     }
     let mut child = inst.child;
     child.wait_for_line("this route always fails", std::time::Duration::from_secs(5)).await.unwrap();

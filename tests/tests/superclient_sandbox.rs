@@ -61,7 +61,7 @@ async fn escapes_and_bombs_fail_their_call_and_the_instance_keeps_serving() {
         assert_eq!(status, *want, "{name}: {body}");
         assert!(took < Duration::from_secs(20), "{name} took {took:?}");
         if *want == 500 {
-            let id = body["error"].as_str().unwrap_or_default();
+            let id = body["detail"].as_str().unwrap_or_default();
             assert!(id.contains("error id"), "{name}: a 500 names an error id: {body}");
             // The cause is logged with the error id.
             let line = child.wait_for_line(&format!("path=\"/try/{name}\""), Duration::from_secs(5)).await.unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -2,7 +2,9 @@
 //!
 //! A route handler is `fn(method, path, params, body, query, headers)` (header names in lower
 //! case) and returns `(status, value)`:
-//! a table is sent as JSON, a string as text, nil as an empty body. Request bodies must be JSON
+//! a table is sent as JSON (an RFC 9457 problem, `type` `urn:sequent:problem:...` with a `code`,
+//! as `application/problem+json`), a string as text, nil as an empty body. The superclient's own
+//! errors are problems too. Request bodies must be JSON
 //! (`Content-Type: application/json`, else 415), well-formed (else 400) and within the body
 //! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
 //! with that id. Writes the route made to Redis commit after it returns, in one transaction.
@@ -12,6 +14,7 @@ use crate::script::convert::{json_to_lua, lua_to_json};
 use crate::script::routes::{self, Route};
 use crate::script::{Call, CallError, Mode};
 use crate::state::{self, Changes, Commit, Guard};
+use sequent_protocol::Problem;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -56,8 +59,32 @@ async fn metrics_text(State(h): State<Arc<Http>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
 }
 
-fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
+/// An RFC 9457 problem answer (`sequent_protocol::problem`), the code derived from the status.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    use sequent_protocol::problem::codes;
+    let code = match status {
+        StatusCode::BAD_REQUEST => codes::BAD_REQUEST,
+        StatusCode::NOT_FOUND => codes::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED,
+        StatusCode::PAYLOAD_TOO_LARGE => codes::TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => codes::UNSUPPORTED_MEDIA_TYPE,
+        StatusCode::UPGRADE_REQUIRED => codes::UPGRADE_REQUIRED,
+        StatusCode::SERVICE_UNAVAILABLE => codes::UNAVAILABLE,
+        _ => codes::INTERNAL,
+    };
+    problem(Problem::new(status.as_u16(), code, message))
+}
+
+/// A failure whose cause was logged under `id`: the detail and `instance` name it.
+fn failed(status: StatusCode, id: uuid::Uuid, what: &str) -> Response {
+    use sequent_protocol::problem::codes;
+    let code = if status == StatusCode::SERVICE_UNAVAILABLE { codes::UNAVAILABLE } else { codes::INTERNAL };
+    problem(Problem::new(status.as_u16(), code, format!("{what} (error id {id})")).with_instance(format!("urn:uuid:{id}")))
+}
+
+pub fn problem(p: Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, sequent_protocol::problem::CONTENT_TYPE)], p.to_json()).into_response()
 }
 
 pub fn percent_decode_segment(s: &str) -> String {
@@ -284,7 +311,7 @@ async fn run_route(
                 release_locks(svc, &call).await;
                 let id = uuid::Uuid::now_v7();
                 tracing::error!(error_id = %id, method, path, error = %e, "committing the route's Redis writes failed");
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("the state store failed (error id {id}); retry later"));
+                return failed(StatusCode::SERVICE_UNAVAILABLE, id, "the state store failed; retry later");
             }
         }
     }
@@ -318,11 +345,11 @@ fn lua_failure(method: &str, path: &str, e: CallError) -> Response {
     match e {
         CallError::Infra(m) => {
             tracing::warn!(error_id = %id, method, path, error = m, "route failed: infrastructure");
-            json_error(StatusCode::SERVICE_UNAVAILABLE, format!("a backing service is unavailable (error id {id}); retry later"))
+            failed(StatusCode::SERVICE_UNAVAILABLE, id, "a backing service is unavailable; retry later")
         }
         CallError::Script(m) | CallError::Resource(m) => {
             tracing::error!(error_id = %id, method, path, error = m, "route handler failed");
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+            failed(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error")
         }
     }
 }
@@ -336,7 +363,7 @@ fn build_response(values: &MultiValue, method: &str, path: &str) -> Response {
     let Some(status) = status.and_then(|s| StatusCode::from_u16(s).ok()).filter(|s| (100..600).contains(&s.as_u16())) else {
         let id = uuid::Uuid::now_v7();
         tracing::error!(error_id = %id, method, path, "route handler must return (status, table|string|nil); got {:?}", values.front().map(|v| v.type_name()));
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"));
+        return failed(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error");
     };
     match values.get(1) {
         None | Some(Value::Nil) => status.into_response(),
@@ -344,17 +371,21 @@ fn build_response(values: &MultiValue, method: &str, path: &str) -> Response {
             (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], s.to_string_lossy()).into_response()
         }
         Some(v @ Value::Table(_)) => match lua_to_json(v) {
+            // A problem (RFC 9457) is labelled as one.
+            Ok(json) if status.as_u16() >= 400 && json["type"].as_str().is_some_and(|t| t.starts_with(sequent_protocol::problem::TYPE_PREFIX)) && json["code"].is_string() => {
+                (status, [(header::CONTENT_TYPE, sequent_protocol::problem::CONTENT_TYPE)], json.to_string()).into_response()
+            }
             Ok(json) => (status, axum::Json(json)).into_response(),
             Err(e) => {
                 let id = uuid::Uuid::now_v7();
                 tracing::error!(error_id = %id, method, path, error = e, "route returned a table that is not JSON");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+                failed(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error")
             }
         },
         Some(other) => {
             let id = uuid::Uuid::now_v7();
             tracing::error!(error_id = %id, method, path, "route returned a {} as body; return a table, a string or nil", other.type_name());
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error (error id {id})"))
+            failed(StatusCode::INTERNAL_SERVER_ERROR, id, "internal error")
         }
     }
 }

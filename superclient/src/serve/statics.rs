@@ -77,15 +77,10 @@ pub async fn serve(trees: &[StaticSpec], path: &str, head: bool) -> Option<Respo
             if let Some(r) = file_response(&tree.dir.join(fallback), head).await {
                 return Some(r);
             }
-            return Some(
-                (
-                    StatusCode::NOT_FOUND,
-                    axum::Json(serde_json::json!({
-                        "error": format!("{} has no {fallback}: is the UI built? (cd ui && npm run build)", tree.dir.display())
-                    })),
-                )
-                    .into_response(),
-            );
+            return Some(super::router::json_error(
+                StatusCode::NOT_FOUND,
+                format!("{} has no {fallback}: is the UI built? (cd ui && npm run build)", tree.dir.display()),
+            ));
         }
     }
     None

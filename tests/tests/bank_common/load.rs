@@ -218,7 +218,7 @@ async fn run_op(apis: &[Api], c: &Customers, i: usize, op: Op, tally: &Mutex<Tal
                     t.entries.push(v["entry"]["entry_id"].as_str().unwrap_or_else(|| panic!("withdrawal {i} answers its entry: {v}")).to_string());
                 }
                 422 => {
-                    assert_eq!(v["error"], "insufficient funds", "{v}");
+                    assert_eq!(v["code"], "insufficient funds", "{v}");
                     assert!(v["balance_cents"].as_i64().unwrap() < cents, "refused although the balance sufficed: {v}");
                     tally.lock().unwrap().refused_withdrawals += 1;
                 }

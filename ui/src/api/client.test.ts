@@ -27,18 +27,31 @@ describe('api client', () => {
     expect(buildUrl('/admin/events', { type: 'A', key: '', from_seq: 5, limit: undefined })).toBe('/api/admin/events?type=A&from_seq=5');
   });
 
-  it('turns error answers into ApiError with the backend code', async () => {
-    const api = createApi(respond(422, { error: 'insufficient funds', balance_cents: 100 }));
+  it('turns problem answers into ApiError with the code and the detail', async () => {
+    const problem = {
+      type: 'urn:sequent:problem:insufficient-funds',
+      title: 'Insufficient funds',
+      status: 422,
+      detail: 'Not enough money in this account.',
+      code: 'insufficient funds',
+      balance_cents: 100,
+    };
+    const api = createApi(respond(422, problem));
     const err = await api.withdraw('t', 'a', 500).catch((e) => e);
     expect(err).toBeInstanceOf(ApiError);
-    expect(err).toMatchObject({ status: 422, code: 'insufficient funds' });
+    expect(err).toMatchObject({ status: 422, code: 'insufficient funds', serverMessage: 'Not enough money in this account.' });
+    expect(err.body).toEqual(problem);
   });
 
-  it('reads the gateway error shape too', () => {
+  it('reads older error shapes while some servers still send them', () => {
     expect(parseErrorBody({ error: { code: 'bad_request', message: 'limit must be between 1 and 1000' } })).toEqual({
       code: 'bad_request',
       message: 'limit must be between 1 and 1000',
     });
+    expect(parseErrorBody({ error: 'Insufficient Funds', message: 'no' })).toEqual({ code: 'insufficient funds', message: 'no' });
+    expect(parseErrorBody({ error: 'no route for GET /api/x' })).toEqual({ code: null, message: 'no route for GET /api/x' });
+    expect(parseErrorBody('Failed to deserialize query string')).toEqual({ code: null, message: 'Failed to deserialize query string' });
+    expect(parseErrorBody({ code: 'bad_request', title: 'Bad request' })).toEqual({ code: 'bad_request', message: 'Bad request' });
   });
 
   it('reports an unreachable server as status 0', async () => {

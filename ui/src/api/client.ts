@@ -1,11 +1,14 @@
 /**
  * The only place that talks HTTP to the bfaf. Every call returns parsed JSON or throws an
  * {@link ApiError} carrying the status, the backend's error code and a message for people.
+ * Answer shapes are the spec's (`Answer<path, method, status>`, from services/openapi/bank.json).
  */
 import type {
   Account,
+  Answer,
   EventPage,
   ParkedKey,
+  RequestBody,
   SequentEvent,
   ServiceInfo,
   StatementEntry,
@@ -51,25 +54,34 @@ export function serializeApiError(e: unknown): SerializedApiError {
 }
 
 /**
- * Reads the error out of a body. Accepts `{error: "insufficient funds", message?: "..."}` (the
- * bfaf) and `{error: {code, message}}` (the bus-gateway's shape).
+ * Reads the error out of a body: an RFC 9457 problem (`{type, title, status, detail, code}`), the
+ * shape of every error answer of the bank and the gateway: `code` is the machine-readable reason,
+ * `detail` the sentence for people. Older shapes are still read while some servers send them
+ * (the superclient's own answers, e.g. an unknown path): `{error: "code", message}`,
+ * `{error: {code, message}}`, `{error: "sentence"}`, or plain text.
  */
 export function parseErrorBody(body: unknown): { code: string | null; message: string | null } {
   if (!body || typeof body !== 'object') {
     return { code: null, message: typeof body === 'string' && body.trim() ? body.trim().slice(0, 300) : null };
   }
   const b = body as Record<string, unknown>;
+  const lower = (c: string | null) => (c ? c.trim().toLowerCase() : null);
+  if (typeof b.code === 'string' || typeof b.detail === 'string') {
+    const message = typeof b.detail === 'string' ? b.detail : typeof b.title === 'string' ? b.title : null;
+    return { code: lower(typeof b.code === 'string' ? b.code : null), message };
+  }
   let code: string | null = null;
   let message: string | null = typeof b.message === 'string' ? b.message : null;
   if (typeof b.error === 'string') {
-    code = b.error;
+    if (message) code = b.error;
+    else message = b.error;
   } else if (b.error && typeof b.error === 'object') {
     const inner = b.error as Record<string, unknown>;
     if (typeof inner.code === 'string') code = inner.code;
     if (!message && typeof inner.message === 'string') message = inner.message;
   }
   if (!code && typeof b.reason === 'string') code = b.reason;
-  return { code: code ? code.trim().toLowerCase() : null, message };
+  return { code: lower(code), message };
 }
 
 export interface RequestOptions {
@@ -191,24 +203,31 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
   return {
     // --- customers ---------------------------------------------------------------------
     signUp: (username: string, password: string) =>
-      call<unknown>('POST', '/users', { body: { username, password } }),
+      call<Answer<'/api/users', 'post', 201>>('POST', '/users', {
+        body: { username, password } satisfies RequestBody<'/api/users', 'post'>,
+      }),
     logIn: async (username: string, password: string) =>
-      need(await call<{ token: string; expires_at?: string }>('POST', '/sessions', { body: { username, password } }), 'token'),
+      need(
+        await call<Answer<'/api/sessions', 'post', 200>>('POST', '/sessions', {
+          body: { username, password } satisfies RequestBody<'/api/sessions', 'post'>,
+        }),
+        'token',
+      ),
     listAccounts: async (token: string) => {
-      const body = await call<Account[] | { accounts: Account[] }>('GET', '/accounts', { token });
+      const body = await call<Answer<'/api/accounts', 'get', 200> | { accounts: Account[] }>('GET', '/accounts', { token });
       const list = Array.isArray(body) ? body : (body?.accounts ?? []);
       return list.map(acc);
     },
     openAccount: async (token: string) => {
-      const body = await call<{ account_id: string; balance_cents?: number; version?: number }>('POST', '/accounts', {
+      const body = await call<Answer<'/api/accounts', 'post', 201>>('POST', '/accounts', {
         token,
-        body: {},
+        body: {} satisfies RequestBody<'/api/accounts', 'post'>,
       });
       return acc(need(body, 'account_id'));
     },
     getAccount: async (token: string, id: string) =>
     {
-      const body = need(await call<Account>('GET', `/accounts/${enc(id)}`, { token }), 'balance_cents');
+      const body = need(await call<Answer<'/api/accounts/{id}', 'get', 200>>('GET', `/accounts/${enc(id)}`, { token }), 'balance_cents');
       return acc({ ...body, account_id: body.account_id ?? id });
     },
     getStatement: async (token: string, id: string, cursor?: string | null, limit = STATEMENT_PAGE_SIZE) => {
@@ -223,34 +242,34 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
     },
     deposit: async (token: string, id: string, amount_cents: number) =>
       need(
-        await call<{ balance_cents: number; version?: number }>('POST', `/accounts/${enc(id)}/deposits`, {
+        await call<Answer<'/api/accounts/{id}/deposits', 'post', 201>>('POST', `/accounts/${enc(id)}/deposits`, {
           token,
-          body: { amount_cents },
+          body: { amount_cents } satisfies RequestBody<'/api/accounts/{id}/deposits', 'post'>,
         }),
         'balance_cents',
       ),
     withdraw: async (token: string, id: string, amount_cents: number) =>
       need(
-        await call<{ balance_cents: number; version?: number }>('POST', `/accounts/${enc(id)}/withdrawals`, {
+        await call<Answer<'/api/accounts/{id}/withdrawals', 'post', 201>>('POST', `/accounts/${enc(id)}/withdrawals`, {
           token,
-          body: { amount_cents },
+          body: { amount_cents } satisfies RequestBody<'/api/accounts/{id}/withdrawals', 'post'>,
         }),
         'balance_cents',
       ),
     createTransfer: async (token: string, from_account: string, to_account: string, amount_cents: number) => {
-      const body = await call<{ transfer_id: string; status?: Transfer['status'] }>('POST', '/transfers', {
+      const body = await call<Answer<'/api/transfers', 'post', 202>>('POST', '/transfers', {
         token,
-        body: { from_account, to_account, amount_cents },
+        body: { from_account, to_account, amount_cents } satisfies RequestBody<'/api/transfers', 'post'>,
       });
       need(body, 'transfer_id');
       return { ...body, transfer_id: String(body.transfer_id) };
     },
     getTransfer: async (token: string, id: string) => {
-      const body = await call<Transfer>('GET', `/transfers/${enc(id)}`, { token });
+      const body = await call<Answer<'/api/transfers/{id}', 'get', 200>>('GET', `/transfers/${enc(id)}`, { token });
       return normTransfer({ ...body, transfer_id: body.transfer_id ?? id });
     },
     listTransfers: async (token: string, accountId: string) => {
-      const body = await call<Transfer[] | { transfers: Transfer[] }>('GET', '/transfers', {
+      const body = await call<Answer<'/api/transfers', 'get', 200> | { transfers: Transfer[] }>('GET', '/transfers', {
         token,
         query: { account: accountId },
       });
@@ -260,7 +279,12 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
 
     // --- operators (explorer) ------------------------------------------------------------
     adminLogIn: async (username: string, password: string) =>
-      need(await call<{ token: string }>('POST', '/admin/sessions', { body: { username, password } }), 'token'),
+      need(
+        await call<Answer<'/api/admin/sessions', 'post', 200>>('POST', '/admin/sessions', {
+          body: { username, password } satisfies RequestBody<'/api/admin/sessions', 'post'>,
+        }),
+        'token',
+      ),
     events: async (
       token: string,
       q: { type?: string; key?: string; from_seq?: number | null; limit?: number },
@@ -272,15 +296,15 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
     correlationEvents: async (token: string, id: string) =>
       asEventList(await call<unknown>('GET', `/admin/correlations/${enc(id)}/events`, { token })),
     services: async (token: string) => {
-      const body = await call<ServiceInfo[] | { services: ServiceInfo[] }>('GET', '/admin/services', { token });
+      const body = await call<Answer<'/api/admin/services', 'get', 200> | { services: ServiceInfo[] }>('GET', '/admin/services', { token });
       return Array.isArray(body) ? body : (body?.services ?? []);
     },
     parked: async (token: string) => {
-      const body = await call<ParkedKey[] | { parked: ParkedKey[] }>('GET', '/admin/parked', { token });
+      const body = await call<Answer<'/api/admin/parked', 'get', 200> | { parked: ParkedKey[] }>('GET', '/admin/parked', { token });
       return Array.isArray(body) ? body : (body?.parked ?? []);
     },
     releaseParked: (token: string, service: string, key: string) =>
-      call<unknown>('POST', `/admin/parked/${enc(service)}/${enc(key)}/release`, { token }),
+      call<Answer<'/api/admin/parked/{service}/{key}/release', 'post', 202>>('POST', `/admin/parked/${enc(service)}/${enc(key)}/release`, { token }),
   };
 }
 

@@ -1,91 +1,75 @@
-/** Shapes of the bfaf's JSON API (see ../../API-ASSUMPTIONS.md). Account ids are opaque strings. */
+/**
+ * The UI's view of the bfaf's JSON API. Every shape comes from `schema.ts`, generated from the
+ * bank's OpenAPI document (services/openapi/bank.json; `npm run gen:api`), so a change of the
+ * API breaks the type check here instead of drifting. Where the UI holds partial data (an
+ * account known from a live message, a transfer known only by its id and status), the fields
+ * it can do without are optional.
+ */
+import type { components, paths } from './schema';
 
-export interface Account {
-  account_id: string;
-  balance_cents: number;
-  /** Optional: the account key's version after the last change; newer wins when present. */
-  version?: number;
-}
+type S = components['schemas'];
 
-export interface StatementEntry {
-  /** Unique within the account (the id of the event that made the entry). */
-  entry_id: string;
-  /** RFC 3339 UTC. */
-  time: string;
-  /** Signed: credits positive, debits negative. */
-  amount_cents: number;
-  /** The balance right after this entry, when the backend sends it. */
-  balance_cents?: number;
-  /** "deposit" | "withdrawal" | "transfer_in" | "transfer_out" | "transfer_refund" | "cashback" | ... */
-  kind?: string;
-  /** Free text the backend may add; shown when present. */
-  description?: string;
-  transfer_id?: string;
-  /** The other account of a transfer. */
-  counterparty?: string;
+/** An RFC 9457 problem: the body of every error answer. */
+export type Problem = S['Problem'];
+export type ProblemCode = Problem['code'];
+
+/** The JSON body of a 2xx answer of `method path`, as the spec says. */
+export type Answer<P extends keyof paths, M extends 'get' | 'post', Status extends number> = paths[P][M] extends {
+  responses: { [K in Status]: { content: { 'application/json': infer B } } };
 }
+  ? B
+  : never;
+
+/** The JSON body `method path` takes, as the spec says. */
+export type RequestBody<P extends keyof paths, M extends 'get' | 'post'> = paths[P][M] extends {
+  requestBody?: { content: { 'application/json': infer B } };
+}
+  ? B
+  : never;
+
+export type Account = Pick<S['Account'], 'account_id' | 'balance_cents'> & Partial<Pick<S['Account'], 'version' | 'opened_at'>>;
+
+export type EntryKind = S['EntryKind'];
+
+/** One statement entry; `kind` may be one the UI does not know yet (shown humanised). */
+export type StatementEntry = Pick<S['Entry'], 'entry_id' | 'time' | 'amount_cents'> &
+  Partial<Omit<S['Entry'], 'entry_id' | 'time' | 'amount_cents' | 'kind'>> & {
+    kind?: EntryKind | (string & {});
+    /** Free text shown instead of the kind-derived text (the bank sends none today). */
+    description?: string;
+  };
 
 export interface StatementPage {
   entries: StatementEntry[];
   /** Pass back as `cursor` to get the next (older) page; null when there is none. */
-  next_cursor: string | null;
+  next_cursor: S['Statement']['next_cursor'];
 }
 
-export type TransferStatus = 'pending' | 'completed' | 'failed';
+export type TransferStatus = S['TransferStatus'];
 
-export interface Transfer {
-  transfer_id: string;
-  status: TransferStatus;
-  reason?: string | null;
-  from_account?: string;
-  to_account?: string;
-  amount_cents?: number;
-  created_at?: string;
-  updated_at?: string;
-}
+/** A transfer; `reason` may be one the UI does not know yet (shown as it is). */
+export type Transfer = Pick<S['Transfer'], 'transfer_id' | 'status'> &
+  Partial<Omit<S['Transfer'], 'transfer_id' | 'status' | 'reason'>> & {
+    reason?: S['TransferReason'] | (string & {}) | null;
+  };
 
-/** Messages on `WS /api/live`. */
+/** The messages of `WS /api/live` the UI acts on (parsed and checked by `parseLiveMessage`). */
 export type LiveMessage =
-  | { kind: 'account'; account_id: string; balance_cents: number; version?: number }
-  | { kind: 'statement_entry'; account_id: string; entry: StatementEntry }
-  | { kind: 'transfer'; transfer_id: string; status: TransferStatus; reason?: string | null };
+  | (Pick<S['LiveAccount'], 'kind' | 'account_id' | 'balance_cents'> & Partial<Pick<S['LiveAccount'], 'version'>>)
+  | { kind: S['LiveStatementEntry']['kind']; account_id: string; entry: StatementEntry }
+  | (Pick<S['LiveTransfer'], 'kind' | 'transfer_id' | 'status'> & { reason?: Transfer['reason'] });
 
 /** One stored event, as the explorer API returns it. */
-export interface SequentEvent {
-  seq: number;
-  id: string;
-  type: string;
-  key: string;
-  version: number;
-  correlation: string;
-  causation?: string | null;
-  producer: { service: string; instance?: string | null };
-  time: string;
-  data: unknown;
-}
+export type SequentEvent = S['Event'];
 
 export interface EventPage {
   events: SequentEvent[];
-  next_from_seq: number | null;
+  next_from_seq: S['EventPage']['next_from_seq'];
 }
 
-export interface ServiceInstance {
-  instance: string;
-  partitions: number[];
-  last_seen: string;
-}
+export type ServiceInstance = Pick<S['ServiceInstance'], 'instance' | 'partitions' | 'last_seen'> & Partial<Pick<S['ServiceInstance'], 'live'>>;
 
-export interface ServiceInfo {
-  service: string;
-  instances: ServiceInstance[];
-  consumer_lag: number;
-}
+export type ServiceInfo = Omit<S['ServiceInfo'], 'instances'> & { instances: ServiceInstance[] };
 
-export interface ParkedKey {
-  service: string;
-  key: string;
-  event_id: string;
-  seq: number;
-  error: string;
-  parked_at: string;
-}
+export type ParkedKey = Pick<S['ParkedKey'], 'service' | 'key' | 'event_id' | 'seq' | 'error' | 'parked_at'> &
+  Partial<Omit<S['ParkedKey'], 'service' | 'key' | 'event_id' | 'seq' | 'error' | 'parked_at'>>;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { apiError, fakeApi } from '../../test/fakeApi';
+import { sent, useFakeBank } from '../../test/fakeBank';
 import { makeStore } from '.';
 import { liveMessage, loggedOut } from './actions';
 import reducer, { applyBalance, deposit, fetchAccounts, initialAccountsState, openAccount, withdraw } from './accountsSlice';
@@ -78,27 +78,27 @@ describe('accounts reducer', () => {
   });
 });
 
-describe('accounts thunks', () => {
+describe('accounts thunks (against the spec-checked fake bank)', () => {
+  const bank = useFakeBank();
   const session = { auth: { ...initialAuthState, token: 'tok', username: 'ann' } };
 
-  it('sends the token and turns numeric ids into strings', async () => {
-    const api = fakeApi({ listAccounts: async () => [{ account_id: '7', balance_cents: 5 }] });
-    const store = makeStore({ api, preloadedState: session });
+  it('sends the token and keeps the server order', async () => {
+    const fake = bank.fresh();
+    const ids = fake.seedCustomer('ann', 'tok', [5, 0]);
+    const store = makeStore({ preloadedState: session });
     await store.dispatch(fetchAccounts());
-    expect(api.listAccounts).toHaveBeenCalledWith('tok');
-    expect(store.getState().accounts.ids).toEqual(['7']);
+    expect(store.getState().accounts.ids).toEqual(ids);
+    expect(store.getState().accounts.byId[ids[0]].balance_cents).toBe(5);
   });
 
   it('reports insufficient funds with its code', async () => {
-    const api = fakeApi({
-      withdraw: async () => {
-        throw apiError(422, 'insufficient funds');
-      },
-    });
-    const store = makeStore({ api, preloadedState: session });
-    const action = await store.dispatch(withdraw({ accountId: 'a', amountCents: 100 }));
+    const fake = bank.fresh();
+    const [id] = fake.seedCustomer('ann', 'tok', [50]);
+    const store = makeStore({ preloadedState: session });
+    const action = await store.dispatch(withdraw({ accountId: id, amountCents: 100 }));
     expect(withdraw.rejected.match(action)).toBe(true);
     expect(action.payload).toMatchObject({ status: 422, code: 'insufficient funds', scope: 'customer' });
+    expect(sent(fake, 'POST /api/accounts/{id}/withdrawals')).toEqual([{ amount_cents: 100 }]);
     expect(store.getState().auth.token).toBe('tok');
   });
 });

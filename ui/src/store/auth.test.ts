@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { apiError, fakeApi } from '../../test/fakeApi';
+import { sent, useFakeBank } from '../../test/fakeBank';
 import { MESSAGES } from '../api/errors';
 import { makeStore } from '.';
 import { loggedOut, sessionExpired } from './actions';
@@ -25,47 +25,38 @@ describe('auth reducer', () => {
   });
 });
 
-describe('auth thunks', () => {
+describe('auth thunks (against the spec-checked fake bank)', () => {
+  const bank = useFakeBank();
+
   it('signs up then logs in', async () => {
-    const api = fakeApi({ signUp: async () => undefined, logIn: async () => ({ token: 'tok' }) });
-    const store = makeStore({ api });
+    const fake = bank.fresh();
+    const store = makeStore();
     await store.dispatch(signUp({ username: 'ann', password: 'secret123' }));
-    expect(api.signUp).toHaveBeenCalledWith('ann', 'secret123');
-    expect(store.getState().auth).toMatchObject({ token: 'tok', username: 'ann' });
+    expect(sent(fake, 'POST /api/users')).toEqual([{ username: 'ann', password: 'secret123' }]);
+    expect(sent(fake, 'POST /api/sessions')).toEqual([{ username: 'ann', password: 'secret123' }]);
+    expect(store.getState().auth).toMatchObject({ username: 'ann', error: null });
+    expect(store.getState().auth.token).toEqual(expect.any(String));
   });
 
   it('keeps the 409 of a taken name', async () => {
-    const api = fakeApi({
-      signUp: async () => {
-        throw apiError(409, 'username taken');
-      },
-    });
-    const store = makeStore({ api });
+    bank.fresh().seedCustomer('Ann', null);
+    const store = makeStore();
     await store.dispatch(signUp({ username: 'ann', password: 'secret123' }));
     expect(store.getState().auth.error).toMatchObject({ status: 409, code: 'username taken' });
     expect(store.getState().auth.token).toBeNull();
   });
 
   it('a wrong password is not a session expiry', async () => {
-    const api = fakeApi({
-      logIn: async () => {
-        throw apiError(401, 'wrong credentials');
-      },
-    });
-    const store = makeStore({ api });
+    bank.fresh().seedCustomer('ann', null, [], 'the right one');
+    const store = makeStore();
     await store.dispatch(logIn({ username: 'ann', password: 'nope' }));
-    expect(store.getState().auth.error?.status).toBe(401);
+    expect(store.getState().auth.error).toMatchObject({ status: 401, code: 'invalid credentials' });
     expect(store.getState().auth.notice).toBeNull();
   });
 
   it('any 401 on a customer call ends the session and clears customer data', async () => {
-    const api = fakeApi({
-      listAccounts: async () => {
-        throw apiError(401, 'token expired');
-      },
-    });
+    bank.fresh();
     const store = makeStore({
-      api,
       preloadedState: { auth: { ...initialAuthState, token: 'old', username: 'ann' } },
     });
     await store.dispatch(fetchAccounts());

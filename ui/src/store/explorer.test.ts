@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { apiError, fakeApi } from '../../test/fakeApi';
+import { sent, useFakeBank } from '../../test/fakeBank';
+import { createApi } from '../api/client';
 import type { SequentEvent } from '../api/types';
 import { makeStore } from '.';
 import { adminSessionExpired, tailEvent } from './actions';
@@ -66,64 +67,64 @@ describe('explorer reducer: live tail', () => {
   });
 });
 
-describe('explorer thunks', () => {
+describe('explorer reducer: trace', () => {
+  it('sorts a correlation by seq', () => {
+    let s = reducer(initialExplorerState, { type: fetchTrace.pending.type, meta: { arg: 'c' } });
+    s = reducer(s, { type: fetchTrace.fulfilled.type, payload: [ev(9), ev(4)], meta: { arg: 'c' } });
+    expect(s.trace.events.map((e) => e.seq)).toEqual([4, 9]);
+  });
+});
+
+describe('explorer thunks (against the spec-checked fake bank)', () => {
+  const bank = useFakeBank();
   const admin = () => ({
     explorer: { ...initialExplorerState, auth: { ...initialExplorerState.auth, token: 'adm', username: 'root' } },
   });
 
   it('logs in and keeps the admin token apart from the customer one', async () => {
-    const api = fakeApi({ adminLogIn: async () => ({ token: 'adm' }) });
-    const store = makeStore({ api });
+    bank.fresh({ adminUser: 'root', adminPassword: 'pw' });
+    const store = makeStore();
     await store.dispatch(adminLogIn({ username: 'root', password: 'pw' }));
-    expect(store.getState().explorer.auth.token).toBe('adm');
+    expect(store.getState().explorer.auth.token).toEqual(expect.any(String));
     expect(store.getState().auth.token).toBeNull();
   });
 
   it('pages through a key history', async () => {
-    const api = fakeApi({
-      keyEvents: async (_t: string, _k: string, from?: number | null) =>
-        from ? { events: [ev(3)], next_from_seq: null } : { events: [ev(1), ev(2)], next_from_seq: 3 },
-    });
-    const store = makeStore({ api, preloadedState: admin() });
-    await store.dispatch(fetchKeyHistory({ key: 'acc-1' }));
-    expect(store.getState().explorer.keyHistory.nextFromSeq).toBe(3);
-    await store.dispatch(fetchKeyHistory({ key: 'acc-1', more: true }));
-    expect(api.keyEvents).toHaveBeenLastCalledWith('adm', 'acc-1', 3);
-    expect(store.getState().explorer.keyHistory.events.map((e) => e.seq)).toEqual([1, 2, 3]);
+    const fake = bank.fresh({ keyPageLimit: 2 });
+    fake.seedAdmin('adm');
+    const [key] = fake.seedCustomer('ann', 'tok', [500]);
+    fake.seedCustomer('bob', null, [1]); // other keys' events in between
+    await createApi().deposit('tok', key, 100);
+    const store = makeStore({ preloadedState: admin() });
+    await store.dispatch(fetchKeyHistory({ key }));
+    expect(store.getState().explorer.keyHistory.events.map((e) => e.version)).toEqual([0, 1]);
+    const next = store.getState().explorer.keyHistory.nextFromSeq;
+    expect(next).toEqual(expect.any(Number));
+    await store.dispatch(fetchKeyHistory({ key, more: true }));
+    expect(fake.requests.at(-1)?.query).toMatchObject({ from_seq: String(next) });
+    expect(store.getState().explorer.keyHistory.events.map((e) => e.version)).toEqual([0, 1, 2]);
     expect(store.getState().explorer.keyHistory.nextFromSeq).toBeNull();
   });
 
-  it('sorts a correlation by seq', async () => {
-    const api = fakeApi({ correlationEvents: async () => [ev(9), ev(4)] });
-    const store = makeStore({ api, preloadedState: admin() });
-    await store.dispatch(fetchTrace('c'));
-    expect(store.getState().explorer.trace.events.map((e) => e.seq)).toEqual([4, 9]);
-  });
-
   it('removes a released key from the parked list', async () => {
-    const api = fakeApi({
-      parked: async () => [
-        { service: 'accounts', key: 'acc-1', event_id: 'e', seq: 1, error: 'boom', parked_at: 't' },
-        { service: 'transfers', key: 'tr-1', event_id: 'f', seq: 2, error: 'bang', parked_at: 't' },
-      ],
-      releaseParked: async () => undefined,
-    });
-    const store = makeStore({ api, preloadedState: admin() });
+    const fake = bank.fresh();
+    fake.seedAdmin('adm');
+    fake.seedParked([
+      { service: 'accounts', key: 'acc-1', error: 'boom' },
+      { service: 'transfers', key: 'tr-1', error: 'bang' },
+    ]);
+    const store = makeStore({ preloadedState: admin() });
     await store.dispatch(fetchParked());
     await store.dispatch(releaseParked({ service: 'accounts', key: 'acc-1' }));
-    expect(api.releaseParked).toHaveBeenCalledWith('adm', 'accounts', 'acc-1');
+    expect(sent(fake, 'POST /api/admin/parked/{service}/{key}/release')).toEqual([undefined]);
+    expect(fake.requests.at(-1)?.path).toBe('/api/admin/parked/accounts/acc-1/release');
     expect(store.getState().explorer.parked.list.map((p) => p.key)).toEqual(['tr-1']);
     expect(store.getState().explorer.parked.released).toEqual(['accounts/acc-1']);
   });
 
   it('a 401 ends the explorer session only', async () => {
-    const api = fakeApi({
-      services: async () => {
-        throw apiError(401);
-      },
-    });
+    bank.fresh(); // knows no operator token
     const store = makeStore({
-      api,
       preloadedState: { ...admin(), auth: { token: 'cust', username: 'ann', expiresAt: null, status: 'idle', error: null, notice: null } },
     });
     const { fetchServices } = await import('./explorerSlice');
