@@ -7,7 +7,10 @@
 -- meanwhile, the store refuses it (conflict) and the decision is taken again on the new state:
 -- two debits can never both pass on the same balance, and a balance never goes below zero.
 -- See services/README.md.
-bus:register("accounts")
+-- The declaration: what the platform derives this service's rights from (superclient/README.md).
+bus:register("accounts", {
+  appends = { "AccountOpened", "AccountCredited", "AccountDebited", "TransferFailed" },
+})
 
 local MAX_BALANCE = 100000000000 -- cents ($1,000,000,000.00): no balance grows past it
 local ACCOUNT_ID = "^acc%-[0-9a-f]+$"
@@ -78,7 +81,8 @@ local function apply_money(event_type, key, data, meta)
 end
 
 -- Has this transfer already left an event of `event_type` (and `reason`) on `key` after stream
--- position `seq`? (A redelivered handler must not decide twice.)
+-- position `seq`? (A handler run again must not decide twice.) Only asked when the superclient
+-- says the event may have been handled before (`meta.redelivered`): one read of the stream.
 local function already(key, seq, event_type, transfer_id, reason)
   for _, e in ipairs(bus:events_after(key, seq)) do
     if e.type == event_type and e.data.transfer_id == transfer_id and (reason == nil or e.data.reason == reason) then
@@ -94,8 +98,10 @@ end
 -- 1. Requested: debit the source, or reject the transfer with a reason (an event, not an error).
 bus:add_event_listener("TransferRequested", function(event_type, key, correlation, data, meta)
   local id, from, to, amount = data.transfer_id, data.from_account, data.to_account, data.amount_cents
-  if already(key, meta.seq, "TransferFailed", id) then return end
-  if is_account_id(from) and already(from, meta.seq, "AccountDebited", id) then return end
+  if meta.redelivered then
+    if already(key, meta.seq, "TransferFailed", id) then return end
+    if is_account_id(from) and already(from, meta.seq, "AccountDebited", id) then return end
+  end
   local function fail(reason)
     bus:send("TransferFailed", key, 1, correlation, {
       transfer_id = id, from_account = from, to_account = to, amount_cents = amount, reason = reason,
@@ -119,8 +125,10 @@ end, { rerun_on_conflict = true })
 -- 2. Source debited: credit the destination, or give the money back (the debit reversed).
 local function credit_or_refund(key, correlation, data, meta)
   local id, to, amount = data.transfer_id, data.counterparty, data.amount_cents
-  if already(to, meta.seq, "AccountCredited", id, "transfer") then return end
-  if already(key, meta.seq, "AccountCredited", id, "refund") then return end
+  if meta.redelivered then
+    if already(to, meta.seq, "AccountCredited", id, "transfer") then return end
+    if already(key, meta.seq, "AccountCredited", id, "refund") then return end
+  end
   local destination = is_account_id(to) and bus:last_event(to)
   if destination and destination.data.balance_cents + amount <= MAX_BALANCE then
     bus:send("AccountCredited", to, destination.version + 1, correlation, {

@@ -6,7 +6,12 @@
 -- answer is as fresh as the owning service's, and each service keeps its own rules. Live
 -- updates come from live listeners: every bfaf instance reads the events as they are stored
 -- and pushes them to the sockets connected to it.
-bus:register("bfaf")
+-- The declaration: what the platform derives this service's rights from (superclient/README.md).
+bus:register("bfaf", {
+  http = "public",
+  mints_tokens = true, -- the operators' sessions
+  env = { "SEQUENT_GATEWAY_URL", "SEQUENT_GATEWAY_TOKEN", "SEQUENT_UI_DIR", "SEQUENT_ADMIN_USER", "SEQUENT_ADMIN_PASSWORD" },
+})
 
 local MAX_AMOUNT = 100000000000
 local GATEWAY = bus:env("SEQUENT_GATEWAY_URL") or "http://127.0.0.1:8081"

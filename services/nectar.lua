@@ -16,7 +16,10 @@
 -- Deployed into a running bank, the superclient first builds nectar's state from the stream
 -- (its rebuild handlers only fold nectar's own events; transfers completed before nectar
 -- existed earn nothing), so adding it changes nothing that happened before.
-bus:register("nectar")
+-- The declaration: what the platform derives this service's rights from (superclient/README.md).
+bus:register("nectar", {
+  appends = { "NectarCredit", "NectarDebit", "AccountCredited" },
+})
 
 local EARN_OVER, EARN_PERCENT = 10000, 10
 local USE_OVER, CASHBACK_PERCENT = 2500, 10
@@ -35,9 +38,11 @@ bus:add_event_listener("TransferCompleted", function(event_type, key, correlatio
   local account, amount, transfer = data.from_account, data.amount_cents, data.transfer_id
   if not is_account_id(account) or math.type(amount) ~= "integer" or amount <= 0 then return end
   local nectar_key = "nectar-" .. account
-  -- Already rewarded (a redelivery after the batch was stored)?
-  for _, e in ipairs(bus:events_after(nectar_key, meta.seq)) do
-    if e.data.transfer_id == transfer then return end
+  -- Already rewarded (run before, and its batch stored)? Only possible when redelivered.
+  if meta.redelivered then
+    for _, e in ipairs(bus:events_after(nectar_key, meta.seq)) do
+      if e.data.transfer_id == transfer then return end
+    end
   end
   local head = bus:last_event(nectar_key)
   local points = head and head.data.points_balance or 0

@@ -12,7 +12,10 @@
 -- Each step is caused by the previous one (the superclient sets correlation and causation), so
 -- the transfer's events form one causal chain. Every terminal event is appended with expect 1
 -- on the transfer's key: a transfer ends exactly once.
-bus:register("transfers")
+-- The declaration: what the platform derives this service's rights from (superclient/README.md).
+bus:register("transfers", {
+  appends = { "TransferRequested", "TransferCompleted", "TransferFailed" },
+})
 
 local MAX_AMOUNT = 100000000000
 

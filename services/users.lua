@@ -1,7 +1,12 @@
 -- users: sign-up (the store makes user names unique: UserRegistered is appended with
 -- expect "new" on the key user-<name>), log-in (Argon2id hashes, signed expiring tokens), and
 -- the list of each user's accounts (from AccountOpened). User names are case-insensitive.
-bus:register("users")
+-- The declaration: what the platform derives this service's rights from (superclient/README.md).
+bus:register("users", {
+  appends = { "UserRegistered" },
+  sensitive = { UserRegistered = { "password_hash" } },
+  mints_tokens = true,
+})
 
 local TOKEN_TTL = 8 * 3600 -- seconds
 

@@ -2,6 +2,7 @@
 //! and ids, the NATS subject layout, and the append wire messages. No I/O lives here, so both
 //! binaries (and the Python module) agree on every byte without pulling in a runtime.
 
+pub mod declaration;
 pub mod duration;
 pub mod envelope;
 #[cfg(feature = "openapi")]
@@ -11,6 +12,7 @@ pub mod subjects;
 pub mod validate;
 pub mod wire;
 
+pub use declaration::Declaration;
 pub use envelope::{Event, Expect, NewEvent, Producer};
 pub use problem::Problem;
 pub use validate::{Limits, ValidationError};

@@ -514,7 +514,12 @@ async fn resync(svc: &Service, hand: &mut Hand) {
             return;
         }
     };
-    let floor = stream.consumer_info(&name).await.map(|i| i.ack_floor.consumer_sequence);
+    let info = stream.consumer_info(&name).await;
+    // Whatever was delivered (to anyone) may have been handled, its sends stored.
+    if let Ok(i) = &info {
+        hand.delivered_before = hand.delivered_before.max(i.delivered.stream_sequence);
+    }
+    let floor = info.map(|i| i.ack_floor.consumer_sequence);
     if let Ok(floor) = floor {
         if first == floor + 1 {
             hand.start(floor);

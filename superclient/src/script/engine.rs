@@ -41,6 +41,7 @@ const HOOK_EVERY: u32 = 10_000;
 #[derive(Default)]
 pub(crate) struct Handlers {
     pub(crate) service: Option<String>,
+    pub(crate) declaration: sequent_protocol::Declaration,
     pub(crate) listeners: HashMap<String, (Function, bool)>,
     pub(crate) rerun: std::collections::HashSet<String>,
     pub(crate) rebuild: HashMap<String, Function>,
@@ -111,7 +112,13 @@ impl Engine {
             let service = h.service.clone().ok_or_else(|| {
                 anyhow::anyhow!("{} never called bus:register(\"<service type>\"); every script must name its service type", shared.script_name)
             })?;
+            let mut declaration = h.declaration.clone();
+            let mut listens: std::collections::BTreeSet<String> = h.listeners.keys().cloned().collect();
+            listens.extend(h.rebuild.keys().cloned());
+            listens.extend(h.live.keys().cloned());
+            declaration.listens = listens.into_iter().collect();
             Spec {
+                declaration,
                 service,
                 listeners: h.listeners.iter().map(|(t, (_, r))| (t.clone(), *r)).collect(),
                 rebuild: h.rebuild.keys().cloned().collect(),

@@ -186,6 +186,8 @@ impl Call {
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
     pub service: String,
+    /// What the service declared (`bus:register(name, {...})`), with the types it listens to.
+    pub declaration: sequent_protocol::Declaration,
     /// Live listeners; `true` when the script asked for it to be used in rebuilds too.
     pub listeners: BTreeMap<String, bool>,
     pub rebuild: BTreeSet<String>,

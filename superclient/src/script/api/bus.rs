@@ -5,7 +5,9 @@
 
 use super::{args, err, registering, send, shared, stream, wait, web, LResult};
 use crate::script::engine::Handlers;
+use crate::script::convert::lua_to_json;
 use mlua::{Function, Lua, MultiValue, Table, Value};
+use sequent_protocol::declaration::{validate_service, Declaration};
 use sequent_protocol::validate::validate_type;
 
 pub fn install(lua: &Lua) -> LResult<()> {
@@ -13,22 +15,30 @@ pub fn install(lua: &Lua) -> LResult<()> {
     bus.raw_set(
         "register",
         lua.create_function(|lua, values: MultiValue| {
-            let name: String = args(lua, values, "bus:register")?;
+            let (name, declared): (String, Option<Table>) = args(lua, values, "bus:register")?;
             registering(lua, "bus:register")?;
-            if name.is_empty()
-                || name.len() > 32
-                || !name.starts_with(|c: char| c.is_ascii_lowercase())
-                || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-            {
-                return err(format!(
-                    "bus:register({name:?}): a service type is 1 to 32 characters, a lowercase letter first, then lowercase letters, digits, '-' or '_'"
-                ));
-            }
+            validate_service(&name).map_err(|e| mlua::Error::runtime(format!("bus:register: {e}")))?;
+            let mut declaration = match declared {
+                None => serde_json::Map::new(),
+                Some(t) => match lua_to_json(&Value::Table(t)).map_err(|e| mlua::Error::runtime(format!("bus:register({name:?}): {e}")))? {
+                    serde_json::Value::Object(m) => m,
+                    serde_json::Value::Array(a) if a.is_empty() => serde_json::Map::new(),
+                    _ => return err(format!("bus:register({name:?}, declaration): the declaration is a table with named fields")),
+                },
+            };
+            declaration.insert("service".into(), name.clone().into());
+            let declaration: Declaration = serde_json::from_value(serde_json::Value::Object(declaration)).map_err(|e| {
+                mlua::Error::runtime(format!(
+                    "bus:register({name:?}, declaration): {e}; the fields are appends, env, sensitive, mints_tokens, http (see superclient/README.md)"
+                ))
+            })?;
+            declaration.validate().map_err(|e| mlua::Error::runtime(format!("bus:register({name:?}, declaration): {e}")))?;
             let mut h = lua.app_data_mut::<Handlers>().expect("handlers are installed");
             match &h.service {
                 Some(old) if *old != name => err(format!("bus:register: the script already registered as {old:?}")),
                 _ => {
                     h.service = Some(name);
+                    h.declaration = declaration;
                     Ok(())
                 }
             }
