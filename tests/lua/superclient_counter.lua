@@ -11,6 +11,7 @@ local function count(event_type, key, correlation, data, meta)
   end
   redis:incr("count:" .. key)
   redis:rpush("seqs:" .. key, meta.seq)
+  redis:hset("redelivered", meta.seq, meta.redelivered)
   redis:hincr("total", "events", 1)
   if not meta.rebuild then
     redis:sadd("instances:" .. key, bus:instance())

@@ -148,6 +148,36 @@ end
 return {1, ''}
 "#;
 
+/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON.
+fn commit_args(service: &str, changes: &Changes<'_>) -> String {
+    let ns = changes.ns;
+    let (kind, gkey, first, last, head) = match &changes.guard {
+        Guard::None => ("", String::new(), 0, 0, String::new()),
+        Guard::Checkpoint { partition, first, last } => ("ckpt", applied_key(ns, *partition), *first, *last, String::new()),
+        Guard::HeldHead { key, seq } => ("head", held_key(ns, key), 0, 0, seq.to_string()),
+    };
+    let overlay = changes.overlay;
+    let live = changes.expected_active.is_some();
+    serde_json::json!({
+        "active": active_key(service),
+        "expected": changes.expected_active.unwrap_or(""),
+        "freeze": swap_freeze_key(service),
+        "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
+        "reads": if live { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
+        // A rebuild's namespace is read by nobody: no revisions, no announcements.
+        "written": if live { overlay.written() } else { Vec::new() },
+        "bumps": if live { overlay.revisions_written() } else { Vec::new() },
+        "ops": overlay.ops(),
+        "revs": revisions_key(ns),
+        "locks": locks_key(ns),
+        "owner": changes.owner.unwrap_or(""),
+        "locked": changes.locked,
+        "watch": watch_key(service),
+        "channel": commits_channel(service),
+    })
+    .to_string()
+}
+
 /// Before a call sends events decided on what it read: checks the reads are still current and
 /// locks them for `ARGV` owner until its commit (or the deadline). `{1, ''}` locked; `{-1, ''}`
 /// namespace moved; `{-3, key}` stale; `{-4, key}` locked by another call.
@@ -169,6 +199,20 @@ end
 for k, _ in pairs(a.reads) do redis.call('HSET', a.locks, k, a.owner .. ':' .. (now + a.ttl)) end
 return {1, ''}
 "#;
+
+/// The one argument of [`LOCK_SCRIPT`].
+fn lock_args(service: &str, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> String {
+    serde_json::json!({
+        "active": active_key(service),
+        "expected": ns,
+        "reads": reads,
+        "revs": revisions_key(ns),
+        "locks": locks_key(ns),
+        "owner": owner,
+        "ttl": LOCK_TTL.as_millis() as u64,
+    })
+    .to_string()
+}
 
 /// Releases the locks of owner `ARGV[1]` on keys `ARGV[2..]` (a call that locked, then failed).
 const UNLOCK_SCRIPT: &str = r#"
@@ -298,31 +342,7 @@ impl Store {
 
     /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
-        let ns = changes.ns;
-        let (kind, gkey, first, last, head) = match &changes.guard {
-            Guard::None => ("", String::new(), 0, 0, String::new()),
-            Guard::Checkpoint { partition, first, last } => ("ckpt", applied_key(ns, *partition), *first, *last, String::new()),
-            Guard::HeldHead { key, seq } => ("head", held_key(ns, key), 0, 0, seq.to_string()),
-        };
-        let overlay = changes.overlay;
-        let args = serde_json::json!({
-            "active": active_key(&self.service),
-            "expected": changes.expected_active.unwrap_or(""),
-            "freeze": swap_freeze_key(&self.service),
-            "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
-            "reads": if changes.expected_active.is_some() { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
-            // A rebuild's namespace is read by nobody: no revisions, no announcements.
-            "written": if changes.expected_active.is_some() { overlay.written() } else { Vec::new() },
-            "bumps": if changes.expected_active.is_some() { overlay.revisions_written() } else { Vec::new() },
-            "ops": overlay.ops(),
-            "revs": revisions_key(ns),
-            "locks": locks_key(ns),
-            "owner": changes.owner.unwrap_or(""),
-            "locked": changes.locked,
-            "watch": watch_key(&self.service),
-            "channel": commits_channel(&self.service),
-        })
-        .to_string();
+        let args = commit_args(&self.service, changes);
         let mut invocation = self.commit.prepare_invoke();
         invocation.arg(args);
         loop {
@@ -347,16 +367,7 @@ impl Store {
     /// Checks that `reads` (script key → revision) are current in the active namespace `ns` and
     /// locks them for `owner` (see [`LOCK_SCRIPT`]).
     pub async fn lock_reads(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
-        let args = serde_json::json!({
-            "active": active_key(&self.service),
-            "expected": ns,
-            "reads": reads,
-            "revs": revisions_key(ns),
-            "locks": locks_key(ns),
-            "owner": owner,
-            "ttl": LOCK_TTL.as_millis() as u64,
-        })
-        .to_string();
+        let args = lock_args(&self.service, ns, reads, owner);
         let (code, detail): (i64, String) = self.lock.arg(args).invoke_async(&mut self.con.clone()).await?;
         Ok(match code {
             1 => Commit::Applied,
@@ -519,3 +530,7 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[path = "script_tests.rs"]
+mod script_tests;
