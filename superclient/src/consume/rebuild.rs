@@ -21,10 +21,9 @@
 //! state is untouched. Parked keys of the old namespace are not carried over: the rebuilt
 //! state is what replaying every event gives.
 
-use crate::error::redis_failure;
+use crate::error::{redis_failure, Failure};
 use crate::runtime::Service;
-use crate::script::convert::Delivery;
-use crate::script::{Call, Handled, Lease, Mode};
+use crate::script::{replay, Call, Lease, Mode};
 use crate::state::{self, Changes, Guard, Overlay};
 use futures::StreamExt;
 use sequent_protocol::{subjects, Event};
@@ -159,7 +158,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             if wanted.contains(event_type) && p < applied.len() && seq > applied[p] && left[p].is_none() {
                 if bound.allows(svc, partition, seq).await? {
                     let event = Event::from_stored(&msg.payload, seq).map_err(|e| Stop::Script(anyhow::anyhow!("unreadable event at seq {seq}: {e}")))?;
-                    batch.add(svc, &event, partition).await?;
+                    batch.add(event, partition).await?;
                     applied[p] = seq;
                 } else {
                     left[p] = Some(seq);
@@ -311,17 +310,23 @@ impl Bound {
     }
 }
 
-/// Replayed events not yet committed: their writes, in one overlay on one Lua state (each
-/// handler reads what the earlier ones wrote), the checkpoint each partition reaches with them,
-/// and the highest version of each key seen (one note per key at the flush, not per event).
+/// Replayed events not yet committed. Events are handed to Lua [`DISPATCH`] at a time, all
+/// on one state and one overlay (each handler reads what the earlier ones wrote); the batch
+/// commits with the checkpoint each partition reached and one note of the highest version of
+/// each key (not one per event).
 struct Batch {
     call: Option<Call>,
     lease: Lease,
     ns: String,
+    /// Events read, not handed to Lua yet.
+    waiting: Vec<(Event, u32)>,
     checkpoints: BTreeMap<u32, u64>,
     versions: HashMap<String, u64>,
     events: usize,
 }
+
+/// Events per call into Lua.
+const DISPATCH: usize = 128;
 
 impl Batch {
     async fn new(svc: &Service, ns: &str) -> Batch {
@@ -329,45 +334,63 @@ impl Batch {
             call: Some(Call::new(Mode::Rebuild, ns)),
             lease: svc.pool.get().await,
             ns: ns.to_string(),
+            waiting: Vec::with_capacity(DISPATCH),
             checkpoints: BTreeMap::new(),
             versions: HashMap::new(),
             events: 0,
         }
     }
 
-    async fn add(&mut self, svc: &Service, event: &Event, partition: u32) -> Result<(), Stop> {
-        let mut call = self.call.take().expect("a batch always has its call between events");
-        call.next_event(Handled { id: event.id.clone(), correlation: event.correlation.clone() });
-        let delivery = Delivery { partition: Some(partition), rebuild: true, ..Default::default() };
-        let (result, call) = svc.run_handler(&mut self.lease, event, delivery, call).await;
+    async fn add(&mut self, event: Event, partition: u32) -> Result<(), Stop> {
+        self.checkpoints.insert(partition, event.seq);
+        let v = self.versions.entry(event.key.clone()).or_insert(event.version);
+        *v = (*v).max(event.version);
+        self.waiting.push((event, partition));
+        self.events += 1;
+        if self.waiting.len() >= DISPATCH {
+            self.dispatch().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the handlers of the waiting events.
+    async fn dispatch(&mut self) -> Result<(), Stop> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let call = self.call.take().expect("a batch always has its call between dispatches");
+        let (result, call) = replay::replay(&mut self.lease, &self.waiting, call).await;
         self.call = Some(call);
+        let waiting = std::mem::take(&mut self.waiting);
         match result {
-            Ok(()) => {
-                self.checkpoints.insert(partition, event.seq);
-                let v = self.versions.entry(event.key.clone()).or_insert(event.version);
-                *v = (*v).max(event.version);
-                self.events += 1;
-                Ok(())
+            Ok(()) => Ok(()),
+            Err((i, e)) => {
+                let event = &waiting[i.min(waiting.len() - 1)].0;
+                let e = Failure::from(e);
+                if e.is_script() {
+                    Err(Stop::Script(anyhow::anyhow!(
+                        "rebuild stopped at seq {} (event {}, type {}, key {}): {e}. The active state is untouched; fix the script and rebuild again",
+                        event.seq,
+                        event.id,
+                        event.event_type,
+                        event.key
+                    )))
+                } else {
+                    // The overlay may hold part of the failed batch's writes: this attempt is over.
+                    Err(Stop::Infra(anyhow::anyhow!("replaying seq {}: {e}", event.seq)))
+                }
             }
-            Err(e) if e.is_script() => Err(Stop::Script(anyhow::anyhow!(
-                "rebuild stopped at seq {} (event {}, type {}, key {}): {e}. The active state is untouched; fix the script and rebuild again",
-                event.seq,
-                event.id,
-                event.event_type,
-                event.key
-            ))),
-            // The overlay may hold part of the failed event's writes: this attempt is over.
-            Err(e) => Err(Stop::Infra(anyhow::anyhow!("replaying seq {}: {e}", event.seq))),
         }
     }
 
     /// Commits the buffered writes with the partitions' checkpoints, atomically.
     async fn flush(&mut self, svc: &Service) -> Result<(), Stop> {
+        self.dispatch().await?;
         if self.events == 0 {
             return Ok(());
         }
         let ns = self.ns.clone();
-        let call = self.call.as_mut().expect("present between events");
+        let call = self.call.as_mut().expect("present between dispatches");
         let versions = state::versions_key(&ns);
         for (key, version) in self.versions.drain() {
             call.overlay.note_version(&versions, &key, version);

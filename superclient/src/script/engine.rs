@@ -196,10 +196,14 @@ impl Engine {
 }
 
 impl Budget {
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.used.store(0, Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
         self.hits.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn message(&self) -> String {
+        budget_message(self.limit)
     }
 }
 

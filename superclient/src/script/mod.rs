@@ -12,6 +12,7 @@ pub(crate) mod api;
 pub mod convert;
 pub mod engine;
 pub mod pool;
+pub mod replay;
 pub mod routes;
 
 use crate::hub::HubOp;

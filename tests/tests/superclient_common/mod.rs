@@ -137,14 +137,28 @@ impl Stack {
     /// Waits until `count:<key>` equals the expected count for every key.
     pub async fn wait_counts(&self, service: &str, expected: &BTreeMap<String, i64>, timeout: Duration) {
         let what = format!("{} per-key counters of {service} to reach their event counts", expected.len());
-        wait_until(&what, timeout, || async {
+        let done = wait_until(&what, timeout, || async {
             let Some(ns) = self.active_ns(service).await else { return false };
             let keys: Vec<String> = expected.keys().map(|k| format!("{ns}:count:{k}")).collect();
             let vals: Vec<Option<i64>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.redis_con().await).await.unwrap();
             vals.iter().zip(expected.values()).all(|(v, e)| v.unwrap_or(0) >= *e)
         })
-        .await
-        .unwrap();
+        .await;
+        if let Err(e) = done {
+            panic!("{e}; short of their counts (key, counted, expected): {:?}", self.short_counts(service, expected).await);
+        }
+    }
+
+    /// The keys whose counter is below the expected count: (key, counted, expected).
+    async fn short_counts(&self, service: &str, expected: &BTreeMap<String, i64>) -> Vec<(String, Option<i64>, i64)> {
+        let mut short = Vec::new();
+        for (key, e) in expected {
+            let v = self.get_int(service, &format!("count:{key}")).await;
+            if v.unwrap_or(0) < *e {
+                short.push((key.clone(), v, *e));
+            }
+        }
+        short
     }
 }
 
