@@ -11,7 +11,7 @@
 //! with the new error.
 
 use super::apply::{Outcome, Target};
-use super::worker::{PartitionState, ReleaseRoutes};
+use super::partition::{PartitionState, ReleaseRoutes};
 use crate::cli::RedisOpt;
 use crate::error::{redis_failure, Failure};
 use crate::runtime::Service;
@@ -20,10 +20,6 @@ use crate::state::{self, parked, Changes, Commit, Guard, Overlay, Store};
 use sequent_protocol::{subjects, Event};
 use std::collections::HashSet;
 use std::time::Duration;
-
-pub async fn parked_keys(svc: &Service, ns: &str) -> redis::RedisResult<Vec<String>> {
-    redis::cmd("SMEMBERS").arg(state::parked_set_key(ns)).query_async(&mut svc.store.con.clone()).await
-}
 
 fn record(event: &Event, partition: u32, error: &str, attempts: i64) -> String {
     serde_json::json!({

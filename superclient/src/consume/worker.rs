@@ -32,6 +32,7 @@
 
 use super::apply::{Outcome, Target};
 use super::parking;
+use super::partition::{PartitionState, ReleaseRoutes};
 use crate::cluster::membership::owner;
 use crate::runtime::Service;
 use crate::script::convert::Delivery;
@@ -51,8 +52,6 @@ struct Worker {
     done: tokio::task::JoinHandle<()>,
 }
 
-/// Routes operator release requests to the worker owning the key's partition.
-pub type ReleaseRoutes = Arc<parking_lot::Mutex<HashMap<u32, mpsc::Sender<String>>>>;
 
 /// Follows membership changes and starts/stops partition workers until `shutdown` fires;
 /// then stops all workers (each finishes its batch and unpins) and returns.
@@ -100,49 +99,6 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
     for (_, w) in workers.drain() {
         let _ = w.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(15), w.done).await;
-    }
-}
-
-/// What a worker remembers about its partition in the active namespace.
-pub struct PartitionState {
-    pub partition: u32,
-    pub ns: String,
-    /// Checkpoint: the last applied stream sequence.
-    pub applied: u64,
-    /// Parked keys of this partition.
-    pub parked: HashSet<String>,
-}
-
-impl PartitionState {
-    pub async fn load(svc: &Service, partition: u32) -> PartitionState {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let ns = svc.active_ns();
-            let loaded = async {
-                let applied = svc.store.applied(&ns, partition).await?;
-                let parked = parking::parked_keys(svc, &ns).await?;
-                Ok::<_, redis::RedisError>((applied, parked))
-            }
-            .await;
-            match loaded {
-                Ok((applied, parked)) => {
-                    let parked = parked.into_iter().filter(|k| subjects::partition_of(k, svc.partitions) == partition).collect();
-                    return PartitionState { partition, ns, applied, parked };
-                }
-                Err(e) => {
-                    tracing::warn!(partition, error = %e, "reading the partition's checkpoint failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    /// Reloads after a rebuild swapped the namespace.
-    pub async fn refresh_if_moved(&mut self, svc: &Service) {
-        if svc.active_ns() != self.ns {
-            *self = PartitionState::load(svc, self.partition).await;
-        }
     }
 }
 

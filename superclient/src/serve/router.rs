@@ -9,12 +9,12 @@
 //! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
 //! with that id. Writes the route made to Redis commit after it returns, in one transaction.
 
+use super::answers::{failed, json_error, percent_decode};
 use crate::runtime::Service;
 use crate::script::convert::{json_to_lua, lua_to_json};
 use crate::script::routes::{self, Route};
 use crate::script::{Call, CallError, Mode};
 use crate::state::{self, Changes, Commit, Guard};
-use sequent_protocol::Problem;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -57,56 +57,6 @@ async fn health(State(h): State<Arc<Http>>) -> Response {
 
 async fn metrics_text(State(h): State<Arc<Http>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
-}
-
-/// An RFC 9457 problem answer (`sequent_protocol::problem`), the code derived from the status.
-pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    use sequent_protocol::problem::codes;
-    let code = match status {
-        StatusCode::BAD_REQUEST => codes::BAD_REQUEST,
-        StatusCode::NOT_FOUND => codes::NOT_FOUND,
-        StatusCode::METHOD_NOT_ALLOWED => codes::METHOD_NOT_ALLOWED,
-        StatusCode::PAYLOAD_TOO_LARGE => codes::TOO_LARGE,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => codes::UNSUPPORTED_MEDIA_TYPE,
-        StatusCode::UPGRADE_REQUIRED => codes::UPGRADE_REQUIRED,
-        StatusCode::SERVICE_UNAVAILABLE => codes::UNAVAILABLE,
-        _ => codes::INTERNAL,
-    };
-    problem(Problem::new(status.as_u16(), code, message))
-}
-
-/// A failure whose cause was logged under `id`: the detail and `instance` name it.
-fn failed(status: StatusCode, id: uuid::Uuid, what: &str) -> Response {
-    use sequent_protocol::problem::codes;
-    let code = if status == StatusCode::SERVICE_UNAVAILABLE { codes::UNAVAILABLE } else { codes::INTERNAL };
-    problem(Problem::new(status.as_u16(), code, format!("{what} (error id {id})")).with_instance(format!("urn:uuid:{id}")))
-}
-
-pub fn problem(p: Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, sequent_protocol::problem::CONTENT_TYPE)], p.to_json()).into_response()
-}
-
-pub fn percent_decode_segment(s: &str) -> String {
-    percent_decode(s)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn dispatch(State(h): State<Arc<Http>>, request: Request) -> Response {

@@ -34,7 +34,7 @@ fn content_type(path: &Path) -> &'static str {
 fn resolve(dir: &Path, rel: &str) -> Option<PathBuf> {
     let mut path = dir.to_path_buf();
     for raw in rel.split('/').filter(|s| !s.is_empty()) {
-        let seg = super::router::percent_decode_segment(raw);
+        let seg = super::answers::percent_decode(raw);
         if seg == "." || seg == ".." || seg.contains('/') || seg.contains('\\') || seg.contains('\0') {
             return None;
         }
@@ -77,7 +77,7 @@ pub async fn serve(trees: &[StaticSpec], path: &str, head: bool) -> Option<Respo
             if let Some(r) = file_response(&tree.dir.join(fallback), head).await {
                 return Some(r);
             }
-            return Some(super::router::json_error(
+            return Some(super::answers::json_error(
                 StatusCode::NOT_FOUND,
                 format!("{} has no {fallback}: is the UI built? (cd ui && npm run build)", tree.dir.display()),
             ));
