@@ -53,7 +53,7 @@ where
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s), if deadline.is_none() => {
+            () = sequent_net::serve::stopped(&mut stop), if deadline.is_none() => {
                 // UNSUB then PING: what the server sent before the UNSUB still arrives, then
                 // the subscription ends.
                 if let Err(e) = requests.drain().await {

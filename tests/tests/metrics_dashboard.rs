@@ -133,18 +133,23 @@ async fn every_metric_the_dashboard_graphs_is_exported() {
     assert_eq!(status, 200);
 
     // Every name the dashboard uses shows up (the sampled gauges within a few seconds).
-    let mut missing = Vec::new();
+    let missing = std::sync::Mutex::new(Vec::<String>::new());
     wait_until("every metric of the dashboard to be exported", Duration::from_secs(30), || async {
         let mut names = BTreeSet::new();
         for url in [&gateway_metrics, &superclient_metrics] {
             let text = reqwest::get(format!("{url}/metrics")).await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
             names.extend(exported(&text));
         }
-        missing = used.keys().filter(|n| !names.contains(*n)).cloned().collect::<Vec<_>>();
-        Ok::<bool, String>(missing.is_empty())
+        let now: Vec<String> = used.keys().filter(|n| !names.contains(*n)).cloned().collect();
+        let done = now.is_empty();
+        *missing.lock().unwrap() = now;
+        Ok::<bool, String>(done)
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}: the dashboard uses metrics nobody exports: {:?}", missing.iter().map(|n| (n, &used[n])).collect::<Vec<_>>()));
+    .unwrap_or_else(|e| {
+        let missing = missing.lock().unwrap().clone();
+        panic!("{e}: the dashboard uses metrics nobody exports: {:?}", missing.iter().map(|n| (n, &used[n])).collect::<Vec<_>>())
+    });
 
     // Labels: per service, per partition, per type, per route pattern (never a path).
     let text = reqwest::get(format!("{superclient_metrics}/metrics")).await.unwrap().text().await.unwrap();

@@ -157,6 +157,12 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
     Ok(())
 }
 
+/// Completes once `stop` is true (or its sender is gone). Unlike `wait_for`, holds no borrow of
+/// the value across an await, so the future stays `Send`.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// The future of SIGTERM or SIGINT (Ctrl-C), whichever comes first: what service managers,
 /// container runtimes and terminals send to stop a process.
 pub async fn stop_signal() {
@@ -188,7 +194,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, r
             served = conn.as_mut() => break served,
             // The server stops: finish the request in hand (or read the first one of a fresh
             // connection), answer it with `Connection: close`, and close; idle ones close now.
-            _ = stop.wait_for(|s| *s), if !stopping => {
+            () = stopped(&mut stop), if !stopping => {
                 conn.as_mut().graceful_shutdown();
                 stopping = true;
             }

@@ -124,7 +124,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = beat_stop.wait_for(|s| *s) => break,
+                () = sequent_net::serve::stopped(&mut beat_stop) => break,
             }
             let stored = async { beat_js.publish(subject.clone(), value.clone().into()).await?.await.map_err(async_nats::Error::from) }.await;
             if stored.is_ok() {
@@ -146,7 +146,7 @@ pub async fn run(
     let filter = subjects::members_filter(&me.service);
     tokio::select! {
         _ = first_rx => {}
-        _ = stop.wait_for(|s| *s) => {
+        () = sequent_net::serve::stopped(&mut stop) => {
             let _ = beats.await;
             return;
         }
@@ -156,7 +156,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
+            () = sequent_net::serve::stopped(&mut stop) => break,
         }
         let beats = match read(&members, &filter).await {
             Ok(b) => b,
