@@ -59,6 +59,10 @@ struct StackArgs {
     /// Only NATS, Redis and the gateway (no services).
     #[arg(long)]
     no_services: bool,
+    /// Use the superclient next to this binary as it is and the UI as it is: no `cargo build`,
+    /// no `npm run build` (for tests and CI, which built everything already).
+    #[arg(long, env = "SEQUENT_NO_BUILD")]
+    no_build: bool,
 }
 
 /// The services, in start order.
@@ -86,8 +90,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
-    let superclient = if cli.no_services { None } else { Some(superclient_binary()?) };
-    if !cli.no_services {
+    let superclient = if cli.no_services { None } else { Some(superclient_binary(!cli.no_build)?) };
+    if !cli.no_services && !cli.no_build {
         build_ui();
     }
     let logs = cli.data_dir.join("logs");
@@ -259,10 +263,10 @@ fn terminate(child: &Child) {
 
 /// The superclient next to this binary. Under `cargo run` it is built first (only this
 /// package is built by `cargo run`).
-fn superclient_binary() -> anyhow::Result<PathBuf> {
+fn superclient_binary(build: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let path = exe.parent().context("the binary has a directory")?.join("superclient");
-    if let Some(cargo) = std::env::var_os("CARGO") {
+    if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build) {
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "-p", "superclient"]);
         // What `cargo run` tells its binary about the package: some build scripts (ring's)
