@@ -59,6 +59,10 @@ struct StackArgs {
     /// Only NATS, Redis and the gateway (no services).
     #[arg(long)]
     no_services: bool,
+    /// Use the superclient next to this binary as it is and the UI as it is: no `cargo build`,
+    /// no `npm run build` (for tests and CI, which built everything already).
+    #[arg(long, env = "SEQUENT_NO_BUILD")]
+    no_build: bool,
 }
 
 /// The services, in start order.
@@ -86,8 +90,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
-    let superclient = if cli.no_services { None } else { Some(superclient_binary()?) };
-    if !cli.no_services {
+    let superclient = if cli.no_services { None } else { Some(superclient_binary(!cli.no_build)?) };
+    if !cli.no_services && !cli.no_build {
         build_ui();
     }
     let logs = cli.data_dir.join("logs");
@@ -126,7 +130,11 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let nats_url = format!("nats://{nats_addr}");
     let gateway = bus_gateway::Config::parse_from(["bus-gateway", "--nats-url", &nats_url, "--policy", "services/policy.json"]);
     let gateway_addr = gateway.listen;
-    let mut gateway_task = tokio::spawn(bus_gateway::run(gateway));
+    let gateway_timeout = gateway.http.shutdown_timeout;
+    let (gateway_stop, gateway_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut gateway_task = tokio::spawn(bus_gateway::run_until(gateway, async move {
+        let _ = gateway_stop_rx.await;
+    }));
     wait_for(gateway_addr, "the bus-gateway", Path::new("(this terminal)")).await?;
 
     let mut services: Vec<(String, Child)> = Vec::new();
@@ -189,28 +197,57 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops everything.");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = int.recv() => Ok(()),
         _ = term.recv() => Ok(()),
         r = &mut gateway_task => r.map_err(anyhow::Error::from).and_then(|r| r),
     };
-    println!("stopping...");
-    // Services first (a graceful stop hands their partitions over), then the servers.
-    for (_, child) in services.iter_mut().rev() {
-        terminate(child);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    for (_, child) in services.iter_mut() {
-        let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+    // The children run in process groups of their own (see `spawn`): a Ctrl-C in the terminal
+    // or a SIGTERM to this process group reaches only this process, which stops them in order,
+    // so that nothing is cut mid-work. A second signal kills what is left at once.
+    let stopping = async {
+        // 1. The services: each finishes its batches and requests and hands its partitions over
+        //    (they still need the gateway, NATS and Redis for that).
+        println!("stopping: the services first (they finish their work in hand)...");
+        for (_, child) in services.iter().rev() {
+            terminate(child);
+        }
+        // The services' own bound (--shutdown-timeout, 20 s by default) plus a margin.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for (name, child) in services.iter_mut() {
+            match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(Ok(status)) if !status.success() => println!("  {name} exited with {status}"),
+                Ok(_) => {}
+                Err(_) => println!("  {name} did not stop in time; killing it"),
+            }
+        }
+        // 2. The gateway: it answers the appends in flight, then stops.
+        println!("stopping: the gateway...");
+        let _ = gateway_stop.send(());
+        if !gateway_task.is_finished() {
+            match tokio::time::timeout(gateway_timeout + Duration::from_secs(5), &mut gateway_task).await {
+                Ok(Ok(Err(e))) => println!("  the gateway stopped with an error: {e:#}"),
+                Err(_) => println!("  the gateway did not stop in time"),
+                _ => {}
+            }
+        }
+        // 3. The servers, last.
+        println!("stopping: NATS and Redis...");
+        for child in servers.iter().rev() {
+            terminate(child);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for child in servers.iter_mut() {
+            let _ = tokio::time::timeout_at(deadline, child.wait()).await;
+        }
+    };
+    tokio::select! {
+        () = stopping => println!("stopped."),
+        _ = int.recv() => println!("second signal: killing what is left"),
+        _ = term.recv() => println!("second signal: killing what is left"),
     }
     gateway_task.abort();
-    for child in servers.iter_mut().rev() {
-        terminate(child);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for child in servers.iter_mut() {
-        let _ = tokio::time::timeout_at(deadline, child.wait()).await;
-    }
     // Whatever did not stop is killed when dropped (kill_on_drop).
     result
 }
@@ -226,10 +263,10 @@ fn terminate(child: &Child) {
 
 /// The superclient next to this binary. Under `cargo run` it is built first (only this
 /// package is built by `cargo run`).
-fn superclient_binary() -> anyhow::Result<PathBuf> {
+fn superclient_binary(build: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let path = exe.parent().context("the binary has a directory")?.join("superclient");
-    if let Some(cargo) = std::env::var_os("CARGO") {
+    if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build) {
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "-p", "superclient"]);
         // What `cargo run` tells its binary about the package: some build scripts (ring's)
@@ -296,9 +333,25 @@ fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
 }
 
+/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
+/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
+/// order. Should this process die without stopping it, the child gets SIGTERM
+/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
+/// process).
 fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
-    Command::new(bin)
+    let mut command = Command::new(bin);
+    command.process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(out.try_clone()?)

@@ -30,7 +30,8 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_NATS_CA")]
     pub nats_ca: Option<PathBuf>,
 
-    /// HTTP listen address (REST API, WebSocket live feed, /health, /metrics).
+    /// HTTP listen address (REST API, WebSocket live feed, /health, /ready). Metrics have a
+    /// listener of their own: --metrics-listen.
     #[arg(long, env = "SEQUENT_GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 

@@ -1,4 +1,4 @@
-//! The REST API: appends, queries, health and metrics, and its OpenAPI document, generated from
+//! The REST API: appends, queries, health and readiness, and its OpenAPI document, generated from
 //! the handlers' annotations (`/v1/openapi.json`, browsable at `/v1/docs`).
 //!
 //! Every error answer is an RFC 9457 problem (`application/problem+json`, [`Problem`]): the
@@ -7,7 +7,7 @@
 
 use crate::auth::{bearer, Denied, Role};
 use crate::live;
-use crate::openapi::{ApiDoc, AppendProblem, Appended, EventPage, Events, Health, KeyHead, PROBLEM};
+use crate::openapi::{ApiDoc, AppendProblem, Appended, EventPage, Events, Health, KeyHead, NotReady, Ready, PROBLEM};
 use crate::App;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -56,7 +56,7 @@ pub fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(correlation_events))
         .routes(routes!(live::live))
         .routes(routes!(health))
-        .routes(routes!(metrics))
+        .routes(routes!(ready))
         .split_for_parts()
 }
 
@@ -425,15 +425,73 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Prometheus metrics.
+/// Ready for traffic: NATS connected, the events and index streams answer, and the gateway is
+/// not stopping. Load balancers and orchestrators probe this; `/health` says only whether the
+/// process should be restarted.
 #[utoipa::path(
     get,
-    path = "/metrics",
+    path = "/ready",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Ready: every check passed", body = Ready),
+        (status = 503, description = "Not ready: the problem's `checks` name what failed (`nats`, `events_stream`, `index_stream`, `stopping`)", body = NotReady, content_type = PROBLEM),
+    )
 )]
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    use std::collections::BTreeMap;
+    let started = Instant::now();
+    let limit = std::time::Duration::from_secs(2);
+    let mut checks: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut check = |name: &'static str, result: Result<serde_json::Value, String>| match result {
+        Ok(detail) => {
+            checks.insert(name, serde_json::json!({"ok": true, "detail": detail}));
+        }
+        Err(why) => {
+            failed.push(format!("{name}: {why}"));
+            checks.insert(name, serde_json::json!({"ok": false, "detail": why}));
+        }
+    };
+    let stopping = app.stopping.load(std::sync::atomic::Ordering::SeqCst);
+    check("stopping", if stopping { Err("the gateway is stopping (SIGTERM/SIGINT)".into()) } else { Ok(serde_json::json!(false)) });
+    let state = app.client.connection_state();
+    let connected = state == async_nats::connection::State::Connected;
+    check("nats", if connected { Ok(serde_json::json!("connected")) } else { Err(format!("NATS is not connected ({state})")) });
+    let mut last_seq = 0;
+    let mut streams = Vec::new();
+    for (name, stream) in [("events_stream", &app.store.events), ("index_stream", &app.store.index)] {
+        let mut stream = stream.clone();
+        let result = match tokio::time::timeout(limit, stream.info()).await {
+            Ok(Ok(info)) => {
+                if name == "events_stream" {
+                    last_seq = info.state.last_sequence;
+                }
+                streams.push(info.config.name.clone());
+                Ok(serde_json::json!({"stream": info.config.name, "last_seq": info.state.last_sequence}))
+            }
+            Ok(Err(e)) => Err(format!("stream {}: {e}", stream.cached_info().config.name)),
+            Err(_) => Err(format!("stream {} did not answer within {limit:?}", stream.cached_info().config.name)),
+        };
+        check(name, result);
+    }
+    let checked_in_ms = started.elapsed().as_millis() as u64;
+    if failed.is_empty() {
+        return axum::Json(Ready { status: "ready".into(), stream: app.store.stream_name.clone(), last_seq, streams, checked_in_ms }).into_response();
+    }
+    problem(
+        Problem::new(503, codes::NOT_READY, format!("not ready: {}", failed.join("; ")))
+            .with("checks", &checks)
+            .with("checked_in_ms", checked_in_ms),
+    )
+}
+
+/// The metrics listener (`--metrics-listen`): Prometheus text on `/metrics`, kept off the API.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(|State(app): State<Arc<App>>| async move {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+        }))
+        .with_state(app)
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@ pub use config::Config;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sequent_protocol::wire::parse_append;
 use sequent_protocol::{AppendReply, ErrorCode, Limits, Producer, Receipt};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use store::Store;
 
 pub struct App {
@@ -31,6 +33,8 @@ pub struct App {
     pub policy: Policy,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
+    /// Set when the gateway is stopping: `/ready` answers 503, no new work is taken.
+    pub stopping: AtomicBool,
 }
 
 impl App {
@@ -59,7 +63,7 @@ impl App {
                 }
             }
         };
-        record_append_metrics(&reply, started);
+        record_append_metrics(&reply, started, service.unwrap_or("http"));
         reply
     }
 
@@ -89,17 +93,22 @@ pub fn openapi_json() -> String {
     http::api().1.to_pretty_json().expect("the OpenAPI document serialises")
 }
 
-fn record_append_metrics(reply: &AppendReply, started: Instant) {
+/// Per service (the NATS subject's service, or `http` for the REST API): what the appends
+/// came to, how long they took, and how many events conflicted.
+fn record_append_metrics(reply: &AppendReply, started: Instant, service: &str) {
     let outcome = match (&reply.error, reply.receipts.first()) {
         (Some(_), _) => "error",
         (None, _) if reply.all_stored() => "stored",
         (None, _) if reply.receipts.iter().any(|r| matches!(r, Receipt::Conflict { .. })) => "conflict",
         _ => "invalid",
     };
-    metrics::counter!("sequent_appends_total", "outcome" => outcome).increment(1);
+    let service = service.to_string();
+    metrics::counter!("sequent_appends_total", "service" => service.clone(), "outcome" => outcome).increment(1);
     let events = reply.receipts.iter().filter(|r| r.is_stored()).count() as u64;
-    metrics::counter!("sequent_events_stored_total").increment(events);
-    metrics::histogram!("sequent_append_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("sequent_events_stored_total", "service" => service.clone()).increment(events);
+    let conflicts = reply.receipts.iter().filter(|r| matches!(r, Receipt::Conflict { .. })).count() as u64;
+    metrics::counter!("sequent_append_conflicts_total", "service" => service.clone()).increment(conflicts);
+    metrics::histogram!("sequent_append_seconds", "service" => service).record(started.elapsed().as_secs_f64());
 }
 
 fn install_metrics() -> PrometheusHandle {
@@ -109,12 +118,31 @@ fn install_metrics() -> PrometheusHandle {
         .build_recorder();
     let handle = recorder.handle();
     // A second gateway in the same process (tests) keeps the first recorder.
-    let _ = metrics::set_global_recorder(recorder);
+    if metrics::set_global_recorder(recorder).is_ok() {
+        // Histogram samples pile up between scrapes; upkeep folds them into the buckets.
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+    }
     handle
 }
 
-/// Connects to NATS, sets up the streams, and serves until the process is stopped.
+/// Connects to NATS, sets up the streams, and serves until SIGTERM or SIGINT; then stops
+/// gracefully (see [`run_until`]).
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    run_until(config, sequent_net::serve::stop_signal()).await
+}
+
+/// Like [`run`], until `stop` completes. Then, within `--shutdown-timeout`: `/ready` answers
+/// 503; the NATS subscriptions (appends, provisioning) are drained, so the queue group hands new
+/// requests to the other gateways, and every request received is finished and answered (a
+/// JetStream publish in flight gets its answer to the caller); the HTTP server stops accepting
+/// and answers the requests in flight; the answers are flushed to NATS; then it returns.
+pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tokens = Tokens::parse(&config.api_tokens)?;
     let policy = Policy::load(config.policy.as_deref())?;
     if tokens.is_open() && !config.listen.ip().is_loopback() {
@@ -129,23 +157,85 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client = connect(&config).await?;
     let store = Store::open(client.clone(), &config).await.context("setting up the event streams")?;
     let limits = Limits { max_data_bytes: config.max_data_bytes, max_batch: config.max_batch };
-    let app = Arc::new(App { config: config.clone(), client, store, tokens, policy, limits, metrics: install_metrics() });
+    let app = Arc::new(App {
+        config: config.clone(),
+        client: client.clone(),
+        store,
+        tokens,
+        policy,
+        limits,
+        metrics: install_metrics(),
+        stopping: AtomicBool::new(false),
+    });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, stream = config.stream, tls = config.http.tls(), "bus-gateway ready");
-    let nats = tokio::spawn(nats_api::serve(app.clone()));
-    let index = tokio::spawn(indexer::run(app.clone()));
-    let provisioning = tokio::spawn(provision::serve(app.clone()));
-    let http = sequent_net::serve::serve(listener, http::router(app.clone()), &config.http, shutdown_signal());
+    let metrics_listener = tokio::net::TcpListener::bind(config.http.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (--metrics-listen)", config.http.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tracing::info!(%metrics_addr, "metrics listening on {metrics_addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut nats = tokio::spawn(nats_api::serve(app.clone(), stop_rx.clone()));
+    let mut index = tokio::spawn(indexer::run(app.clone()));
+    let mut provisioning = tokio::spawn(provision::serve(app.clone(), stop_rx.clone()));
+    let http_opts = config.http.clone();
+    let router = http::router(app.clone());
+    let mut http = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move { sequent_net::serve::serve(listener, router, &http_opts, stop).await }
+    });
+    let metrics_opts = sequent_net::serve::HttpOpts { tls_cert: None, tls_key: None, ..config.http.clone() };
+    let metrics_router = http::metrics_router(app.clone());
+    let metrics_http = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move { sequent_net::serve::serve(metrics_listener, metrics_router, &metrics_opts, stop).await }
+    });
+    tracing::info!(listen = %config.listen, stream = config.stream, tls = config.http.tls(), %metrics_addr, "bus-gateway ready");
     tokio::select! {
-        r = http => r.context("HTTP server")?,
-        r = nats => r.context("NATS API task")??,
-        r = index => r.context("indexer task")??,
-        r = provisioning => r.context("provisioning task")??,
+        () = stop => {}
+        r = &mut http => return ended("the HTTP server", r),
+        r = &mut nats => return ended("the NATS API", r),
+        r = &mut index => return ended("the correlation indexer", r),
+        r = &mut provisioning => return ended("consumer provisioning", r),
     }
+
+    let started = Instant::now();
+    tracing::info!(timeout = ?config.http.shutdown_timeout, "bus-gateway stopping: draining the NATS subscriptions and the HTTP server");
+    app.stopping.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    // Each part keeps to --shutdown-timeout itself; the margin covers what it does after.
+    let bound = config.http.shutdown_timeout + Duration::from_secs(2);
+    let drained = tokio::time::timeout(bound, async {
+        let (h, n, p) = tokio::join!(http, nats, provisioning);
+        for (what, r) in [("HTTP server", h.map_err(anyhow::Error::from).and_then(|r| r)), ("NATS appends", n.map_err(anyhow::Error::from).and_then(|r| r)), ("provisioning", p.map_err(anyhow::Error::from).and_then(|r| r))] {
+            if let Err(e) = r {
+                tracing::warn!(error = format!("{e:#}"), "{what} did not stop cleanly");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("bus-gateway: work still in hand after --shutdown-timeout; exiting anyway");
+    }
+    index.abort();
+    // The answers are published: make sure they left before the connection goes.
+    if tokio::time::timeout(Duration::from_secs(2), client.flush()).await.map_or(true, |r| r.is_err()) {
+        tracing::warn!("flushing the NATS connection failed: the last answers may not have reached their callers");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), metrics_http).await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "bus-gateway stopped");
     Ok(())
+}
+
+/// A task of the gateway ended before it was asked to stop: its error, or that it ended.
+fn ended(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    r.with_context(|| format!("{what} task"))?.with_context(|| what.to_string())?;
+    anyhow::bail!("{what} stopped unexpectedly")
 }
 
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
@@ -175,10 +265,6 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     Ok(client)
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 #[cfg(test)]
 mod openapi_tests {
     /// The document describes every route of the router (they are registered together) as
@@ -191,9 +277,11 @@ mod openapi_tests {
         }
         assert_eq!(doc["openapi"], "3.1.0");
         let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-        for p in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/metrics"] {
+        for p in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/ready"] {
             assert!(paths.contains(&p), "{p} in {paths:?}");
         }
+        // Metrics have a listener of their own (--metrics-listen), not on the API.
+        assert!(!paths.contains(&"/metrics"), "{paths:?}");
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 for (status, response) in op["responses"].as_object().unwrap() {

@@ -6,7 +6,7 @@
 use sequent_protocol::openapi::problem_object;
 use sequent_protocol::{Event, Expect, NewEvent, Problem, Producer, Receipt};
 use serde::Serialize;
-use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, Schema};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
@@ -21,7 +21,7 @@ pub const PROBLEM: &str = sequent_protocol::problem::CONTENT_TYPE;
         description = "Validated, version-checked appends to the JetStream event stream, queries by key, \
             type and correlation, and a live WebSocket feed. Every error answer is an RFC 9457 problem \
             (`application/problem+json`) with a machine-readable `code`. With API tokens configured \
-            (`SEQUENT_API_TOKENS`) every call but `/health`, `/metrics` and this description needs \
+            (`SEQUENT_API_TOKENS`) every call but `/health`, `/ready` and this description needs \
             `Authorization: Bearer <token>`; without them the API is open on loopback only.",
         license(name = "Apache-2.0")
     ),
@@ -29,9 +29,9 @@ pub const PROBLEM: &str = sequent_protocol::problem::CONTENT_TYPE;
         (name = "events", description = "Appending events"),
         (name = "queries", description = "Reading events back: by key, by type, by correlation"),
         (name = "live", description = "The live feed (WebSocket)"),
-        (name = "operations", description = "Health and metrics")
+        (name = "operations", description = "Liveness and readiness (Prometheus metrics are served on a listener of their own: --metrics-listen)")
     ),
-    components(schemas(Problem, AppendProblem, Appended, Receipt, NewEvent, Expect, Event, Producer, EventPage, Events, KeyHead, Health, LiveMessage)),
+    components(schemas(Problem, AppendProblem, Appended, Receipt, NewEvent, Expect, Event, Producer, EventPage, Events, KeyHead, Health, Ready, NotReady, LiveMessage)),
     modifiers(&ApiToken)
 )]
 pub struct ApiDoc;
@@ -79,6 +79,37 @@ impl ToSchema for AppendProblem {
     }
 }
 
+/// A gateway that is not ready (`/ready`): a problem whose `checks` say, check by check, what
+/// was found (`{"ok": false, "detail": "NATS is not connected (disconnected)"}`).
+pub struct NotReady;
+
+impl PartialSchema for NotReady {
+    fn schema() -> RefOr<Schema> {
+        let check = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("ok", ObjectBuilder::new().schema_type(Type::Boolean))
+            .property("detail", ObjectBuilder::new().schema_type(SchemaType::AnyValue).description(Some("What was found: a word, a number or an object")))
+            .required("ok")
+            .required("detail")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        problem_object()
+            .description(Some("An RFC 9457 problem naming the checks that failed (`code` `not_ready`)."))
+            .property(
+                "checks",
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .description(Some("Every check by name: `stopping`, `nats`, `events_stream`, `index_stream`"))
+                    .additional_properties(Some(AdditionalProperties::RefOr(check.into()))),
+            )
+            .property("checked_in_ms", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .required("checks")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+
+impl ToSchema for NotReady {}
+
 /// A stored append: one `stored` receipt per event, in the order they were sent.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Appended {
@@ -123,6 +154,20 @@ pub struct Health {
     pub stream: String,
     /// The stream's last sequence.
     pub last_seq: u64,
+    pub checked_in_ms: u64,
+}
+
+/// Ready for traffic (`/ready`): NATS connected, the streams answer, not stopping.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// Always "ready" (a gateway that is not answers 503 with a problem whose `checks` say why).
+    pub status: String,
+    /// The events stream.
+    pub stream: String,
+    /// The events stream's last sequence.
+    pub last_seq: u64,
+    /// The streams that answered (events, correlation index).
+    pub streams: Vec<String>,
     pub checked_in_ms: u64,
 }
 

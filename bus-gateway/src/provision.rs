@@ -12,36 +12,32 @@
 
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PriorityPolicy};
-use futures::StreamExt;
 use sequent_protocol::subjects::{self, MEMBERS_BUCKET, PIN_GROUP, PROVISION_WILDCARD};
 use sequent_protocol::validate::{validate_id, validate_type};
 use sequent_protocol::{ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+pub async fn serve(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     ensure_members_bucket(&app).await?;
-    let mut requests = app
+    let requests = app
         .client
         .queue_subscribe(PROVISION_WILDCARD, subjects::GATEWAY_QUEUE_GROUP.to_string())
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to {PROVISION_WILDCARD}: {e}"))?;
-    while let Some(request) = requests.next().await {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let Some(reply_to) = request.reply.clone() else { return };
-            let service = request.subject.rsplit('.').next().unwrap_or_default().to_string();
-            let reply = match serde_json::from_slice::<ProvisionRequest>(&request.payload) {
-                Ok(req) => provision(&app, &service, req).await,
-                Err(e) => failed(ErrorCode::BadRequest, format!("not a provision request: {e}")),
-            };
-            let body = serde_json::to_vec(&reply).expect("replies serialise");
-            if let Err(e) = app.client.publish(reply_to, body.into()).await {
-                tracing::warn!(error = %e, "could not send a provision reply");
-            }
-        });
-    }
-    anyhow::bail!("the NATS subscription to {PROVISION_WILDCARD} ended")
+    crate::nats_api::drain_on_stop(&app, requests, stop, PROVISION_WILDCARD, |app, request| async move {
+        let Some(reply_to) = request.reply.clone() else { return };
+        let service = request.subject.rsplit('.').next().unwrap_or_default().to_string();
+        let reply = match serde_json::from_slice::<ProvisionRequest>(&request.payload) {
+            Ok(req) => provision(&app, &service, req).await,
+            Err(e) => failed(ErrorCode::BadRequest, format!("not a provision request: {e}")),
+        };
+        let body = serde_json::to_vec(&reply).expect("replies serialise");
+        if let Err(e) = app.client.publish(reply_to, body.into()).await {
+            tracing::warn!(error = %e, "could not send a provision reply");
+        }
+    })
+    .await
 }
 
 fn failed(code: ErrorCode, message: String) -> ProvisionReply {

@@ -44,6 +44,8 @@ pub mod codes {
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNAVAILABLE: &str = "unavailable";
+    /// `/ready` of the gateway and the superclient: a dependency or the process is not ready.
+    pub const NOT_READY: &str = "not_ready";
     pub const INTERNAL: &str = "internal";
 }
 

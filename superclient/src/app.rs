@@ -3,7 +3,7 @@
 
 use crate::cli::{Conn, RunOpts};
 use crate::cohost::Cohosted;
-use crate::consume::{provision, rebuild, worker};
+use crate::consume::{lag, provision, rebuild, worker};
 use crate::runtime::{Parts, Service};
 use crate::script::{Limits, Pool, Secrets, Shared};
 use crate::state::Store;
@@ -86,11 +86,20 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
 /// A service of this process, running.
 struct Running {
     svc: Arc<Service>,
-    shutdown: tokio::sync::watch::Sender<bool>,
     delivery: Option<tokio::task::JoinHandle<()>>,
+    membership: tokio::task::JoinHandle<()>,
+    http: tokio::task::JoinHandle<()>,
 }
 
-/// `superclient SCRIPT...`: one instance of each script's service, until SIGTERM or Ctrl-C.
+/// `superclient SCRIPT...`: one instance of each script's service, until SIGTERM or SIGINT;
+/// then it stops gracefully within `--shutdown-timeout`:
+///
+/// 1. `/ready` answers 503; the instance stops heartbeating and leaves the membership, so the
+///    other instances take its partitions and `http.call` stops choosing it;
+/// 2. at the same time, each partition worker finishes the batch in hand (handlers, sends,
+///    commit, ack) and unpins its consumer, and the HTTP servers stop accepting connections and
+///    answer the requests in flight (routes waiting in `bus:wait` included);
+/// 3. then the process exits.
 pub async fn run(scripts: &[PathBuf], conn: Conn, opts: RunOpts) -> anyhow::Result<()> {
     anyhow::ensure!(!scripts.is_empty(), "give the service's Lua script: superclient SCRIPT.lua (see --help)");
     anyhow::ensure!(
@@ -102,60 +111,102 @@ pub async fn run(scripts: &[PathBuf], conn: Conn, opts: RunOpts) -> anyhow::Resu
         .expect("static buckets")
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples pile up between scrapes; upkeep folds them into the buckets.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    // One metrics listener for the process (every service it runs, labelled `service`).
+    let metrics_listener = tokio::net::TcpListener::bind(opts.http.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (--metrics-listen)", opts.http.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tracing::info!(%metrics_addr, "metrics listening on {metrics_addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_opts = sequent_net::serve::HttpOpts { tls_cert: None, tls_key: None, ..opts.http.clone() };
+    let metrics_http = tokio::spawn({
+        let (router, stop) = (serve::ops::metrics_router(metrics.clone()), stopped(stop_rx.clone()));
+        async move { sequent_net::serve::serve(metrics_listener, router, &metrics_opts, stop).await }
+    });
+
     let cohosted = Arc::new(Cohosted::default());
     let (http_done_tx, mut http_done) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(scripts.len());
     let mut running = Vec::new();
+    let mut side_tasks = Vec::new();
     for script in scripts {
         let svc = start(script, &conn, &opts, cohosted.clone()).await?;
         let ns = rebuild::ensure_namespace(&svc).await?;
         tracing::info!(service = svc.name, ns, "state namespace ready");
-        tokio::spawn(rebuild::watch(svc.clone()));
+        side_tasks.push(tokio::spawn(rebuild::watch(svc.clone())));
 
         // Routes are served only now: the script is loaded and its state exists.
         let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
         let addr = listener.local_addr()?;
         tracing::info!(service = svc.name, %addr, tls = opts.http.tls(), "http listening on {addr}");
-        let app = serve::router::router(svc.clone(), metrics.clone());
+        let app = serve::router::router(svc.clone());
         cohosted.register(&svc.name, app.clone());
         let http_opts = opts.http.clone();
         let done = http_done_tx.clone();
-        tokio::spawn(async move {
-            let _ = done.send(sequent_net::serve::serve(listener, app, &http_opts, std::future::pending()).await).await;
+        let stop = stopped(stop_rx.clone());
+        let http = tokio::spawn(async move {
+            let served = sequent_net::serve::serve(listener, app, &http_opts, stop).await;
+            if served.is_err() {
+                let _ = done.send(served).await;
+            }
         });
         if !svc.spec.routes.is_empty() || !svc.spec.websockets.is_empty() {
-            tokio::spawn(state::notify::listen(conn.redis.redis_url.clone(), svc.name.clone(), svc.shared.woken.clone()));
+            side_tasks.push(tokio::spawn(state::notify::listen(conn.redis.redis_url.clone(), svc.name.clone(), svc.shared.woken.clone())));
         }
         if !svc.spec.live.is_empty() {
-            tokio::spawn(serve::sockets::live_feed(svc.clone()));
+            side_tasks.push(tokio::spawn(serve::sockets::live_feed(svc.clone())));
         }
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         // Every instance heartbeats (operators see it, `http.call` finds it); only services that
         // consume events share partitions.
         let (live_tx, live_rx) = tokio::sync::watch::channel(Vec::new());
         let me = cluster::membership::Me { service: svc.name.clone(), instance: svc.instance.clone(), http: addr.to_string() };
         let members = svc.shared.members.get().expect("set by start").clone();
-        tokio::spawn(cluster::membership::run(svc.js.clone(), members, me, opts.heartbeat, opts.member_timeout, live_tx));
-        let delivery = (svc.partitions > 0).then(|| tokio::spawn(worker::run(svc.clone(), live_rx, shutdown_rx)));
-        tracing::info!(service = svc.name, instance = svc.instance, %addr, "superclient ready");
-        running.push(Running { svc, shutdown, delivery });
+        let membership = tokio::spawn(cluster::membership::run(svc.js.clone(), members, me, opts.heartbeat, opts.member_timeout, live_tx, stop_rx.clone()));
+        let delivery = (svc.partitions > 0).then(|| tokio::spawn(worker::run(svc.clone(), live_rx, stop_rx.clone())));
+        if svc.partitions > 0 {
+            side_tasks.push(tokio::spawn(lag::sample(svc.clone())));
+        }
+        tracing::info!(service = svc.name, instance = svc.instance, %addr, %metrics_addr, "superclient ready");
+        running.push(Running { svc, delivery, membership, http });
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        () = sequent_net::serve::stop_signal() => {}
         Some(r) = http_done.recv() => r?,
     }
-    tracing::info!("stopping: finishing the events in hand and handing the partitions over");
+    let bound = opts.http.shutdown_timeout;
+    let started = std::time::Instant::now();
+    tracing::info!(timeout = ?bound, "stopping: leaving the membership, finishing the events and requests in hand");
     for r in &running {
-        cluster::membership::leave(&r.svc.js, &r.svc.name, &r.svc.instance).await;
-        let _ = r.shutdown.send(true);
+        r.svc.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    for r in running {
-        if let Some(task) = r.delivery {
-            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    let _ = stop_tx.send(true);
+    // Each part keeps to --shutdown-timeout itself; the margin covers what it does after.
+    let all = futures::future::join_all(running.into_iter().map(|r| async move {
+        let _ = r.membership.await;
+        if let Some(delivery) = r.delivery {
+            let _ = delivery.await;
         }
+        let _ = r.http.await;
+    }));
+    if tokio::time::timeout(bound + Duration::from_secs(2), all).await.is_err() {
+        tracing::warn!("work still in hand after --shutdown-timeout {bound:?}; exiting anyway");
     }
+    for task in side_tasks {
+        task.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), metrics_http).await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "superclient stopped");
     Ok(())
 }
 

@@ -118,8 +118,9 @@ pub struct Conn {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunOpts {
-    /// HTTP listen address for the script's routes, /health and /metrics. Port 0 picks a free
-    /// port; the bound address is logged ("http listening on ...").
+    /// HTTP listen address for the script's routes, /health (liveness) and /ready (readiness).
+    /// Port 0 picks a free port; the bound address is logged ("http listening on ..."). Metrics
+    /// have a listener of their own: --metrics-listen.
     #[arg(long, env = "SEQUENT_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Name of this instance among the instances of its service type. Default: hostname-pid.

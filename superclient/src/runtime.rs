@@ -37,6 +37,11 @@ pub struct Service {
     active: RwLock<String>,
     /// Partitions this instance consumes now (for /health).
     pub owned: RwLock<Vec<u32>>,
+    /// The live instances of the service as this instance's partition assignment last saw
+    /// them; it owns partitions only once it is among them (for /ready).
+    pub live: RwLock<Vec<String>>,
+    /// Set on SIGTERM/SIGINT: /ready answers 503 while the instance drains.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Service::new`] puts together.
@@ -72,6 +77,8 @@ impl Service {
             opts: p.opts,
             active: RwLock::new(String::new()),
             owned: RwLock::new(Vec::new()),
+            live: RwLock::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

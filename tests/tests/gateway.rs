@@ -12,6 +12,8 @@ const TOKENS: &str = "ops:ops-token-0123456789:write,bi:bi-token-0123456789:read
 struct Gateway {
     _child: Child,
     base: String,
+    /// `http://addr` of its metrics listener.
+    metrics: String,
 }
 
 async fn gateway(nats: &NatsServer, extra: &[(&str, &str)]) -> Gateway {
@@ -27,8 +29,10 @@ async fn gateway_at(nats_url: &str, extra: &[(&str, &str)]) -> Gateway {
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut child = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("spawn bus-gateway");
+    let line = child.wait_for_line("metrics listening on", Duration::from_secs(30)).await.expect("gateway starts");
+    let metrics = format!("http://{}", line.rsplit("metrics listening on ").next().unwrap().split_whitespace().next().unwrap());
     child.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("gateway starts");
-    Gateway { _child: child, base: format!("http://127.0.0.1:{port}") }
+    Gateway { _child: child, base: format!("http://127.0.0.1:{port}"), metrics }
 }
 
 fn http() -> reqwest::Client {
@@ -452,9 +456,13 @@ async fn health_and_metrics() {
     let (status, health) = get(&gw, "/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["last_seq"], 1);
-    let text = http().get(format!("{}/metrics", gw.base)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("sequent_appends_total{outcome=\"stored\"} 1"), "{text}");
-    assert!(text.contains("sequent_appends_total{outcome=\"conflict\"} 1"), "{text}");
+    let (status, ready) = get(&gw, "/ready").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")), "{ready}");
+    // Metrics: on their own listener (--metrics-listen), per service (`http`: the REST API).
+    let text = http().get(format!("{}/metrics", gw.metrics)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("sequent_appends_total{service=\"http\",outcome=\"stored\"} 1"), "{text}");
+    assert!(text.contains("sequent_appends_total{service=\"http\",outcome=\"conflict\"} 1"), "{text}");
+    assert!(text.contains("sequent_append_conflicts_total{service=\"http\"} 1"), "{text}");
     assert!(text.contains("sequent_append_seconds"), "{text}");
 }
 

@@ -47,7 +47,7 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     let c = Contract::new("bus-gateway", spec.body);
     assert_eq!(c.spec()["info"]["title"], "Sequent bus-gateway");
     let documented: Vec<&String> = c.spec()["paths"].as_object().unwrap().keys().collect();
-    for path in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/metrics"] {
+    for path in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/ready"] {
         assert!(documented.iter().any(|p| *p == path), "{path} is documented: {documented:?}");
     }
     let docs = read(http.get(url("/v1/docs/"))).await;
@@ -181,10 +181,13 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     assert_eq!(a.status, 400, "{}", a.body);
 
     // ---- operations
-    let a = c.send("GET", "/metrics", get("/metrics", None)).await;
-    assert!(a.status == 200 && a.body.as_str().unwrap().contains("sequent_appends_total"));
     let a = c.send("GET", "/health", get("/health", None)).await;
     assert_eq!((a.status, a.body["status"].as_str()), (200, Some("ok")));
+    let a = c.send("GET", "/ready", get("/ready", None)).await;
+    assert_eq!((a.status, a.body["status"].as_str()), (200, Some("ready")), "{}", a.body);
+    // Metrics are not part of the API: they have a listener of their own (--metrics-listen).
+    let a = read(get("/metrics", None)).await;
+    assert_eq!(a.status, 404, "{}", a.body);
 
     // ---- what no operation describes is a problem too: unknown paths, wrong methods
     let a = read(get("/v2/nothing", Some(READ))).await;
@@ -207,6 +210,10 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     })
     .await
     .unwrap();
+    // ... and so does readiness, naming the check that failed.
+    let a = c.send("GET", "/ready", get("/ready", None)).await;
+    assert_eq!((a.status, a.body["code"].as_str()), (503, Some("not_ready")), "{}", a.body);
+    assert_eq!(a.body["checks"]["nats"]["ok"], false, "{}", a.body);
 
     c.assert_covered(&[
         ("* * 503", "needs JetStream not answering a request the gateway already accepted (the health check covers 503 above)"),

@@ -135,6 +135,11 @@ async fn routes_bodies_limits_and_sandbox() {
     // Built-ins.
     let (s, v) = get_json(&url("/health")).await;
     assert_eq!((s, v["service"].clone()), (200, json!("example")));
-    let metrics = reqwest::get(url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("sequent_http_requests_total"), "{metrics}");
+    let (s, v) = get_json(&url("/ready")).await;
+    assert_eq!((s, v["status"].clone(), v["service"].clone()), (200, json!("ready"), json!("example")), "{v}");
+    // Metrics: on the metrics listener, per route pattern; not on the routes' port.
+    let metrics = reqwest::get(format!("{}/metrics", inst.metrics)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sequent_http_requests_total{service=\"example\",route=\"GET /items/{id}\""), "{metrics}");
+    let (s, _) = get_json(&url("/metrics")).await;
+    assert_eq!(s, 404);
 }

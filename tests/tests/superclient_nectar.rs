@@ -55,7 +55,7 @@ async fn nectar_earns_spends_and_rebuilds() {
     let debit = &nectar["events"][4];
     assert_eq!(debit["causation"], debit["correlation"], "{debit}");
 
-    let metrics = reqwest::get(format!("{}/metrics", inst.http)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", inst.metrics)).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with("sequent_send_conflicts_total") && !l.ends_with(" 0")), "no conflict was seen:\n{metrics}");
 
     // Rebuild through the rebuild handlers: the same balances.

@@ -5,7 +5,11 @@
 //!   slowloris, or an idle keep-alive connection) is disconnected; a TLS handshake has the
 //!   same time;
 //! - a connection limit: at the limit, new connections wait in the listen backlog until one
-//!   closes (upgraded WebSockets are not counted: they have their own limits).
+//!   closes (upgraded WebSockets are not counted: they have their own limits);
+//! - a graceful stop: when the shutdown future completes, no new connection is accepted (those
+//!   the kernel had already completed are still served), every connection finishes the request
+//!   in hand and closes (idle keep-alive connections close at once), and [`serve`] returns when
+//!   all are done or `--shutdown-timeout` has passed, whichever comes first.
 
 use anyhow::Context as _;
 use axum::Router;
@@ -18,7 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use futures::FutureExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
@@ -41,6 +47,17 @@ pub struct HttpOpts {
     /// Most HTTP connections served at once; more wait in the listen backlog.
     #[arg(long, env = "SEQUENT_MAX_CONNECTIONS", default_value_t = 2048)]
     pub max_connections: usize,
+
+    /// On SIGTERM or SIGINT: how long the requests in flight (and, in the superclient, the
+    /// event batches in hand) may take to finish before the process exits anyway.
+    #[arg(long, env = "SEQUENT_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Where Prometheus scrapes `/metrics` (a listener of its own, plain HTTP, apart from the
+    /// API). Port 0 picks a free port; the bound address is logged ("metrics listening on ...").
+    /// Keep it on loopback or a private network: it is not authenticated.
+    #[arg(long, env = "SEQUENT_METRICS_LISTEN", default_value = "127.0.0.1:0")]
+    pub metrics_listen: std::net::SocketAddr,
 }
 
 impl HttpOpts {
@@ -68,16 +85,36 @@ impl HttpOpts {
     }
 }
 
-/// Checks the TLS files, then serves `router` on `listener` until `shutdown` completes.
+/// Checks the TLS files, then serves `router` on `listener` until `shutdown` completes; then
+/// stops gracefully (see the module documentation) within `--shutdown-timeout`.
 pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let acceptor = opts.acceptor()?;
     let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
     let timeout = opts.header_read_timeout;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a clone; all are done when `open.recv()` sees none left.
+    let (alive, mut open) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
+    let spawn = |tcp: TcpStream, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
+        let _ = tcp.set_nodelay(true);
+        let (router, acceptor, stop, alive) = (router.clone(), acceptor.clone(), stop_rx.clone(), alive.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
+            match acceptor {
+                None => connection(tcp, router, timeout, stop).await,
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => connection(tls, router, timeout, stop).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+            }
+        });
+    };
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,31 +126,80 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
-        let (router, acceptor) = (router.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                None => connection(tcp, router, timeout).await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => connection(tls, router, timeout).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                },
-            }
-        });
+        spawn(tcp, Some(permit));
     }
+    // Connections the kernel completed already wait in the listen backlog: closing the listener
+    // would reset them although their clients may have sent a request. Serve them too (one
+    // request each), then close the listener.
+    let _ = stop_tx.send(true);
+    let mut late = 0;
+    while let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
+        spawn(tcp, None);
+        late += 1;
+    }
+    let addr = listener.local_addr().ok();
+    drop(listener);
+    drop(alive);
+    let in_flight = opts.max_connections.max(1) - permits.available_permits() + late;
+    tracing::info!(?addr, connections = in_flight, "HTTP server stopping: no new connections; finishing the requests in flight");
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(opts.shutdown_timeout, open.recv()).await {
+        Ok(_) => tracing::info!(?addr, seconds = started.elapsed().as_secs_f64(), "HTTP server stopped: every request in flight was answered"),
+        Err(_) => tracing::warn!(
+            ?addr,
+            still_open = opts.max_connections.max(1) - permits.available_permits(),
+            "HTTP server stopped with requests still in flight after --shutdown-timeout {:?}",
+            opts.shutdown_timeout
+        ),
+    }
+    Ok(())
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, timeout: Duration) {
-    let served = hyper::server::conn::http1::Builder::new()
+/// Completes once `stop` is true (or its sender is gone). Unlike `wait_for`, holds no borrow of
+/// the value across an await, so the future stays `Send`.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The future of SIGTERM or SIGINT (Ctrl-C), whichever comes first: what service managers,
+/// container runtimes and terminals send to stop a process.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot listen for SIGTERM/SIGINT: the process stops only when killed");
+            return std::future::pending().await;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stop requested");
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    let served = loop {
+        tokio::select! {
+            served = conn.as_mut() => break served,
+            // The server stops: finish the request in hand (or read the first one of a fresh
+            // connection), answer it with `Connection: close`, and close; idle ones close now.
+            () = stopped(&mut stop), if !stopping => {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+        }
+    };
     if let Err(e) = served {
         tracing::debug!(error = %e, "HTTP connection closed");
     }

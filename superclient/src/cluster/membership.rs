@@ -98,20 +98,34 @@ pub fn live(beats: &[Beat], timeout: Duration) -> Vec<String> {
     live
 }
 
-/// Heartbeats forever and publishes the sorted live set of this instance's service, read back
-/// every half heartbeat.
-pub async fn run(js: jetstream::Context, members: DirectReader, me: Me, heartbeat: Duration, member_timeout: Duration, live_tx: watch::Sender<Vec<String>>) {
+/// Heartbeats and publishes the sorted live set of this instance's service, read back every
+/// half heartbeat, until `stop`: then the heartbeats end and the instance leaves the bucket
+/// (after its last heartbeat, so none can land after the removal), and `run` returns.
+pub async fn run(
+    js: jetstream::Context,
+    members: DirectReader,
+    me: Me,
+    heartbeat: Duration,
+    member_timeout: Duration,
+    live_tx: watch::Sender<Vec<String>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let subject = subjects::member_subject(&me.service, &me.instance);
     let value = serde_json::json!({ "instance": me.instance, "http": me.http, "pid": std::process::id() }).to_string();
     let beat_js = js.clone();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
+    let mut beat_stop = stop.clone();
+    let (service, instance) = (me.service.clone(), me.instance.clone());
+    let beats = tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut warned = false;
         let mut first = Some(first_tx);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = sequent_net::serve::stopped(&mut beat_stop) => break,
+            }
             let stored = async { beat_js.publish(subject.clone(), value.clone().into()).await?.await.map_err(async_nats::Error::from) }.await;
             if stored.is_ok() {
                 // Our own heartbeat is in: the first read can count us.
@@ -126,13 +140,24 @@ pub async fn run(js: jetstream::Context, members: DirectReader, me: Me, heartbea
                 Err(_) => {}
             }
         }
+        leave(&beat_js, &service, &instance).await;
+        tracing::info!("left the membership: the other instances take the partitions over");
     });
-    let _ = first_rx.await;
     let filter = subjects::members_filter(&me.service);
+    tokio::select! {
+        _ = first_rx => {}
+        () = sequent_net::serve::stopped(&mut stop) => {
+            let _ = beats.await;
+            return;
+        }
+    }
     let mut tick = tokio::time::interval(heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = sequent_net::serve::stopped(&mut stop) => break,
+        }
         let beats = match read(&members, &filter).await {
             Ok(b) => b,
             Err(e) => {
@@ -155,6 +180,7 @@ pub async fn run(js: jetstream::Context, members: DirectReader, me: Me, heartbea
             }
         });
     }
+    let _ = beats.await;
 }
 
 /// Removes this instance from the bucket (graceful stop), so the others take over at once.

@@ -298,7 +298,11 @@ impl Service {
             Err(e) => return (Err(Failure::script(format!("preparing the handler's arguments: {e}"))), call),
         };
         metrics::counter!("sequent_lua_calls_total", "kind" => "handler").increment(1);
+        let (live, started) = (call.mode != Mode::Rebuild, std::time::Instant::now());
         let (result, call) = lease.call::<()>(&handler, args, call).await;
+        if live {
+            metrics::histogram!("sequent_handler_seconds", "service" => self.name.clone(), "type" => event.event_type.clone()).record(started.elapsed().as_secs_f64());
+        }
         if let Err(CallError::Resource(_)) = &result {
             lease.renew();
         }

@@ -1,9 +1,11 @@
 //! Live delivery and its relatives: the partition workers ([`worker`]) and what they know of
 //! their partition ([`partition`]), the batch path of
 //! events through the script ([`apply`]), poison events ([`parking`]), rebuilding the state
-//! from the stream ([`rebuild`]), and asking the gateway for the consumers ([`provision`]).
+//! from the stream ([`rebuild`]), asking the gateway for the consumers ([`provision`]), and the
+//! gauges operators graph: consumer lag and parked keys ([`lag`]).
 
 pub mod apply;
+pub mod lag;
 pub mod parking;
 pub mod partition;
 pub mod provision;

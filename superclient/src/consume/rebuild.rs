@@ -125,7 +125,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         Ok((first, _)) => first.first().map_or(0, |m| m.pending.unwrap_or(0) + 1),
         Err(e) => return Err(Stop::Infra(anyhow::anyhow!("reading the stream: {e}"))),
     };
-    let progress = Progress::new(total);
+    let progress = Progress::new(&svc.name, total);
 
     if total == 0 {
         if let Some(p) = svc.store.swap(old.as_deref(), &ns, svc.partitions).await? {
@@ -493,21 +493,33 @@ pub async fn watch(svc: std::sync::Arc<Service>) {
 
 /// Progress on a terminal (indicatif; hidden when stderr is not one) and in the logs.
 struct Progress {
+    /// Labels the gauges `sequent_rebuild_events_done` / `_expected` and `sequent_rebuild_running`.
+    service: String,
     bar: indicatif::ProgressBar,
     started: Instant,
     last_log: std::cell::Cell<Instant>,
     done: std::cell::Cell<u64>,
 }
 
+impl Drop for Progress {
+    /// The rebuild ended (swapped in, or failed: a next attempt starts its own progress).
+    fn drop(&mut self) {
+        metrics::gauge!("sequent_rebuild_running", "service" => self.service.clone()).set(0.0);
+    }
+}
+
 impl Progress {
-    fn new(total: u64) -> Progress {
+    fn new(service: &str, total: u64) -> Progress {
+        metrics::gauge!("sequent_rebuild_running", "service" => service.to_string()).set(1.0);
+        metrics::gauge!("sequent_rebuild_events_done", "service" => service.to_string()).set(0.0);
+        metrics::gauge!("sequent_rebuild_events_expected", "service" => service.to_string()).set(total as f64);
         let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
             indicatif::ProgressStyle::with_template("rebuild {bar:40} {pos}/{len} events, {per_sec}, {eta} left")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         tracing::info!(total, "replaying events");
-        Progress { bar, started: Instant::now(), last_log: std::cell::Cell::new(Instant::now()), done: std::cell::Cell::new(0) }
+        Progress { service: service.to_string(), bar, started: Instant::now(), last_log: std::cell::Cell::new(Instant::now()), done: std::cell::Cell::new(0) }
     }
 
     fn step(&self, pending: u64) {
@@ -522,6 +534,10 @@ impl Progress {
             tracing::info!(done, pending, rate = format!("{rate:.0}/s"), left = format!("{left:.0}s"), "rebuild progress");
         }
         metrics::counter!("sequent_rebuild_events_total").increment(1);
+        if done % 256 == 0 || pending == 0 {
+            metrics::gauge!("sequent_rebuild_events_done", "service" => self.service.clone()).set(done as f64);
+            metrics::gauge!("sequent_rebuild_events_expected", "service" => self.service.clone()).set((done + pending) as f64);
+        }
     }
 
     fn finish(&self, ns: &str) {

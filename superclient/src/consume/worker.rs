@@ -85,21 +85,32 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
                 let _ = w.done.await;
             });
         }
-        metrics::gauge!("sequent_partitions_owned").set(workers.len() as f64);
+        metrics::gauge!("sequent_partitions_owned", "service" => svc.name.clone()).set(workers.len() as f64);
         let mut mine: Vec<u32> = workers.keys().copied().collect();
         mine.sort();
         tracing::info!(partitions = ?mine, "owned partitions");
         *svc.owned.write() = mine;
+        *svc.live.write() = live.clone();
         previous = live;
         tokio::select! {
             r = live_rx.changed() => if r.is_err() { break },
             _ = shutdown.changed() => break,
         }
     }
-    for (_, w) in workers.drain() {
+    // Stopping: every worker finishes the batch in hand (handlers, sends, commit, ack) and
+    // unpins, all at once, within --shutdown-timeout.
+    let n = workers.len();
+    for w in workers.values() {
         let _ = w.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(15), w.done).await;
     }
+    let bound = svc.opts.http.shutdown_timeout;
+    let all = futures::future::join_all(workers.into_values().map(|w| w.done));
+    match tokio::time::timeout(bound, all).await {
+        Ok(_) => tracing::info!(partitions = n, "every partition worker finished its batch and released its partition"),
+        Err(_) => tracing::warn!(partitions = n, "partition workers still busy after --shutdown-timeout {bound:?}: their unacked events are redelivered to the next owner"),
+    }
+    *svc.owned.write() = Vec::new();
+    metrics::gauge!("sequent_partitions_owned", "service" => svc.name.clone()).set(0.0);
 }
 
 /// The messages a worker received and has not acked yet, in delivery order.
@@ -363,7 +374,7 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         // Redeliveries of what is applied already: ack them.
         let skip = hand.messages.iter().take_while(|m| Hand::seq(m) <= state.applied).count();
         if skip > 0 {
-            metrics::counter!("sequent_events_total", "outcome" => "skipped").increment(skip as u64);
+            metrics::counter!("sequent_events_total", "service" => svc.name.clone(), "outcome" => "skipped").increment(skip as u64);
             hand.ack_front(skip).await;
             continue;
         }
@@ -399,8 +410,8 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         }
         if count > 0 {
             let held = events[..count].iter().filter(|(e, _)| state.parked.contains(&e.key)).count() as u64;
-            metrics::counter!("sequent_events_total", "outcome" => "applied").increment(count as u64 - held);
-            metrics::counter!("sequent_events_total", "outcome" => "held").increment(held);
+            metrics::counter!("sequent_events_total", "service" => svc.name.clone(), "outcome" => "applied").increment(count as u64 - held);
+            metrics::counter!("sequent_events_total", "service" => svc.name.clone(), "outcome" => "held").increment(held);
             state.applied = events[count - 1].0.seq;
             hand.ack_front(count).await;
             delay = Duration::from_millis(100);
@@ -413,12 +424,12 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         let (event, delivery) = &events[count];
         let attempt = delivery.attempt.unwrap_or(1);
         let wait = if failure.is_script() {
-            metrics::counter!("sequent_events_total", "outcome" => "failed").increment(1);
+            metrics::counter!("sequent_events_total", "service" => svc.name.clone(), "outcome" => "failed").increment(1);
             if attempt >= svc.opts.max_attempts {
                 tracing::error!(seq = event.seq, id = event.id, key = event.key, attempt, error = %failure, "handler failed {attempt} times: parking the key");
                 match parking::park(svc, state, event, &failure.to_string(), attempt).await {
                     Ok(()) => {
-                        metrics::counter!("sequent_events_total", "outcome" => "parked").increment(1);
+                        metrics::counter!("sequent_events_total", "service" => svc.name.clone(), "outcome" => "parked").increment(1);
                         state.applied = event.seq;
                         hand.ack_front(1).await;
                         continue;

@@ -9,7 +9,7 @@ pub fn check_pattern(path: &str) -> Result<(), String> {
     if path.contains('?') || path.contains('#') {
         return Err(format!("route {path:?} must not contain a query or fragment; query parameters reach the handler as its 5th argument"));
     }
-    if path == "/health" || path == "/metrics" {
+    if path == "/health" || path == "/ready" || path == "/metrics" {
         return Err(format!("route {path} is built in and cannot be replaced"));
     }
     for seg in path.split('/').skip(1) {

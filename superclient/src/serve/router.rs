@@ -1,4 +1,5 @@
-//! The HTTP server: the script's routes, `/health` and `/metrics`.
+//! The HTTP server: the script's routes, `/health` and `/ready` (`ops`). Prometheus metrics are
+//! served on a listener of their own (`--metrics-listen`), not on the routes' port.
 //!
 //! A route handler is `fn(method, path, params, body, query, headers)` (header names in lower
 //! case) and returns `(status, value)`:
@@ -21,7 +22,6 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use mlua::{MultiValue, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,44 +30,38 @@ struct Http {
     svc: Arc<Service>,
     routes: Vec<Route>,
     websockets: Vec<Route>,
-    metrics: PrometheusHandle,
+    /// `(method pattern)` of each route, by index: the `route` label of its metrics.
+    labels: Vec<String>,
 }
 
-pub fn router(svc: Arc<Service>, metrics: PrometheusHandle) -> Router {
+pub fn router(svc: Arc<Service>) -> Router {
     let routes = routes::table(svc.spec.routes.iter().map(|(p, m)| (p.as_str(), m.as_str())));
     let websockets = routes::table(svc.spec.websockets.iter().map(|p| (p.as_str(), "GET")));
-    let state = Arc::new(Http { svc, routes, websockets, metrics });
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
-        .fallback(dispatch)
-        .with_state(state)
+    let labels = svc.spec.routes.iter().map(|(p, m)| format!("{m} {p}")).collect();
+    let ops = Router::new()
+        .route("/health", get(super::ops::health))
+        .route("/ready", get(super::ops::ready))
+        .with_state(svc.clone());
+    let state = Arc::new(Http { svc, routes, websockets, labels });
+    Router::new().fallback(dispatch).with_state(state).merge(ops)
 }
 
-async fn health(State(h): State<Arc<Http>>) -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "service": h.svc.name,
-        "instance": h.svc.instance,
-        "namespace": h.svc.active_ns(),
-        "partitions": *h.svc.owned.read(),
-    }))
-    .into_response()
-}
-
-async fn metrics_text(State(h): State<Arc<Http>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.metrics.render()).into_response()
-}
+/// The route pattern a request matched (never its path: label values stay bounded).
+#[derive(Clone)]
+struct RouteLabel(String);
 
 async fn dispatch(State(h): State<Arc<Http>>, request: Request) -> Response {
     let started = std::time::Instant::now();
     let what = format!("{} {}", request.method(), request.uri().path());
-    let response = dispatch_inner(&h, request).await;
-    if started.elapsed() > std::time::Duration::from_secs(2) {
-        tracing::warn!(request = what, status = response.status().as_u16(), seconds = started.elapsed().as_secs_f64(), "slow request");
+    let mut response = dispatch_inner(&h, request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    if seconds > 2.0 {
+        tracing::warn!(request = what, status = response.status().as_u16(), seconds, "slow request");
     }
-    metrics::counter!("sequent_http_requests_total", "status" => response.status().as_u16().to_string()).increment(1);
-    metrics::histogram!("sequent_http_seconds").record(started.elapsed().as_secs_f64());
+    let route = response.extensions_mut().remove::<RouteLabel>().map_or_else(|| "unmatched".to_string(), |l| l.0);
+    let service = h.svc.name.clone();
+    metrics::counter!("sequent_http_requests_total", "service" => service.clone(), "route" => route.clone(), "status" => response.status().as_u16().to_string()).increment(1);
+    metrics::histogram!("sequent_route_seconds", "service" => service, "route" => route).record(seconds);
     response
 }
 
@@ -101,7 +95,9 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
                 Ok(upgrade) => {
                     let svc = h.svc.clone();
                     let opening = super::sockets::Opening { index: ws_index, path: path.clone(), params, query, headers };
-                    upgrade.on_upgrade(move |socket| super::sockets::serve(svc, socket, opening))
+                    let mut r = upgrade.on_upgrade(move |socket| super::sockets::serve(svc, socket, opening));
+                    r.extensions_mut().insert(RouteLabel(format!("WEBSOCKET {}", h.svc.spec.websockets.get(ws_index).map_or("?", String::as_str))));
+                    r
                 }
                 Err(_) => json_error(StatusCode::UPGRADE_REQUIRED, format!("{path} is a WebSocket: connect with a WebSocket client")),
             };
@@ -127,7 +123,8 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             return r;
         }
         if parts.method == Method::GET || parts.method == Method::HEAD {
-            if let Some(r) = super::statics::serve(&h.svc.spec.statics, &path, parts.method == Method::HEAD).await {
+            if let Some(mut r) = super::statics::serve(&h.svc.spec.statics, &path, parts.method == Method::HEAD).await {
+                r.extensions_mut().insert(RouteLabel("static".into()));
                 return r;
             }
         }
@@ -161,7 +158,9 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")),
         }
     };
-    run_route(h, index, &method, &path, params, body_json, query, headers).await
+    let mut r = run_route(h, index, &method, &path, params, body_json, query, headers).await;
+    r.extensions_mut().insert(RouteLabel(h.labels.get(index).cloned().unwrap_or_else(|| "?".into())));
+    r
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -315,7 +315,7 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     let probe = Probe {
         nats_monitor: bank.servers[0].monitor.clone(),
         redis_url: Some(bank.servers[1].url.clone()),
-        metrics: bank.services.iter().map(|s| format!("{}/metrics", s.url)).collect(),
+        metrics: bank.services.iter().map(|s| format!("{}/metrics", s.metrics)).collect(),
     };
     let mut all: Vec<&Proc> = bank.servers.iter().collect();
     all.extend(bank.services.iter());

@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 pub struct Proc {
     pub name: String,
     pub url: String,
+    /// A superclient's metrics listener (`http://addr`, its --metrics-listen).
+    pub metrics: String,
     /// nats-server's monitoring URL, for message counts.
     pub monitor: Option<String>,
     /// None: this benchmark process itself (measured like the others).
@@ -59,6 +61,7 @@ impl Proc {
         Ok(Proc {
             name: "nats-server".into(),
             url: format!("nats://127.0.0.1:{port}"),
+            metrics: String::new(),
             monitor: Some(format!("http://127.0.0.1:{monitor_port}")),
             child: Some(child),
             _dir: Some(TempDir(dir)),
@@ -79,12 +82,12 @@ impl Proc {
             .spawn()
             .context("starting redis-server (is it on PATH? apt-get install redis-server)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
+        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), metrics: String::new(), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
     }
 
     /// This benchmark process (its client side: readers, HTTP clients), measured like the others.
     pub fn this(name: &str) -> Proc {
-        Proc { name: name.into(), url: String::new(), monitor: None, child: None, _dir: None }
+        Proc { name: name.into(), url: String::new(), metrics: String::new(), monitor: None, child: None, _dir: None }
     }
 
     /// A superclient running `script`, its log in target/bench-logs/NAME.log; returns once it
@@ -103,7 +106,7 @@ impl Proc {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p superclient)", bin.display()))?;
-        Ok(Proc { name: name.into(), url: String::new(), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: name.into(), url: String::new(), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
     }
 
     /// Waits until this superclient logged "superclient ready" (or fails with its log's end);
@@ -116,6 +119,9 @@ impl Proc {
             if text.contains("superclient ready") {
                 if let Some(addr) = text.lines().find_map(|l| l.split("http listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
                     self.url = format!("http://{addr}");
+                }
+                if let Some(addr) = text.lines().find_map(|l| l.split("metrics listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
+                    self.metrics = format!("http://{addr}");
                 }
                 return Ok(());
             }
@@ -145,7 +151,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p bus-gateway)", bin.display()))?;
         wait_port(port).await?;
-        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
     }
 
     fn pid(&self) -> Option<u32> {

@@ -51,6 +51,8 @@ pub struct Instance {
     pub name: String,
     pub child: Child,
     pub http: String,
+    /// `http://addr` of the process's metrics listener (`--metrics-listen`).
+    pub metrics: String,
 }
 
 impl Stack {
@@ -69,10 +71,12 @@ impl Stack {
         let mut all = vec![script.as_str(), "--instance", name];
         all.extend_from_slice(args);
         let mut child = Child::spawn(name, binary("superclient"), &all, &self.superclient_env()).expect("superclient starts");
+        let line = child.wait_for_line("metrics listening on", Duration::from_secs(60)).await.expect("superclient serves metrics");
+        let metrics = line.rsplit("metrics listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
         let line = child.wait_for_line("http listening on", Duration::from_secs(60)).await.expect("superclient serves");
         let addr = line.rsplit("http listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
         child.wait_for_line("superclient ready", Duration::from_secs(30)).await.expect("superclient ready");
-        Instance { name: name.to_string(), child, http: format!("http://{addr}") }
+        Instance { name: name.to_string(), child, http: format!("http://{addr}"), metrics: format!("http://{metrics}") }
     }
 
     /// Runs a superclient subcommand to completion; returns (success, stdout+stderr).

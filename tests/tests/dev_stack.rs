@@ -1,0 +1,73 @@
+//! `cargo run` (the dev stack) stopped the way service managers, container runtimes and
+//! `./sequent.sh` stop it: SIGTERM to its whole process group. Its children run in process
+//! groups of their own, so the signal reaches only the stack, which stops the services first
+//! (each finishes its work and logs "superclient stopped"), then the gateway, then the servers;
+//! before, the group signal hit nats-server, Redis and the services at once.
+
+use sequent_tests::{binary, free_port, nats, redis, Child, TempDir};
+use std::time::Duration;
+
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/').rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+#[tokio::test]
+async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_servers() {
+    if std::env::var_os("REDIS_URL").is_some() {
+        // The stack uses database 0 of its Redis, where a shared server keeps the tests' leases.
+        eprintln!("REDIS_URL is set: the dev stack test needs a Redis of its own; skipped");
+        return;
+    }
+    let nats = nats().await.unwrap();
+    let redis = redis().await.unwrap();
+    let data = TempDir::new("dev-stack").unwrap();
+    let http_port = free_port().to_string();
+    let env = vec![
+        ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", free_port())),
+        ("SEQUENT_NO_BUILD".to_string(), "1".to_string()),
+        ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+    ];
+    let stack_bin = binary("sequent").to_string_lossy().to_string();
+    let (nats_port, redis_port) = (port_of(&nats.url).to_string(), port_of(&redis.url).to_string());
+    let data_dir = data.path().to_string_lossy().to_string();
+    // setsid: the stack leads a process group, as under ./sequent.sh or a service manager.
+    let args = [
+        stack_bin.as_str(),
+        "--nats-port",
+        &nats_port,
+        "--redis-port",
+        &redis_port,
+        "--http-port",
+        &http_port,
+        "--instances",
+        "1",
+        "--data-dir",
+        &data_dir,
+    ];
+    let mut stack = Child::spawn("sequent", "setsid", &args, &env).unwrap();
+    stack.wait_for_line("Sequent is running.", Duration::from_secs(180)).await.unwrap();
+    let ready = reqwest::get(format!("http://127.0.0.1:{http_port}/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200, "the bank is ready: {}", ready.text().await.unwrap());
+
+    // SIGTERM to the whole group, as `kill -TERM -- -PGID` does.
+    let group = stack.pid() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions; the group is the stack's own.
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGTERM) }, 0, "the stack leads its process group");
+    let status = tokio::time::timeout(Duration::from_secs(90), stack.wait()).await.expect("the stack stops within 90 s").unwrap();
+    assert!(status.success(), "the stack exited with {status}");
+
+    let out = stack.output();
+    let at = |needle: &str| out.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("the stack printed no {needle:?}:\n{}", out.join("\n")));
+    let (services, gateway, gateway_stopped, servers) =
+        (at("stopping: the services first"), at("stopping: the gateway"), at("bus-gateway stopped"), at("stopping: NATS and Redis"));
+    assert!(services < gateway && gateway < gateway_stopped && gateway_stopped < servers, "services, then the gateway, then the servers:\n{}", out.join("\n"));
+    assert!(!out.iter().any(|l| l.contains("did not stop in time")), "{}", out.join("\n"));
+    // Each service got one SIGTERM, from the stack (none from the group signal), and stopped
+    // gracefully before the gateway went.
+    for service in ["users", "accounts", "transfers", "nectar", "bfaf"] {
+        let log = std::fs::read_to_string(data.path().join(format!("logs/{service}-1.log"))).unwrap();
+        assert_eq!(log.matches("stop requested").count(), 1, "{service}: one stop request:\n{log}");
+        assert!(log.lines().any(|l| l.contains("stop requested") && l.contains("SIGTERM")), "{service}: stopped by SIGTERM:\n{log}");
+        assert!(log.contains("superclient stopped"), "{service}: stopped gracefully:\n{log}");
+    }
+}
