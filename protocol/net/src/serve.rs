@@ -6,6 +6,9 @@
 //!   same time;
 //! - a connection limit: at the limit, new connections wait in the listen backlog until one
 //!   closes (upgraded WebSockets are not counted: they have their own limits).
+//!
+//! Each request carries the client's address as an `axum::extract::ConnectInfo<SocketAddr>`
+//! extension.
 
 use anyhow::Context as _;
 use axum::Router;
@@ -79,9 +82,9 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => return Ok(()),
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accepting an HTTP connection failed");
@@ -96,9 +99,9 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
         tokio::spawn(async move {
             let _permit = permit;
             match acceptor {
-                None => connection(tcp, router, timeout).await,
+                None => connection(tcp, router, peer, timeout).await,
                 Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => connection(tls, router, timeout).await,
+                    Ok(Ok(tls)) => connection(tls, router, peer, timeout).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -107,11 +110,17 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
     }
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, timeout: Duration) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, peer: std::net::SocketAddr, timeout: Duration) {
+    use tower::ServiceExt as _;
+    // The client's address, for handlers that want it (ConnectInfo, as axum::serve gives it).
+    let service = router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        request
+    });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades()
         .await;
     if let Err(e) = served {
