@@ -28,7 +28,7 @@ fn arg_error<T>(n: usize, name: &str, msg: impl std::fmt::Display) -> LResult<T>
     Err(mlua::Error::runtime(format!("bad argument #{n} to '{name}' ({msg})")))
 }
 
-fn check_string(lua: &Lua, args: &MultiValue, n: usize, name: &str) -> LResult<mlua::String> {
+fn check_string(lua: &Lua, args: &MultiValue, n: usize, name: &str) -> LResult<mlua::LuaString> {
     let v = args.get(n - 1).cloned().unwrap_or(Value::Nil);
     let type_name = v.type_name();
     match v {
@@ -301,5 +301,114 @@ fn add_value(lua: &Lua, out: &mut Vec<u8>, src: &[u8], s: usize, e: usize, repl:
             Ok(true)
         }
         other => Err(mlua::Error::runtime(format!("invalid replacement value (a {})", other.type_name()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mlua::{Lua, Table};
+
+    /// Runs `cases` (Lua expressions) in `lua`; each result list as text (errors included).
+    fn run(lua: &Lua, cases: &[&str]) -> Vec<String> {
+        let show: mlua::Function = lua
+            .load(
+                r#"
+                return function(code)
+                    local f = assert(load("return " .. code))
+                    local r = table.pack(pcall(f))
+                    local out = {}
+                    for i = 1, r.n do
+                        local v = r[i]
+                        if type(v) == "function" then
+                            -- gmatch: the first three results of the iterator
+                            local parts = {}
+                            for _ = 1, 3 do
+                                local got = table.pack(v())
+                                for j = 1, got.n do parts[#parts + 1] = tostring(got[j]) end
+                                parts[#parts + 1] = "/"
+                            end
+                            v = table.concat(parts, ",")
+                        elseif i > 1 and r[1] == false then
+                            v = "error" -- messages differ in their prefix only
+                        end
+                        out[#out + 1] = math.type(v) or type(v) .. ":" .. tostring(v)
+                        out[#out] = out[#out] .. "=" .. tostring(v)
+                    end
+                    return table.concat(out, " ")
+                end
+                "#,
+            )
+            .eval()
+            .unwrap();
+        cases.iter().map(|c| show.call::<String>(*c).unwrap()).collect()
+    }
+
+    /// The bounded functions give what C's give, case by case.
+    #[test]
+    fn same_results_as_the_c_library() {
+        let cases = [
+            r#"("hello world"):find("o w")"#,
+            r#"("hello world"):find("o", 6)"#,
+            r#"("hello world"):find("o", -3)"#,
+            r#"("hello world"):find("l", 100)"#,
+            r#"("hello world"):find("")"#,
+            r#"("hello world"):find("", 12)"#,
+            r#"("hello world"):find("", 13)"#,
+            r#"("a.b"):find(".", 1, true)"#,
+            r#"("a+b"):find("+", 1, true)"#,
+            r#"("key = value"):match("^(%w+)%s*=%s*(%w+)$")"#,
+            r#"("key = value"):find("(%w+)%s*=")"#,
+            r#"("hello"):match("()ll()")"#,
+            r#"("hello"):match(".-(l+)(.*)")"#,
+            r#"("  trim  "):match("^%s*(.-)%s*$")"#,
+            r#"("f(a(b)c)d"):match("%b()")"#,
+            r#"("THE (quick) fox"):find("%f[%a]%a+", 5)"#,
+            r#"("abcabc"):match("(abc)%1")"#,
+            r#"("x = 1, y = 22"):gsub("(%w+) = (%w+)", "%2 = %1")"#,
+            r#"("hello world"):gsub("o", "0", 1)"#,
+            r#"("abc"):gsub("", "-")"#,
+            r#"("abc"):gsub("%w", "%0%0")"#,
+            r#"("abc"):gsub("%w", "%%")"#,
+            r#"("$a $b"):gsub("%$(%w+)", { a = "1", b = 2 })"#,
+            r#"("$a $b"):gsub("%$(%w+)", { a = false })"#,
+            r#"("abc"):gsub(".", function(c) return c:upper() end)"#,
+            r#"("abc"):gsub("(b)", function(c) return nil end)"#,
+            r#"("hello"):gsub("l+", 7)"#,
+            r#"("abc"):gsub("^a", "x")"#,
+            r#"("hello world from lua"):gmatch("%a+")"#,
+            r#"("k=v, a=b"):gmatch("(%w+)=(%w+)")"#,
+            r#"("abc"):gmatch("")"#,
+            r#"("^a^a"):gmatch("^a")"#,
+            r#"(12345):find(3)"#,
+            r#"("a\0b"):find("\0")"#,
+            r#"("a\0b"):find("%z")"#,
+            r#"("[x]"):find("[]]")"#,
+            r#"("x-y"):find("[a%-z]")"#,
+            r#"("ABC def"):find("%u+")"#,
+            r#"("ABC def"):find("%U+")"#,
+            r#"("a\vb"):find("%s")"#,
+            r#"("hello"):find("l", 1.0)"#,
+            r#"("hello"):find("(")"#,
+            r#"("hello"):find("%")"#,
+            r#"("hello"):find("[a")"#,
+            r#"("hello"):find("%1")"#,
+            r#"("hello"):gsub("l", "%2")"#,
+            r#"("hello"):gsub("l", "%x")"#,
+            r#"("hello"):gsub("l", true)"#,
+            r#"("hello"):find("l", "x")"#,
+            r#"("hello"):find()"#,
+            r#"("acc-12ab"):match("^acc%-[0-9a-f]+$")"#,
+        ];
+        let plain = Lua::new();
+        let bounded = Lua::new();
+        let string: Table = bounded.globals().get("string").unwrap();
+        super::install(&bounded, &string).unwrap();
+        let want = run(&plain, &cases);
+        let got = run(&bounded, &cases);
+        assert_eq!(want[0], "boolean:true=true integer=5 integer=7", "the comparison sees the results");
+        assert!(want.iter().filter(|w| w.contains("error")).count() >= 8, "errors are compared too: {want:?}");
+        for ((case, w), g) in cases.iter().zip(&want).zip(&got) {
+            assert_eq!(g, w, "{case}");
+        }
     }
 }

@@ -89,7 +89,8 @@ impl Secrets {
                 };
                 let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"sequent seal v1");
                 let info = [service.as_bytes()];
-                let okm = salt.extract(&secret).expand(&info, ring::hkdf::HKDF_SHA256).map_err(|_| "deriving the seal key failed".to_string())?;
+                let prk = salt.extract(&secret);
+                let okm = prk.expand(&info, ring::hkdf::HKDF_SHA256).map_err(|_| "deriving the seal key failed".to_string())?;
                 let mut key = [0u8; 32];
                 okm.fill(&mut key).map_err(|_| "deriving the seal key failed".to_string())?;
                 Ok(key)
