@@ -143,7 +143,8 @@ async fn c_function_and_pattern_bombs_end_within_the_time_limit_while_others_are
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watching = tokio::spawn(witness(url("/ok"), stop.clone()));
         let started = Instant::now();
-        let (a, b) = tokio::join!(get_json(&url(&format!("/try/{name}"))), get_json(&url(&format!("/try/{name}"))));
+        let bomb = url(&format!("/try/{name}"));
+        let (a, b) = tokio::join!(get_json(&bomb), get_json(&bomb));
         let took = started.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (answers, longest) = watching.await.unwrap();
