@@ -18,6 +18,7 @@ local REQUEST_ID = "^[0-9A-Za-z_-]+$"
 
 local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match(ACCOUNT_ID) ~= nil end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_BALANCE end
+local function valid_owner(owner) return type(owner) == "string" and owner ~= "" and #owner <= 64 end
 
 -- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
 -- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
@@ -109,6 +110,12 @@ bus:add_event_listener("TransferRequested", function(event_type, key, correlatio
   end
   if not is_amount(amount) then return fail("invalid amount") end
   if from == to then return fail("same account") end
+  -- Only the owner may send from an account (the transfers route is reachable from the host
+  -- too): a source that is not the requester's is as unknown as one that does not exist.
+  -- (owner:<user> changes only when the user opens an account: no conflict with money moves.)
+  if not is_account_id(from) or not valid_owner(data.requested_by) or redis:hget("owner:" .. data.requested_by, from) == nil then
+    return fail("unknown account")
+  end
   local source = is_account_id(from) and bus:last_event(from)
   local destination = is_account_id(to) and bus:last_event(to)
   if not source or not destination then return fail("unknown account") end
@@ -161,11 +168,16 @@ local function account_view(a)
   return { account_id = a.account_id, owner = a.owner, balance_cents = a.balance_cents, version = a.version, opened_at = a.opened_at }
 end
 
--- The account, if it exists and (when `owner` is given) belongs to that user.
+-- Every operation on an account names its owner (the bfaf passes the customer it
+-- authenticated) and is checked against it: anything on the host can call these routes, so none
+-- of them trusts an account id alone.
+local function owner_required() return bad("owner (the user name the account belongs to) is required") end
+
+-- The account, if it exists and belongs to `owner`.
 local function owned(id, owner)
-  if not is_account_id(id) then return nil end
+  if not is_account_id(id) or not valid_owner(owner) then return nil end
   local a = redis:get("account:" .. id)
-  if not a or (owner ~= nil and a.owner ~= owner) then return nil end
+  if not a or a.owner ~= owner then return nil end
   return a
 end
 
@@ -198,26 +210,27 @@ bus:add_route("/accounts", "POST", function(method, path, params, body)
   return problem(HTTP_SERVICE_UNAVAILABLE, "unavailable", "Could not pick a free account id; try again.")
 end)
 
+-- The owner's accounts (all, oldest first; or those of `ids` that are theirs).
 bus:add_route("/accounts", "GET", function(method, path, params, body, query)
+  if not valid_owner(query.owner) then return owner_required() end
   local ids = {}
-  if query.owner then
+  if query.ids then
+    for id in query.ids:gmatch("[^,]+") do ids[#ids + 1] = id end
+  else
     local seqs = redis:hgetall("owner:" .. query.owner)
     for id in pairs(seqs) do ids[#ids + 1] = id end
     table.sort(ids, function(a, b) return seqs[a] < seqs[b] end)
-  elseif query.ids then
-    for id in query.ids:gmatch("[^,]+") do ids[#ids + 1] = id end
-  else
-    return bad("give owner=<user> or ids=<id,id,...>")
   end
   local out = json.array {}
   for _, id in ipairs(ids) do
-    local a = owned(id, nil)
+    local a = owned(id, query.owner)
     if a then out[#out + 1] = account_view(a) end
   end
   return HTTP_OK, out
 end)
 
 bus:add_route("/accounts/{id}", "GET", function(method, path, params, body, query)
+  if not valid_owner(query.owner) then return owner_required() end
   local a = owned(params.id, query.owner)
   if not a then return not_found() end
   return HTTP_OK, account_view(a)
@@ -225,6 +238,7 @@ end)
 
 -- Newest first, `limit` entries; `cursor` (opaque) continues with older entries.
 bus:add_route("/accounts/{id}/statement", "GET", function(method, path, params, body, query)
+  if not valid_owner(query.owner) then return owner_required() end
   local a = owned(params.id, query.owner)
   if not a then return not_found() end
   local limit = tonumber(query.limit or "50")
@@ -257,6 +271,7 @@ local function move_money(params, body, credit)
     return bad("The amount must be a whole number of cents, more than 0 and at most " .. MAX_BALANCE .. ".", "invalid amount")
   end
   local id = params.id
+  if not valid_owner(body.owner) then return owner_required() end
   if not owned(id, body.owner) then return not_found() end
   local rid = body.request_id or crypto.random_hex(16)
   if type(rid) ~= "string" or #rid > 80 or not rid:match(REQUEST_ID) then return bad("request_id is malformed") end

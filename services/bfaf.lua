@@ -14,6 +14,10 @@ bus:register("bfaf", {
 })
 
 local MAX_AMOUNT = 100000000000
+-- Account ids (acc-<hex>): the only destinations of money and the only account topics.
+local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match("^acc%-[0-9a-f]+$") ~= nil end
+-- User identities (lower-case names): the only `user:<name>` topics.
+local function is_identity(s) return type(s) == "string" and #s >= 3 and #s <= 32 and s:match("^[a-z0-9._-]+$") ~= nil end
 local GATEWAY = bus:env("SEQUENT_GATEWAY_URL") or "http://127.0.0.1:8081"
 local ADMIN_TTL = 8 * 3600
 
@@ -81,19 +85,23 @@ local function bearer(headers, query)
   return query and query.token
 end
 
--- The logged-in customer (the lower-case user name), or nil.
+-- The logged-in customer (the lower-case user name) and the token's claims, or nil. Only
+-- tokens minted by the users service count, and only until their session ends (log-out): the
+-- sessions ended are this service's own projection of SessionEnded (below).
 local function customer(headers, query)
   local token = bearer(headers, query)
   if not token then return nil end
-  local claims = crypto.verify_token(token)
-  if not claims or claims.role ~= "customer" or type(claims.sub) ~= "string" then return nil end
-  return claims.sub
+  local claims = crypto.verify_token(token, { issuer = "users" })
+  if not claims or claims.role ~= "customer" or type(claims.sub) ~= "string" or type(claims.jti) ~= "string" then return nil end
+  if redis:exists("ended:" .. claims.jti) then return nil end
+  return claims.sub, claims
 end
 
+-- Operators' tokens are minted here (POST /api/admin/sessions), by no other service.
 local function operator(headers, query)
   local token = bearer(headers, query)
   if not token then return nil end
-  local claims = crypto.verify_token(token)
+  local claims = crypto.verify_token(token, { issuer = "bfaf" })
   if not claims or claims.role ~= "admin" then return nil end
   return claims.sub
 end
@@ -132,7 +140,7 @@ local function enc(s) return (tostring(s):gsub("[^%w%-_~]", function(c) return s
 
 -- The account if it is the user's (nil, or nil plus a response when a service failed).
 local function own_account(user, id)
-  if type(id) ~= "string" or id == "" or #id > 128 then return nil end
+  if not is_account_id(id) then return nil end
   local r = call("accounts", "GET", "/accounts/" .. enc(id), nil, { query = { owner = user } })
   if not r then return nil, { unavailable() } end
   if r.status == HTTP_OK then return r.body end
@@ -155,15 +163,36 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Customers
 
-bus:add_route("/api/users", "POST", function(method, path, params, body)
+-- The customer's address goes along: the users service limits failed attempts per address.
+bus:add_route("/api/users", "POST", function(method, path, params, body, query, headers, peer)
   if type(body) ~= "table" then return bad("Send a username and a password.") end
-  return relay(call("users", "POST", "/users", { username = body.username, password = body.password }))
+  return relay(call("users", "POST", "/users", { username = body.username, password = body.password, client = peer }))
 end)
 
-bus:add_route("/api/sessions", "POST", function(method, path, params, body)
+bus:add_route("/api/sessions", "POST", function(method, path, params, body, query, headers, peer)
   if type(body) ~= "table" then return bad("Send a username and a password.") end
-  return relay(call("users", "POST", "/sessions", { username = body.username, password = body.password }, { retry = true }))
+  return relay(call("users", "POST", "/sessions", { username = body.username, password = body.password, client = peer }, { retry = true }))
 end)
+
+-- Log-out: the token is refused from the answer on, by every instance.
+bus:add_route("/api/sessions", "DELETE", function(method, path, params, body, query, headers)
+  local user, claims = customer(headers)
+  if not user then return unauthorized() end
+  local r = call("users", "DELETE", "/sessions", { token = bearer(headers) }, { retry = true })
+  if not r or r.status ~= HTTP_OK then return relay(r) end
+  if not bus:wait(10000, function() return redis:exists("ended:" .. claims.jti) end) then
+    return err(HTTP_GATEWAY_TIMEOUT, "timeout", "Logged out, but not everywhere yet; check again in a moment.")
+  end
+  return HTTP_NO_CONTENT
+end)
+
+-- Sessions ended by log-out (users' SessionEnded), kept until the token would have expired.
+bus:add_event_listener("SessionEnded", function(event_type, key, correlation, data, meta)
+  if type(data.token_id) ~= "string" or not data.token_id:match("^%x+$") or math.type(data.expires_at) ~= "integer" then return end
+  local left = data.expires_at - os.time()
+  if left <= 0 then return end
+  redis:set("ended:" .. data.token_id, data.expires_at, { ttl_ms = left * 1000 })
+end, { rebuild = true })
 
 bus:add_route("/api/accounts", "GET", function(method, path, params, body, query, headers)
   local user = customer(headers)
@@ -171,7 +200,7 @@ bus:add_route("/api/accounts", "GET", function(method, path, params, body, query
   local ids = user_account_ids(user)
   if not ids then return unavailable() end
   if #ids == 0 then return HTTP_OK, json.array {} end
-  local r = call("accounts", "GET", "/accounts", nil, { query = { ids = table.concat(ids, ",") } })
+  local r = call("accounts", "GET", "/accounts", nil, { query = { owner = user, ids = table.concat(ids, ",") } })
   if not r or r.status ~= HTTP_OK then return unavailable() end
   local out = json.array {}
   for _, a in ipairs(r.body) do
@@ -240,8 +269,8 @@ bus:add_route("/api/transfers", "POST", function(method, path, params, body, que
   if not user then return unauthorized() end
   if type(body) ~= "table" then return bad("Send from_account, to_account and amount_cents.") end
   if type(body.from_account) ~= "string" or body.from_account == "" then return bad("Choose the account to send from.", "invalid account") end
-  if type(body.to_account) ~= "string" or body.to_account == "" or #body.to_account > 128 or body.to_account:find("[%s%c]") then
-    return bad("Enter the account to send the money to.", "invalid account")
+  if not is_account_id(body.to_account) then
+    return bad("Enter the account number to send the money to (acc-...).", "invalid account")
   end
   if not is_amount(body.amount_cents) then return invalid_amount() end
   local source, failed = own_account(user, body.from_account)
@@ -324,13 +353,18 @@ local function statement_entry(event_type, data, meta)
   }
 end
 
+-- Topics are pushed only from what they name: an account id for account topics, a user identity
+-- for user topics (an event naming anything else, e.g. a transfer "to" user:<someone>, pushes
+-- nothing there).
 bus:add_live_listener("AccountOpened", function(event_type, key, correlation, data, meta)
+  if not is_account_id(key) or not is_identity(data.owner) then return end
   local topic = "user:" .. data.owner
   bus:join(topic, key)
   bus:push(topic, { kind = "account", account_id = key, balance_cents = data.balance_cents or 0, version = meta.version })
 end)
 
 local function money_update(event_type, key, correlation, data, meta)
+  if not is_account_id(key) then return end
   bus:push(key, { kind = "account", account_id = key, balance_cents = data.balance_cents, version = meta.version })
   bus:push(key, { kind = "statement_entry", account_id = key, entry = statement_entry(event_type, data, meta) })
 end
@@ -339,7 +373,12 @@ bus:add_live_listener("AccountDebited", money_update)
 
 local function transfer_update(status)
   return function(event_type, key, correlation, data, meta)
-    bus:push({ data.from_account, data.to_account }, {
+    local topics = {}
+    for _, account in ipairs({ data.from_account, data.to_account }) do
+      if is_account_id(account) then topics[#topics + 1] = account end
+    end
+    if #topics == 0 then return end
+    bus:push(topics, {
       kind = "transfer", transfer_id = data.transfer_id, status = status, reason = data.reason,
       from_account = data.from_account, to_account = data.to_account, amount_cents = data.amount_cents,
       updated_at = meta.time,

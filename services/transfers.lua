@@ -34,6 +34,9 @@ end
 local function bad(message, code) return problem(HTTP_BAD_REQUEST, code or "invalid request", message) end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_AMOUNT end
 local function is_ref(s) return type(s) == "string" and #s >= 1 and #s <= 128 and not s:find("[%s%c]") end
+-- Money moves between accounts only: both ends are account ids (never `user:<name>`, a topic
+-- of the bfaf's live feed, or anything else a listener might act on).
+local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match("^acc%-[0-9a-f]+$") ~= nil end
 
 -- Projection: transfer:<id> {transfer_id, from_account, to_account, amount_cents, status,
 -- reason?, created_at, updated_at, requested_by}; by-account:<account> transfer id -> seq.
@@ -44,7 +47,7 @@ bus:add_event_listener("TransferRequested", function(event_type, key, correlatio
     created_at = meta.time, updated_at = meta.time,
   })
   for _, account in ipairs({ data.from_account, data.to_account }) do
-    if is_ref(account) then redis:hset("by-account:" .. account, key, meta.seq) end
+    if is_account_id(account) then redis:hset("by-account:" .. account, key, meta.seq) end
   end
 end, { rebuild = true })
 
@@ -97,8 +100,11 @@ end
 -- Starts a transfer; answers 202 once it is recorded (status pending). The saga runs on.
 bus:add_route("/transfers", "POST", function(method, path, params, body)
   if type(body) ~= "table" then return bad("send {from_account, to_account, amount_cents}") end
-  if not is_ref(body.from_account) then return bad("from_account is required", "invalid account") end
-  if not is_ref(body.to_account) then return bad("Enter the account to send the money to.", "invalid account") end
+  if not is_account_id(body.from_account) then return bad("from_account must be an account id (acc-...)", "invalid account") end
+  if not is_account_id(body.to_account) then return bad("Enter the account number to send the money to (acc-...).", "invalid account") end
+  if type(body.requested_by) ~= "string" or body.requested_by == "" or #body.requested_by > 64 then
+    return bad("requested_by (the owner of from_account) is required")
+  end
   if not is_amount(body.amount_cents) then
     return bad("The amount must be a whole number of cents, more than 0 and at most " .. MAX_AMOUNT .. ".", "invalid amount")
   end

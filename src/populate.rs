@@ -30,7 +30,7 @@ pub struct PopulateArgs {
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Every customer's password.
-    #[arg(long, default_value = "password123")]
+    #[arg(long, default_value = "sequent-demo-pass")]
     password: String,
     /// Seed of the random traffic.
     #[arg(long, default_value_t = 42)]

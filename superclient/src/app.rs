@@ -29,7 +29,11 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
         opts.member_timeout,
         cohosted,
     ));
-    let limits = Limits { memory_bytes: opts.lua_memory_mb.max(1) * 1024 * 1024, instructions: opts.lua_instructions.max(1_000) };
+    let limits = Limits {
+        memory_bytes: opts.lua_memory_mb.max(1) * 1024 * 1024,
+        instructions: opts.lua_instructions.max(1_000),
+        timeout: opts.lua_timeout.max(std::time::Duration::from_millis(10)),
+    };
     let (pool, spec) = Pool::new(source.clone(), shared.clone(), limits, opts.lua_states)?;
     let serves = !spec.routes.is_empty() || !spec.websockets.is_empty();
     let (route_pool, _) = Pool::new(source.clone(), shared.clone(), limits, if serves { opts.lua_route_states } else { 1 })?;

@@ -136,6 +136,11 @@ pub struct RunOpts {
     /// stopped with an error.
     #[arg(long, env = "SEQUENT_LUA_INSTRUCTIONS", default_value_t = 50_000_000)]
     pub lua_instructions: u64,
+    /// How long one call (handler, route, receipt listener) may run before it is stopped with
+    /// an error, C library calls included; time spent waiting for Redis, the gateway, HTTP or
+    /// `bus:wait` does not count (those waits have timeouts of their own).
+    #[arg(long, env = "SEQUENT_LUA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub lua_timeout: Duration,
     /// Lua states for event handlers: how many partitions run their handlers at the same time
     /// (a state is held across the batch's network waits). Made when first needed.
     #[arg(long, env = "SEQUENT_LUA_STATES", default_value_t = 16)]

@@ -1,5 +1,5 @@
 -- Test service for the superclient's HTTP routes and sandbox.
-bus:register("example")
+bus:register("example", { mints_tokens = true }) -- crypto.token below
 
 bus:add_event_listener("Noted", function(event_type, key, correlation, data, meta)
   redis:rpush("notes:" .. key, data.text)

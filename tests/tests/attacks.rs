@@ -171,9 +171,9 @@ async fn attacks_on_the_gateway_and_the_bfaf() {
     };
     let forged = format!("{payload}.{}", b64.encode([7u8; 32]));
     let other_key = sign_token("an-attacker's-own-key-of-at-least-32-bytes", &json!({ "sub": "alice", "role": "customer", "exp": now() + 3600 }));
-    let expired = sign_token(DEV_TOKEN_SECRET, &json!({ "sub": "alice", "role": "customer", "username": "alice", "exp": now() - 60 }));
+    let expired = sign_token(DEV_TOKEN_SECRET, &json!({ "sub": "alice", "role": "customer", "username": "alice", "iss": "users", "jti": "0123456789abcdef0123456789abcdef", "exp": now() - 60 }));
     // The same signer with a future expiry is accepted: the refusal below is the expiry's.
-    let fresh = sign_token(DEV_TOKEN_SECRET, &json!({ "sub": "alice", "role": "customer", "username": "alice", "exp": now() + 60 }));
+    let fresh = sign_token(DEV_TOKEN_SECRET, &json!({ "sub": "alice", "role": "customer", "username": "alice", "iss": "users", "jti": "0123456789abcdef0123456789abcdef", "exp": now() + 60 }));
     assert_eq!(api.get(&format!("/api/accounts/{a}"), &fresh).await.0, 200, "the test signs tokens like the users service");
     let deposit = json!({ "amount_cents": 100 });
     for (name, token) in [

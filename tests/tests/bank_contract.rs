@@ -322,7 +322,30 @@ async fn the_bank_answers_as_its_openapi_document_says() {
     }
     tail.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.ok();
 
+    // ---- log-out: the token is refused from then on
+    let a = api.valid("POST", "/api/sessions", "/api/sessions", None, json!({ "username": "alice.b", "password": "correct horse" })).await;
+    let session = a.body["token"].as_str().unwrap().to_string();
+    let a = api.call("DELETE", "/api/sessions", "/api/sessions", Some(&session), None).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let a = api.call("DELETE", "/api/sessions", "/api/sessions", Some(&session), None).await;
+    assert_eq!(code(&a), (401, Some("unauthorized")), "{}", a.body);
+    let a = api.call("GET", "/api/accounts", "/api/accounts", Some(&session), None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+
+    // ---- failed log-ins (last: the name stays locked for the window)
+    for _ in 0..5 {
+        let a = api.valid("POST", "/api/sessions", "/api/sessions", None, json!({ "username": "bob", "password": "wrong horse" })).await;
+        assert_eq!(a.status, 401, "{}", a.body);
+    }
+    let a = api.valid("POST", "/api/sessions", "/api/sessions", None, json!({ "username": "bob", "password": "wrong horse" })).await;
+    assert_eq!(code(&a), (429, Some("too many attempts")), "{}", a.body);
+    let after: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(Some(after), a.body["retry_after"].as_u64(), "{}", a.body);
+    let a = api.valid("POST", "/api/users", "/api/users", None, json!({ "username": "carol", "password": "12345678" })).await;
+    assert_eq!(code(&a), (400, Some("weak password")), "{}", a.body);
+
     c.assert_covered(&[
+        ("POST /api/users 429", "needs 20 failures from one address, which would lock this test out: tests/tests/insider.rs provokes it"),
         ("* * 503", "needs a service that does not answer"),
         ("* * 504", "needs a projection that does not catch up within 10 s"),
         ("* * default", "the superclient's own answers (unknown path, 405, 413, 415, 500): checked by superclient_built_in_errors_are_problems"),

@@ -80,3 +80,120 @@ async fn escapes_and_bombs_fail_their_call_and_the_instance_keeps_serving() {
         println!("{line}");
     }
 }
+
+/// Requests `/ok` back to back until `stop` is set; returns how many answers came and the
+/// longest wait for one.
+async fn witness(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (usize, Duration) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let (mut answers, mut longest) = (0, Duration::ZERO);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let started = Instant::now();
+        let r = client.get(&url).send().await.expect("the witness is answered");
+        assert_eq!(r.status().as_u16(), 200, "the witness is answered");
+        longest = longest.max(started.elapsed());
+        answers += 1;
+    }
+    (answers, longest)
+}
+
+/// Issue 13: C functions the instruction hook never interrupts (`table.move` over 2^50
+/// elements, a `__len` of 2^50 behind `table.insert`, backtracking patterns) are bounded: with
+/// an instruction budget too large to matter, each bomb's request ends with a 500 once the call
+/// has run for --lua-timeout, while a witness keeps getting answers from the same instance,
+/// two bombs at a time (two such requests used to take the service down for good).
+#[tokio::test]
+async fn c_function_and_pattern_bombs_end_within_the_time_limit_while_others_are_served() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let limit = Duration::from_secs(1);
+    let args = ["--lua-instructions", "1000000000000", "--lua-timeout", "1s", "--lua-route-states", "4", "--max-attempts", "3", "--retry-delay", "100ms"];
+    let inst = stack.instance("superclient_sandbox.lua", "sandbox-time", &args).await;
+    let mut child = inst.child;
+    let url = |p: &str| format!("{}{p}", inst.http);
+
+    // Honest work first: the bounded functions answer as Lua does.
+    let (s, v) = get_json(&url("/try/patterns")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["result"],
+        "key,value ; 5,7 ; hell0 w0rld ; aabbcc ; <hello> <world> ; ann is 7 ; -a-b-c- ; one|two|three ; 2 ; 6 ; 3,5 ; 2 ; 2 ; 1,1,2,3 ; 0,2,3,9 ; 1,3,5,9",
+        "{v}"
+    );
+    // C's quadratic plain search (2^22 x 2^21 bytes) is linear now.
+    let started = Instant::now();
+    let (s, v) = get_json(&url("/try/plain-find")).await;
+    assert_eq!((s, v["result"].as_str()), (200, Some("nil")), "{v}");
+    assert!(started.elapsed() < limit, "plain find took {:?}", started.elapsed());
+
+    let bombs = [
+        "table.move",
+        "table.move-string",
+        "table.insert-len",
+        "table.remove-len",
+        "table.concat-index",
+        "table.sort-index",
+        "find-bomb",
+        "match-bomb",
+        "gmatch-bomb",
+        "gsub-bomb",
+        "gsub-fn-bomb",
+    ];
+    let mut report = Vec::new();
+    for name in bombs {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watching = tokio::spawn(witness(url("/ok"), stop.clone()));
+        let started = Instant::now();
+        let bomb = url(&format!("/try/{name}"));
+        let (a, b) = tokio::join!(get_json(&bomb), get_json(&bomb));
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (answers, longest) = watching.await.unwrap();
+        for (status, body) in [&a, &b] {
+            assert_eq!(*status, 500, "{name}: {body}");
+        }
+        // Stopped by the clock (the instruction budget is out of reach), within the limit plus
+        // what a loaded machine adds.
+        let line = child.wait_for_line(&format!("path=\"/try/{name}\""), Duration::from_secs(5)).await.unwrap();
+        assert!(line.contains("--lua-timeout"), "{name}: stopped by the time limit: {line}");
+        assert!(took < limit * 4, "{name}: two bombs took {took:?} (limit {limit:?} each)");
+        // The witness was answered throughout: many answers, none waiting for a bomb to end.
+        assert!(answers >= 5, "{name}: the witness got {answers} answers in {took:?}");
+        assert!(longest < limit, "{name}: the witness waited {longest:?} for an answer");
+        let (s, v) = get_json(&url("/ok")).await;
+        assert_eq!(s, 200, "after {name}: {v}");
+        report.push(format!(
+            "ATTACK: lua sandbox (time): two GET /try/{name} at once -> 500, 500 in {:.2} s (limit {:?}); a witness got {answers} answers meanwhile, longest wait {:.3} s; changed: nothing",
+            took.as_secs_f64(),
+            limit,
+            longest.as_secs_f64()
+        ));
+    }
+
+    // An event whose handler runs a pattern bomb is stopped each time, retried and parked; the
+    // other keys are handled meanwhile.
+    for i in 0..10 {
+        let r = stack.append("example", "Tried", &format!("fine-{i}"), serde_json::json!({ "kind": "fine" })).await;
+        assert!(r.all_stored(), "{r:?}");
+        if i == 2 {
+            let r = stack.append("example", "Tried", "bomb-1", serde_json::json!({ "kind": "bomb" })).await;
+            assert!(r.all_stored(), "{r:?}");
+        }
+    }
+    let expected: std::collections::BTreeMap<String, i64> = (0..10).map(|i| (format!("fine-{i}"), 1)).collect();
+    stack.wait_counts("example", &expected, Duration::from_secs(60)).await;
+    sequent_tests::wait_until("bomb-1 to be parked", Duration::from_secs(60), || async {
+        let (ok, list) = stack.command(&["parked", "list", "example"]).await;
+        ok && list.contains("bomb-1")
+    })
+    .await
+    .unwrap();
+    let (_, list) = stack.command(&["parked", "list", "example"]).await;
+    assert!(list.contains("--lua-timeout"), "parked for running too long: {list}");
+    assert_eq!(stack.get_int("example", "count:bomb-1").await, None, "nothing of the bomb's event was applied");
+    let (s, _) = get_json(&url("/ok")).await;
+    assert_eq!(s, 200);
+    report.push("ATTACK: lua sandbox (time): an event whose handler runs a pattern bomb -> stopped at --lua-timeout on each attempt, parked; 10 other keys handled meanwhile; changed: nothing of the bomb's event".into());
+    for line in report {
+        println!("{line}");
+    }
+}

@@ -210,6 +210,13 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
       if (!u || u.hash !== sha(body.password)) return fail(401, 'invalid credentials', 'Wrong username or password.');
       return answer(200, newSession(u.username.toLowerCase(), 'customer'));
     }
+    if (key === 'DELETE /api/sessions') {
+      const h = headers.authorization || '';
+      const token = h.startsWith('Bearer ') ? h.slice(7) : null;
+      if (!token || !session(headers, {}, 'customer')) return unauthorized();
+      sessions.delete(token);
+      return { status: 204, body: undefined, contentType: JSON_TYPE };
+    }
     if (key === 'POST /api/admin/sessions') {
       if (!body || typeof body.username !== 'string' || typeof body.password !== 'string') return bad('Send a username and a password.');
       if (body.username !== adminUser || body.password !== adminPassword) return fail(401, 'invalid credentials', 'Wrong username or password.');

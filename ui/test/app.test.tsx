@@ -71,6 +71,19 @@ describe('the bank UI (against the spec-checked fake bank)', () => {
     expect(SilentSocket.instances[0].url).toMatch(/\/api\/live\?token=customer-[0-9a-f-]+$/);
   });
 
+  it('logs out: the backend ends the session, so the token stops working', async () => {
+    const fake = bank.fresh();
+    fake.seedCustomer('ann', 'tok');
+    const { store } = renderApp('/');
+    expect(await screen.findByText('You have no accounts yet.')).toBeTruthy();
+    await userEvent.setup().click(screen.getByRole('button', { name: 'Log out' }));
+    expect(await screen.findByRole('heading', { name: 'Log in' })).toBeTruthy();
+    expect(store.getState().auth.token).toBeNull();
+    await waitFor(() => expect(fake.requests.filter((r) => `${r.method} ${r.template}` === 'DELETE /api/sessions')).toHaveLength(1));
+    const again = await fetch('http://localhost/api/accounts', { headers: { Authorization: 'Bearer tok' } });
+    expect(again.status).toBe(401);
+  });
+
   it('opens an account and updates balances live', async () => {
     const fake = bank.fresh();
     fake.seedCustomer('ann', 'tok');

@@ -10,6 +10,9 @@
 //!   the kernel had already completed are still served), every connection finishes the request
 //!   in hand and closes (idle keep-alive connections close at once), and [`serve`] returns when
 //!   all are done or `--shutdown-timeout` has passed, whichever comes first.
+//!
+//! Each request carries the client's address as an `axum::extract::ConnectInfo<SocketAddr>`
+//! extension.
 
 use anyhow::Context as _;
 use axum::Router;
@@ -95,16 +98,16 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
     // Every connection task holds a clone; all are done when `open.recv()` sees none left.
     let (alive, mut open) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
-    let spawn = |tcp: TcpStream, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
+    let spawn = |tcp: TcpStream, peer: std::net::SocketAddr, permit: Option<tokio::sync::OwnedSemaphorePermit>| {
         let _ = tcp.set_nodelay(true);
         let (router, acceptor, stop, alive) = (router.clone(), acceptor.clone(), stop_rx.clone(), alive.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let _alive = alive;
             match acceptor {
-                None => connection(tcp, router, timeout, stop).await,
+                None => connection(tcp, router, peer, timeout, stop).await,
                 Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => connection(tls, router, timeout, stop).await,
+                    Ok(Ok(tls)) => connection(tls, router, peer, timeout, stop).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -116,9 +119,9 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accepting an HTTP connection failed");
@@ -128,15 +131,15 @@ pub async fn serve(listener: TcpListener, router: Router, opts: &HttpOpts, shutd
             },
             () = &mut shutdown => break,
         };
-        spawn(tcp, Some(permit));
+        spawn(tcp, peer, Some(permit));
     }
     // Connections the kernel completed already wait in the listen backlog: closing the listener
     // would reset them although their clients may have sent a request. Serve them too (one
     // request each), then close the listener.
     let _ = stop_tx.send(true);
     let mut late = 0;
-    while let Some(Ok((tcp, _))) = listener.accept().now_or_never() {
-        spawn(tcp, None);
+    while let Some(Ok((tcp, peer))) = listener.accept().now_or_never() {
+        spawn(tcp, peer, None);
         late += 1;
     }
     let addr = listener.local_addr().ok();
@@ -181,11 +184,17 @@ pub async fn stop_signal() {
     tracing::info!(signal = name, "stop requested");
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, timeout: Duration, mut stop: watch::Receiver<bool>) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, router: Router, peer: std::net::SocketAddr, timeout: Duration, mut stop: watch::Receiver<bool>) {
+    use tower::ServiceExt as _;
+    // The client's address, for handlers that want it (ConnectInfo, as axum::serve gives it).
+    let service = router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        request
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut stopping = false;

@@ -1,5 +1,18 @@
 //! One sandboxed Lua state running the service script, and its calls: each bounded by an
-//! instruction budget (a hook that `pcall` cannot swallow) and the state's memory limit.
+//! instruction budget and a limit on its running time (a hook that `pcall` cannot swallow), and
+//! the state's memory limit.
+//!
+//! Time: a call may *run* (Lua code, the API's synchronous work, the C library) for at most
+//! `Limits::timeout`. The clock runs while the engine polls the call; it stops while the call
+//! waits for something outside (Redis, the gateway, `bus:wait`, `http.*`, a password hash on the
+//! blocking pool): those waits are bounded by their own timeouts and cost no CPU. The hook checks
+//! the clock every [`HOOK_EVERY`] instructions; the C functions that could run long without
+//! executing a Lua instruction (the pattern functions, `table.move`, ...) are replaced by bounded
+//! versions that charge their steps to the same budget (`api::bounded`, `api::basics`).
+//!
+//! Fairness: a call that has run for [`SLICE`] without waiting yields to the async runtime (the
+//! hook yields its Lua thread, the engine lets other tasks run and resumes it), so a long call
+//! on one worker thread does not stall the requests and events queued behind it.
 
 use super::{api, Call, Limits, Mode, Shared, Spec, StaticSpec};
 use mlua::{FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, VmState};
@@ -7,9 +20,10 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 pub(crate) type Slot = Arc<Mutex<Option<Call>>>;
 
@@ -19,7 +33,7 @@ pub enum CallError {
     /// The script raised an error (or misused the API).
     #[error("{0}")]
     Script(String),
-    /// The call ran out of instructions or memory. The state is replaced afterwards.
+    /// The call ran out of instructions, time or memory. The state is replaced afterwards.
     #[error("{0}")]
     Resource(String),
     /// Redis or the gateway failed underneath: not the script's fault.
@@ -27,15 +41,34 @@ pub enum CallError {
     Infra(String),
 }
 
-/// Instruction accounting of one state, reset before each call.
+/// Instruction and time accounting of one state, reset before each call.
 pub(crate) struct Budget {
     pub(crate) used: AtomicU64,
     limit: u64,
+    timeout: Duration,
     pub(crate) exceeded: AtomicBool,
+    /// What ran out: [`WHY_INSTRUCTIONS`] or [`WHY_TIME`].
+    why: AtomicU8,
     hits: AtomicU64,
+    epoch: Instant,
+    /// Running time of the call's finished polls, in nanoseconds.
+    spent: AtomicU64,
+    /// When the running poll began (nanoseconds since `epoch`, plus one); 0 while none runs.
+    running_since: AtomicU64,
+    /// When the running slice began (nanoseconds since `epoch`): the poll's start or the last
+    /// yield to the runtime.
+    slice_start: AtomicU64,
+    /// The call's own Lua thread (its pointer): the only one the hook yields to the runtime.
+    main_thread: AtomicUsize,
+    /// Set when the hook yielded to let other tasks run.
+    yielded: AtomicBool,
 }
 
 const HOOK_EVERY: u32 = 10_000;
+/// How long a call runs before it lets other tasks of its worker thread run.
+const SLICE: Duration = Duration::from_millis(10);
+const WHY_INSTRUCTIONS: u8 = 1;
+const WHY_TIME: u8 = 2;
 
 /// The functions a state's script registered, stored in the state's app data.
 #[derive(Default)]
@@ -59,6 +92,10 @@ pub struct Engine {
     memory_bytes: usize,
 }
 
+/// The memory limit of a state, for the API functions that build large values in Rust.
+#[derive(Clone, Copy)]
+pub(crate) struct MemoryLimit(pub(crate) usize);
+
 impl Engine {
     /// Creates a sandboxed state and runs the script in it.
     pub fn load(source: &str, shared: Arc<Shared>, limits: Limits) -> anyhow::Result<(Engine, Spec)> {
@@ -67,32 +104,44 @@ impl Engine {
             LuaOptions::new(),
         )
         .map_err(|e| anyhow::anyhow!("creating a Lua state: {e}"))?;
-        let budget = Arc::new(Budget {
-            used: AtomicU64::new(0),
-            limit: limits.instructions,
-            exceeded: AtomicBool::new(false),
-            hits: AtomicU64::new(0),
-        });
+        let budget = Arc::new(Budget::new(limits));
         let slot: Slot = Arc::new(Mutex::new(None));
         lua.set_app_data(slot.clone());
         lua.set_app_data(shared.clone());
         lua.set_app_data(Handlers::default());
         lua.set_app_data(budget.clone());
+        lua.set_app_data(MemoryLimit(limits.memory_bytes));
         let hook_budget = budget.clone();
-        lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_lua, _debug| {
-            let used = hook_budget.used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
-            if used <= hook_budget.limit {
-                return Ok(VmState::Continue);
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |lua, _debug| {
+            let b = &hook_budget;
+            let used = b.used.fetch_add(u64::from(HOOK_EVERY), Ordering::Relaxed) + u64::from(HOOK_EVERY);
+            if !b.exceeded.load(Ordering::Relaxed) {
+                if used > b.limit {
+                    b.exceed(WHY_INSTRUCTIONS);
+                } else if b.running_time() > b.timeout {
+                    b.exceed(WHY_TIME);
+                }
             }
-            hook_budget.exceeded.store(true, Ordering::Relaxed);
-            // An error can be caught by pcall; a yield cannot (the runtime then drops the
-            // call). A yield is impossible inside some C functions (table.sort's comparator),
-            // so alternate between the two.
-            if hook_budget.hits.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
-                Err(mlua::Error::runtime(budget_message(hook_budget.limit)))
-            } else {
-                Ok(VmState::Yield)
+            if b.exceeded.load(Ordering::Relaxed) {
+                // An error can be caught by pcall; a yield cannot (the runtime then drops the
+                // call). A yield is impossible inside some C functions (table.sort's
+                // comparator), so alternate between the two.
+                return if b.hits.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+                    Err(mlua::Error::runtime(b.message()))
+                } else {
+                    Ok(VmState::Yield)
+                };
             }
+            // Let the other tasks of this worker thread run now and then. Only the call's own
+            // thread yields (or a thread the API runs for it, such as bus:wait's condition, which
+            // mlua reports as that thread): a coroutine of the script would see a yield it did
+            // not make.
+            if b.slice_over() && lua.current_thread().to_pointer() as usize == b.main_thread.load(Ordering::Relaxed) {
+                b.yielded.store(true, Ordering::Relaxed);
+                b.slice_start.store(b.now(), Ordering::Relaxed);
+                return Ok(VmState::Yield);
+            }
+            Ok(VmState::Continue)
         })
         .map_err(|e| anyhow::anyhow!("installing the instruction hook: {e}"))?;
         api::install(&lua).map_err(|e| anyhow::anyhow!("installing the Lua API: {e}"))?;
@@ -100,10 +149,12 @@ impl Engine {
 
         *slot.lock() = Some(Call::new(Mode::Load, ""));
         budget.reset();
+        let started = budget.start_running();
         let result = lua.load(source).set_name(format!("@{}", shared.script_name)).set_mode(mlua::chunk::ChunkMode::Text).exec();
+        budget.stop_running(started);
         slot.lock().take();
         if budget.exceeded.load(Ordering::Relaxed) {
-            anyhow::bail!("{}: {}", shared.script_name, budget_message(limits.instructions));
+            anyhow::bail!("{}: {}", shared.script_name, budget.message());
         }
         result.map_err(|e| anyhow::anyhow!("{}", clean_error(&e)))?;
 
@@ -159,28 +210,18 @@ impl Engine {
         self.lua.app_data_ref::<Handlers>()?.websockets.get(index).map(|(_, f)| f.clone())
     }
 
-    /// Calls `f` with `args` under `call`, within the instruction budget. Returns the call
-    /// context back whatever happened, so the caller decides what to commit.
+    /// Calls `f` with `args` under `call`, within the instruction budget and the time limit.
+    /// Returns the call context back whatever happened, so the caller decides what to commit.
     pub async fn call<R: FromLuaMulti>(&self, f: &Function, args: impl IntoLuaMulti, call: Call) -> (Result<R, CallError>, Call) {
         *self.slot.lock() = Some(call);
         self.budget.reset();
-        let result = {
-            let mut fut = pin!(f.call_async::<R>(args));
-            let budget = self.budget.clone();
-            std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(Some)),
-                // The hook yielded because the budget ran out: abandon the call.
-                Poll::Pending if budget.exceeded.load(Ordering::Relaxed) => Poll::Ready(Err(None)),
-                Poll::Pending => Poll::Pending,
-            })
-            .await
-        };
+        let result = self.run(f, args).await;
         let call = self.slot.lock().take().expect("the call context stays in place during a call");
         let exceeded = self.budget.exceeded.load(Ordering::Relaxed);
         let result = match result {
             Ok(r) if !exceeded => Ok(r),
-            Ok(_) | Err(None) => Err(CallError::Resource(budget_message(self.budget.limit))),
-            Err(Some(_)) if exceeded => Err(CallError::Resource(budget_message(self.budget.limit))),
+            Ok(_) | Err(None) => Err(CallError::Resource(self.budget.message())),
+            Err(Some(_)) if exceeded => Err(CallError::Resource(self.budget.message())),
             Err(Some(e)) => Err(match &call.infra_error {
                 Some(infra) => CallError::Infra(infra.clone()),
                 None if is_memory_error(&e) => CallError::Resource(format!(
@@ -193,22 +234,138 @@ impl Engine {
         };
         (result, call)
     }
+
+    /// Runs the call on a thread of its own, timing each poll; `Err(None)` when the budget ran
+    /// out while the call was suspended (the call is abandoned).
+    async fn run<R: FromLuaMulti>(&self, f: &Function, args: impl IntoLuaMulti) -> Result<R, Option<mlua::Error>> {
+        let thread = self.lua.create_thread(f.clone()).map_err(Some)?;
+        self.budget.main_thread.store(thread.to_pointer() as usize, Ordering::Relaxed);
+        let mut fut = pin!(thread.into_async::<R>(args).map_err(Some)?);
+        let budget = &self.budget;
+        loop {
+            let step = std::future::poll_fn(|cx| {
+                let started = budget.start_running();
+                let polled = fut.as_mut().poll(cx);
+                budget.stop_running(started);
+                match polled {
+                    Poll::Ready(r) => Poll::Ready(Some(r.map_err(Some))),
+                    // The hook yielded because the budget ran out: abandon the call.
+                    Poll::Pending if budget.exceeded.load(Ordering::Relaxed) => Poll::Ready(Some(Err(None))),
+                    // The hook yielded to let other tasks run.
+                    Poll::Pending if budget.yielded.swap(false, Ordering::Relaxed) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match step {
+                Some(r) => return r,
+                None => tokio::task::yield_now().await,
+            }
+        }
+    }
 }
 
 impl Budget {
-    pub(crate) fn reset(&self) {
+    fn new(limits: Limits) -> Budget {
+        Budget {
+            used: AtomicU64::new(0),
+            limit: limits.instructions,
+            timeout: limits.timeout,
+            exceeded: AtomicBool::new(false),
+            why: AtomicU8::new(0),
+            hits: AtomicU64::new(0),
+            epoch: Instant::now(),
+            spent: AtomicU64::new(0),
+            running_since: AtomicU64::new(0),
+            slice_start: AtomicU64::new(0),
+            main_thread: AtomicUsize::new(0),
+            yielded: AtomicBool::new(false),
+        }
+    }
+
+    fn reset(&self) {
         self.used.store(0, Ordering::Relaxed);
         self.exceeded.store(false, Ordering::Relaxed);
+        self.why.store(0, Ordering::Relaxed);
+        self.hits.store(0, Ordering::Relaxed);
+        self.spent.store(0, Ordering::Relaxed);
+        self.running_since.store(0, Ordering::Relaxed);
+        self.main_thread.store(0, Ordering::Relaxed);
+        self.yielded.store(false, Ordering::Relaxed);
+    }
+
+    /// A whole instruction count again within the same call (a rebuild batch gives each event
+    /// one, as if it were a call of its own); the call's running time keeps counting.
+    pub(crate) fn fresh_instructions(&self) {
+        self.used.store(0, Ordering::Relaxed);
         self.hits.store(0, Ordering::Relaxed);
     }
 
-    pub(crate) fn message(&self) -> String {
-        budget_message(self.limit)
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
-}
 
-fn budget_message(limit: u64) -> String {
-    format!("the call ran more than {limit} Lua instructions and was stopped (an endless loop?); raise --lua-instructions if the work is legitimate")
+    /// Starts the clock; returns the start for [`Budget::stop_running`].
+    fn start_running(&self) -> u64 {
+        let now = self.now();
+        self.running_since.store(now + 1, Ordering::Relaxed);
+        self.slice_start.store(now, Ordering::Relaxed);
+        now
+    }
+
+    fn stop_running(&self, started: u64) {
+        self.spent.fetch_add(self.now().saturating_sub(started), Ordering::Relaxed);
+        self.running_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the call has run so far.
+    fn running_time(&self) -> Duration {
+        let since = self.running_since.load(Ordering::Relaxed);
+        let running = if since == 0 { 0 } else { self.now().saturating_sub(since - 1) };
+        Duration::from_nanos(self.spent.load(Ordering::Relaxed) + running)
+    }
+
+    fn slice_over(&self) -> bool {
+        self.running_since.load(Ordering::Relaxed) != 0
+            && self.now().saturating_sub(self.slice_start.load(Ordering::Relaxed)) > SLICE.as_nanos() as u64
+    }
+
+    fn exceed(&self, why: u8) {
+        let _ = self.why.compare_exchange(0, why, Ordering::Relaxed, Ordering::Relaxed);
+        self.exceeded.store(true, Ordering::Relaxed);
+    }
+
+    /// Charges `n` steps of work done outside the Lua VM (a pattern match, ...) as
+    /// instructions, and looks at the clock: an error once the call is over its budget, which
+    /// then stays spent (pcall cannot swallow it).
+    pub(crate) fn charge(&self, n: u64) -> Result<(), String> {
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        if !self.exceeded.load(Ordering::Relaxed) {
+            if used > self.limit {
+                self.exceed(WHY_INSTRUCTIONS);
+            } else if self.running_time() > self.timeout {
+                self.exceed(WHY_TIME);
+            }
+        }
+        if self.exceeded.load(Ordering::Relaxed) {
+            return Err(self.message());
+        }
+        Ok(())
+    }
+
+    /// Why the call was stopped, in words.
+    pub(crate) fn message(&self) -> String {
+        match self.why.load(Ordering::Relaxed) {
+            WHY_TIME => format!(
+                "the call ran longer than {:?} (--lua-timeout) and was stopped (an endless loop, or too much work for one call?); waits for Redis, HTTP or bus:wait do not count",
+                self.timeout
+            ),
+            _ => format!(
+                "the call ran more than {} Lua instructions and was stopped (an endless loop?); raise --lua-instructions if the work is legitimate",
+                self.limit
+            ),
+        }
+    }
 }
 
 fn is_memory_error(e: &mlua::Error) -> bool {

@@ -96,6 +96,8 @@ impl Shared {
 pub struct Limits {
     pub memory_bytes: usize,
     pub instructions: u64,
+    /// How long one call may run (waits for Redis, HTTP, the gateway or `bus:wait` excluded).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

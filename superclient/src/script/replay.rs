@@ -46,7 +46,7 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
         if budget.exceeded.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(mlua::Error::runtime(budget.message()));
         }
-        budget.reset();
+        budget.fresh_instructions();
         Ok(())
     })?;
     let t = lua.create_table()?;
@@ -153,7 +153,7 @@ end)
 
     async fn run(events: &[(Event, u32)]) -> Result<(), (usize, CallError)> {
         let shared = Arc::new(Shared::new("i".into(), std::path::Path::new("replayed.lua"), Default::default(), false, std::time::Duration::from_secs(5), Default::default()));
-        let limits = Limits { memory_bytes: 64 << 20, instructions: 1_000_000 };
+        let limits = Limits { memory_bytes: 64 << 20, instructions: 1_000_000, timeout: std::time::Duration::from_secs(5) };
         let (pool, _) = Pool::new(SCRIPT.to_string(), shared, limits, 1).unwrap();
         let mut lease = pool.get().await;
         replay(&mut lease, events, Call::new(Mode::Rebuild, "replayed@1")).await.0

@@ -1,10 +1,11 @@
 //! The HTTP server: the script's routes, `/health` and `/ready` (`ops`). Prometheus metrics are
 //! served on a listener of their own (`--metrics-listen`), not on the routes' port.
 //!
-//! A route handler is `fn(method, path, params, body, query, headers)` (header names in lower
-//! case) and returns `(status, value)`:
+//! A route handler is `fn(method, path, params, body, query, headers, peer)` (header names in
+//! lower case; `peer` the client's IP address) and returns `(status, value)`:
 //! a table is sent as JSON (an RFC 9457 problem, `type` `urn:sequent:problem:...` with a `code`,
-//! as `application/problem+json`), a string as text, nil as an empty body. The superclient's own
+//! as `application/problem+json`; a 429 or 503 problem with a whole-number `retry_after` member
+//! also gets a `Retry-After` header), a string as text, nil as an empty body. The superclient's own
 //! errors are problems too. Request bodies must be JSON
 //! (`Content-Type: application/json`, else 415), well-formed (else 400) and within the body
 //! limit (else 413). A Lua error gives a 500 whose body carries an error id; the cause is logged
@@ -158,7 +159,8 @@ async fn dispatch_inner(h: &Http, request: Request) -> Response {
             Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request body is not valid JSON: {e}")),
         }
     };
-    let mut r = run_route(h, index, &method, &path, params, body_json, query, headers).await;
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let mut r = run_route(h, index, &method, &path, params, body_json, query, headers, peer).await;
     r.extensions_mut().insert(RouteLabel(h.labels.get(index).cloned().unwrap_or_else(|| "?".into())));
     r
 }
@@ -173,6 +175,7 @@ async fn run_route(
     body: Option<serde_json::Value>,
     query: HashMap<String, String>,
     headers: Vec<(String, String)>,
+    peer: Option<String>,
 ) -> Response {
     let svc = &h.svc;
     for _ in 0..5 {
@@ -199,7 +202,7 @@ async fn run_route(
             for (k, v) in &headers {
                 hd.raw_set(k.as_str(), v.as_str())?;
             }
-            Ok((method.to_string(), path.to_string(), p, b, q, hd))
+            Ok((method.to_string(), path.to_string(), p, b, q, hd, peer.clone()))
         })();
         let args = match args {
             Ok(a) => a,
@@ -322,7 +325,11 @@ fn build_response(values: &MultiValue, method: &str, path: &str) -> Response {
         Some(v @ Value::Table(_)) => match lua_to_json(v) {
             // A problem (RFC 9457) is labelled as one.
             Ok(json) if status.as_u16() >= 400 && json["type"].as_str().is_some_and(|t| t.starts_with(sequent_protocol::problem::TYPE_PREFIX)) && json["code"].is_string() => {
-                (status, [(header::CONTENT_TYPE, sequent_protocol::problem::CONTENT_TYPE)], json.to_string()).into_response()
+                let mut r = (status, [(header::CONTENT_TYPE, sequent_protocol::problem::CONTENT_TYPE)], json.to_string()).into_response();
+                if let (429 | 503, Some(after)) = (status.as_u16(), json["retry_after"].as_u64()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
+                }
+                r
             }
             Ok(json) => (status, axum::Json(json)).into_response(),
             Err(e) => {

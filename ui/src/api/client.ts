@@ -213,6 +213,10 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
         }),
         'token',
       ),
+    /** Ends the session: the backend refuses the token from then on. */
+    logOut: async (token: string) => {
+      await call<null>('DELETE', '/sessions', { token });
+    },
     listAccounts: async (token: string) => {
       const body = await call<Answer<'/api/accounts', 'get', 200> | { accounts: Account[] }>('GET', '/accounts', { token });
       const list = Array.isArray(body) ? body : (body?.accounts ?? []);

@@ -32,7 +32,11 @@ export interface paths {
         put?: never;
         /** Log in */
         post: operations["logIn"];
-        delete?: never;
+        /**
+         * Log out
+         * @description Ends the session of the token sent: from this answer on, the token is refused by every call and live socket (401, close code 4401), also after the bank restarts or rebuilds its state, until it would have expired anyway. The customer's other sessions go on.
+         */
+        delete: operations["logOut"];
         options?: never;
         head?: never;
         patch?: never;
@@ -338,11 +342,13 @@ export interface components {
              * @description The machine-readable reason. The bank's codes are lower-case words (`insufficient funds`, ...); the gateway's (explorer queries) and the superclient's own answers (unknown path, body not JSON, ...) use snake_case (`bad_request`, `not_found`, ...).
              * @enum {string}
              */
-            code: "invalid request" | "invalid amount" | "invalid account" | "invalid credentials" | "unauthorized" | "not found" | "username taken" | "insufficient funds" | "balance limit exceeded" | "conflict" | "timeout" | "unavailable" | "busy" | "bad_request" | "forbidden" | "not_found" | "method_not_allowed" | "too_large" | "unsupported_media_type" | "upgrade_required" | "too_many_requests" | "internal" | "error";
+            code: "invalid request" | "invalid amount" | "invalid account" | "invalid credentials" | "unauthorized" | "not found" | "username taken" | "weak password" | "too many attempts" | "insufficient funds" | "balance limit exceeded" | "conflict" | "timeout" | "unavailable" | "busy" | "bad_request" | "forbidden" | "not_found" | "method_not_allowed" | "too_large" | "unsupported_media_type" | "upgrade_required" | "too_many_requests" | "internal" | "error";
             /** @description Extension of `insufficient funds` and `balance limit exceeded`: the balance the decision was taken on. */
             balance_cents?: number;
             /** @description Extension of a `timeout` of `POST /api/transfers`: the transfer was sent under this id. */
             transfer_id?: string;
+            /** @description Extension of `too many attempts` (429): seconds until attempts are taken again; also sent as the `Retry-After` header. */
+            retry_after?: number;
         };
         SignUp: {
             /** @description 3 to 32 letters, digits, `.`, `_` or `-`; case-insensitive. */
@@ -667,6 +673,17 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description Too many failed attempts (`too many attempts`): for this user name (5 failed log-ins) or from this address (20 failed log-ins or sign-ups with a taken name) within the window (15 minutes by default); refused whatever the password until `retry_after` seconds have passed (also the `Retry-After` header). */
+        TooManyAttempts: {
+            headers: {
+                /** @description Seconds to wait. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
     };
     parameters: never;
     requestBodies: never;
@@ -697,7 +714,15 @@ export interface operations {
                     "application/json": components["schemas"]["SignedUp"];
                 };
             };
-            400: components["responses"]["BadRequest"];
+            /** @description The request is malformed, or the password is too easy to guess (`weak password`: one of the most common passwords, the username in it, one or two characters repeated, a simple run such as `12345678`); `detail` says which. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The username is taken, whatever its case (`username taken`). */
             409: {
                 headers: {
@@ -707,6 +732,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyAttempts"];
             503: components["responses"]["Unavailable"];
             504: components["responses"]["Timeout"];
             default: components["responses"]["Default"];
@@ -735,7 +761,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
-            /** @description Wrong username or password (`invalid credentials`). */
+            /** @description Wrong username or password (`invalid credentials`): the same answer, taking about the same time, for a name that does not exist. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -744,7 +770,30 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            429: components["responses"]["TooManyAttempts"];
             503: components["responses"]["Unavailable"];
+            default: components["responses"]["Default"];
+        };
+    };
+    logOut: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Logged out: the token is refused from now on. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["Timeout"];
             default: components["responses"]["Default"];
         };
     };

@@ -54,6 +54,20 @@ export const signUp = createAppAsyncThunk('auth/signUp', async ({ username, pass
   }
 });
 
+/** "Log out": every customer slice forgets its data at once, and the session is ended on the
+ * backend (the token is refused from then on), whether or not the backend answers. */
+export const logOut = createAppAsyncThunk('auth/logOut', async (_: void, { extra, getState, dispatch }) => {
+  const token = getState().auth.token;
+  dispatch(loggedOut());
+  if (token) {
+    try {
+      await extra.api.logOut(token);
+    } catch {
+      // Expired already, or the bank is unreachable: the UI has forgotten the token all the same.
+    }
+  }
+});
+
 const authSlice = createSlice({
   name: 'auth',
   initialState: initialAuthState,

@@ -24,6 +24,9 @@ fn sandbox(lua: &Lua) -> LResult<()> {
     }
     let string: Table = g.get("string")?;
     string.raw_set("dump", Value::Nil)?;
+    // The pattern functions, bounded (C's backtracking matcher is not).
+    super::bounded::install(lua, &string)?;
+    g.raw_set("__sequent_plain", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::Table(t) if t.metatable().is_none())))?)?;
     let os: Table = g.get("os")?;
     let safe_os = lua.create_table()?;
     for name in ["time", "clock", "date", "difftime"] {
@@ -40,10 +43,95 @@ fn sandbox(lua: &Lua) -> LResult<()> {
         local raw_load, raw_pcall, raw_xpcall, raw_resume = load, pcall, xpcall, coroutine.resume
         local raw_setmetatable, rawget = setmetatable, rawget
         local over, error, type = __sequent_over_budget, error, type
-        __sequent_over_budget = nil
-        -- text chunks only: precompiled bytecode can break out of any sandbox
+        local plain, select, tointeger, maxinteger = __sequent_plain, select, math.tointeger, math.maxinteger
+        __sequent_over_budget, __sequent_plain = nil, nil
+        -- text chunks only: precompiled bytecode can break out of any sandbox; at most 1 MiB
+        -- (compiling runs in C, outside the instruction budget)
+        local MAX_CHUNK = 1 << 20
         load = function(chunk, name, mode, env)
+            if type(chunk) == "string" and #chunk > MAX_CHUNK then return nil, "chunk too large (load takes at most 1 MiB)" end
+            if type(chunk) == "function" then
+                local reader, total = chunk, 0
+                chunk = function()
+                    local piece = reader()
+                    if type(piece) == "string" then
+                        total = total + #piece
+                        if total > MAX_CHUNK then error("chunk too large (load takes at most 1 MiB)") end
+                    end
+                    return piece
+                end
+            end
             return raw_load(chunk, name, "t", env)
+        end
+        -- The table functions loop in C, where the instruction hook never fires: a loop whose
+        -- length a script chooses (table.move's range, the __len of a table with a metatable)
+        -- runs in Lua instead, where the budget and the time limit see it. Plain tables keep
+        -- the C functions (their loops are bounded by what the table holds).
+        local raw_move, raw_insert, raw_remove, raw_concat, raw_sort = table.move, table.insert, table.remove, table.concat, table.sort
+        local BIG = 1 << 16
+        local function int_arg(v, n, name)
+            local i = tointeger(v)
+            if i == nil then error("bad argument #" .. n .. " to '" .. name .. "' (number has no integer representation)", 3) end
+            return i
+        end
+        local function with_metatable(t) return type(t) == "table" and not plain(t) end
+        table.move = function(a1, f, e, t, a2)
+            f, e, t = int_arg(f, 2, "move"), int_arg(e, 3, "move"), int_arg(t, 4, "move")
+            -- (a wrapped-around e - f is negative: C checks and refuses it)
+            if e < f or e - f < BIG then return raw_move(a1, f, e, t, a2) end
+            raw_move(a1, f, f - 1, t, a2) -- checks the arguments' types, moves nothing
+            local dest = a2 == nil and a1 or a2
+            local n = e - f + 1
+            if t > maxinteger - n + 1 then error("bad argument #4 to 'move' (destination wrap around)", 2) end
+            if t > e or t <= f or (a2 ~= nil and a1 ~= a2) then
+                for i = 0, n - 1 do dest[t + i] = a1[f + i] end
+            else
+                for i = n - 1, 0, -1 do dest[t + i] = a1[f + i] end
+            end
+            return dest
+        end
+        table.insert = function(t, ...)
+            if not with_metatable(t) then return raw_insert(t, ...) end
+            local e = #t + 1
+            local nargs = select("#", ...)
+            if nargs == 1 then t[e] = (...) return end
+            if nargs ~= 2 then error("wrong number of arguments to 'insert'", 2) end
+            local pos, v = ...
+            pos = int_arg(pos, 2, "insert")
+            if pos < 1 or pos > e then error("bad argument #2 to 'insert' (position out of bounds)", 2) end
+            for i = e, pos + 1, -1 do t[i] = t[i - 1] end
+            t[pos] = v
+        end
+        table.remove = function(t, pos)
+            if not with_metatable(t) then return raw_remove(t, pos) end
+            local size = #t
+            if pos == nil then pos = size else pos = int_arg(pos, 2, "remove") end
+            if pos ~= size and (pos < 1 or pos > size + 1) then error("bad argument #2 to 'remove' (position out of bounds)", 2) end
+            local v = t[pos]
+            while pos < size do t[pos] = t[pos + 1]; pos = pos + 1 end
+            t[pos] = nil
+            return v
+        end
+        table.concat = function(t, sep, i, j)
+            if not with_metatable(t) then return raw_concat(t, sep, i, j) end
+            raw_concat({}, sep) -- checks sep
+            i = i == nil and 1 or int_arg(i, 3, "concat")
+            j = j == nil and #t or int_arg(j, 4, "concat")
+            local parts = {}
+            for k = i, j do
+                local v = t[k]
+                if type(v) ~= "string" and type(v) ~= "number" then
+                    error("invalid value (" .. type(v) .. ") at index " .. k .. " in table for 'concat'", 2)
+                end
+                parts[#parts + 1] = v
+            end
+            return raw_concat(parts, sep)
+        end
+        local function lt(a, b) return a < b end
+        table.sort = function(t, comp)
+            -- Sorting without a comparator runs entirely in C: a long one gets a Lua comparator.
+            if comp == nil and (with_metatable(t) or (type(t) == "table" and #t > BIG)) then comp = lt end
+            return raw_sort(t, comp)
         end
         -- an exhausted instruction budget must not be swallowed by pcall
         local function check(ok, ...)

@@ -10,6 +10,18 @@ use mlua::{Function, Lua, MultiValue, Table, Value};
 use sequent_protocol::declaration::{validate_service, Declaration};
 use sequent_protocol::validate::validate_type;
 
+/// Why a variable is never a script's to read (`None`: it may be, if declared): the secrets the
+/// superclient itself uses, and the gateway's API tokens.
+pub(crate) fn superclient_secret(name: &str) -> Option<&'static str> {
+    match name {
+        "SEQUENT_TOKEN_SECRET" | "SEQUENT_PASSWORD_PEPPER" => Some("this secret belongs to the superclient: scripts use it through crypto.*"),
+        "SEQUENT_NATS_PASSWORD" | "SEQUENT_REDIS_PASSWORD" => Some("this credential belongs to the superclient, not to scripts"),
+        "SEQUENT_API_TOKENS" => Some("these are the gateway's API tokens, not a script's"),
+        n if n.ends_with("_SEAL_KEY") => Some("seal keys belong to the superclient: scripts use them through crypto.seal and crypto.open"),
+        _ => None,
+    }
+}
+
 pub fn install(lua: &Lua) -> LResult<()> {
     let bus = lua.create_table()?;
     bus.raw_set(
@@ -33,6 +45,9 @@ pub fn install(lua: &Lua) -> LResult<()> {
                 ))
             })?;
             declaration.validate().map_err(|e| mlua::Error::runtime(format!("bus:register({name:?}, declaration): {e}")))?;
+            if let Some((var, why)) = declaration.env.iter().find_map(|v| superclient_secret(v).map(|why| (v, why))) {
+                return err(format!("bus:register({name:?}, declaration): env lists {var}: {why}"));
+            }
             let mut h = lua.app_data_mut::<Handlers>().expect("handlers are installed");
             match &h.service {
                 Some(old) if *old != name => err(format!("bus:register: the script already registered as {old:?}")),
@@ -116,11 +131,16 @@ pub fn install(lua: &Lua) -> LResult<()> {
         "env",
         lua.create_function(|lua, values: MultiValue| {
             let name: String = args(lua, values, "bus:env")?;
-            if !name.starts_with("SEQUENT_") {
-                return err(format!("bus:env({name:?}): only SEQUENT_* variables may be read"));
+            if let Some(why) = superclient_secret(&name) {
+                return err(format!("bus:env({name:?}): {why}"));
             }
-            if ["SEQUENT_TOKEN_SECRET", "SEQUENT_PASSWORD_PEPPER", "SEQUENT_NATS_PASSWORD"].contains(&name.as_str()) {
-                return err(format!("bus:env({name:?}): this secret belongs to the superclient, not to scripts"));
+            let h = lua.app_data_ref::<Handlers>().expect("handlers are installed");
+            if !h.declaration.env.iter().any(|n| *n == name) {
+                let service = h.service.as_deref().unwrap_or("<service>");
+                return err(format!(
+                    "bus:env({name:?}): the script did not declare it; a script reads only the variables it declares: \
+                     bus:register({service:?}, {{ env = {{ {name:?} }} }})"
+                ));
             }
             Ok(std::env::var(&name).ok())
         })?,

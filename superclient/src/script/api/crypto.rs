@@ -5,8 +5,17 @@
 //! - `crypto.random_hex(nbytes)`, `crypto.uuid()`, `crypto.sha256_hex(s)`: random ids (OS
 //!   randomness), a UUID v7, a digest;
 //! - `crypto.token(subject, ttl_seconds, claims?)` → a signed, expiring token
-//!   `base64url(json).base64url(hmac_sha256)`, json = `{sub, exp, ...claims}`;
-//!   `crypto.verify_token(token)` → the claims table, or `nil, reason`.
+//!   `base64url(json).base64url(hmac_sha256)`, json = `{sub, exp, iat, jti, iss, ...claims}`;
+//!   only for services that declare `mints_tokens = true`; `iss` is the minting service (a
+//!   script cannot choose it), `jti` a random token id (for revocation);
+//!   `crypto.verify_token(token[, {issuer = "users" | {...}}])` → the claims table, or
+//!   `nil, reason`; with `issuer`, tokens minted by any other service are refused;
+//! - `crypto.seal(value[, context])` → `sealed:v1:...`, the value (a table, string, number or
+//!   boolean, as JSON) encrypted and authenticated (ChaCha20-Poly1305) under the service's seal
+//!   key, bound to `context` (a string: the same one opens it); `crypto.open(sealed[, context])`
+//!   → the value, or `nil, reason`. The key comes from `SEQUENT_<SERVICE>_SEAL_KEY` (the
+//!   service's name in capitals, `-` as `_`; at least 32 bytes), so a service opens only what it
+//!   sealed; readers of the stream without the key see noise.
 //!
 //! The signing key comes from `SEQUENT_TOKEN_SECRET`, the password pepper from
 //! `SEQUENT_PASSWORD_PEPPER` (each at least 32 bytes). Without them, fixed development values
@@ -31,6 +40,12 @@ use std::sync::Arc;
 pub const DEV_TOKEN_SECRET: &str = "sequent-DEVELOPMENT-ONLY-token-secret-do-not-use-in-production";
 /// The development pepper: public, so hashes made with it are only as safe as without one.
 pub const DEV_PASSWORD_PEPPER: &str = "sequent-DEVELOPMENT-ONLY-password-pepper-do-not-use-in-production";
+/// The development seal key: public, so what is sealed with it is readable by anyone.
+pub const DEV_SEAL_KEY: &str = "sequent-DEVELOPMENT-ONLY-seal-key-do-not-use-in-production";
+/// Marks a sealed value.
+const SEALED: &str = "sealed:v1:";
+/// Claims `crypto.token` sets itself.
+const RESERVED_CLAIMS: [&str; 5] = ["sub", "exp", "iat", "jti", "iss"];
 /// Marks a hash made with the pepper.
 const PEPPERED: &str = "peppered:";
 
@@ -39,6 +54,11 @@ const PEPPERED: &str = "peppered:";
 pub struct Secrets {
     pub token: Option<Vec<u8>>,
     pub pepper: Option<Vec<u8>>,
+    /// Whether the development values may be used (the service listens on loopback only).
+    pub loopback: bool,
+    /// The service's seal key, read on first use (the service's name is known once its script
+    /// registered): `Err` names what is wrong with `SEQUENT_<SERVICE>_SEAL_KEY`.
+    seal: std::sync::OnceLock<Result<[u8; 32], String>>,
 }
 
 impl Secrets {
@@ -48,8 +68,75 @@ impl Secrets {
         Ok(Secrets {
             token: secret_from_env("SEQUENT_TOKEN_SECRET", DEV_TOKEN_SECRET, "tokens are signed with", loopback)?,
             pepper: secret_from_env("SEQUENT_PASSWORD_PEPPER", DEV_PASSWORD_PEPPER, "passwords are hashed with", loopback)?,
+            loopback,
+            seal: Default::default(),
         })
     }
+
+    /// The seal key of `service`: HKDF-SHA256 of `SEQUENT_<SERVICE>_SEAL_KEY`.
+    fn seal_key(&self, service: &str) -> Result<[u8; 32], String> {
+        self.seal
+            .get_or_init(|| {
+                let name = seal_key_variable(service);
+                let secret = match std::env::var(&name) {
+                    Ok(s) if s.len() >= 32 => s.into_bytes(),
+                    Ok(_) => return Err(format!("{name} is shorter than 32 bytes; use a long random value")),
+                    Err(_) if self.loopback => {
+                        tracing::warn!("{name} is not set: values are sealed with the public development key (loopback only)");
+                        DEV_SEAL_KEY.as_bytes().to_vec()
+                    }
+                    Err(_) => return Err(format!("{name} is not set (required when the service listens beyond loopback)")),
+                };
+                let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"sequent seal v1");
+                let info = [service.as_bytes()];
+                let prk = salt.extract(&secret);
+                let okm = prk.expand(&info, ring::hkdf::HKDF_SHA256).map_err(|_| "deriving the seal key failed".to_string())?;
+                let mut key = [0u8; 32];
+                okm.fill(&mut key).map_err(|_| "deriving the seal key failed".to_string())?;
+                Ok(key)
+            })
+            .clone()
+    }
+}
+
+/// `SEQUENT_<SERVICE>_SEAL_KEY`.
+pub fn seal_key_variable(service: &str) -> String {
+    format!("SEQUENT_{}_SEAL_KEY", service.to_ascii_uppercase().replace('-', "_"))
+}
+
+fn seal_aad(service: &str, context: &str) -> Vec<u8> {
+    [b"sequent seal v1\0".as_slice(), service.as_bytes(), b"\0", context.as_bytes()].concat()
+}
+
+/// Encrypts `plain` under `key`: `sealed:v1:` + base64url(nonce || ciphertext || tag).
+fn seal_bytes(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<String, String> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| "bad seal key")?);
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    let mut data = plain.to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data).map_err(|_| "sealing failed")?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Ok(format!("{SEALED}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)))
+}
+
+/// The plain bytes of a sealed value, or why not.
+fn open_bytes(key: &[u8; 32], aad: &[u8], sealed: &str) -> Result<Vec<u8>, &'static str> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+    let body = sealed.strip_prefix(SEALED).ok_or("not a sealed value")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| "malformed sealed value")?;
+    if bytes.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() {
+        return Err("malformed sealed value");
+    }
+    let (nonce, data) = bytes.split_at(NONCE_LEN);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| "bad seal key")?);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "malformed sealed value")?;
+    let mut data = data.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad), &mut data)
+        .map_err(|_| "the value cannot be opened (another service's or key's, another context, or altered)")?;
+    Ok(plain.to_vec())
 }
 
 fn secret_from_env(name: &str, dev: &str, what: &str, loopback: bool) -> anyhow::Result<Option<Vec<u8>>> {
@@ -77,6 +164,21 @@ fn required(lua: &Lua, name: &str, pick: fn(&Secrets) -> &Option<Vec<u8>>) -> ml
     pick(&shared.secrets)
         .clone()
         .ok_or_else(|| mlua::Error::runtime(format!("crypto: {name} is not set (required when the service listens beyond loopback)")))
+}
+
+/// The service the script registered as, and its declaration's `mints_tokens`.
+fn service(lua: &Lua) -> (Option<String>, bool) {
+    match lua.app_data_ref::<crate::script::engine::Handlers>() {
+        Some(h) => (h.service.clone(), h.declaration.mints_tokens),
+        None => (None, false),
+    }
+}
+
+fn seal_key(lua: &Lua, what: &str) -> mlua::Result<(String, [u8; 32])> {
+    let Some(service) = service(lua).0 else { return err(format!("{what}: the script has not registered its service yet")) };
+    let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
+    let key = shared.secrets.seal_key(&service).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
+    Ok((service, key))
 }
 
 fn secret(lua: &Lua) -> mlua::Result<Vec<u8>> {
@@ -150,6 +252,13 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         "token",
         lua.create_function(|lua, values: MultiValue| {
             let (subject, ttl, claims): (String, i64, Option<Table>) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            let (issuer, mints) = service(lua);
+            let Some(issuer) = issuer.filter(|_| mints) else {
+                return err(
+                    "crypto.token: this service does not mint tokens; only services that declare it may \
+                     (bus:register(name, { mints_tokens = true }))",
+                );
+            };
             if ttl <= 0 {
                 return Err(mlua::Error::runtime("crypto.token: ttl_seconds must be positive"));
             }
@@ -161,8 +270,16 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
                 },
                 None => Default::default(),
             };
+            if let Some(c) = RESERVED_CLAIMS.iter().find(|c| body.contains_key(**c)) {
+                return err(format!("crypto.token: the claim {c:?} is set by crypto.token itself"));
+            }
+            let mut id = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
             body.insert("sub".into(), subject.into());
+            body.insert("iat".into(), now().into());
             body.insert("exp".into(), (now() + ttl).into());
+            body.insert("jti".into(), hex(&id).into());
+            body.insert("iss".into(), issuer.into());
             let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::Value::Object(body).to_string());
             Ok(format!("{payload}.{}", sign(&secret(lua)?, &payload)))
         })?,
@@ -170,7 +287,16 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     crypto.raw_set(
         "verify_token",
         lua.create_function(|lua, values: MultiValue| {
-            let (token,): (String,) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            let (token, opts): (String, Option<Table>) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            let issuers: Option<Vec<String>> = match &opts {
+                None => None,
+                Some(t) => match t.get::<Value>("issuer")? {
+                    Value::Nil => None,
+                    Value::String(s) => Some(vec![s.to_str()?.to_string()]),
+                    Value::Table(list) => Some(list.sequence_values::<String>().collect::<mlua::Result<_>>()?),
+                    other => return err(format!("crypto.verify_token: issuer is a service name or a list of them, not a {}", other.type_name())),
+                },
+            };
             let fail = |why: &str| Ok((Value::Nil, Value::String(lua.create_string(why)?)));
             let Some((payload, signature)) = token.split_once('.') else { return fail("malformed token") };
             let expected = sign(&secret(lua)?, payload);
@@ -185,7 +311,47 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             if claims.get("exp").and_then(|e| e.as_i64()).is_none_or(|exp| exp < now()) {
                 return fail("expired");
             }
+            if let Some(issuers) = issuers {
+                if !claims.get("iss").and_then(|i| i.as_str()).is_some_and(|i| issuers.iter().any(|w| w == i)) {
+                    return fail("minted by another service");
+                }
+            }
             Ok((json_to_lua(lua, &claims)?, Value::Nil))
+        })?,
+    )?;
+    crypto.raw_set(
+        "seal",
+        lua.create_function(|lua, values: MultiValue| {
+            let (value, context): (Value, Option<String>) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            if value.is_nil() {
+                return err("crypto.seal: nothing to seal (nil)");
+            }
+            let json = lua_to_json(&value).map_err(|e| mlua::Error::runtime(format!("crypto.seal: {e}")))?;
+            let (service, key) = seal_key(lua, "crypto.seal")?;
+            seal_bytes(&key, &seal_aad(&service, context.as_deref().unwrap_or("")), json.to_string().as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("crypto.seal: {e}")))
+        })?,
+    )?;
+    crypto.raw_set(
+        "open",
+        lua.create_function(|lua, values: MultiValue| {
+            let (sealed, context): (String, Option<String>) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            let (service, key) = seal_key(lua, "crypto.open")?;
+            let fail = |why: &str| Ok((Value::Nil, Value::String(lua.create_string(why)?)));
+            match open_bytes(&key, &seal_aad(&service, context.as_deref().unwrap_or("")), &sealed) {
+                Ok(plain) => match serde_json::from_slice::<serde_json::Value>(&plain) {
+                    Ok(v) => Ok((json_to_lua(lua, &v)?, Value::Nil)),
+                    Err(_) => fail("the sealed value is not JSON"),
+                },
+                Err(why) => fail(why),
+            }
+        })?,
+    )?;
+    crypto.raw_set(
+        "is_sealed",
+        lua.create_function(|lua, values: MultiValue| {
+            let (v,): (Value,) = mlua::FromLuaMulti::from_lua_multi(strip(values), lua)?;
+            Ok(matches!(v, Value::String(s) if s.as_bytes().starts_with(SEALED.as_bytes())))
         })?,
     )?;
     crypto.raw_set(
@@ -215,4 +381,29 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_the_same_key_service_and_context() {
+        let key = [7u8; 32];
+        let sealed = seal_bytes(&key, &seal_aad("users", "user-ann"), b"\"secret\"").unwrap();
+        assert!(sealed.starts_with(SEALED));
+        assert!(!sealed.contains("secret"));
+        assert_eq!(open_bytes(&key, &seal_aad("users", "user-ann"), &sealed).unwrap(), b"\"secret\"");
+        assert!(open_bytes(&[8u8; 32], &seal_aad("users", "user-ann"), &sealed).is_err(), "another key");
+        assert!(open_bytes(&key, &seal_aad("accounts", "user-ann"), &sealed).is_err(), "another service");
+        assert!(open_bytes(&key, &seal_aad("users", "user-bob"), &sealed).is_err(), "another context");
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(open_bytes(&key, &seal_aad("users", "user-ann"), std::str::from_utf8(&tampered).unwrap()).is_err(), "altered");
+        assert!(open_bytes(&key, &seal_aad("users", "user-ann"), "peppered:$argon2id$...").is_err());
+        // Two seals of one value differ (random nonces).
+        assert_ne!(sealed, seal_bytes(&key, &seal_aad("users", "user-ann"), b"\"secret\"").unwrap());
+        assert_eq!(seal_key_variable("my-svc"), "SEQUENT_MY_SVC_SEAL_KEY");
+    }
 }

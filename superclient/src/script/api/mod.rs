@@ -6,9 +6,11 @@
 
 mod admin;
 mod basics;
+mod bounded;
 mod bus;
 pub mod crypto;
 mod http;
+mod pattern;
 mod redis;
 mod send;
 mod stream;

@@ -10,6 +10,9 @@ use crate::state::{self, StrView};
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The longest expiry `redis:set(key, value, {ttl_ms = ...})` takes: a year.
+const MAX_TTL_MS: i64 = 366 * 24 * 3600 * 1000;
+
 pub fn install(lua: &Lua) -> LResult<()> {
     let r = lua.create_table()?;
     install_strings(lua, &r)?;
@@ -88,11 +91,32 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
     r.raw_set(
         "set",
         lua.create_function(|lua, values: MultiValue| {
-            let (key, value): (String, Value) = args(lua, values, "redis:set")?;
+            let (key, value, opts): (String, Value, Option<mlua::Table>) = args(lua, values, "redis:set")?;
             let full = full_key(lua, "redis:set", &key)?;
             let json = encode(&value, "redis:set")?;
+            // {ttl_ms = n}: the key expires n ms after the commit (SET, then PEXPIRE in the same
+            // commit script).
+            let ttl = match &opts {
+                None => None,
+                Some(t) => {
+                    for pair in t.pairs::<String, Value>() {
+                        let (k, _) = pair?;
+                        if k != "ttl_ms" {
+                            return err(format!("redis:set({key:?}): unknown option {k:?}; the only option is ttl_ms"));
+                        }
+                    }
+                    match t.get::<Option<i64>>("ttl_ms")? {
+                        Some(ms) if (1..=MAX_TTL_MS).contains(&ms) => Some(ms),
+                        Some(ms) => return err(format!("redis:set({key:?}): ttl_ms must be a whole number from 1 to {MAX_TTL_MS} (got {ms})")),
+                        None => None,
+                    }
+                }
+            };
             overlay(lua, "redis:set", |o| {
                 o.set(&key, &full, json);
+                if let Some(ms) = ttl {
+                    o.push_op(vec!["PEXPIRE".into(), full.clone(), ms.to_string()]);
+                }
                 Ok(())
             })
         })?,

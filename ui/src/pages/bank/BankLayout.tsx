@@ -2,7 +2,7 @@ import { Link, NavLink, Navigate, Outlet, useLocation, useNavigate } from 'react
 import { ConnectionPill } from '../../components/ui';
 import { LiveUpdates } from '../../components/LiveUpdates';
 import { useAppDispatch, useAppSelector } from '../../store';
-import { loggedOut } from '../../store/actions';
+import { logOut } from '../../store/authSlice';
 
 /** Every customer page: needs a session (else to /login, coming back afterwards). */
 export default function BankLayout() {
@@ -43,7 +43,7 @@ export default function BankLayout() {
               type="button"
               className="btn btn-ghost btn-small"
               onClick={() => {
-                dispatch(loggedOut());
+                void dispatch(logOut());
                 navigate('/login', { replace: true });
               }}
             >
