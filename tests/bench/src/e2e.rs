@@ -118,7 +118,7 @@ async fn call(http: &reqwest::Client, url: String, token: Option<&str>, body: Va
 
 /// Signs up and logs in customer `i`, opens two accounts with 10,000.00 in each.
 async fn customer(http: &reqwest::Client, bfaf: &str, i: usize) -> anyhow::Result<Customer> {
-    let who = json!({"username": format!("bench{i}"), "password": "password123"});
+    let who = json!({"username": format!("bench{i}"), "password": "bench password, long enough"});
     let (s, v) = call(http, format!("{bfaf}/api/users"), None, who.clone()).await?;
     anyhow::ensure!(s == 201, "sign-up: {s} {v}");
     let (s, v) = call(http, format!("{bfaf}/api/sessions"), None, who).await?;
