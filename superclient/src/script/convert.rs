@@ -78,6 +78,28 @@ pub fn data_to_lua(lua: &Lua, json: &str) -> mlua::Result<Value> {
     lua.to_value_with(&serde_transcode::Transcoder::new(&mut de), options)
 }
 
+/// The status a receipt listener is called with: `ok`, `conflict`, `aborted` or `invalid`; for a
+/// script written for the original system ([`speaks_original_statuses`]) `success` for a stored
+/// event and `inconsistent` for one that was not stored (a conflict, or aborted with the
+/// conflicting event of its batch: the original's scripts resend both).
+pub fn receipt_status(receipt: &Receipt, original: bool) -> &'static str {
+    match (receipt, original) {
+        (Receipt::Stored { .. }, false) => "ok",
+        (Receipt::Stored { .. }, true) => "success",
+        (Receipt::Conflict { .. }, false) => "conflict",
+        (Receipt::Aborted { .. }, false) => "aborted",
+        (Receipt::Conflict { .. } | Receipt::Aborted { .. }, true) => "inconsistent",
+        (Receipt::Invalid { .. }, _) => "invalid",
+    }
+}
+
+/// Whether a script compares receipt statuses with the original system's names: its source
+/// holds the string literal `"inconsistent"` (or `'inconsistent'`), which no status of this
+/// runtime equals.
+pub fn speaks_original_statuses(source: &str) -> bool {
+    source.contains("\"inconsistent\"") || source.contains("'inconsistent'")
+}
+
 pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     match receipt {
@@ -111,3 +133,24 @@ pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> mlua::Result<Table> {
     Ok(t)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_scripts_get_the_original_statuses() {
+        assert!(speaks_original_statuses(r#"if status == "inconsistent" then"#));
+        assert!(speaks_original_statuses("if status == 'inconsistent' then"));
+        assert!(!speaks_original_statuses(r#"if status == "conflict" then -- not inconsistent"#));
+        let conflict = Receipt::Conflict { id: "e".into(), key: "k".into(), expected: 3, current_version: Some(4), next_version: 5 };
+        let aborted = Receipt::Aborted { id: "e".into(), key: "k".into() };
+        let stored = Receipt::Stored { id: "e".into(), key: "k".into(), seq: 9, version: 0, duplicate: false };
+        assert_eq!(receipt_status(&conflict, false), "conflict");
+        assert_eq!(receipt_status(&aborted, false), "aborted");
+        assert_eq!(receipt_status(&stored, false), "ok");
+        assert_eq!(receipt_status(&conflict, true), "inconsistent");
+        assert_eq!(receipt_status(&aborted, true), "inconsistent");
+        assert_eq!(receipt_status(&stored, true), "success");
+    }
+}

@@ -83,6 +83,8 @@ pub(crate) struct Handlers {
     pub(crate) live: HashMap<String, Function>,
     pub(crate) websockets: Vec<(String, Function)>,
     pub(crate) statics: Vec<StaticSpec>,
+    /// See `Spec::original_statuses`.
+    pub(crate) original_statuses: bool,
 }
 
 pub struct Engine {
@@ -108,7 +110,7 @@ impl Engine {
         let slot: Slot = Arc::new(Mutex::new(None));
         lua.set_app_data(slot.clone());
         lua.set_app_data(shared.clone());
-        lua.set_app_data(Handlers::default());
+        lua.set_app_data(Handlers { original_statuses: super::convert::speaks_original_statuses(source), ..Handlers::default() });
         lua.set_app_data(budget.clone());
         lua.set_app_data(MemoryLimit(limits.memory_bytes));
         let hook_budget = budget.clone();
@@ -179,6 +181,7 @@ impl Engine {
                 live: h.live.keys().cloned().collect(),
                 websockets: h.websockets.iter().map(|(p, _)| p.clone()).collect(),
                 statics: h.statics.clone(),
+                original_statuses: h.original_statuses,
             }
         };
         if spec.types().is_empty() && spec.routes.is_empty() && spec.live.is_empty() && spec.websockets.is_empty() && spec.statics.is_empty() {
@@ -191,8 +194,10 @@ impl Engine {
         &self.lua
     }
 
+    /// The live listener of `event_type`: its own, else the `*` one.
     pub fn listener(&self, event_type: &str) -> Option<(Function, bool)> {
-        self.lua.app_data_ref::<Handlers>()?.listeners.get(event_type).cloned()
+        let h = self.lua.app_data_ref::<Handlers>()?;
+        h.listeners.get(event_type).or_else(|| h.listeners.get(super::ALL_TYPES)).cloned()
     }
     pub fn rebuild_handler(&self, event_type: &str) -> Option<Function> {
         self.lua.app_data_ref::<Handlers>()?.rebuild.get(event_type).cloned()
