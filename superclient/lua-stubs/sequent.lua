@@ -365,6 +365,11 @@ function test(name, fn) end
 ---@return sequent.Event
 function given(event_type, key, data, options) end
 
+---Sets a key of the service's state (a JSON value), as an earlier version or an operator left it.
+---@param key string
+---@param value any
+function given_state(key, value) end
+
 ---Calls a route as the HTTP server would; its writes commit and its sends are delivered.
 ---@param method string
 ---@param path string

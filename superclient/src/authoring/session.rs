@@ -214,6 +214,14 @@ impl Session {
         Ok(Answer { status, body })
     }
 
+    /// Sets script key `key` to `value` (JSON) before the test's events: state the service
+    /// would have had (set by an operator, or by an earlier version of it).
+    pub fn set_state(&self, key: &str, value: &serde_json::Value) -> Result<(), String> {
+        state::check_user_key(key)?;
+        let full = state::script_key(&self.ns, key);
+        self.offline.state.lock().apply(&[vec!["SET".into(), full, value.to_string()]])
+    }
+
     /// The value of script key `key` (a string's JSON, a hash's fields, a list's or set's
     /// members), or None.
     pub fn state(&self, key: &str) -> Option<serde_json::Value> {

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `test(name, fn)` | a test; each starts from an empty state and stream |
 //! | `given(type, key, data[, {id, correlation, from}])` → event | an event from outside, then every handler run it causes |
+//! | `given_state(key, value)` | sets a key of the service's state (as a string of JSON) |
 //! | `request(method, path[, body[, {query, headers}]])` → status, body | calls a route, commits, delivers its sends |
 //! | `expect_sent(type[, key[, data]])` → event | the first send not matched yet of that type (and key, and fields) |
 //! | `expect_nothing_sent()` | every send was matched |
@@ -53,7 +54,7 @@ local function checked(name)
     return table.unpack(r, 2, r.n)
   end
 end
-for _, name in ipairs({"given", "request", "expect_sent", "expect_nothing_sent", "expect_state", "expect_equal"}) do
+for _, name in ipairs({"given", "given_state", "request", "expect_sent", "expect_nothing_sent", "expect_state", "expect_equal"}) do
   _G[name] = checked(name)
 end
 test, state, dump_state, sent, events = raw.test, raw.state, raw.dump_state, raw.sent, raw.events
@@ -282,6 +283,20 @@ fn install(lua: &Lua, harness: &Arc<Harness>) -> mlua::Result<()> {
             async move {
                 let v = h.session.lock().await.dump();
                 json_to_lua(&lua, &serde_json::Value::Object(v))
+            }
+        })?,
+    )?;
+    let h = harness.clone();
+    api.raw_set(
+        "given_state",
+        lua.create_async_function(move |lua, (key, value): (String, Value)| {
+            let h = h.clone();
+            async move {
+                let r = match to_json(&value) {
+                    Ok(v) => h.session.lock().await.set_state(&key, &v).map(|()| MultiValue::new()),
+                    Err(e) => Err(e),
+                };
+                answer(&lua, r)
             }
         })?,
     )?;
