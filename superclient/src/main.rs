@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     };
     // A test run shows its own report; the scripts' logs only from warnings up (RUST_LOG shows more).
     let quiet = matches!(cli.command, Some(Command::Test { .. }));
-    init_tracing(&log_format, if quiet { "warn" } else { "info,async_nats=warn" });
+    init_tracing(&log_format, if quiet { "warn,superclient::script::api::crypto=error" } else { "info,async_nats=warn" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {

@@ -17,8 +17,8 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn seed(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lua/seed").join(name).to_string_lossy().into_owned()
+fn lua(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/lua").join(name).to_string_lossy().into_owned()
 }
 
 #[test]
@@ -54,9 +54,9 @@ fn a_failing_expectation_fails_the_run_and_says_why() {
 }
 
 #[test]
-fn the_talks_scripts_pass_their_tests_without_servers() {
-    for script in ["nectar.lua", "account.lua", "deposit_route.lua"] {
-        let (ok, out) = superclient(&["test", &seed(script)]);
+fn the_talks_scripts_and_an_all_types_listener_pass_their_tests_without_servers() {
+    for script in ["seed/nectar.lua", "seed/account.lua", "seed/deposit_route.lua", "all_types.lua"] {
+        let (ok, out) = superclient(&["test", &lua(script)]);
         assert!(ok, "{script}:\n{out}");
         assert!(out.contains(" passed, 0 failed"), "{out}");
     }

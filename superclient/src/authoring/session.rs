@@ -247,7 +247,8 @@ impl Session {
 
     /// The events the service appended, in stream order.
     pub fn sent(&self) -> Vec<Event> {
-        self.offline.log.lock().events().iter().filter(|e| e.producer.service == self.producer.service).cloned().collect()
+        // By producer and instance: a given event may name the service as its producer.
+        self.offline.log.lock().events().iter().filter(|e| e.producer == self.producer).cloned().collect()
     }
 }
 

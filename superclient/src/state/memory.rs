@@ -62,7 +62,7 @@ fn bulk(s: &str) -> redis::Value {
 fn text(arg: redis::Arg<&[u8]>) -> String {
     match arg {
         redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Arg::Cursor => "0".into(),
+        _ => "0".into(),
     }
 }
 
