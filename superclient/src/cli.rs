@@ -77,7 +77,9 @@ pub enum Command {
     /// routes (`request`) and checks the sends and the state (`expect_sent`, `expect_state`);
     /// see superclient/README.md, "Testing a script". Exits with 1 when a test fails.
     Test {
+        /// The service's Lua script.
         script: PathBuf,
+        /// The test file; default: NAME_test.lua next to NAME.lua.
         test_file: Option<PathBuf>,
     },
     /// Print the active Redis state of a service (user keys only) as one JSON object.
