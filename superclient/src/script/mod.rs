@@ -258,3 +258,29 @@ impl Spec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(listeners: &[(&str, bool)], rebuild: &[&str], rerun: &[&str]) -> Spec {
+        Spec {
+            listeners: listeners.iter().map(|(t, r)| (t.to_string(), *r)).collect(),
+            rebuild: rebuild.iter().map(|t| t.to_string()).collect(),
+            rerun: rerun.iter().map(|t| t.to_string()).collect(),
+            ..Spec::default()
+        }
+    }
+
+    #[test]
+    fn an_all_types_listener_consumes_every_type_through_one_filter() {
+        let s = spec(&[("*", true), ("Special", false)], &["Rebuilt"], &["*"]);
+        assert_eq!(s.types(), ["*"], "one filter: JetStream refuses overlapping ones");
+        assert!(s.consumes("Anything") && s.consumes("Special"));
+        assert!(s.reruns("Anything"), "the * listener's option applies to the types it handles");
+        assert!(!s.reruns("Special"), "a type's own listener keeps its own option");
+        let plain = spec(&[("A", false)], &["B"], &[]);
+        assert_eq!(plain.types(), ["A", "B"]);
+        assert!(!plain.consumes("C"));
+    }
+}
