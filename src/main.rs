@@ -61,7 +61,7 @@ struct StackArgs {
     no_services: bool,
     /// Use the superclient next to this binary as it is and the UI as it is: no `cargo build`,
     /// no `npm run build` (for tests and CI, which built everything already).
-    #[arg(long, env = "SEQUENT_NO_BUILD")]
+    #[arg(long, env = "SEQUENT_NO_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     no_build: bool,
 }
 

@@ -402,10 +402,11 @@ async fn live_updates_and_the_operators_explorer() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["events"][0]["data"]["username"], "dave");
     assert_eq!(v["events"][0]["data"]["password_hash"], "[redacted]", "operators never see password hashes");
-    // Readers of the stream itself (analysts) get a hash keyed with the pepper: no offline guessing.
+    // Readers of the stream itself (analysts) get the hash sealed under the users service's
+    // key: nothing to guess offline.
     let stored = bank.key_events("user-dave").await;
     let hash = stored[0]["data"]["password_hash"].as_str().unwrap_or_default();
-    assert!(hash.starts_with("peppered:$argon2id$"), "{hash}");
+    assert!(hash.starts_with("sealed:v1:") && !hash.contains("argon2"), "{hash}");
     let next_from = v["next_from_seq"].as_u64().expect("more pages");
     let (_, v) = api.get(&format!("/api/admin/events?type=UserRegistered&from_seq={next_from}"), &admin).await;
     assert_eq!(v["events"][0]["data"]["username"], "erin");

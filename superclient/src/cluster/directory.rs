@@ -164,11 +164,15 @@ impl Directory {
         for (service, instances) in snapshot {
             // Events not yet handled by this service type: pending plus in flight, all partitions
             // (None: the service consumes no events, so it has no partitions either).
+            // Asked all at once: one round trip, not one per partition.
+            let infos = futures::future::join_all((0..partitions).map(|p| {
+                let (stream, name) = (stream.clone(), subjects::consumer_name(&service, p));
+                async move { stream.consumer_info(name).await }
+            }))
+            .await;
             let mut lag: Option<u64> = None;
-            for p in 0..partitions {
-                if let Ok(info) = stream.consumer_info(subjects::consumer_name(&service, p)).await {
-                    *lag.get_or_insert(0) += info.num_pending + info.num_ack_pending as u64;
-                }
+            for info in infos.into_iter().flatten() {
+                *lag.get_or_insert(0) += info.num_pending + info.num_ack_pending as u64;
             }
             let live: Vec<String> = instances.iter().filter(|(_, _, l)| *l).map(|(i, _, _)| i.clone()).collect();
             let mut list = Vec::new();

@@ -133,7 +133,7 @@ pub async fn ready(State(svc): State<Arc<Service>>) -> Response {
             axum::Json(details).into_response()
         }
         Err(problem) => super::answers::problem(
-            problem.with("service", &svc.name).with("instance", &svc.instance).with("checked_in_ms", checked_in_ms),
+            problem.with("service", &svc.name).with_instance(svc.instance.clone()).with("checked_in_ms", checked_in_ms),
         ),
     }
 }
