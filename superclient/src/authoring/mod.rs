@@ -12,7 +12,7 @@ mod tests {
     use crate::script::{Engine, Limits, Secrets, Shared};
     use std::sync::Arc;
 
-    /// Every function of the Lua API has a stub in `lua-stubs/sequent.lua`.
+    /// Every function and `HTTP_*` constant of the Lua API has a stub in `lua-stubs/sequent.lua`.
     #[test]
     fn the_stubs_cover_the_whole_api() {
         let shared = Arc::new(Shared::new("i".into(), std::path::Path::new("x.lua"), Secrets::from_env(true).unwrap(), true, std::time::Duration::from_secs(1), Default::default()));
@@ -33,6 +33,13 @@ mod tests {
                 }
             }
         }
+        for pair in globals.pairs::<String, mlua::Value>() {
+            let (name, _) = pair.unwrap();
+            if name.starts_with("HTTP_") && !super::skeleton::STUBS.contains(&format!("{name} = ")) {
+                missing.push(name);
+            }
+        }
         assert!(missing.is_empty(), "no stub in lua-stubs/sequent.lua for {missing:?}");
+        mlua::Lua::new().load(super::skeleton::STUBS).set_name("=sequent.lua").exec().expect("the stubs are valid Lua");
     }
 }
