@@ -109,7 +109,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     // measured on 2.15.1 with an ordered consumer).
     let types = svc.spec.types();
     let filter = match types.as_slice() {
-        [one] => subjects::type_filter(one),
+        [one] if one != ALL_TYPES => subjects::type_filter(one),
         _ => subjects::ALL_EVENTS.to_string(),
     };
     let wanted: std::collections::HashSet<&str> = types.iter().map(String::as_str).collect();
