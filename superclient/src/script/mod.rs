@@ -1,5 +1,5 @@
-//! The Lua runtime: sandboxed states that each load the service script ([`engine`]), pools of
-//! them ([`pool`]), the globals a script sees ([`api`], one file per table), and the conversions
+//! The Lua runtime: sandboxed states that each load the service script ([`engine`], bounded by a
+//! [`budget`], their registrations kept as [`handlers`]), pools of them ([`pool`]), the globals a script sees ([`api`], one file per table), and the conversions
 //! between JSON, events and Lua values ([`convert`]).
 //!
 //! Every call (event handler, rebuild handler, receipt listener, HTTP route) runs with a
@@ -9,8 +9,10 @@
 //! ones wrote.
 
 pub(crate) mod api;
+pub(crate) mod budget;
 pub mod convert;
 pub mod engine;
+pub(crate) mod handlers;
 pub mod pool;
 pub mod replay;
 pub mod routes;

@@ -4,7 +4,8 @@
 //! and name the event.
 
 use super::convert::{handler_args, Delivery};
-use super::engine::{Budget, Handlers};
+use super::budget::Budget;
+use super::handlers::Handlers;
 use std::sync::Arc;
 use super::{Call, CallError, Lease};
 use mlua::{Function, Lua, Table};

@@ -4,7 +4,7 @@
 //! [`super::stream`], [`super::wait`] and [`super::web`].
 
 use super::{args, err, registering, send, shared, stream, wait, web, LResult};
-use crate::script::engine::Handlers;
+use crate::script::handlers::Handlers;
 use crate::script::ALL_TYPES;
 use crate::script::convert::lua_to_json;
 use mlua::{Function, Lua, MultiValue, Table, Value};

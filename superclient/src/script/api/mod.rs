@@ -17,7 +17,7 @@ mod stream;
 mod wait;
 mod web;
 
-use super::engine::Slot;
+use super::handlers::Slot;
 use super::{Call, Mode, Shared};
 use crate::state::{self, Store};
 use mlua::{FromLuaMulti, Lua, MultiValue, Value};

@@ -4,7 +4,7 @@
 
 use super::{args, err, infra, mode, offline, read, redis_store, shared, with_call, LResult};
 use crate::script::convert::{data_to_lua, lua_to_json, receipt_status, receipt_table};
-use crate::script::engine::Handlers;
+use crate::script::handlers::Handlers;
 use crate::script::{Call, Mode};
 use crate::state::{self, Commit};
 use crate::stream::AppendError;
