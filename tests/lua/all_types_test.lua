@@ -26,3 +26,8 @@ test("a failing handler fails the step with its error", function()
     expect_state("count:k-2", nil)
     expect_nothing_sent()
 end)
+
+test("no route answers 404", function()
+    local status = request("GET", "/nothing?x=1")
+    expect_equal(status, 404)
+end)

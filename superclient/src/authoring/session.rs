@@ -163,8 +163,14 @@ impl Session {
 
     /// Calls the route matching `method path` as the HTTP server would, commits its writes,
     /// then delivers the events it sent to the service's own listeners.
-    pub async fn request(&mut self, method: &str, path: &str, body: Option<serde_json::Value>, query: Vec<(String, String)>, headers: Vec<(String, String)>) -> Result<Answer, String> {
+    pub async fn request(&mut self, method: &str, path: &str, body: Option<serde_json::Value>, query_given: Vec<(String, String)>, headers: Vec<(String, String)>) -> Result<Answer, String> {
         let method = method.to_ascii_uppercase();
+        // A query string in the path joins the given query.
+        let (path, mut query) = match path.split_once('?') {
+            Some((p, q)) => (p, q.split('&').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            None => (path, Vec::new()),
+        };
+        query.extend(query_given);
         let table = routes::table(self.spec.routes.iter().map(|(p, m)| (p.as_str(), m.as_str())));
         let segments: Vec<String> = path.split('/').skip(1).map(str::to_string).collect();
         let found = table.iter().filter(|r| r.method == method).find_map(|r| r.matches(&segments).map(|p| (r.index, p)));
