@@ -58,7 +58,9 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
     if req.types.is_empty() {
         return failed(ErrorCode::BadRequest, "a service must handle at least one event type".into());
     }
-    for t in &req.types {
+    // `*`: every event type (a service's `bus:add_event_listener("*", fn)`).
+    let all_types = req.types.iter().any(|t| t == "*");
+    for t in req.types.iter().filter(|t| *t != "*") {
         if let Err(e) = validate_type(t) {
             return failed(ErrorCode::BadRequest, e.to_string());
         }
@@ -67,7 +69,11 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
     let mut consumers = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
         let name = subjects::consumer_name(service, p);
-        let mut filters: Vec<String> = req.types.iter().map(|t| subjects::partition_type_filter(p, t)).collect();
+        // JetStream refuses overlapping filters: `*` alone covers every type.
+        let mut filters: Vec<String> = match all_types {
+            true => vec![subjects::partition_type_filter(p, "*")],
+            false => req.types.iter().map(|t| subjects::partition_type_filter(p, t)).collect(),
+        };
         filters.sort();
         filters.dedup();
         let mut config = pull::Config {

@@ -19,7 +19,9 @@ use std::time::Duration;
         `superclient rebuild SCRIPT.lua` rebuilds the service's Redis state from the stream into a \
         fresh namespace and swaps it in (running instances keep going).\n\
         `superclient parked list|release SERVICE [KEY]` shows and releases parked keys.\n\
-        `superclient dump SERVICE` prints the service's active Redis state as JSON.",
+        `superclient dump SERVICE` prints the service's active Redis state as JSON.\n\
+        `superclient new NAME` writes a new service with its test; `superclient test SCRIPT` runs \
+        a script's tests without servers.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -59,6 +61,26 @@ pub enum Command {
     Parked {
         #[command(subcommand)]
         action: ParkedAction,
+    },
+    /// Write a new service to start from: NAME.lua (declared with bus:register), NAME_test.lua
+    /// (passes `superclient test NAME.lua`), the Lua API's editor stubs (sequent-api.lua) and a
+    /// .luarc.json for the Lua language server.
+    New {
+        /// The service type: a lowercase letter, then lowercase letters, digits, '-' or '_'.
+        name: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a script's tests without any server: the state and the stream are kept in memory.
+    /// The test file (default: SCRIPT's name with _test.lua) gives events (`given`), calls
+    /// routes (`request`) and checks the sends and the state (`expect_sent`, `expect_state`);
+    /// see superclient/README.md, "Testing a script". Exits with 1 when a test fails.
+    Test {
+        /// The service's Lua script.
+        script: PathBuf,
+        /// The test file; default: NAME_test.lua next to NAME.lua.
+        test_file: Option<PathBuf>,
     },
     /// Print the active Redis state of a service (user keys only) as one JSON object.
     Dump {

@@ -5,6 +5,7 @@
 //! Modules, each depending only on those listed after it:
 //!
 //! - [`app`]: the commands, wired together;
+//! - [`authoring`]: writing services without servers: `superclient new` and `superclient test`;
 //! - [`consume`]: partition workers, the batch path of events through the script, parking,
 //!   rebuilds, consumer provisioning;
 //! - [`serve`]: the HTTP routes, WebSockets, live listeners and static files;
@@ -16,6 +17,7 @@
 //! - [`hub`], [`cohost`], [`error`], [`cli`]: small pieces the others share.
 
 pub mod app;
+pub mod authoring;
 pub mod cli;
 pub mod cluster;
 pub mod cohost;

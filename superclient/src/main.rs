@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use superclient::cli::{Cli, Command, ParkedAction};
-use superclient::{app, consume::parking};
+use superclient::{app, authoring, consume::parking};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -10,7 +10,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Run { run, .. } | Command::Rebuild { run, .. }) => run.log_format.clone(),
         _ => cli.run.log_format.clone(),
     };
-    init_tracing(&log_format);
+    // A test run shows its own report; the scripts' logs only from warnings up (RUST_LOG shows more).
+    let quiet = matches!(cli.command, Some(Command::Test { .. }));
+    init_tracing(&log_format, if quiet { "warn,superclient::script::api::crypto=error" } else { "info,async_nats=warn" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
@@ -22,13 +24,23 @@ fn main() -> anyhow::Result<()> {
                 parking::cli_release(&service, key.as_deref(), &redis, wait).await
             }
             Some(Command::Dump { service, redis }) => app::dump(&service, &redis.redis_url).await,
+            Some(Command::New { name, dir }) => {
+                for path in authoring::skeleton::write(&name, &dir)? {
+                    println!("wrote {}", path.display());
+                }
+                println!("next: superclient test {}", dir.join(format!("{name}.lua")).display());
+                Ok(())
+            }
+            Some(Command::Test { script, test_file }) => match authoring::testing::run(&script, test_file.as_deref()).await? {
+                true => Ok(()),
+                false => std::process::exit(1),
+            },
         }
     })
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+fn init_tracing(format: &str, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

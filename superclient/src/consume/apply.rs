@@ -23,7 +23,7 @@
 
 use crate::error::{redis_failure, Failure};
 use crate::runtime::Service;
-use crate::script::convert::{handler_args, receipt_table, Delivery};
+use crate::script::convert::{handler_args, receipt_status, receipt_table, Delivery};
 use crate::script::{api, Call, CallError, Handled, Lease, Mode};
 use crate::state::{self, Changes, Commit, Guard};
 use crate::stream::AppendError;
@@ -214,7 +214,7 @@ impl Service {
 
     /// Runs one event's handler on the batch's call and publishes its sends.
     async fn handle(&self, lease: &mut Lease, mut call: Call, event: &Event, delivery: Delivery) -> (Result<(), Failure>, Call) {
-        let rerun_on_conflict = self.spec.rerun.contains(&event.event_type);
+        let rerun_on_conflict = self.spec.reruns(&event.event_type);
         let mut reruns = 0u32;
         loop {
             let mark = call.overlay.mark();
@@ -365,12 +365,7 @@ impl Service {
                     }
                     continue;
                 };
-                let status = match receipt {
-                    Receipt::Stored { .. } => "ok",
-                    Receipt::Conflict { .. } => "conflict",
-                    Receipt::Aborted { .. } => "aborted",
-                    Receipt::Invalid { .. } => "invalid",
-                };
+                let status = receipt_status(receipt, self.spec.original_statuses);
                 let lua = lease.lua();
                 let args = (|| -> mlua::Result<_> {
                     Ok((

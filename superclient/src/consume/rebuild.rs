@@ -23,7 +23,7 @@
 
 use crate::error::{redis_failure, Failure};
 use crate::runtime::Service;
-use crate::script::{replay, Call, Lease, Mode};
+use crate::script::{replay, Call, Lease, Mode, ALL_TYPES};
 use crate::state::{self, Changes, Guard, Overlay};
 use futures::StreamExt;
 use sequent_protocol::{subjects, Event};
@@ -109,7 +109,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
     // measured on 2.15.1 with an ordered consumer).
     let types = svc.spec.types();
     let filter = match types.as_slice() {
-        [one] => subjects::type_filter(one),
+        [one] if one != ALL_TYPES => subjects::type_filter(one),
         _ => subjects::ALL_EVENTS.to_string(),
     };
     let wanted: std::collections::HashSet<&str> = types.iter().map(String::as_str).collect();
@@ -155,7 +155,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             let (seq, pending) = (msg.seq, msg.pending.unwrap_or(0));
             let (partition, event_type) = subjects::parse_stored_subject(&msg.subject).map_or((0, ""), |(p, _, t)| (p, t));
             let p = partition as usize;
-            if wanted.contains(event_type) && p < applied.len() && seq > applied[p] && left[p].is_none() {
+            if (wanted.contains(event_type) || wanted.contains(ALL_TYPES)) && p < applied.len() && seq > applied[p] && left[p].is_none() {
                 if bound.allows(svc, partition, seq).await? {
                     let event = Event::from_stored(&msg.payload, seq).map_err(|e| Stop::Script(anyhow::anyhow!("unreadable event at seq {seq}: {e}")))?;
                     batch.add(event, partition).await?;

@@ -78,6 +78,77 @@ pub fn data_to_lua(lua: &Lua, json: &str) -> mlua::Result<Value> {
     lua.to_value_with(&serde_transcode::Transcoder::new(&mut de), options)
 }
 
+/// The status a receipt listener is called with: `ok`, `conflict`, `aborted` or `invalid`; for a
+/// script written for the original system ([`speaks_original_statuses`]) `success` for a stored
+/// event and `inconsistent` for one that was not stored (a conflict, or aborted with the
+/// conflicting event of its batch: the original's scripts resend both).
+pub fn receipt_status(receipt: &Receipt, original: bool) -> &'static str {
+    match (receipt, original) {
+        (Receipt::Stored { .. }, false) => "ok",
+        (Receipt::Stored { .. }, true) => "success",
+        (Receipt::Conflict { .. }, false) => "conflict",
+        (Receipt::Aborted { .. }, false) => "aborted",
+        (Receipt::Conflict { .. } | Receipt::Aborted { .. }, true) => "inconsistent",
+        (Receipt::Invalid { .. }, _) => "invalid",
+    }
+}
+
+/// Whether a script compares receipt statuses with the original system's names: its code (not
+/// its comments) holds the string literal `inconsistent`, which no status of this runtime equals.
+pub fn speaks_original_statuses(source: &str) -> bool {
+    string_literals(source).iter().any(|s| s == "inconsistent")
+}
+
+/// The string literals of Lua source (quoted or long brackets), comments skipped. Escapes are
+/// kept as written: enough to recognise plain words.
+fn string_literals(source: &str) -> Vec<String> {
+    let b = source.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    // `[==[` at `at`: its level (number of `=`), if it opens a long bracket.
+    let long_open = |at: usize| -> Option<usize> {
+        let level = b.get(at + 1..)?.iter().take_while(|c| **c == b'=').count();
+        (b.get(at) == Some(&b'[') && b.get(at + 1 + level) == Some(&b'[')).then_some(level)
+    };
+    let long_body = |from: usize, level: usize| -> (usize, usize) {
+        let close = format!("]{}]", "=".repeat(level));
+        match source[from..].find(&close) {
+            Some(n) => (from + n, from + n + close.len()),
+            None => (b.len(), b.len()),
+        }
+    };
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i += 2;
+                match long_open(i) {
+                    Some(level) => i = long_body(i + level + 2, level).1,
+                    None => i = source[i..].find('\n').map_or(b.len(), |n| i + n),
+                }
+            }
+            q @ (b'"' | b'\'') => {
+                let start = i + 1;
+                i = start;
+                while i < b.len() && b[i] != q && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                out.push(source[start..i.min(b.len())].to_string());
+                i += 1;
+            }
+            b'[' => match long_open(i) {
+                Some(level) => {
+                    let (end, next) = long_body(i + level + 2, level);
+                    out.push(source[i + level + 2..end].to_string());
+                    i = next;
+                }
+                None => i += 1,
+            },
+            _ => i += 1,
+        }
+    }
+    out
+}
+
 pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     match receipt {
@@ -111,3 +182,28 @@ pub fn receipt_table(lua: &Lua, receipt: &Receipt) -> mlua::Result<Table> {
     Ok(t)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_scripts_get_the_original_statuses() {
+        assert!(speaks_original_statuses(r#"if status == "inconsistent" then"#));
+        assert!(speaks_original_statuses("if status == 'inconsistent' then"));
+        assert!(!speaks_original_statuses(r#"if status == "conflict" then -- not inconsistent"#));
+        assert!(!speaks_original_statuses("-- the status is \"conflict\" (was \"inconsistent\")\nif status == \"conflict\" then end"));
+        assert!(!speaks_original_statuses("--[==[ \"inconsistent\" ]==] x = [[inconsistent ]]"));
+        assert!(speaks_original_statuses("x = [[ -- ]] if s == [=[inconsistent]=] then end"));
+        assert!(!speaks_original_statuses(r#"x = "a \" inconsistent""#));
+        let conflict = Receipt::Conflict { id: "e".into(), key: "k".into(), expected: 3, current_version: Some(4), next_version: 5 };
+        let aborted = Receipt::Aborted { id: "e".into(), key: "k".into() };
+        let stored = Receipt::Stored { id: "e".into(), key: "k".into(), seq: 9, version: 0, duplicate: false };
+        assert_eq!(receipt_status(&conflict, false), "conflict");
+        assert_eq!(receipt_status(&aborted, false), "aborted");
+        assert_eq!(receipt_status(&stored, false), "ok");
+        assert_eq!(receipt_status(&conflict, true), "inconsistent");
+        assert_eq!(receipt_status(&aborted, true), "inconsistent");
+        assert_eq!(receipt_status(&stored, true), "success");
+    }
+}

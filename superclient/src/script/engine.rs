@@ -6,26 +6,25 @@
 //! `Limits::timeout`. The clock runs while the engine polls the call; it stops while the call
 //! waits for something outside (Redis, the gateway, `bus:wait`, `http.*`, a password hash on the
 //! blocking pool): those waits are bounded by their own timeouts and cost no CPU. The hook checks
-//! the clock every [`HOOK_EVERY`] instructions; the C functions that could run long without
+//! the clock every `HOOK_EVERY` instructions (`budget`); the C functions that could run long without
 //! executing a Lua instruction (the pattern functions, `table.move`, ...) are replaced by bounded
 //! versions that charge their steps to the same budget (`api::bounded`, `api::basics`).
 //!
-//! Fairness: a call that has run for [`SLICE`] without waiting yields to the async runtime (the
+//! Fairness: a call that has run for `SLICE` (10 ms) without waiting yields to the async runtime (the
 //! hook yields its Lua thread, the engine lets other tasks run and resumes it), so a long call
 //! on one worker thread does not stall the requests and events queued behind it.
 
-use super::{api, Call, Limits, Mode, Shared, Spec, StaticSpec};
+use super::budget::{Budget, MemoryLimit, HOOK_EVERY, WHY_INSTRUCTIONS, WHY_TIME};
+use super::handlers::{Handlers, Slot};
+use super::{api, Call, Limits, Mode, Shared, Spec};
 use mlua::{FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, VmState};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
 
-pub(crate) type Slot = Arc<Mutex<Option<Call>>>;
 
 /// How a call into Lua failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,49 +40,8 @@ pub enum CallError {
     Infra(String),
 }
 
-/// Instruction and time accounting of one state, reset before each call.
-pub(crate) struct Budget {
-    pub(crate) used: AtomicU64,
-    limit: u64,
-    timeout: Duration,
-    pub(crate) exceeded: AtomicBool,
-    /// What ran out: [`WHY_INSTRUCTIONS`] or [`WHY_TIME`].
-    why: AtomicU8,
-    hits: AtomicU64,
-    epoch: Instant,
-    /// Running time of the call's finished polls, in nanoseconds.
-    spent: AtomicU64,
-    /// When the running poll began (nanoseconds since `epoch`, plus one); 0 while none runs.
-    running_since: AtomicU64,
-    /// When the running slice began (nanoseconds since `epoch`): the poll's start or the last
-    /// yield to the runtime.
-    slice_start: AtomicU64,
-    /// The call's own Lua thread (its pointer): the only one the hook yields to the runtime.
-    main_thread: AtomicUsize,
-    /// Set when the hook yielded to let other tasks run.
-    yielded: AtomicBool,
-}
 
-const HOOK_EVERY: u32 = 10_000;
-/// How long a call runs before it lets other tasks of its worker thread run.
-const SLICE: Duration = Duration::from_millis(10);
-const WHY_INSTRUCTIONS: u8 = 1;
-const WHY_TIME: u8 = 2;
 
-/// The functions a state's script registered, stored in the state's app data.
-#[derive(Default)]
-pub(crate) struct Handlers {
-    pub(crate) service: Option<String>,
-    pub(crate) declaration: sequent_protocol::Declaration,
-    pub(crate) listeners: HashMap<String, (Function, bool)>,
-    pub(crate) rerun: std::collections::HashSet<String>,
-    pub(crate) rebuild: HashMap<String, Function>,
-    pub(crate) receipts: HashMap<String, Function>,
-    pub(crate) routes: Vec<(String, String, Function)>,
-    pub(crate) live: HashMap<String, Function>,
-    pub(crate) websockets: Vec<(String, Function)>,
-    pub(crate) statics: Vec<StaticSpec>,
-}
 
 pub struct Engine {
     lua: Lua,
@@ -92,9 +50,6 @@ pub struct Engine {
     memory_bytes: usize,
 }
 
-/// The memory limit of a state, for the API functions that build large values in Rust.
-#[derive(Clone, Copy)]
-pub(crate) struct MemoryLimit(pub(crate) usize);
 
 impl Engine {
     /// Creates a sandboxed state and runs the script in it.
@@ -108,7 +63,7 @@ impl Engine {
         let slot: Slot = Arc::new(Mutex::new(None));
         lua.set_app_data(slot.clone());
         lua.set_app_data(shared.clone());
-        lua.set_app_data(Handlers::default());
+        lua.set_app_data(Handlers { original_statuses: super::convert::speaks_original_statuses(source), ..Handlers::default() });
         lua.set_app_data(budget.clone());
         lua.set_app_data(MemoryLimit(limits.memory_bytes));
         let hook_budget = budget.clone();
@@ -179,6 +134,7 @@ impl Engine {
                 live: h.live.keys().cloned().collect(),
                 websockets: h.websockets.iter().map(|(p, _)| p.clone()).collect(),
                 statics: h.statics.clone(),
+                original_statuses: h.original_statuses,
             }
         };
         if spec.types().is_empty() && spec.routes.is_empty() && spec.live.is_empty() && spec.websockets.is_empty() && spec.statics.is_empty() {
@@ -191,8 +147,10 @@ impl Engine {
         &self.lua
     }
 
+    /// The live listener of `event_type`: its own, else the `*` one.
     pub fn listener(&self, event_type: &str) -> Option<(Function, bool)> {
-        self.lua.app_data_ref::<Handlers>()?.listeners.get(event_type).cloned()
+        let h = self.lua.app_data_ref::<Handlers>()?;
+        h.listeners.get(event_type).or_else(|| h.listeners.get(super::ALL_TYPES)).cloned()
     }
     pub fn rebuild_handler(&self, event_type: &str) -> Option<Function> {
         self.lua.app_data_ref::<Handlers>()?.rebuild.get(event_type).cloned()
@@ -265,108 +223,6 @@ impl Engine {
     }
 }
 
-impl Budget {
-    fn new(limits: Limits) -> Budget {
-        Budget {
-            used: AtomicU64::new(0),
-            limit: limits.instructions,
-            timeout: limits.timeout,
-            exceeded: AtomicBool::new(false),
-            why: AtomicU8::new(0),
-            hits: AtomicU64::new(0),
-            epoch: Instant::now(),
-            spent: AtomicU64::new(0),
-            running_since: AtomicU64::new(0),
-            slice_start: AtomicU64::new(0),
-            main_thread: AtomicUsize::new(0),
-            yielded: AtomicBool::new(false),
-        }
-    }
-
-    fn reset(&self) {
-        self.used.store(0, Ordering::Relaxed);
-        self.exceeded.store(false, Ordering::Relaxed);
-        self.why.store(0, Ordering::Relaxed);
-        self.hits.store(0, Ordering::Relaxed);
-        self.spent.store(0, Ordering::Relaxed);
-        self.running_since.store(0, Ordering::Relaxed);
-        self.main_thread.store(0, Ordering::Relaxed);
-        self.yielded.store(false, Ordering::Relaxed);
-    }
-
-    /// A whole instruction count again within the same call (a rebuild batch gives each event
-    /// one, as if it were a call of its own); the call's running time keeps counting.
-    pub(crate) fn fresh_instructions(&self) {
-        self.used.store(0, Ordering::Relaxed);
-        self.hits.store(0, Ordering::Relaxed);
-    }
-
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    /// Starts the clock; returns the start for [`Budget::stop_running`].
-    fn start_running(&self) -> u64 {
-        let now = self.now();
-        self.running_since.store(now + 1, Ordering::Relaxed);
-        self.slice_start.store(now, Ordering::Relaxed);
-        now
-    }
-
-    fn stop_running(&self, started: u64) {
-        self.spent.fetch_add(self.now().saturating_sub(started), Ordering::Relaxed);
-        self.running_since.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the call has run so far.
-    fn running_time(&self) -> Duration {
-        let since = self.running_since.load(Ordering::Relaxed);
-        let running = if since == 0 { 0 } else { self.now().saturating_sub(since - 1) };
-        Duration::from_nanos(self.spent.load(Ordering::Relaxed) + running)
-    }
-
-    fn slice_over(&self) -> bool {
-        self.running_since.load(Ordering::Relaxed) != 0
-            && self.now().saturating_sub(self.slice_start.load(Ordering::Relaxed)) > SLICE.as_nanos() as u64
-    }
-
-    fn exceed(&self, why: u8) {
-        let _ = self.why.compare_exchange(0, why, Ordering::Relaxed, Ordering::Relaxed);
-        self.exceeded.store(true, Ordering::Relaxed);
-    }
-
-    /// Charges `n` steps of work done outside the Lua VM (a pattern match, ...) as
-    /// instructions, and looks at the clock: an error once the call is over its budget, which
-    /// then stays spent (pcall cannot swallow it).
-    pub(crate) fn charge(&self, n: u64) -> Result<(), String> {
-        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
-        if !self.exceeded.load(Ordering::Relaxed) {
-            if used > self.limit {
-                self.exceed(WHY_INSTRUCTIONS);
-            } else if self.running_time() > self.timeout {
-                self.exceed(WHY_TIME);
-            }
-        }
-        if self.exceeded.load(Ordering::Relaxed) {
-            return Err(self.message());
-        }
-        Ok(())
-    }
-
-    /// Why the call was stopped, in words.
-    pub(crate) fn message(&self) -> String {
-        match self.why.load(Ordering::Relaxed) {
-            WHY_TIME => format!(
-                "the call ran longer than {:?} (--lua-timeout) and was stopped (an endless loop, or too much work for one call?); waits for Redis, HTTP or bus:wait do not count",
-                self.timeout
-            ),
-            _ => format!(
-                "the call ran more than {} Lua instructions and was stopped (an endless loop?); raise --lua-instructions if the work is legitimate",
-                self.limit
-            ),
-        }
-    }
-}
 
 fn is_memory_error(e: &mlua::Error) -> bool {
     match e {

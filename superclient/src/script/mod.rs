@@ -1,5 +1,5 @@
-//! The Lua runtime: sandboxed states that each load the service script ([`engine`]), pools of
-//! them ([`pool`]), the globals a script sees ([`api`], one file per table), and the conversions
+//! The Lua runtime: sandboxed states that each load the service script ([`engine`], bounded by a
+//! [`budget`], their registrations kept as [`handlers`]), pools of them ([`pool`]), the globals a script sees ([`api`], one file per table), and the conversions
 //! between JSON, events and Lua values ([`convert`]).
 //!
 //! Every call (event handler, rebuild handler, receipt listener, HTTP route) runs with a
@@ -9,8 +9,10 @@
 //! ones wrote.
 
 pub(crate) mod api;
+pub(crate) mod budget;
 pub mod convert;
 pub mod engine;
+pub(crate) mod handlers;
 pub mod pool;
 pub mod replay;
 pub mod routes;
@@ -56,6 +58,16 @@ pub struct Shared {
     pub local: Arc<crate::cohost::Cohosted>,
     /// Whether `admin.*` is available (`--admin-api`).
     pub admin_api: bool,
+    /// Set by `superclient test`: the state and the stream are kept in memory, and the API reads
+    /// and appends there instead of Redis and the gateway.
+    pub offline: OnceLock<Arc<Offline>>,
+}
+
+/// The state and stream of a service run without servers (`superclient test`).
+#[derive(Default)]
+pub struct Offline {
+    pub state: parking_lot::Mutex<crate::state::Memory>,
+    pub log: parking_lot::Mutex<crate::stream::MemoryLog>,
 }
 
 impl Shared {
@@ -87,9 +99,15 @@ impl Shared {
             directory: Arc::new(crate::cluster::Directory::new(member_timeout)),
             local,
             admin_api,
+            offline: OnceLock::new(),
         }
     }
 }
+
+/// The listener type `bus:add_event_listener("*", fn)` registers: every event type, with the
+/// same delivery as any listener (sticky per key, effectively once, parking). A listener of the
+/// event's own type wins over it.
+pub const ALL_TYPES: &str = "*";
 
 /// Limits of each Lua state.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +174,9 @@ pub struct Call {
     pub rerun: bool,
     /// While `bus:wait` runs its condition: the script keys it read from Redis.
     pub watching: Option<Vec<String>>,
+    /// Receipt listeners running now inside a route (each route send runs its listener, which
+    /// may send again): bounded like a handler's send rounds.
+    pub receipt_depth: u32,
 }
 
 impl Call {
@@ -173,6 +194,7 @@ impl Call {
             locked: Vec::new(),
             rerun: false,
             watching: None,
+            receipt_depth: 0,
         }
     }
 
@@ -205,14 +227,62 @@ pub struct Spec {
     pub websockets: Vec<String>,
     /// Static file trees.
     pub statics: Vec<StaticSpec>,
+    /// Receipt listeners get the original system's statuses (`success`, `inconsistent`):
+    /// see [`convert::speaks_original_statuses`].
+    pub original_statuses: bool,
 }
 
 impl Spec {
     /// The event types the service consumes: listeners and rebuild handlers (as in the
     /// original, a rebuild handler's type is also delivered live so versions stay known).
+    /// With a `*` listener that is `["*"]` alone (a consumer filter on every type; JetStream
+    /// refuses overlapping filters).
     pub fn types(&self) -> Vec<String> {
         let mut t: BTreeSet<String> = self.listeners.keys().cloned().collect();
         t.extend(self.rebuild.iter().cloned());
+        if t.contains(ALL_TYPES) {
+            return vec![ALL_TYPES.to_string()];
+        }
         t.into_iter().collect()
+    }
+
+    /// Whether events of `event_type` reach this service (its types, or `*`).
+    pub fn consumes(&self, event_type: &str) -> bool {
+        self.listeners.contains_key(ALL_TYPES) || self.listeners.contains_key(event_type) || self.rebuild.contains(event_type)
+    }
+
+    /// Whether the live listener of `event_type` re-runs on conflicts (its own, or the `*` one's
+    /// when it has none).
+    pub fn reruns(&self, event_type: &str) -> bool {
+        match self.listeners.contains_key(event_type) {
+            true => self.rerun.contains(event_type),
+            false => self.rerun.contains(ALL_TYPES),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(listeners: &[(&str, bool)], rebuild: &[&str], rerun: &[&str]) -> Spec {
+        Spec {
+            listeners: listeners.iter().map(|(t, r)| (t.to_string(), *r)).collect(),
+            rebuild: rebuild.iter().map(|t| t.to_string()).collect(),
+            rerun: rerun.iter().map(|t| t.to_string()).collect(),
+            ..Spec::default()
+        }
+    }
+
+    #[test]
+    fn an_all_types_listener_consumes_every_type_through_one_filter() {
+        let s = spec(&[("*", true), ("Special", false)], &["Rebuilt"], &["*"]);
+        assert_eq!(s.types(), ["*"], "one filter: JetStream refuses overlapping ones");
+        assert!(s.consumes("Anything") && s.consumes("Special"));
+        assert!(s.reruns("Anything"), "the * listener's option applies to the types it handles");
+        assert!(!s.reruns("Special"), "a type's own listener keeps its own option");
+        let plain = spec(&[("A", false)], &["B"], &[]);
+        assert_eq!(plain.types(), ["A", "B"]);
+        assert!(!plain.consumes("C"));
     }
 }

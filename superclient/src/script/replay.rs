@@ -4,20 +4,22 @@
 //! and name the event.
 
 use super::convert::{handler_args, Delivery};
-use super::engine::{Budget, Handlers};
+use super::budget::Budget;
+use super::handlers::Handlers;
 use std::sync::Arc;
 use super::{Call, CallError, Lease};
 use mlua::{Function, Lua, Table};
 use sequent_protocol::Event;
 
 /// Loops over `events` (`{type, key, correlation, data, meta}` each), calling the handler of
-/// each type, each with a whole instruction budget (as if it were a call of its own); `at.i`
+/// each type (else the `*` one; `false`: none), each with a whole instruction budget (as if it were a call of its own); `at.i`
 /// says which one runs, for the error of a failing one.
 const DISPATCH: &str = r#"
 local handlers, events, at, fresh_budget = ...
 for i = 1, #events do
   local e = events[i]
   local f = handlers[e[1]]
+  if f == nil then f = handlers["*"] end
   if f then
     fresh_budget()
     at.i = i
@@ -55,6 +57,9 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
         for (event_type, (listener, rebuild)) in &h.listeners {
             if *rebuild {
                 t.raw_set(event_type.as_str(), listener.clone())?;
+            } else {
+                // Its own live-only listener wins over a `*` listener, in rebuilds as live.
+                t.raw_set(event_type.as_str(), false)?;
             }
         }
         // A rebuild handler wins over a listener used in rebuilds.

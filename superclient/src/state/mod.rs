@@ -1,13 +1,15 @@
 //! A service's state in Redis: the key layout ([`keys`]), a call's buffered writes
 //! ([`overlay`]), the connection and its atomic scripts ([`store`]), and the announcements that
-//! wake `bus:wait` ([`notify`]).
+//! wake `bus:wait` ([`notify`]); [`memory`], the state kept in memory for `superclient test`.
 
 pub mod keys;
+pub mod memory;
 pub mod notify;
 pub mod overlay;
 pub mod parked;
 pub mod store;
 
 pub use keys::*;
+pub use memory::Memory;
 pub use overlay::{Cmd, Overlay, StrView};
 pub use store::{Changes, Commit, Guard, Store};

@@ -33,7 +33,7 @@ fn sandbox(lua: &Lua) -> LResult<()> {
         safe_os.raw_set(name, os.get::<Value>(name)?)?;
     }
     g.raw_set("os", safe_os)?;
-    let budget = lua.app_data_ref::<Arc<crate::script::engine::Budget>>().map(|b| b.clone());
+    let budget = lua.app_data_ref::<Arc<crate::script::budget::Budget>>().map(|b| b.clone());
     g.raw_set(
         "__sequent_over_budget",
         lua.create_function(move |_, ()| Ok(budget.as_ref().is_some_and(|b| b.exceeded.load(std::sync::atomic::Ordering::Relaxed))))?,

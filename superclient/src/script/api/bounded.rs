@@ -5,7 +5,7 @@
 //! are wrapped in Lua by the sandbox (`basics.rs`), where the hook sees their loops.
 
 use super::pattern::{self, Capture, Matcher, Stop};
-use crate::script::engine::{Budget, MemoryLimit};
+use crate::script::budget::{Budget, MemoryLimit};
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use std::sync::Arc;
 

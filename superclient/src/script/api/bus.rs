@@ -4,7 +4,8 @@
 //! [`super::stream`], [`super::wait`] and [`super::web`].
 
 use super::{args, err, registering, send, shared, stream, wait, web, LResult};
-use crate::script::engine::Handlers;
+use crate::script::handlers::Handlers;
+use crate::script::ALL_TYPES;
 use crate::script::convert::lua_to_json;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use sequent_protocol::declaration::{validate_service, Declaration};
@@ -64,7 +65,11 @@ pub fn install(lua: &Lua) -> LResult<()> {
         lua.create_function(|lua, values: MultiValue| {
             let (event_type, f, opts): (String, Function, Option<Table>) = args(lua, values, "bus:add_event_listener")?;
             registering(lua, "bus:add_event_listener")?;
-            validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_event_listener: {e}")))?;
+            // `*`: every event type (audit, forwarding, indexing); a listener of the event's own
+            // type wins over it.
+            if event_type != ALL_TYPES {
+                validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_event_listener: {e}")))?;
+            }
             let (rebuild, rerun) = match &opts {
                 Some(t) => {
                     for pair in t.pairs::<String, Value>() {

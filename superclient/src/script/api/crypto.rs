@@ -168,7 +168,7 @@ fn required(lua: &Lua, name: &str, pick: fn(&Secrets) -> &Option<Vec<u8>>) -> ml
 
 /// The service the script registered as, and its declaration's `mints_tokens`.
 fn service(lua: &Lua) -> (Option<String>, bool) {
-    match lua.app_data_ref::<crate::script::engine::Handlers>() {
+    match lua.app_data_ref::<crate::script::handlers::Handlers>() {
         Some(h) => (h.service.clone(), h.declaration.mints_tokens),
         None => (None, false),
     }

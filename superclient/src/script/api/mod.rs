@@ -17,7 +17,7 @@ mod stream;
 mod wait;
 mod web;
 
-use super::engine::Slot;
+use super::handlers::Slot;
 use super::{Call, Mode, Shared};
 use crate::state::{self, Store};
 use mlua::{FromLuaMulti, Lua, MultiValue, Value};
@@ -100,6 +100,11 @@ fn check_reads_allowed(lua: &Lua, what: &str) -> LResult<()> {
     }
 }
 
+/// The in-memory state and stream, when the script runs under `superclient test`.
+fn offline(lua: &Lua) -> Option<Arc<super::Offline>> {
+    shared(lua).offline.get().cloned()
+}
+
 fn redis_store(lua: &Lua) -> LResult<Store> {
     shared(lua).redis.get().cloned().ok_or_else(|| mlua::Error::runtime("redis is not connected yet"))
 }
@@ -139,6 +144,14 @@ fn retarget(cmd: &::redis::Cmd, from: &str, to: &str) -> ::redis::Cmd {
 /// key `key` when the call's reads are checked at commit (then noted in its overlay). A rebuild
 /// reads a namespace that is not active yet.
 async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::Cmd, depends: Option<state::Depends<'_>>) -> LResult<T> {
+    if let Some(offline) = offline(lua) {
+        let value = offline.state.lock().read(cmd);
+        return match value {
+            Ok(v) => ::redis::from_redis_value(v).map_err(|e| mlua::Error::runtime(format!("{what}: {e}"))),
+            Err(e) if e.starts_with("WRONGTYPE") => err(format!("{what}: the key holds another type of value ({e})")),
+            Err(e) => err(format!("{what}: {e}")),
+        };
+    }
     let store = redis_store(lua)?;
     let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
     let not_active = |ns: &str| format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry");

@@ -3,7 +3,7 @@
 //! what Redis holds (`state::overlay`). Every read from Redis carries the key's revision, which
 //! the commit checks (serializable handler and route state).
 
-use super::{args, err, infra, read, redis_store, with_call, LResult};
+use super::{args, err, infra, offline, read, redis_store, with_call, LResult};
 use crate::script::convert::{json_to_lua, lua_to_json};
 use crate::script::Mode;
 use crate::state::{self, StrView};
@@ -171,13 +171,17 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
                 Mode::Load => err("redis:keys: redis is not available while the script loads"),
                 _ => Ok(c.ns.clone()),
             })?;
-            let store = redis_store(&lua)?;
             const LIMIT: usize = 10_000;
             let prefix = format!("{ns}:");
             // Stored names of script keys: as they are, or escaped with `~` (state::script_key).
             let mut found = Vec::new();
             for stored_pattern in [pattern.clone(), format!("~{pattern}")] {
-                match store.scan(&format!("{}{stored_pattern}", state::glob_escape(&prefix)), LIMIT + 1).await {
+                let glob = format!("{}{stored_pattern}", state::glob_escape(&prefix));
+                if let Some(offline) = offline(&lua) {
+                    found.extend(offline.state.lock().scan(&glob));
+                    continue;
+                }
+                match redis_store(&lua)?.scan(&glob, LIMIT + 1).await {
                     Ok(k) => found.extend(k),
                     Err(e) => return infra(&lua, "redis:keys", e),
                 }

@@ -2,15 +2,16 @@
 //! succeeds (ids derived from the handled event); in a route, published at once (after the
 //! route's reads are checked and locked), returning the receipt.
 
-use super::{args, err, infra, mode, read, redis_store, shared, with_call, LResult};
-use crate::script::convert::{lua_to_json, receipt_table};
+use super::{args, err, infra, mode, offline, read, redis_store, shared, with_call, LResult};
+use crate::script::convert::{data_to_lua, lua_to_json, receipt_status, receipt_table};
+use crate::script::handlers::Handlers;
 use crate::script::{Call, Mode};
 use crate::state::{self, Commit};
 use crate::stream::AppendError;
 use mlua::{Lua, MultiValue, Table, Value};
 use sequent_protocol::envelope::{derived_event_id, new_event_id};
 use sequent_protocol::validate::{validate_id, validate_key, validate_type};
-use sequent_protocol::{Expect, NewEvent, Receipt};
+use sequent_protocol::{Expect, NewEvent, Producer, Receipt};
 use serde_json::value::RawValue;
 
 pub fn install(lua: &Lua, bus: &Table) -> LResult<()> {
@@ -103,27 +104,81 @@ async fn send(lua: Lua, values: MultiValue) -> LResult<Value> {
             })
         }
         Mode::Route => {
-            let gateway = shared(&lua).gateway.get().cloned();
-            let Some(gateway) = gateway else { return infra(&lua, &what, "not connected to NATS yet") };
-            lock_reads(&lua, &what).await?;
             let event = NewEvent { id: Some(chosen_id.unwrap_or_else(new_event_id)), event_type, key, expect, correlation, causation: None, data };
-            match gateway.append(vec![event]).await {
-                Ok(reply) => {
-                    let receipt = reply.receipts.into_iter().next();
-                    let Some(receipt) = receipt else { return infra(&lua, &what, "the gateway sent no receipt") };
-                    with_call(&lua, &what, |call| {
-                        // Counted so that the route is not silently run again after a rebuild swap.
-                        call.sent += 1;
-                        note_receipt(call, &receipt);
-                        Ok(())
-                    })?;
-                    receipt_table(&lua, &receipt).map(Value::Table)
+            let receipt = match offline(&lua) {
+                Some(offline) => offline_append(&lua, &offline, event.clone()).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?,
+                None => {
+                    let gateway = shared(&lua).gateway.get().cloned();
+                    let Some(gateway) = gateway else { return infra(&lua, &what, "not connected to NATS yet") };
+                    lock_reads(&lua, &what).await?;
+                    match gateway.append(vec![event.clone()]).await {
+                        Ok(reply) => match reply.receipts.into_iter().next() {
+                            Some(receipt) => receipt,
+                            None => return infra(&lua, &what, "the gateway sent no receipt"),
+                        },
+                        Err(AppendError::Unavailable(e)) => return infra(&lua, &what, e),
+                        Err(AppendError::Refused(e)) => return err(format!("{what}: {e}")),
+                    }
                 }
-                Err(AppendError::Unavailable(e)) => infra(&lua, &what, e),
-                Err(AppendError::Refused(e)) => err(format!("{what}: {e}")),
-            }
+            };
+            with_call(&lua, &what, |call| {
+                // Counted so that the route is not silently run again after a rebuild swap.
+                call.sent += 1;
+                note_receipt(call, &receipt);
+                Ok(())
+            })?;
+            route_receipt(&lua, &what, &event, &receipt).await?;
+            receipt_table(&lua, &receipt).map(Value::Table)
         }
     }
+}
+
+/// Appends one event of a route to the in-memory stream (`superclient test`).
+fn offline_append(lua: &Lua, offline: &crate::script::Offline, event: NewEvent) -> Result<Receipt, String> {
+    let (producer, appends) = {
+        let h = lua.app_data_ref::<Handlers>().expect("handlers are installed");
+        let service = h.service.clone().unwrap_or_default();
+        (Producer { service, instance: Some(shared(lua).instance.clone()) }, h.declaration.appends.clone())
+    };
+    let receipts = offline.log.lock().append(vec![event], &producer, &appends)?;
+    Ok(receipts.into_iter().next().expect("one receipt per event"))
+}
+
+/// Most receipt listeners nested in one route (a listener that resends on every conflict).
+const MAX_ROUTE_RECEIPT_DEPTH: u32 = 5;
+
+/// A route's send: the receipt listener of its type runs at once, in the route's call (its
+/// writes commit with the route's, its sends go out at once and get their receipts too), as
+/// the original delivered a receipt for every send.
+async fn route_receipt(lua: &Lua, what: &str, event: &NewEvent, receipt: &Receipt) -> LResult<()> {
+    let (listener, original) = {
+        let h = lua.app_data_ref::<Handlers>().expect("handlers are installed");
+        (h.receipts.get(&event.event_type).cloned(), h.original_statuses)
+    };
+    let Some(listener) = listener else { return Ok(()) };
+    let depth = with_call(lua, what, |c| {
+        c.receipt_depth += 1;
+        Ok(c.receipt_depth)
+    })?;
+    let result = if depth > MAX_ROUTE_RECEIPT_DEPTH {
+        err(format!("{what}: receipt listeners kept sending events for {MAX_ROUTE_RECEIPT_DEPTH} rounds; a listener that resends on every conflict loops"))
+    } else {
+        let correlation = event.correlation.clone().or_else(|| event.id.clone());
+        let args = (
+            receipt_status(receipt, original),
+            event.event_type.clone(),
+            event.key.clone(),
+            correlation,
+            data_to_lua(lua, event.data.get())?,
+            receipt_table(lua, receipt)?,
+        );
+        listener.call_async::<()>(args).await
+    };
+    with_call(lua, what, |c| {
+        c.receipt_depth -= 1;
+        Ok(())
+    })?;
+    result
 }
 
 /// What a receipt teaches about a key's version, recorded with the call's writes.

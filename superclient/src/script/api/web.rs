@@ -4,7 +4,7 @@
 use super::{args, err, registering, shared, with_call, LResult};
 use crate::hub::HubOp;
 use crate::script::convert::lua_to_json;
-use crate::script::engine::Handlers;
+use crate::script::handlers::Handlers;
 use crate::script::Mode;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use sequent_protocol::validate::validate_type;
