@@ -22,13 +22,41 @@ pub struct Callout {
     pub sys: Option<async_nats::Client>,
 }
 
+impl Callout {
+    /// From `--callout-seed`, `--nats-account` and `--sys-nats`.
+    pub async fn from_config(seed: &str, config: &crate::Config) -> anyhow::Result<Callout> {
+        let issuer = KeyPair::from_seed(seed.trim())
+            .map_err(|e| anyhow::anyhow!("--callout-seed (SEQUENT_CALLOUT_SEED) is not an nkey seed: {e}"))?;
+        anyhow::ensure!(
+            issuer.public_key().starts_with('A'),
+            "--callout-seed (SEQUENT_CALLOUT_SEED) must be an account seed (SA...), the one whose public key is the auth_callout issuer"
+        );
+        let sys = match &config.sys_nats {
+            None => None,
+            Some(creds) => {
+                let (user, password) = creds.split_once(':').ok_or_else(|| anyhow::anyhow!("--sys-nats (SEQUENT_SYS_NATS_CREDENTIALS) should be user:password"))?;
+                let (servers, _) = sequent_net::nats_servers(&config.nats_url)?;
+                let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+                    .name("bus-gateway (system account)")
+                    .connect(servers)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to NATS as the system user {user:?} (--sys-nats): {e}"))?;
+                Some(client)
+            }
+        };
+        Ok(Callout { issuer, account: config.nats_account.clone(), sys })
+    }
+}
+
 pub async fn serve(app: Arc<App>, callout: Arc<Callout>) -> anyhow::Result<()> {
     let mut requests = app
         .client
         .queue_subscribe(callout::SUBJECT, GATEWAY_QUEUE_GROUP.to_string())
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", callout::SUBJECT))?;
-    tokio::spawn(close_changed(app.registry.clone(), callout.clone()));
+    if let Some(registry) = app.registry.clone() {
+        tokio::spawn(close_changed(registry, callout.clone()));
+    }
     tracing::info!(account = callout.account, issuer = callout.issuer.public_key(), "answering NATS auth callout");
     while let Some(request) = requests.next().await {
         let (app, callout) = (app.clone(), callout.clone());
@@ -54,7 +82,8 @@ pub async fn serve(app: Arc<App>, callout: Arc<Callout>) -> anyhow::Result<()> {
 }
 
 async fn decide(app: &App, callout: &Callout, request: &callout::Request) -> Result<String, sequent_auth::jwt::JwtError> {
-    let principal = match app.registry.fetch(&request.user).await {
+    let Some(registry) = &app.registry else { return callout::refuse(request, "no registry", &callout.issuer) };
+    let principal = match registry.fetch(&request.user).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(user = request.user, error = %e, "registry unreadable: refusing a connection");

@@ -76,10 +76,11 @@ fn read_stream(stream: &str, out: &mut Vec<String>) {
     out.push(format!("$JS.API.DIRECT.GET.{stream}.>"));
 }
 
-/// Asking the gateway for live tails, and the flow control of their deliveries.
-fn tails(name: &str, layout: &Layout, out: &mut Vec<String>) {
+/// Asking the gateways for tails and pulling them (the gateways check the consumer is the
+/// principal's before relaying a pull).
+fn tails(name: &str, out: &mut Vec<String>) {
     out.push(subjects::tail_subject(name));
-    out.push(format!("$JS.FC.{}.>", layout.stream));
+    out.push(format!("sequent.pull.{name}.>"));
 }
 
 /// A service type: appends as itself; pulls, acks, unpins and resets its own partition
@@ -89,7 +90,7 @@ fn service(name: &str, layout: &Layout) -> Permissions {
     let stream = &layout.stream;
     let mut publish = vec![subjects::append_subject(name), subjects::provision_subject(name), "$JS.API.INFO".to_string()];
     read_stream(stream, &mut publish);
-    tails(name, layout, &mut publish);
+    tails(name, &mut publish);
     for p in 0..layout.partitions {
         let c = subjects::consumer_name(name, p);
         for verb in ["MSG.NEXT", "INFO", "UNPIN", "RESET"] {
@@ -107,7 +108,7 @@ fn reader(name: &str, layout: &Layout) -> Permissions {
     let mut publish = vec!["$JS.API.INFO".to_string()];
     read_stream(&layout.stream, &mut publish);
     read_stream(&layout.index_stream, &mut publish);
-    tails(name, layout, &mut publish);
+    tails(name, &mut publish);
     Permissions { publish, subscribe: vec![format!("{}.>", inbox_prefix(name))] }
 }
 
@@ -174,7 +175,7 @@ mod tests {
     fn everyone_receives_only_under_its_own_inbox() {
         let p = perms("bfaf", Kind::Service);
         assert!(p.may_subscribe("_INBOX_bfaf.abc.1"));
-        for s in ["_INBOX_accounts.abc", "_INBOX.abc", ">", "ev.>", "sequent.append.accounts", "$JS.ACK.EVENTS.accounts-p00.>"] {
+        for s in ["_INBOX_accounts.abc", "_INBOX.abc", ">", "ev.>", "sequent.append.accounts", "$JS.ACK.EVENTS.accounts-p00.>", "sequent.live.accounts.x"] {
             assert!(!p.may_subscribe(s), "{s}");
         }
         // `_INBOX_bfaf` must not open `_INBOX_bfaf2`.
@@ -186,6 +187,8 @@ mod tests {
     fn a_reader_reads_and_writes_nothing() {
         let p = perms("analyst", Kind::Reader);
         assert!(p.may_publish("$JS.API.DIRECT.GET.EVENTS_IX") && p.may_publish("sequent.tail.analyst"));
+        assert!(p.may_publish(&subjects::pull_subject("analyst", "events", "analyst~x1")));
+        assert!(!p.may_publish(&subjects::pull_subject("accounts", "events", "accounts~x1")));
         for s in ["sequent.append.analyst", "sequent.provision.analyst", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.accounts-p00", "$KV.sequent_members.analyst.x"] {
             assert!(!p.may_publish(s), "{s}");
         }
