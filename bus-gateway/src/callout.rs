@@ -119,7 +119,8 @@ async fn close_changed(registry: Registry, callout: Arc<Callout>) {
     let mut changes = registry.changes();
     loop {
         let name = match changes.recv().await {
-            Ok((name, _)) => name,
+            Ok((name, true)) => name,
+            Ok((_, false)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };

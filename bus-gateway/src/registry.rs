@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-/// A change of the registry: the principal's name, and its entry if it was put (None: removed).
-pub type Change = (String, Option<Principal>);
+/// A change of the registry: the principal's name, and whether it replaced or removed an entry
+/// (then connections made under the old entry must go).
+pub type Change = (String, bool);
 
 #[derive(Clone)]
 pub struct Registry {
@@ -82,18 +83,22 @@ impl Registry {
             },
             kv::Operation::Delete | kv::Operation::Purge => None,
         };
-        match &principal {
+        let previous = match &principal {
             Some(p) => {
                 tracing::info!(name, kind = %p.kind, "principal registered");
-                self.known.write().insert(name.clone(), p.clone());
+                self.known.write().insert(name.clone(), p.clone())
             }
             None => {
-                if self.known.write().remove(&name).is_some() {
+                let previous = self.known.write().remove(&name);
+                if previous.is_some() {
                     tracing::info!(name, "principal removed");
                 }
+                previous
             }
-        }
-        let _ = self.changes.send((name, principal));
+        };
+        // A first registration changes no one's connections.
+        let replaced = previous.is_some_and(|old| Some(&old) != principal.as_ref());
+        let _ = self.changes.send((name, replaced));
     }
 
     /// This gateway's copy of a principal's entry.
