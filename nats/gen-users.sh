@@ -121,7 +121,7 @@ EOF
   subscribe: {
     # "subject queue": only as a member of the gateways' queue group, so that every append is
     # handled by exactly one gateway.
-    allow: ["sequent.append.* $QUEUE", "sequent.provision.* $QUEUE", "_INBOX.>"]
+    allow: ["sequent.append.* $QUEUE", "sequent.provision.* $QUEUE", "sequent.tail.* $QUEUE", "sequent.pull.*.*.* $QUEUE", "_INBOX.>"]
   }
   allow_responses: true
 }
@@ -137,19 +137,23 @@ PERMS_ANALYST = {
   publish: {
     allow: [
       "\$JS.API.INFO"
+      "sequent.tail.analyst"
+      "sequent.pull.analyst.>"
 $(reader "$STREAM")
 $(reader "$INDEX")
     ]
     deny: [
       "ev.>"
       "ix.>"
-      "sequent.>"
+      "sequent.append.>"
+      "sequent.provision.>"
+      "sequent.live.>"
       "\$KV.>"
 $(protected_durables)
 $(foreign_pulls "")
     ]
   }
-  subscribe: { allow: ["_INBOX.>"] }
+  subscribe: { allow: ["_INBOX.>", "_INBOX_analyst.>"] }
 }
 
 EOF
@@ -168,6 +172,8 @@ PERMS_SERVICE_$upper = {
     allow: [
       "sequent.append.$s"
       "sequent.provision.$s"
+      "sequent.tail.$s"
+      "sequent.pull.$s.>"
 $(reader "$STREAM")
 EOF
   for ((p = 0; p < PARTITIONS; p++)); do
@@ -200,7 +206,7 @@ $(protected_durables)
 $(foreign_pulls "$s")
     ]
   }
-  subscribe: { allow: ["_INBOX.>", "sequent.live.$s.>"] }
+  subscribe: { allow: ["_INBOX.>", "_INBOX_$s.>", "sequent.live.$s.>"] }
 }
 
 EOF

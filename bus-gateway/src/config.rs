@@ -69,6 +69,24 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_API_TOKENS", default_value = "", hide_env_values = true)]
     pub api_tokens: String,
 
+    /// Answer nats-server's auth callout with this account nkey seed (`SA...`; its public key is
+    /// the `issuer` of the server's `auth_callout` block): principals registered in the
+    /// registry connect with their own credentials and get least-privilege permissions derived
+    /// from their declarations, and the registry is the append policy (`--policy` is then
+    /// ignored). See nats/dev.conf and deploy/.
+    #[arg(long, env = "SEQUENT_CALLOUT_SEED", hide_env_values = true)]
+    pub callout_seed: Option<String>,
+
+    /// The NATS account admitted principals are bound to (the `account` of `auth_callout`).
+    #[arg(long, env = "SEQUENT_NATS_ACCOUNT", default_value = "SEQUENT")]
+    pub nats_account: String,
+
+    /// A user of the system account, to close the connections of a principal that is removed
+    /// or registered anew: `user:password`. Without it they keep their open connections until
+    /// they reconnect.
+    #[arg(long, env = "SEQUENT_SYS_NATS_CREDENTIALS", hide_env_values = true)]
+    pub sys_nats: Option<String>,
+
     /// JSON file naming, per service type, the event types it may append:
     /// `{"accounts": ["AccountOpened", ...], ...}`. Without it any service may append any type.
     #[arg(long, env = "SEQUENT_POLICY")]

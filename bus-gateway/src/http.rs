@@ -193,7 +193,7 @@ fn append_answer(reply: AppendReply) -> Response {
     security((), ("api_token" = []))
 )]
 async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let caller = match app.tokens.check(bearer(&headers), Role::Write) {
+    let caller = match app.caller(bearer(&headers), Role::Write) {
         Ok(c) => c,
         Err(d) => return denied(d),
     };
@@ -211,6 +211,10 @@ async fn append(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<By
         }
         Err(e) => return bad(e.body_text()),
     };
+    if caller.service {
+        let producer = Producer { service: caller.name.clone(), instance: None };
+        return append_answer(app.append(&body, producer, Some(&caller.name)).await);
+    }
     let producer = Producer { service: format!("api:{}", caller.name), instance: None };
     append_answer(app.append(&body, producer, None).await)
 }
@@ -245,7 +249,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 fn read_access(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    app.tokens.check(bearer(headers), Role::Read).map(|_| ()).map_err(denied)
+    app.caller(bearer(headers), Role::Read).map(|_| ()).map_err(denied)
 }
 
 /// `{"events": [...], "next_from_seq": n|null}` built from stored payloads without re-serialising.

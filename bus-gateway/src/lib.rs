@@ -2,6 +2,7 @@
 //! services reach them over NATS request/reply (a queue group), HTTP clients over REST.
 
 pub mod auth;
+mod callout;
 pub mod config;
 mod http;
 mod indexer;
@@ -10,7 +11,9 @@ mod live;
 mod nats_api;
 mod openapi;
 mod provision;
+pub mod registry;
 pub mod store;
+mod tails;
 
 use anyhow::Context as _;
 use sequent_net::{nats_servers, redact_url};
@@ -31,6 +34,9 @@ pub struct App {
     pub store: Store,
     pub tokens: Tokens,
     pub policy: Policy,
+    /// The registered principals, when the gateway answers the auth callout (`--callout-seed`):
+    /// then it is the append policy and the source of HTTP tokens.
+    pub registry: Option<registry::Registry>,
     pub limits: Limits,
     pub metrics: PrometheusHandle,
     /// Set when the gateway is stopping: `/ready` answers 503, no new work is taken.
@@ -38,6 +44,42 @@ pub struct App {
 }
 
 impl App {
+    /// Whether principals connect through this deployment's auth callout (and the registry).
+    pub fn callout_enabled(&self) -> bool {
+        self.registry.is_some()
+    }
+
+    /// Who a bearer token is: an operator's API token (`--api-tokens`), or a registered
+    /// principal's `<name>:<secret>` (a service writes, as itself; a reader reads). With a
+    /// registry the API is never open.
+    pub fn caller(&self, token: Option<&str>, need: auth::Role) -> Result<auth::Caller, auth::Denied> {
+        if let Some(registry) = &self.registry {
+            if let Some((name, secret)) = token.and_then(|t| t.split_once(':')) {
+                if let Some(p) = registry.get(name).filter(|p| p.accepts(secret)) {
+                    let service = p.kind == sequent_auth::Kind::Service;
+                    let role = if service { auth::Role::Write } else { auth::Role::Read };
+                    if role < need {
+                        return Err(auth::Denied::Forbidden(format!("{name:?} is a reader and may only read")));
+                    }
+                    return Ok(auth::Caller { name: name.to_string(), role, service });
+                }
+            }
+            if self.tokens.is_open() {
+                return Err(auth::Denied::Unauthenticated);
+            }
+        }
+        self.tokens.check(token, need)
+    }
+
+    /// May `service` append `event_type`? The registry says when there is one, else the
+    /// `--policy` file.
+    fn may_append(&self, service: &str, event_type: &str) -> Result<(), String> {
+        match &self.registry {
+            Some(registry) => registry.may_append(service, event_type),
+            None => self.policy.check(service, event_type),
+        }
+    }
+
     /// Parses, authorizes and stores one append request. `service` is set for appends from a
     /// service over NATS; its declared types are checked against the policy.
     pub async fn append(&self, body: &[u8], producer: Producer, service: Option<&str>) -> AppendReply {
@@ -50,7 +92,7 @@ impl App {
                         .events
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, e)| self.policy.check(service, &e.event_type).err().map(|r| format!("events[{i}]: {r}")))
+                        .filter_map(|(i, e)| self.may_append(service, &e.event_type).err().map(|r| format!("events[{i}]: {r}")))
                         .collect(),
                     None => Vec::new(),
                 };
@@ -145,17 +187,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tokens = Tokens::parse(&config.api_tokens)?;
     let policy = Policy::load(config.policy.as_deref())?;
-    if tokens.is_open() && !config.listen.ip().is_loopback() {
+    if tokens.is_open() && config.callout_seed.is_none() && !config.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to serve an open HTTP API on {}: set SEQUENT_API_TOKENS (name:token:role,...) or listen on 127.0.0.1",
             config.listen
         );
     }
-    if tokens.is_open() {
+    if tokens.is_open() && config.callout_seed.is_none() {
         tracing::warn!("no API tokens configured: the HTTP API on {} is open to local clients", config.listen);
     }
     let client = connect(&config).await?;
     let store = Store::open(client.clone(), &config).await.context("setting up the event streams")?;
+    let callout = match &config.callout_seed {
+        None => None,
+        Some(seed) => Some(Arc::new(callout::Callout::from_config(seed, &config).await?)),
+    };
+    let registry = match callout {
+        None => None,
+        Some(_) => Some(registry::Registry::open(&async_nats::jetstream::new(client.clone()), config.replicas).await?),
+    };
     let limits = Limits { max_data_bytes: config.max_data_bytes, max_batch: config.max_batch };
     let app = Arc::new(App {
         config: config.clone(),
@@ -163,6 +213,7 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
         store,
         tokens,
         policy,
+        registry,
         limits,
         metrics: install_metrics(),
         stopping: AtomicBool::new(false),
@@ -183,6 +234,10 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
     let mut nats = tokio::spawn(nats_api::serve(app.clone(), stop_rx.clone()));
     let mut index = tokio::spawn(indexer::run(app.clone()));
     let mut provisioning = tokio::spawn(provision::serve(app.clone(), stop_rx.clone()));
+    let mut tailing = tokio::spawn(tails::serve(app.clone(), stop_rx.clone()));
+    // Answering the callout goes on while the gateway drains: other principals' connections
+    // keep being admitted until it has gone.
+    let answering = callout.map(|c| tokio::spawn(callout::serve(app.clone(), c)));
     let http_opts = config.http.clone();
     let router = http::router(app.clone());
     let mut http = tokio::spawn({
@@ -202,6 +257,7 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
         r = &mut nats => return ended("the NATS API", r),
         r = &mut index => return ended("the correlation indexer", r),
         r = &mut provisioning => return ended("consumer provisioning", r),
+        r = &mut tailing => return ended("tails", r),
     }
 
     let started = Instant::now();
@@ -211,8 +267,9 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
     // Each part keeps to --shutdown-timeout itself; the margin covers what it does after.
     let bound = config.http.shutdown_timeout + Duration::from_secs(2);
     let drained = tokio::time::timeout(bound, async {
-        let (h, n, p) = tokio::join!(http, nats, provisioning);
-        for (what, r) in [("HTTP server", h.map_err(anyhow::Error::from).and_then(|r| r)), ("NATS appends", n.map_err(anyhow::Error::from).and_then(|r| r)), ("provisioning", p.map_err(anyhow::Error::from).and_then(|r| r))] {
+        let (h, n, p, t) = tokio::join!(http, nats, provisioning, tailing);
+        let flat = |r: Result<anyhow::Result<()>, tokio::task::JoinError>| r.map_err(anyhow::Error::from).and_then(|r| r);
+        for (what, r) in [("HTTP server", flat(h)), ("NATS appends", flat(n)), ("provisioning", flat(p)), ("tails", flat(t))] {
             if let Err(e) = r {
                 tracing::warn!(error = format!("{e:#}"), "{what} did not stop cleanly");
             }
@@ -223,6 +280,9 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
         tracing::warn!("bus-gateway: work still in hand after --shutdown-timeout; exiting anyway");
     }
     index.abort();
+    if let Some(a) = answering {
+        a.abort();
+    }
     // The answers are published: make sure they left before the connection goes.
     if tokio::time::timeout(Duration::from_secs(2), client.flush()).await.map_or(true, |r| r.is_err()) {
         tracing::warn!("flushing the NATS connection failed: the last answers may not have reached their callers");

@@ -55,6 +55,7 @@ fn list(s: &Option<String>) -> Vec<&str> {
         (status = 101, description = "Switching to the WebSocket protocol; then one `LiveMessage` per text message"),
         (status = 400, description = "Not a WebSocket request, or a malformed type or key", body = Problem, content_type = PROBLEM),
         (status = 401, description = "No or an unknown API token", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "The request comes from a page of another origin", body = Problem, content_type = PROBLEM),
         (status = 426, description = "The connection cannot be upgraded", body = Problem, content_type = PROBLEM),
     ),
     security((), ("api_token" = []))
@@ -66,7 +67,10 @@ pub async fn live(
     ws: WebSocketUpgrade,
 ) -> Response {
     let token = bearer(&headers).or(q.token.as_deref());
-    if let Err(d) = app.tokens.check(token, Role::Read) {
+    if crate::auth::foreign_origin(&headers) {
+        return denied(crate::auth::Denied::Forbidden("a page of another origin may not open the live feed".into()));
+    }
+    if let Err(d) = app.caller(token, Role::Read) {
         return denied(d);
     }
     let filters = match subjects::read_filters(&list(&q.types), &list(&q.keys)) {

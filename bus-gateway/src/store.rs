@@ -21,7 +21,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-const INDEX_SUFFIX: &str = "_IX";
+use sequent_protocol::subjects::INDEX_STREAM_SUFFIX as INDEX_SUFFIX;
 /// Attempts for one append when the key keeps moving ("any") or the server is briefly away.
 const MAX_ATTEMPTS: u32 = 12;
 

@@ -16,4 +16,4 @@ pub use declaration::Declaration;
 pub use envelope::{Event, Expect, NewEvent, Producer};
 pub use problem::Problem;
 pub use validate::{Limits, ValidationError};
-pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest, Receipt};
+pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest, Receipt, TailReply, TailRequest, TailStart, TailStream};

@@ -105,9 +105,53 @@ pub fn partition_of(key: &str, partitions: u32) -> u32 {
     fnv1a32(key.as_bytes()) % partitions
 }
 
+/// The position of a message a consumer delivered, from its reply subject
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>` (or the
+/// longer form with domain and account hash in front and a token after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckMeta {
+    pub stream_seq: u64,
+    pub consumer_seq: u64,
+    pub published_ns: i64,
+    pub pending: u64,
+}
+
+impl AckMeta {
+    pub fn parse(reply: &str) -> Option<AckMeta> {
+        let mut tokens = [""; 12];
+        let mut n = 0;
+        for t in reply.split('.') {
+            if n == tokens.len() {
+                return None;
+            }
+            tokens[n] = t;
+            n += 1;
+        }
+        if n < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+            return None;
+        }
+        let at = if n == 9 { 5 } else { 7 };
+        Some(AckMeta {
+            stream_seq: tokens[at].parse().ok()?,
+            consumer_seq: tokens[at + 1].parse().ok()?,
+            published_ns: tokens[at + 2].parse().ok()?,
+            pending: tokens[at + 3].parse().ok()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_positions_from_reply_subjects() {
+        let m = AckMeta::parse("$JS.ACK.EVENTS.analyst~1f.1.42.7.1700000000000000000.3").unwrap();
+        assert_eq!((m.stream_seq, m.consumer_seq, m.pending), (42, 7, 3));
+        let long = AckMeta::parse("$JS.ACK.dom.acchash.EVENTS.analyst~1f.1.42.7.1700000000000000000.3.tok").unwrap();
+        assert_eq!((long.stream_seq, long.consumer_seq, long.pending), (42, 7, 3));
+        assert!(AckMeta::parse("_INBOX.x").is_none());
+    }
 
     #[test]
     fn transform_destination_is_mustache() {
@@ -136,6 +180,16 @@ mod tests {
         assert_eq!(fnv1a32(b"a"), 0xe40c292c);
         assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
     }
+
+    #[test]
+    fn wildcards_match_whole_tokens() {
+        assert!(matches("ev.>", "ev.1.k.T"));
+        assert!(!matches("ev.>", "ev"));
+        assert!(matches("ev.*.k", "ev.1.k"));
+        assert!(!matches("ev.*.k", "ev.1.k.T"));
+        assert!(!matches("_INBOX_a.>", "_INBOX_ab.x"));
+        assert!(matches("a.b", "a.b") && !matches("a.b", "a.b.c") && !matches("a.b.c", "a.b"));
+    }
 }
 
 /// NATS request subject on which a service asks for its consumers to be created or updated.
@@ -143,6 +197,45 @@ pub fn provision_subject(service: &str) -> String {
     format!("sequent.provision.{service}")
 }
 pub const PROVISION_WILDCARD: &str = "sequent.provision.*";
+
+/// NATS request subject on which a principal asks the gateways for a tail: an ephemeral pull
+/// consumer the gateway makes for it (nobody else creates consumers), which only it can pull.
+pub fn tail_subject(principal: &str) -> String {
+    format!("sequent.tail.{principal}")
+}
+pub const TAIL_WILDCARD: &str = "sequent.tail.*";
+
+/// Where a principal sends the pull requests of its tail `consumer` on `stream` (the events or
+/// the index): the gateways relay them to the consumer when it is the principal's, with the
+/// principal's own reply subject, so the messages go straight from the server to it.
+pub fn pull_subject(principal: &str, stream: &str, consumer: &str) -> String {
+    format!("sequent.pull.{principal}.{stream}.{consumer}")
+}
+pub const PULL_WILDCARD: &str = "sequent.pull.*.*.*";
+
+/// Tail consumers of `principal` are named `<principal>~<nonce>`: `~` is in no principal's name,
+/// so the name tells whose a consumer is.
+pub fn tail_consumer_prefix(principal: &str) -> String {
+    format!("{principal}~")
+}
+
+/// The correlation index stream is the event stream's name with this suffix.
+pub const INDEX_STREAM_SUFFIX: &str = "_IX";
+
+/// Whether `subject` matches `pattern` by NATS rules: tokens split on `.`, `*` matches one
+/// token, `>` (last) one or more.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for p in pattern.split('.') {
+        match (p, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
 
 /// Durable consumer of `service` for `partition`, e.g. `accounts-p03`.
 pub fn consumer_name(service: &str, partition: u32) -> String {

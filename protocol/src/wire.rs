@@ -220,3 +220,73 @@ pub struct ProvisionReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
+
+/// A principal asks the gateways (on `sequent.tail.<principal>`) for a tail of the event stream
+/// or of the correlation index: an ephemeral, unacknowledged pull consumer, pulled through
+/// `sequent.pull.<principal>.<stream>.<consumer>` (see `subjects::pull_subject`). It goes away
+/// a minute after its last pull.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailRequest {
+    /// The stream to read: the event stream (the default) or its correlation index.
+    #[serde(default)]
+    pub stream: TailStream,
+    /// Subject filters (none: everything).
+    #[serde(default)]
+    pub filter_subjects: Vec<String>,
+    #[serde(default)]
+    pub start: TailStart,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TailStream {
+    #[default]
+    Events,
+    Index,
+}
+
+impl TailStream {
+    /// The token naming it in pull subjects.
+    pub fn token(self) -> &'static str {
+        match self {
+            TailStream::Events => "events",
+            TailStream::Index => "index",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<TailStream> {
+        match token {
+            "events" => Some(TailStream::Events),
+            "index" => Some(TailStream::Index),
+            _ => None,
+        }
+    }
+}
+
+/// Where a tail begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "at")]
+pub enum TailStart {
+    /// From the first message.
+    #[default]
+    All,
+    /// With the messages stored from now on.
+    New,
+    /// From this stream sequence.
+    Seq { seq: u64 },
+    /// From the first message stored at or after this time (RFC 3339).
+    Time { time: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TailReply {
+    /// The consumer's name, for the pull subject.
+    #[serde(default)]
+    pub consumer: String,
+    /// Messages it had to deliver when it was made.
+    #[serde(default)]
+    pub pending: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}

@@ -8,14 +8,14 @@ use crate::query::Query;
 use crate::timefmt::to_us;
 use crate::wire::{self, Frame, WireConn, WireError};
 use arrow_array::RecordBatch;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use sequent_protocol::subjects;
+use sequent_protocol::subjects::{self, AckMeta};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
@@ -65,40 +65,6 @@ fn parallel_parts() -> u64 {
 enum ReadOutcome {
     Done,
     Gap { resume_after: u64 },
-}
-
-/// The position of a delivered message, from its reply subject
-/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`
-/// (or the longer form with domain and account hash in front).
-struct AckMeta {
-    stream_seq: u64,
-    consumer_seq: u64,
-    published_ns: i64,
-    pending: u64,
-}
-
-impl AckMeta {
-    fn parse(reply: &str) -> Option<AckMeta> {
-        let mut tokens = [""; 12];
-        let mut n = 0;
-        for t in reply.split('.') {
-            if n == tokens.len() {
-                return None;
-            }
-            tokens[n] = t;
-            n += 1;
-        }
-        if n < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
-            return None;
-        }
-        let at = if n == 9 { 5 } else { 7 };
-        Some(AckMeta {
-            stream_seq: tokens[at].parse().ok()?,
-            consumer_seq: tokens[at + 1].parse().ok()?,
-            published_ns: tokens[at + 2].parse().ok()?,
-            pending: tokens[at + 3].parse().ok()?,
-        })
-    }
 }
 
 /// Called for every message read: (stream sequence, payload, stored at µs).
@@ -164,6 +130,12 @@ impl Live {
             .map_err(|e| Error::Nats(format!("could not start the I/O runtime: {e}")))?;
         let server_error: Arc<Mutex<Option<String>>> = Arc::default();
         let recorder = server_error.clone();
+        // Replies come under the principal's own inbox prefix, the only one its permissions
+        // let it receive on.
+        let options = match &user {
+            Some(u) => options.custom_inbox_prefix(format!("_INBOX_{u}")),
+            None => options,
+        };
         let options = options
             .name("pyreport")
             .connection_timeout(timeout)
@@ -225,6 +197,11 @@ impl Live {
             });
         }
         Ok(live)
+    }
+
+    /// Who reads: the NATS user (a registered reader), or `pyreport` on a server without users.
+    fn principal(&self) -> String {
+        self.user.clone().unwrap_or_else(|| "pyreport".to_string())
     }
 
     /// Turns a NATS failure into an error that says what to check.
@@ -390,7 +367,6 @@ impl Live {
     #[allow(clippy::too_many_arguments)]
     async fn read(
         &self,
-        stream: &Stream<()>,
         stream_name: &str,
         filters: Vec<String>,
         start: Start,
@@ -415,7 +391,7 @@ impl Live {
                 (None, _) => DeliverPolicy::All,
             };
             let outcome = self
-                .consume(stream, stream_name, filters.clone(), deliver_policy, upto, progress, first, f)
+                .consume(stream_name, filters.clone(), deliver_policy, upto, progress, first, f)
                 .await?;
             first = false;
             match outcome {
@@ -437,7 +413,6 @@ impl Live {
     #[allow(clippy::too_many_arguments)]
     async fn consume(
         &self,
-        stream: &Stream<()>,
         stream_name: &str,
         filters: Vec<String>,
         deliver_policy: DeliverPolicy,
@@ -446,22 +421,29 @@ impl Live {
         count_total: bool,
         f: &mut OnMessage<'_>,
     ) -> Result<ReadOutcome> {
-        let config = pull::Config {
+        // The gateways make the reader (nobody else creates consumers) and relay its pulls.
+        let tail = sequent_protocol::TailRequest {
+            stream: if stream_name == self.index_name { sequent_protocol::TailStream::Index } else { sequent_protocol::TailStream::Events },
             filter_subjects: filters,
-            deliver_policy,
-            ack_policy: AckPolicy::None,
-            memory_storage: true,
-            num_replicas: 1,
-            inactive_threshold: Duration::from_secs(60),
-            description: Some("pyreport scan".into()),
-            ..Default::default()
+            start: match deliver_policy {
+                DeliverPolicy::ByStartSequence { start_sequence } => sequent_protocol::TailStart::Seq { seq: start_sequence },
+                DeliverPolicy::ByStartTime { start_time } => sequent_protocol::TailStart::Time {
+                    time: start_time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                },
+                _ => sequent_protocol::TailStart::All,
+            },
         };
-        let what = format!("opening an ordered consumer on {stream_name:?}");
-        let consumer = self.guarded(&what, stream.create_consumer(config)).await?;
-        let total = consumer.cached_info().num_pending;
-        let name = consumer.cached_info().name.clone();
+        let principal = self.principal();
+        let what = format!("asking the gateways for a reader of {stream_name:?}");
+        let body = serde_json::to_vec(&tail).expect("tail requests serialise");
+        let answer = self.guarded(&what, self.client.request(subjects::tail_subject(&principal), body.into())).await?;
+        let reply: sequent_protocol::TailReply =
+            serde_json::from_slice(&answer.payload).map_err(|e| Error::Nats(format!("{what}: not a tail reply: {e}")))?;
+        if let Some(e) = reply.error {
+            return Err(Error::Nats(format!("{what}: {}", e.message)));
+        }
+        let (total, name) = (reply.pending, reply.consumer);
         if total == 0 {
-            let _ = stream.delete_consumer(&name).await;
             return Ok(ReadOutcome::Done);
         }
         // The consumer counts to the end of the stream; this read stops at `upto`.
@@ -474,12 +456,11 @@ impl Live {
             progress.add_total(total.min(most));
         }
         let reading = format!("reading stream {stream_name:?}");
-        let next_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{stream_name}.{name}");
+        let next_subject = subjects::pull_subject(&principal, tail.stream.token(), &name);
         let batch = PULL_BATCH.min(total.min(most).max(1));
         if let Some(conn) = self.wire_connection() {
-            let outcome = self.consume_wire(conn, &next_subject, &reading, batch, most, upto, progress, f);
-            let _ = stream.delete_consumer(&name).await;
-            return outcome;
+            // The reader goes away by itself a minute after its last pull.
+            return self.consume_wire(conn, &next_subject, &reading, batch, most, upto, progress, f);
         }
         let inbox = self.client.new_inbox();
         let mut sub = self.guarded(&reading, self.client.subscribe(inbox.clone())).await?;
@@ -552,7 +533,6 @@ impl Live {
             }
         };
         let _ = sub.unsubscribe().await;
-        let _ = stream.delete_consumer(&name).await;
         Ok(outcome)
     }
 
@@ -586,7 +566,7 @@ impl Live {
                         }
                         start = Start::Seq(from);
                     }
-                    self.read(&self.events, &self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
+                    self.read(&self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
                         if cut.is_some_and(|c| stored_at > c) {
                             return Ok(Flow::Stop);
                         }
@@ -636,7 +616,6 @@ impl Live {
                             });
                             let mut progress = Progress::worker(done, cancel.clone());
                             let result = handle.block_on(self.read(
-                                &self.events,
                                 &self.stream_name,
                                 filters,
                                 Start::Seq(a),
@@ -722,7 +701,7 @@ impl Live {
             let ix_upto = info.state.last_sequence;
             if ix_upto > 0 {
                 let filters = correlations.iter().map(|c| subjects::correlation_index_subject(c)).collect();
-                self.read(&self.index, &self.index_name, filters, Start::All, ix_upto, &mut Progress::none(), &mut |_, payload, _| {
+                self.read(&self.index_name, filters, Start::All, ix_upto, &mut Progress::none(), &mut |_, payload, _| {
                     if let Some(seq) = std::str::from_utf8(payload).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                         if seq <= upto {
                             seqs.insert(seq);
@@ -749,7 +728,7 @@ impl Live {
                 #[serde(borrow)]
                 correlation: Cow<'a, str>,
             }
-            self.read(&self.events, &self.stream_name, Vec::new(), Start::Seq(tail_from), upto, progress, &mut |seq, payload, _| {
+            self.read(&self.stream_name, Vec::new(), Start::Seq(tail_from), upto, progress, &mut |seq, payload, _| {
                 if let Ok(c) = serde_json::from_slice::<Correlated>(payload) {
                     if wanted.contains(c.correlation.as_ref()) {
                         tail.push((seq, Bytes::copy_from_slice(payload)));

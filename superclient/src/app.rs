@@ -46,13 +46,27 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
 
     // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).
     let (servers, in_url) = sequent_net::nats_servers(&conn.nats_url)?;
-    let user = in_url.as_ref().map(|(u, _)| u.clone()).or_else(|| conn.nats_user.clone()).unwrap_or_else(|| spec.service.clone());
-    let password = in_url.map(|(_, p)| p).or_else(|| conn.nats_password.clone()).unwrap_or_else(|| format!("{user}-dev"));
-    let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
+    let identity = conn.identity(&spec.service, in_url)?;
+    let user = identity.user.clone();
+    let refused_as = user.clone();
+    let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), identity.password)
         .name(format!("superclient {}/{instance}", spec.service))
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .event_callback(|event| async move { tracing::info!(%event, "NATS connection event") });
+        .event_callback(move |event| {
+            let user = refused_as.clone();
+            async move {
+                let text = event.to_string();
+                if text.to_lowercase().contains("authorization violation") || text.to_lowercase().contains("authentication") {
+                    tracing::error!(%event, "NATS refused {user:?}: is the service registered (superclient register SCRIPT) and its credential current? Retrying");
+                } else {
+                    tracing::info!(%event, "NATS connection event");
+                }
+            }
+        });
+    if let Some(prefix) = identity.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let Some(ca) = &conn.nats_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
@@ -75,6 +89,7 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     let _ = shared.events.set(EventReader::new(client.clone(), &stream_name));
     let _ = shared.members.set(DirectReader::new(client.clone(), subjects::MEMBERS_STREAM));
     Ok(Arc::new(Service::new(Parts {
+        principal: user,
         spec,
         instance,
         pools: (pool, route_pool, live_pool),

@@ -21,7 +21,9 @@ use std::time::Duration;
         `superclient parked list|release SERVICE [KEY]` shows and releases parked keys.\n\
         `superclient dump SERVICE` prints the service's active Redis state as JSON.\n\
         `superclient new NAME` writes a new service with its test; `superclient test SCRIPT` runs \
-        a script's tests without servers.",
+        a script's tests without servers.\n\
+        `superclient register SCRIPT... --credentials-dir DIR` (or `--reader NAME`) adds principals \
+        to a running deployment; `superclient unregister NAME` removes one.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -82,6 +84,24 @@ pub enum Command {
         /// The test file; default: NAME_test.lua next to NAME.lua.
         test_file: Option<PathBuf>,
     },
+    /// Register services (from their scripts' declarations) or a reader with a running
+    /// deployment, as an operator: their credentials are written to --credentials-dir
+    /// (`<name>.json`, owner-only). No restart, no other edit: the gateways admit them at once.
+    Register {
+        /// The services' scripts.
+        scripts: Vec<PathBuf>,
+        /// Register a reader (an analyst: reads the streams, writes nothing) instead.
+        #[arg(long, conflicts_with = "scripts")]
+        reader: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a principal: its connections are closed and refused from now on.
+    Unregister {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print the active Redis state of a service (user keys only) as one JSON object.
     Dump {
         service: String,
@@ -134,8 +154,49 @@ pub struct Conn {
     /// Trust this CA file for a TLS connection to NATS (also enables TLS).
     #[arg(long, env = "SEQUENT_NATS_CA")]
     pub nats_ca: Option<PathBuf>,
+    /// Where the services' credentials are (`<service>.json`, written by `superclient
+    /// register`): the service connects as the principal registered under its name. Without
+    /// it, --nats-user/--nats-password (static users, as in the test harness).
+    #[arg(long, env = "SEQUENT_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
     #[command(flatten)]
     pub redis: RedisOpt,
+}
+
+/// Who a service is to NATS.
+pub struct Identity {
+    pub user: String,
+    pub password: String,
+    /// Its own inbox prefix (`_INBOX_<name>`), the only one a registered principal may
+    /// receive on.
+    pub inbox_prefix: Option<String>,
+}
+
+impl Conn {
+    /// The identity of `service`: credentials in the URL, then --nats-user/--nats-password,
+    /// then its credential in --credentials-dir, then the development users of
+    /// nats/accounts.conf (`<service>` / `<service>-dev`).
+    pub fn identity(&self, service: &str, in_url: Option<(String, String)>) -> anyhow::Result<Identity> {
+        if let Some((user, password)) = in_url {
+            return Ok(Identity { user, password, inbox_prefix: None });
+        }
+        if self.nats_user.is_some() || self.nats_password.is_some() || self.credentials_dir.is_none() {
+            let user = self.nats_user.clone().unwrap_or_else(|| service.to_string());
+            let password = self.nats_password.clone().unwrap_or_else(|| format!("{user}-dev"));
+            return Ok(Identity { user, password, inbox_prefix: None });
+        }
+        let dir = self.credentials_dir.as_ref().expect("checked above");
+        let path = dir.join(format!("{service}.json"));
+        let credential = sequent_auth::Credential::read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "no credential for service {service:?} in {}: {e}. Register the service first: superclient register SCRIPT --credentials-dir {}",
+                dir.display(),
+                dir.display()
+            )
+        })?;
+        anyhow::ensure!(credential.name == service, "{} is the credential of {:?}, not of {service:?}", path.display(), credential.name);
+        Ok(Identity { inbox_prefix: Some(sequent_auth::permissions::inbox_prefix(&credential.name)), user: credential.name, password: credential.secret })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

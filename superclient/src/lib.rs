@@ -24,6 +24,7 @@ pub mod cohost;
 pub mod consume;
 pub mod error;
 pub mod hub;
+pub mod registration;
 pub mod runtime;
 pub mod script;
 pub mod serve;

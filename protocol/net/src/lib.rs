@@ -8,7 +8,9 @@
 
 pub mod direct;
 pub mod serve;
+pub mod tail;
 pub mod urls;
 
 pub use direct::{DirectReader, ReadError, Stored};
+pub use tail::{Tail, TailMessage};
 pub use urls::{nats_servers, redact_url};

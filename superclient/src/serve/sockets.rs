@@ -16,12 +16,11 @@
 use crate::runtime::Service;
 use crate::script::convert::{handler_args, lua_to_json, Delivery};
 use crate::script::{Call, CallError, Mode};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::StreamExt;
 use mlua::{Table, Value};
 use sequent_protocol::subjects;
-use sequent_protocol::Event;
+use sequent_net::Tail;
+use sequent_protocol::{Event, TailStart};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,33 +186,23 @@ fn redacted(json: String, fields: &[String]) -> String {
 }
 
 async fn events_loop(svc: &Arc<Service>, mut socket: WebSocket, filters: Vec<String>, from_seq: Option<u64>, redact: Vec<String>) {
-    let stream = match svc.events_stream().await {
-        Ok(s) => s,
-        Err(e) => return close(&mut socket, 1011, &e.to_string()).await,
+    let start = match from_seq {
+        Some(n) => TailStart::Seq { seq: n.max(1) },
+        None => TailStart::New,
     };
-    let deliver_policy = match from_seq {
-        Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n.max(1) },
-        None => DeliverPolicy::New,
-    };
-    let consumer = match stream.create_consumer(OrderedConfig { filter_subjects: filters, deliver_policy, ..Default::default() }).await {
-        Ok(c) => c,
-        Err(e) => return close(&mut socket, 1011, &format!("cannot read the stream: {e}")).await,
-    };
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
+    let mut tail = match Tail::open(svc.client.clone(), &svc.principal, sequent_net::tail::events(filters, start)).await {
+        Ok(t) => t,
         Err(e) => return close(&mut socket, 1011, &format!("cannot read the stream: {e}")).await,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
-            m = messages.next() => match m {
-                Some(Ok(msg)) => {
-                    let Ok(info) = msg.info() else { continue };
-                    let Ok(json) = sequent_protocol::envelope::event_json_with_seq(&msg.payload, info.stream_sequence) else { continue };
+            m = tail.next() => match m {
+                Ok(msg) => {
+                    let Ok(json) = sequent_protocol::envelope::event_json_with_seq(&msg.payload, msg.seq) else { continue };
                     if socket.send(Message::Text(redacted(json, &redact).into())).await.is_err() { break }
                 }
-                Some(Err(e)) => tracing::debug!(error = %e, "event tail: stream error (the ordered consumer recovers)"),
-                None => { close(&mut socket, 1011, "the event stream ended").await; break }
+                Err(e) => { close(&mut socket, 1011, &format!("the event stream ended: {e}")).await; break }
             },
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
@@ -224,27 +213,18 @@ async fn events_loop(svc: &Arc<Service>, mut socket: WebSocket, filters: Vec<Str
     }
 }
 
-/// Feeds the live listeners: one ordered consumer of their types, from "now", restarted after
-/// the last event seen when it fails.
+/// Feeds the live listeners: one tail of their types, from "now", opened again after the last
+/// event seen when it fails.
 pub async fn live_feed(svc: Arc<Service>) {
     let filters: Vec<String> = svc.spec.live.iter().map(|t| subjects::type_filter(t)).collect();
     let mut next: Option<u64> = None;
     loop {
-        let started = async {
-            let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
-            let deliver_policy = match next {
-                Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n },
-                None => DeliverPolicy::New,
-            };
-            let consumer = stream
-                .create_consumer(OrderedConfig { filter_subjects: filters.clone(), deliver_policy, ..Default::default() })
-                .await
-                .map_err(|e| e.to_string())?;
-            consumer.messages().await.map_err(|e| e.to_string())
-        }
-        .await;
-        let mut messages = match started {
-            Ok(m) => m,
+        let start = match next {
+            Some(n) => TailStart::Seq { seq: n },
+            None => TailStart::New,
+        };
+        let mut tail = match Tail::open(svc.client.clone(), &svc.principal, sequent_net::tail::events(filters.clone(), start)).await {
+            Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = e, "live feed: cannot read the stream yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -252,11 +232,10 @@ pub async fn live_feed(svc: Arc<Service>) {
             }
         };
         tracing::info!(types = ?svc.spec.live, "live feed running");
-        while let Some(m) = messages.next().await {
-            match m {
+        loop {
+            match tail.next().await {
                 Ok(msg) => {
-                    let Ok(info) = msg.info() else { continue };
-                    let seq = info.stream_sequence;
+                    let seq = msg.seq;
                     next = Some(seq + 1);
                     let partition = subjects::parse_stored_subject(&msg.subject).map(|(p, _, _)| p).unwrap_or(0);
                     match Event::from_stored(&msg.payload, seq) {

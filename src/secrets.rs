@@ -1,0 +1,112 @@
+//! The dev stack's secrets: random values made once per checkout, kept in
+//! `.sequent/secrets/stack.json` (the directory owner-only, the file 0600, `.sequent` is not
+//! in git), and handed to the processes that need them in their environment. Nothing secret
+//! has a value written in the repository.
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize)]
+pub struct StackSecrets {
+    /// NATS passwords of the fixed users (nats/callout.conf).
+    pub nats_admin: String,
+    pub nats_gateway: String,
+    pub nats_sys: String,
+    /// The account nkey seed the gateways sign auth callout answers with.
+    pub callout_seed: String,
+    /// Signing key of the bank's session tokens and the pepper of its password hashes.
+    pub token_secret: String,
+    pub password_pepper: String,
+    /// The explorer's operator password (user `admin`).
+    pub admin_password: String,
+    /// Seal keys, per service (`SEQUENT_<SERVICE>_SEAL_KEY`).
+    #[serde(default)]
+    pub seal_keys: BTreeMap<String, String>,
+}
+
+fn random() -> String {
+    sequent_auth::Credential::generate("x").secret
+}
+
+impl StackSecrets {
+    /// The checkout's secrets, made on first use.
+    pub fn load_or_create(dir: &Path, services: &[String]) -> anyhow::Result<StackSecrets> {
+        let path = dir.join("stack.json");
+        let mut secrets = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is damaged: remove it to make new secrets", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StackSecrets {
+                nats_admin: random(),
+                nats_gateway: random(),
+                nats_sys: random(),
+                callout_seed: sequent_auth::KeyPair::new_account().seed().context("making the callout key")?,
+                token_secret: random(),
+                password_pepper: random(),
+                admin_password: random(),
+                seal_keys: BTreeMap::new(),
+            },
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        for s in services {
+            secrets.seal_keys.entry(s.clone()).or_insert_with(random);
+        }
+        secrets.save(&path)?;
+        Ok(secrets)
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = path.parent().context("a secrets file has a directory")?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The public key nats-server names as the callout issuer.
+    pub fn callout_issuer(&self) -> anyhow::Result<String> {
+        Ok(sequent_auth::KeyPair::from_seed(&self.callout_seed).context("the callout seed")?.public_key())
+    }
+
+    /// What nats-server reads from its environment (nats/callout.conf).
+    pub fn nats_env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(vec![
+            ("SEQUENT_NATS_ADMIN_PASSWORD".into(), self.nats_admin.clone()),
+            ("SEQUENT_NATS_GATEWAY_PASSWORD".into(), self.nats_gateway.clone()),
+            ("SEQUENT_NATS_SYS_PASSWORD".into(), self.nats_sys.clone()),
+            ("SEQUENT_CALLOUT_ISSUER".into(), self.callout_issuer()?),
+        ])
+    }
+
+    /// What every service process gets: the bank's signing secrets, the seal keys, the
+    /// explorer's password, where the credentials are.
+    pub fn service_env(&self, credentials: &Path) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("SEQUENT_TOKEN_SECRET".to_string(), self.token_secret.clone()),
+            ("SEQUENT_PASSWORD_PEPPER".to_string(), self.password_pepper.clone()),
+            ("SEQUENT_CREDENTIALS_DIR".to_string(), credentials.to_string_lossy().to_string()),
+        ];
+        if std::env::var_os("SEQUENT_ADMIN_PASSWORD").is_none() {
+            env.push(("SEQUENT_ADMIN_PASSWORD".into(), self.admin_password.clone()));
+        }
+        for (service, key) in &self.seal_keys {
+            env.push((format!("SEQUENT_{}_SEAL_KEY", service.to_uppercase().replace('-', "_")), key.clone()));
+        }
+        env
+    }
+
+    /// The explorer's operator password as the services get it.
+    pub fn admin_password(&self) -> String {
+        std::env::var("SEQUENT_ADMIN_PASSWORD").unwrap_or_else(|_| self.admin_password.clone())
+    }
+}
+
+/// Where the services' credentials are kept.
+pub fn credentials_dir(secrets_dir: &Path) -> PathBuf {
+    secrets_dir.join("credentials")
+}
