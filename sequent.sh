@@ -225,6 +225,9 @@ bench_smoke() {
 ui_e2e() {
   local url="${SEQUENT_URL:-http://127.0.0.1:8080}" log="$STATE/e2e-stack.log" timeout="${SEQUENT_E2E_TIMEOUT:-300}"
   local waited=0 pid status=0
+  # The explorer's operator password: one for this run, given to the stack and the walk.
+  SEQUENT_ADMIN_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+  export SEQUENT_ADMIN_PASSWORD
   setsid "$ROOT/target/debug/sequent" >"$log" 2>&1 </dev/null &
   pid=$!
   until curl -fs -o /dev/null "$url/"; do

@@ -37,6 +37,26 @@ enum Cmd {
     /// Fill a running bank (see `cargo run`) with customers, accounts and traffic, through its
     /// API, waiting for each step to take effect.
     Populate(populate::PopulateArgs),
+    /// Add a service to the running bank with one command: registers SCRIPT (its declaration
+    /// gives its NATS permissions, append policy and token; nothing else is edited, nothing
+    /// restarts) and runs one instance of it here until Ctrl-C.
+    Add(AddArgs),
+}
+
+#[derive(Args, Clone)]
+struct AddArgs {
+    /// The service's script, e.g. services/nectar.lua.
+    script: PathBuf,
+    /// Name of this instance.
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long, env = "SEQUENT_NATS_PORT", default_value_t = 4222)]
+    nats_port: u16,
+    #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
+    redis_port: u16,
+    /// The running stack's data directory (its secrets are there).
+    #[arg(long, default_value = ".sequent")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -100,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Cmd::Populate(args)) => populate::run(args).await,
+            Some(Cmd::Add(args)) => add(args).await,
             Some(Cmd::Run(stack)) => run(stack).await,
             None => run(cli.stack).await,
         }
@@ -250,8 +271,7 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     println!("  Gateway API:            http://{gateway_addr}  (try: curl http://{gateway_addr}/v1/events?limit=5)");
     println!("  Secrets, credentials:   {}  (made for this checkout; owner-only)", secrets_dir.display());
     println!("  Analysts (pyreport):    user analyst, password: the secret in {}", credentials.join("analyst.json").display());
-    println!("  Add a service live:     SEQUENT_ADMIN_NATS_CREDENTIALS=admin:$(jq -r .nats_admin {}) \\", secrets_dir.join("stack.json").display());
-    println!("                            target/debug/superclient register services/x.lua --credentials-dir {}", credentials.display());
+    println!("  Add a service live:     cargo run -- add services/x.lua  (registers it and runs an instance; no restart)");
     println!("  Logs:                   {}", logs.display());
     println!("Ctrl-C stops everything.");
 
@@ -397,6 +417,30 @@ fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
 /// order. Should this process die without stopping it, the child gets SIGTERM
 /// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
 /// process).
+async fn add(a: AddArgs) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(root).context("entering the repository root")?;
+    let name = a.script.file_stem().context("a script file name")?.to_string_lossy().to_string();
+    let secrets_dir = a.data_dir.join("secrets");
+    anyhow::ensure!(secrets_dir.join("stack.json").exists(), "no running stack's secrets in {}: start the bank first (cargo run)", secrets_dir.display());
+    let secrets = secrets::StackSecrets::load_or_create(&secrets_dir, std::slice::from_ref(&name))?;
+    let credentials = secrets::credentials_dir(&secrets_dir);
+    let superclient = superclient_binary(true)?;
+    let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
+    let env = vec![("NATS_URL".to_string(), nats_url.clone()), ("SEQUENT_ADMIN_NATS_CREDENTIALS".to_string(), format!("admin:{}", secrets.nats_admin))];
+    let (creds, script) = (credentials.to_string_lossy().to_string(), a.script.to_string_lossy().to_string());
+    let out = Command::new(&superclient).args(["register", "--credentials-dir", &creds, &script]).envs(env).output().await?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    anyhow::ensure!(out.status.success(), "registering {script} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let instance = a.instance.unwrap_or_else(|| format!("{name}-added"));
+    println!("starting {instance} (Ctrl-C stops it; it stays registered: `superclient unregister {name}` revokes it)");
+    let mut env = vec![("NATS_URL".to_string(), nats_url), ("REDIS_URL".to_string(), format!("redis://127.0.0.1:{}/", a.redis_port))];
+    env.extend(secrets.service_env(&credentials));
+    let status = Command::new(&superclient).args([script.as_str(), "--instance", &instance]).envs(env).status().await?;
+    anyhow::ensure!(status.success(), "{instance} exited with {status}");
+    Ok(())
+}
+
 /// Runs `superclient register ...` to its end.
 async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<()> {
     let out = Command::new(superclient).args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).output().await?;
