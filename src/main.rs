@@ -304,11 +304,13 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         // 2. The gateway: it answers the appends in flight, then stops.
         println!("stopping: the gateway...");
         let _ = gateway_stop.send(());
-        if !gateway_task.is_finished() {
+        if gateway_task.is_finished() {
+            println!("  the gateway stopped");
+        } else {
             match tokio::time::timeout(gateway_timeout + Duration::from_secs(5), &mut gateway_task).await {
                 Ok(Ok(Err(e))) => println!("  the gateway stopped with an error: {e:#}"),
                 Err(_) => println!("  the gateway did not stop in time"),
-                _ => {}
+                _ => println!("  the gateway stopped"),
             }
         }
         // 3. The servers, last.

@@ -22,9 +22,10 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_GATEWAY_NATS_USER", default_value = "gateway")]
     pub nats_user: String,
 
-    /// NATS password of the gateway. The default matches the dev-only nats/accounts.conf.
-    #[arg(long, env = "SEQUENT_GATEWAY_NATS_PASSWORD", default_value = "gateway-dev", hide_env_values = true)]
-    pub nats_password: String,
+    /// NATS password of the gateway (required; in development mode, SEQUENT_DEV=1, the test
+    /// users' `gateway-dev`).
+    #[arg(long, env = "SEQUENT_GATEWAY_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
 
     /// Trust this CA file for a TLS connection to NATS (also enables TLS).
     #[arg(long, env = "SEQUENT_NATS_CA")]

@@ -300,7 +300,20 @@ fn ended(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> a
 
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     let (servers, in_url) = nats_servers(&config.nats_url)?;
-    let (user, password) = in_url.unwrap_or_else(|| (config.nats_user.clone(), config.nats_password.clone()));
+    let (user, password) = match in_url {
+        Some(credentials) => credentials,
+        None => {
+            let password = match (&config.nats_password, sequent_net::dev_mode()) {
+                (Some(p), _) => p.clone(),
+                (None, true) => "gateway-dev".to_string(),
+                (None, false) => anyhow::bail!(
+                    "SEQUENT_GATEWAY_NATS_PASSWORD (--nats-password) is not set: the gateway's NATS password is required \
+                     (SEQUENT_DEV=1 uses the test users' gateway-dev)"
+                ),
+            };
+            (config.nats_user.clone(), password)
+        }
+    };
     let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), password)
         .name("bus-gateway")
         .retry_on_initial_connect()

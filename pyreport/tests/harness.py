@@ -154,6 +154,8 @@ class Gateway:
             "SEQUENT_GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
             "SEQUENT_API_TOKENS": ",".join(f"{name}:{token}:write" for name, token in TOKENS.items()),
             "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
+            # The test users of nats/accounts.conf (gateway / gateway-dev).
+            "SEQUENT_DEV": "1",
         }
         self.proc = Process("bus-gateway", [str(gateway_binary())], workdir / "gateway.log", env=env)
         wait_until(self._healthy, 60, "bus-gateway start", self.proc)

@@ -24,7 +24,7 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     let shared = Arc::new(Shared::new(
         instance.clone(),
         script,
-        Secrets::from_env(opts.listen.ip().is_loopback())?,
+        Secrets::from_env(sequent_net::dev_mode())?,
         opts.admin_api,
         opts.member_timeout,
         cohosted,
@@ -39,6 +39,13 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     let (route_pool, _) = Pool::new(source.clone(), shared.clone(), limits, if serves { opts.lua_route_states } else { 1 })?;
     let (live_pool, _) = Pool::new(source, shared.clone(), limits, 1)?;
     let _ = shared.service.set(spec.service.clone());
+    if spec.declaration.mints_tokens && std::env::var_os("SEQUENT_TOKEN_SECRET").is_none() && !sequent_net::dev_mode() {
+        anyhow::bail!(
+            "service {:?} mints tokens (bus:register(..., {{mints_tokens = true}})) but SEQUENT_TOKEN_SECRET is not set; \
+             SEQUENT_DEV=1 uses the public development value",
+            spec.service
+        );
+    }
     tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
 
     let store = Store::connect(&conn.redis.redis_url, &spec.service).await?;

@@ -182,7 +182,14 @@ impl Conn {
         }
         if self.nats_user.is_some() || self.nats_password.is_some() || self.credentials_dir.is_none() {
             let user = self.nats_user.clone().unwrap_or_else(|| service.to_string());
-            let password = self.nats_password.clone().unwrap_or_else(|| format!("{user}-dev"));
+            let password = match self.nats_password.clone() {
+                Some(p) => p,
+                None if sequent_net::dev_mode() => format!("{user}-dev"),
+                None => anyhow::bail!(
+                    "no NATS credential for service {service:?}: give --credentials-dir (SEQUENT_CREDENTIALS_DIR) after `superclient register`, \
+                     or --nats-user/--nats-password (SEQUENT_NATS_USER/SEQUENT_NATS_PASSWORD); SEQUENT_DEV=1 uses the test users of nats/accounts.conf"
+                ),
+            };
             return Ok(Identity { user, password, inbox_prefix: None });
         }
         let dir = self.credentials_dir.as_ref().expect("checked above");

@@ -48,6 +48,12 @@ pub fn service(name: &str) -> (String, String) {
     (name.to_string(), format!("{name}-dev"))
 }
 
+/// The processes tests start by hand (not through [`Child`]) inherit development mode
+/// (`SEQUENT_DEV=1`): the harness's servers use the test users of nats/accounts.conf.
+pub fn development_mode() {
+    std::env::set_var("SEQUENT_DEV", "1");
+}
+
 /// Where the servers of this test run: in Docker containers or as local processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

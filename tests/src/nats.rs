@@ -24,6 +24,7 @@ enum Handle {
 
 /// A fresh single-node nats-server (backend: see [`crate::backend`]).
 pub async fn nats() -> anyhow::Result<NatsServer> {
+    crate::development_mode();
     match backend()? {
         Backend::Docker => {
             let mut files = repository_configs()?;

@@ -49,7 +49,7 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
     let out = stack.output();
     let at = |needle: &str| out.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("the stack printed no {needle:?}:\n{}", out.join("\n")));
     let (services, gateway, gateway_stopped, servers) =
-        (at("stopping: the services first"), at("stopping: the gateway"), at("bus-gateway stopped"), at("stopping: NATS and Redis"));
+        (at("stopping: the services first"), at("stopping: the gateway"), at("  the gateway stopped"), at("stopping: NATS and Redis"));
     assert!(services < gateway && gateway < gateway_stopped && gateway_stopped < servers, "services, then the gateway, then the servers:\n{}", out.join("\n"));
     assert!(!out.iter().any(|l| l.contains("did not stop in time")), "{}", out.join("\n"));
     // Each service got one SIGTERM, from the stack (none from the group signal), and stopped

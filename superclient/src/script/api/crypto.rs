@@ -19,7 +19,7 @@
 //!
 //! The signing key comes from `SEQUENT_TOKEN_SECRET`, the password pepper from
 //! `SEQUENT_PASSWORD_PEPPER` (each at least 32 bytes). Without them, fixed development values
-//! are used, and only while the HTTP listener is on loopback; see [`Secrets::from_env`].
+//! are used, and only in development mode (`SEQUENT_DEV=1`, as the test harness runs); see [`Secrets::from_env`].
 //!
 //! Why a pepper: a users service keeps the hash in its events (the state must be rebuildable
 //! from the stream), and analysts may read the stream. Hashes made with the pepper (Argon2's
@@ -54,8 +54,8 @@ const PEPPERED: &str = "peppered:";
 pub struct Secrets {
     pub token: Option<Vec<u8>>,
     pub pepper: Option<Vec<u8>>,
-    /// Whether the development values may be used (the service listens on loopback only).
-    pub loopback: bool,
+    /// Whether the public development values may be used (`SEQUENT_DEV=1`).
+    pub dev: bool,
     /// The service's seal key, read on first use (the service's name is known once its script
     /// registered): `Err` names what is wrong with `SEQUENT_<SERVICE>_SEAL_KEY`.
     seal: std::sync::OnceLock<Result<[u8; 32], String>>,
@@ -63,12 +63,12 @@ pub struct Secrets {
 
 impl Secrets {
     /// `SEQUENT_TOKEN_SECRET` and `SEQUENT_PASSWORD_PEPPER`, or the development values when the
-    /// service only listens on loopback.
-    pub fn from_env(loopback: bool) -> anyhow::Result<Secrets> {
+    /// process runs in development mode (`SEQUENT_DEV=1`).
+    pub fn from_env(dev: bool) -> anyhow::Result<Secrets> {
         Ok(Secrets {
-            token: secret_from_env("SEQUENT_TOKEN_SECRET", DEV_TOKEN_SECRET, "tokens are signed with", loopback)?,
-            pepper: secret_from_env("SEQUENT_PASSWORD_PEPPER", DEV_PASSWORD_PEPPER, "passwords are hashed with", loopback)?,
-            loopback,
+            token: secret_from_env("SEQUENT_TOKEN_SECRET", DEV_TOKEN_SECRET, "tokens are signed with", dev)?,
+            pepper: secret_from_env("SEQUENT_PASSWORD_PEPPER", DEV_PASSWORD_PEPPER, "passwords are hashed with", dev)?,
+            dev,
             seal: Default::default(),
         })
     }
@@ -81,11 +81,11 @@ impl Secrets {
                 let secret = match std::env::var(&name) {
                     Ok(s) if s.len() >= 32 => s.into_bytes(),
                     Ok(_) => return Err(format!("{name} is shorter than 32 bytes; use a long random value")),
-                    Err(_) if self.loopback => {
-                        tracing::warn!("{name} is not set: values are sealed with the public development key (loopback only)");
+                    Err(_) if self.dev => {
+                        tracing::warn!("{name} is not set: values are sealed with the public development key (SEQUENT_DEV=1)");
                         DEV_SEAL_KEY.as_bytes().to_vec()
                     }
-                    Err(_) => return Err(format!("{name} is not set (required when the service listens beyond loopback)")),
+                    Err(_) => return Err(format!("{name} is not set (required outside development mode, SEQUENT_DEV=1)")),
                 };
                 let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"sequent seal v1");
                 let info = [service.as_bytes()];
@@ -139,13 +139,13 @@ fn open_bytes(key: &[u8; 32], aad: &[u8], sealed: &str) -> Result<Vec<u8>, &'sta
     Ok(plain.to_vec())
 }
 
-fn secret_from_env(name: &str, dev: &str, what: &str, loopback: bool) -> anyhow::Result<Option<Vec<u8>>> {
+fn secret_from_env(name: &str, dev_value: &str, what: &str, dev: bool) -> anyhow::Result<Option<Vec<u8>>> {
     match std::env::var(name) {
         Ok(s) if s.len() >= 32 => Ok(Some(s.into_bytes())),
         Ok(_) => anyhow::bail!("{name} is shorter than 32 bytes; use a long random value"),
-        Err(_) if loopback => {
-            tracing::warn!("{name} is not set: {what} the public development value (loopback only)");
-            Ok(Some(dev.as_bytes().to_vec()))
+        Err(_) if dev => {
+            tracing::warn!("{name} is not set: {what} the public development value (SEQUENT_DEV=1)");
+            Ok(Some(dev_value.as_bytes().to_vec()))
         }
         Err(_) => Ok(None),
     }
@@ -163,7 +163,7 @@ fn required(lua: &Lua, name: &str, pick: fn(&Secrets) -> &Option<Vec<u8>>) -> ml
     let shared = lua.app_data_ref::<Arc<Shared>>().expect("installed").clone();
     pick(&shared.secrets)
         .clone()
-        .ok_or_else(|| mlua::Error::runtime(format!("crypto: {name} is not set (required when the service listens beyond loopback)")))
+        .ok_or_else(|| mlua::Error::runtime(format!("crypto: {name} is not set (required outside development mode, SEQUENT_DEV=1)")))
 }
 
 /// The service the script registered as, and its declaration's `mints_tokens`.
