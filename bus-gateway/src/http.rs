@@ -5,7 +5,8 @@
 //! handlers build theirs, and the last layer ([`problems_only`]) turns any other error answer
 //! (axum's extractor rejections, the router's 405, a body-limit refusal) into one.
 
-use crate::auth::{bearer, Denied, Role};
+use crate::answers::{bad, denied, error, problem};
+use crate::auth::{bearer, Role};
 use crate::live;
 use crate::openapi::{ApiDoc, AppendProblem, Appended, EventPage, Events, Health, KeyHead, NotReady, Ready, PROBLEM};
 use crate::App;
@@ -58,32 +59,6 @@ pub fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(health))
         .routes(routes!(ready))
         .split_for_parts()
-}
-
-/// A problem as an answer: its status, `Content-Type: application/problem+json`.
-pub fn problem(p: Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM))], p.to_json()).into_response()
-}
-
-/// A problem of the wire's error codes (`bad_request`, `unavailable`, ...).
-pub fn error(code: ErrorCode, detail: impl Into<String>) -> Response {
-    problem(Problem::from_error_code(code, detail))
-}
-
-pub fn bad(detail: impl Into<String>) -> Response {
-    error(ErrorCode::BadRequest, detail)
-}
-
-pub fn denied(d: Denied) -> Response {
-    match d {
-        Denied::Unauthenticated => {
-            let mut r = error(ErrorCode::Unauthorized, "missing or unknown API token: send Authorization: Bearer <token>");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
-        Denied::Forbidden(why) => error(ErrorCode::Forbidden, why),
-    }
 }
 
 /// The code of an error status that reached [`problems_only`] without a problem body.

@@ -2,16 +2,15 @@
 //! sequence. A durable consumer shared by all gateways does the work; index writes carry a
 //! message id derived from the sequence, so redeliveries add nothing.
 
-use crate::store::Store;
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use futures::StreamExt;
 use sequent_protocol::subjects;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const CONSUMER: &str = "sequent-indexer";
+use crate::store::INDEXER as CONSUMER;
 const CONCURRENCY: usize = 256;
 
 #[derive(Deserialize)]
@@ -70,20 +69,3 @@ async fn index(app: &App) -> anyhow::Result<()> {
     anyhow::bail!("the indexer's message stream ended")
 }
 
-/// Waits until the index covers stream sequence `upto`, or the timeout passes.
-pub async fn wait_indexed(store: &Store, upto: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let floor = match store.events.get_consumer::<pull::Config>(CONSUMER).await {
-            Ok(mut c) => c.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0),
-            Err(_) => 0,
-        };
-        if floor >= upto || Instant::now() > deadline {
-            if floor < upto {
-                tracing::warn!(floor, upto, "correlation index is behind; answering with what is indexed");
-            }
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}

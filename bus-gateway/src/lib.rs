@@ -1,6 +1,7 @@
 //! bus-gateway: the stateless front door of the event store. Any number of instances may run;
 //! services reach them over NATS request/reply (a queue group), HTTP clients over REST.
 
+mod answers;
 pub mod auth;
 mod callout;
 pub mod config;
@@ -113,7 +114,7 @@ impl App {
     /// correlation index to cover everything stored when the query arrived.
     pub async fn correlation_events(&self, correlation: &str) -> Result<Vec<String>, store::StoreError> {
         let upto = self.store.last_seq().await?;
-        indexer::wait_indexed(&self.store, upto, std::time::Duration::from_secs(3)).await;
+        self.store.wait_indexed(upto, std::time::Duration::from_secs(3)).await;
         let filter = sequent_protocol::subjects::correlation_index_subject(correlation);
         let (entries, _) = self.store.scan(&self.store.index, vec![filter], 1, usize::MAX).await?;
         let mut seqs: Vec<u64> =

@@ -3,7 +3,7 @@
 //! a `{"kind":"caught_up"}` message marks where history ended.
 
 use crate::auth::{bearer, Role};
-use crate::http::{bad, denied};
+use crate::answers::{bad, denied};
 use crate::store::ordered_config;
 use crate::App;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};

@@ -51,6 +51,9 @@ pub struct Head {
     pub id: String,
 }
 
+/// The gateways' durable consumer keeping the correlation index.
+pub const INDEXER: &str = "sequent-indexer";
+
 pub struct Store {
     client: async_nats::Client,
     pub js: jetstream::Context,
@@ -400,13 +403,31 @@ impl Store {
         Ok(receipts)
     }
 
+    /// Waits until the index covers stream sequence `upto`, or the timeout passes.
+    pub async fn wait_indexed(&self, upto: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let floor = match self.events.get_consumer::<async_nats::jetstream::consumer::pull::Config>(INDEXER).await {
+                Ok(mut c) => c.info().await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0),
+                Err(_) => 0,
+            };
+            if floor >= upto || Instant::now() > deadline {
+                if floor < upto {
+                    tracing::warn!(floor, upto, "correlation index is behind; answering with what is indexed");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Looks for `event` (by id) among the stored events of its correlation: a retry whose key
     /// has moved on since the original landed would otherwise look like a conflict. Units of
     /// work are small, so this reads a handful of events, and only on the conflict path.
     async fn find_stored(&self, p: &Prepared, head: Option<&Head>) -> Result<Option<Event>, StoreError> {
         let (Some(head), true) = (head, p.client_id) else { return Ok(None) };
         let event = &p.event;
-        crate::indexer::wait_indexed(self, head.seq, Duration::from_secs(2)).await;
+        self.wait_indexed(head.seq, Duration::from_secs(2)).await;
         let filter = subjects::correlation_index_subject(&event.correlation);
         let (entries, _) = self.scan(&self.index, vec![filter], 1, usize::MAX).await?;
         for entry in entries.iter().rev() {
