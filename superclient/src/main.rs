@@ -13,7 +13,11 @@ fn main() -> anyhow::Result<()> {
     // A test run shows its own report; the scripts' logs only from warnings up (RUST_LOG shows more).
     let quiet = matches!(cli.command, Some(Command::Test { .. }));
     init_tracing(&log_format, if quiet { "warn,superclient::script::api::crypto=error" } else { "info,async_nats=warn" });
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // At least 4 worker threads: a Lua call inside a C function (table.sort, a pattern match)
+    // cannot yield until its time limit stops it, and on a 2-core machine two such calls would
+    // otherwise hold every worker and stall the other requests.
+    let workers = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             None => app::run(&cli.scripts, cli.conn, cli.run).await,
