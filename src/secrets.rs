@@ -21,6 +21,9 @@ pub struct StackSecrets {
     pub password_pepper: String,
     /// The explorer's operator password (user `admin`).
     pub admin_password: String,
+    /// The secret `http.call` sends and internal routes require (`SEQUENT_SERVICE_TOKEN`).
+    #[serde(default)]
+    pub service_token: String,
     /// Seal keys, per service (`SEQUENT_<SERVICE>_SEAL_KEY`).
     #[serde(default)]
     pub seal_keys: BTreeMap<String, String>,
@@ -44,10 +47,14 @@ impl StackSecrets {
                 token_secret: random(),
                 password_pepper: random(),
                 admin_password: random(),
+                service_token: random(),
                 seal_keys: BTreeMap::new(),
             },
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        if secrets.service_token.is_empty() {
+            secrets.service_token = random();
+        }
         for s in services {
             secrets.seal_keys.entry(s.clone()).or_insert_with(random);
         }
@@ -90,6 +97,7 @@ impl StackSecrets {
             ("SEQUENT_TOKEN_SECRET".to_string(), self.token_secret.clone()),
             ("SEQUENT_PASSWORD_PEPPER".to_string(), self.password_pepper.clone()),
             ("SEQUENT_CREDENTIALS_DIR".to_string(), credentials.to_string_lossy().to_string()),
+            ("SEQUENT_SERVICE_TOKEN".to_string(), self.service_token.clone()),
         ];
         if std::env::var_os("SEQUENT_ADMIN_PASSWORD").is_none() {
             env.push(("SEQUENT_ADMIN_PASSWORD".into(), self.admin_password.clone()));

@@ -73,6 +73,13 @@ pub fn validate_service(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The header through which `http.call` proves that a request comes from a service of the
+/// deployment: it carries the per-deployment secret `SEQUENT_SERVICE_TOKEN`, which routes of
+/// services declared `http = "internal"` require whenever it is set.
+pub const SERVICE_TOKEN_HEADER: &str = "x-sequent-service-token";
+/// The variable holding that secret.
+pub const SERVICE_TOKEN_VAR: &str = "SEQUENT_SERVICE_TOKEN";
+
 impl Declaration {
     /// Checks every name it holds; the first problem, in words.
     pub fn validate(&self) -> Result<(), String> {

@@ -39,6 +39,15 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     let (route_pool, _) = Pool::new(source.clone(), shared.clone(), limits, if serves { opts.lua_route_states } else { 1 })?;
     let (live_pool, _) = Pool::new(source, shared.clone(), limits, 1)?;
     let _ = shared.service.set(spec.service.clone());
+    let internal_routes = spec.declaration.http == sequent_protocol::declaration::Exposure::Internal && !spec.routes.is_empty();
+    if internal_routes && shared.service_token.is_none() && !sequent_net::dev_mode() {
+        anyhow::bail!(
+            "service {:?} serves internal routes but {} is not set (the deployment's secret that http.call sends and internal routes require); \
+             SEQUENT_DEV=1 serves them without it",
+            spec.service,
+            sequent_protocol::declaration::SERVICE_TOKEN_VAR
+        );
+    }
     if spec.declaration.mints_tokens && std::env::var_os("SEQUENT_TOKEN_SECRET").is_none() && !sequent_net::dev_mode() {
         anyhow::bail!(
             "service {:?} mints tokens (bus:register(..., {{mints_tokens = true}})) but SEQUENT_TOKEN_SECRET is not set; \

@@ -25,6 +25,8 @@ struct Deployment {
     admin: (String, String),
     credentials: PathBuf,
     operator_token: String,
+    /// The deployment's secret for internal routes (`SEQUENT_SERVICE_TOKEN`).
+    service_token: String,
     _redis: sequent_tests::RedisServer,
 }
 
@@ -78,6 +80,7 @@ impl Deployment {
             admin: ("admin".into(), admin_pw),
             credentials,
             operator_token,
+            service_token: secret(),
             _redis: redis,
             _dir: dir,
         }
@@ -120,6 +123,7 @@ impl Deployment {
             ("NATS_URL".to_string(), self.nats_url.clone()),
             ("REDIS_URL".to_string(), self.redis_url.clone()),
             ("SEQUENT_CREDENTIALS_DIR".to_string(), self.credentials.to_string_lossy().to_string()),
+            ("SEQUENT_SERVICE_TOKEN".to_string(), self.service_token.clone()),
             ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
         ];
         let script = script.to_string_lossy().to_string();
@@ -210,7 +214,14 @@ async fn a_service_joins_and_leaves_a_running_deployment_and_insiders_gain_nothi
     }).await.unwrap();
     let url = auditor.wait_for_line("http listening on", Duration::from_secs(1)).await.unwrap();
     let addr = url.rsplit("http listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
+    // Its routes are internal (the default): only the deployment's services may call them.
     let r = reqwest::Client::new().post(format!("http://{addr}/audit")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "an internal route answered a caller without the deployment's token");
+    eprintln!("ATTACK: anything on the host calls an internal route without the deployment's service token -> 401, nothing sent");
+    let internal = |path: &str| {
+        reqwest::Client::new().post(format!("http://{addr}{path}")).header(sequent_protocol::declaration::SERVICE_TOKEN_HEADER, &d.service_token).json(&json!({}))
+    };
+    let r = internal("/audit").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     let audited = reqwest::get(format!("{}/v1/events?type=Audited", d.gateway_http)).await.unwrap().status().as_u16();
     assert_eq!(audited, 401, "reading the gateway wants a token");
@@ -222,7 +233,7 @@ async fn a_service_joins_and_leaves_a_running_deployment_and_insiders_gain_nothi
     assert_eq!(v["events"][0]["producer"]["service"], "auditor");
 
     // Its appends outside its declaration are refused (over NATS, from its script) ...
-    let v: Value = reqwest::Client::new().post(format!("http://{addr}/forge")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let v: Value = internal("/forge").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["ok"], false, "{v}");
     assert!(v["error"].as_str().unwrap().contains("did not declare"), "{v}");
     // ... and over HTTP with its token; a reader's token may not append at all.

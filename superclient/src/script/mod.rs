@@ -52,6 +52,9 @@ pub struct Shared {
     pub woken: tokio::sync::broadcast::Sender<crate::state::notify::Woken>,
     /// Outbound HTTP (`http.request`, `http.call`).
     pub http: reqwest::Client,
+    /// The per-deployment secret `http.call` sends and internal routes require
+    /// (`SEQUENT_SERVICE_TOKEN`; none in development mode when it is not set).
+    pub service_token: Option<String>,
     /// Live instances of every service type (membership bucket), for `http.call` and `admin.*`.
     pub directory: Arc<crate::cluster::Directory>,
     /// Services run by this process, by name: `http.call` reaches them without the network.
@@ -89,6 +92,7 @@ impl Shared {
             script_name: script.file_name().map_or_else(|| script.display().to_string(), |n| n.to_string_lossy().into_owned()),
             script_dir,
             woken: crate::state::notify::fanout(),
+            service_token: std::env::var(sequent_protocol::declaration::SERVICE_TOKEN_VAR).ok().filter(|t| !t.is_empty()),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(2))
                 // Below the servers' default --header-read-timeout (30 s), which closes idle

@@ -81,8 +81,31 @@ fn header_list(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
     out
 }
 
+/// Routes of a service declared `http = "internal"` answer only the deployment's services
+/// (`http.call` sends the per-deployment token), whenever the deployment has one.
+fn internal_only(h: &Http, headers: &axum::http::HeaderMap) -> Option<Response> {
+    use sequent_protocol::declaration::{Exposure, SERVICE_TOKEN_HEADER};
+    if h.svc.spec.declaration.http != Exposure::Internal {
+        return None;
+    }
+    let token = h.svc.shared.service_token.as_deref()?;
+    let given = headers.get(SERVICE_TOKEN_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let same = given.len() == token.len() && given.iter().zip(token.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        return None;
+    }
+    Some(super::answers::problem(sequent_protocol::Problem::new(
+        401,
+        sequent_protocol::problem::codes::UNAUTHORIZED,
+        format!("{} serves only the services of its deployment (http.call); it is declared http = \"internal\"", h.svc.name),
+    )))
+}
+
 async fn dispatch_inner(h: &Http, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    if let Some(refused) = internal_only(h, &parts.headers) {
+        return refused;
+    }
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path().to_string();
     let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();

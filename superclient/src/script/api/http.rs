@@ -135,7 +135,10 @@ pub fn install(lua: &Lua) -> LResult<()> {
             if !path.starts_with('/') {
                 return err(format!("{what}: the path must start with '/'"));
             }
-            let o = outgoing(&method, body, opts.as_ref(), &what)?;
+            let mut o = outgoing(&method, body, opts.as_ref(), &what)?;
+            if let Some(token) = &shared(&lua).service_token {
+                o.headers.push((sequent_protocol::declaration::SERVICE_TOKEN_HEADER.to_string(), token.clone()));
+            }
             // Retrying a request that may have reached the service is only safe when the
             // script says so (an idempotent request); one that never connected always is.
             let retry_sent = match &opts {
