@@ -179,6 +179,9 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     assert_eq!(a.status, 401, "{}", a.body);
     let a = c.send("GET", "/v1/live", upgrade(Some(READ), "types=a.b")).await;
     assert_eq!(a.status, 400, "{}", a.body);
+    // A page of another origin may not open it, token or not.
+    let a = c.send("GET", "/v1/live", upgrade(Some(READ), "").header("origin", "https://elsewhere.example")).await;
+    assert_eq!(a.status, 403, "{}", a.body);
 
     // ---- operations
     let a = c.send("GET", "/health", get("/health", None)).await;
