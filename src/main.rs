@@ -483,7 +483,13 @@ async fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()
     let deadline = Instant::now() + Duration::from_secs(20);
     while !answers(addr) {
         if Instant::now() > deadline {
-            bail!("{what} did not start listening on {addr} within 20 s; see {}", log.display());
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            bail!(
+                "{what} did not start listening on {addr} within 20 s; the end of {}:\n{}",
+                log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -173,8 +173,26 @@ impl GatewayLoad {
                     }
                     let id = format!("n{c}-{n}");
                     let body = json!({"events": [{"id": id, "type": "Appended", "key": format!("nk-{c}-{n}"), "expect": "new", "data": {"n": n}}]});
-                    let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(Duration::from_secs(30)));
-                    match nats.send_request("sequent.append.loadtest", request).await {
+                    // Core NATS requests are at most once: one the server routed to a gateway's
+                    // queue subscription in the instant it unsubscribed (while its server was
+                    // frozen) gets no answer, as with a crashed gateway. Clients retry such a
+                    // request with the same event id, which stores it once.
+                    let mut answer = Err("not sent".to_string());
+                    for _attempt in 0..3 {
+                        let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(Duration::from_secs(10)));
+                        match nats.send_request("sequent.append.loadtest", request).await {
+                            Ok(msg) => {
+                                answer = Ok(msg);
+                                break;
+                            }
+                            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => answer = Err(e.to_string()),
+                            Err(e) => {
+                                answer = Err(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    match answer {
                         Ok(msg) => match serde_json::from_slice::<AppendReply>(&msg.payload) {
                             Ok(reply) if reply.all_stored() => {
                                 stored.lock().unwrap().insert(id);
