@@ -121,11 +121,21 @@ local function request_id(user, headers, what)
   return crypto.random_hex(20)
 end
 
--- Calls a service; nil when none answers (the caller answers 503).
+-- Calls a service; nil when none answers (the caller answers 503). A 503 (the service could not
+-- finish: its state was busy or moving, e.g. while an instance hands its partitions over) is
+-- asked again, twice at most, when that is safe: a read, or a request carrying its request id
+-- (the services apply an id once).
 local function call(service, method, path, body, opts)
-  local r, e = http.call(service, method, path, body, opts)
-  if not r then log:warn("bfaf: " .. e) end
-  return r
+  local safe = method == "GET" or (type(body) == "table" and body.request_id ~= nil)
+  for attempt = 1, 3 do
+    local r, e = http.call(service, method, path, body, opts)
+    if not r then
+      log:warn("bfaf: " .. e)
+      return nil
+    end
+    if r.status ~= HTTP_SERVICE_UNAVAILABLE or not safe or attempt == 3 then return r end
+    pcall(bus.wait, bus, 100 * attempt, function() return false end) -- a pause (routes only)
+  end
 end
 
 -- A service's answer passed on (errors as problems), except its 5xx.

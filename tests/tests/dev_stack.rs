@@ -10,32 +10,44 @@ use std::time::Duration;
 #[tokio::test]
 async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_servers() {
     // The stack starts its own servers (NATS with nats/dev.conf and its secrets), on free ports.
-    let data = TempDir::new("dev-stack").unwrap();
-    let http_port = free_port().to_string();
-    let env = vec![
-        ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", free_port())),
-        ("SEQUENT_NO_BUILD".to_string(), "1".to_string()),
-        ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
-    ];
+    // A port found free may be taken by another test's connection before a server binds it:
+    // then the stack says a server did not start, and it is started again on other ports.
     let stack_bin = binary("sequent").to_string_lossy().to_string();
-    let (nats_port, redis_port) = (free_port().to_string(), free_port().to_string());
-    let data_dir = data.path().to_string_lossy().to_string();
-    // setsid: the stack leads a process group, as under ./sequent.sh or a service manager.
-    let args = [
-        stack_bin.as_str(),
-        "--nats-port",
-        &nats_port,
-        "--redis-port",
-        &redis_port,
-        "--http-port",
-        &http_port,
-        "--instances",
-        "1",
-        "--data-dir",
-        &data_dir,
-    ];
-    let mut stack = Child::spawn("sequent", "setsid", &args, &env).unwrap();
-    stack.wait_for_line("Sequent is running.", Duration::from_secs(180)).await.unwrap();
+    let mut attempt = 0;
+    let (mut stack, data, http_port) = loop {
+        attempt += 1;
+        let data = TempDir::new("dev-stack").unwrap();
+        let http_port = free_port().to_string();
+        let env = vec![
+            ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", free_port())),
+            ("SEQUENT_NO_BUILD".to_string(), "1".to_string()),
+            ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+        ];
+        let (nats_port, redis_port) = (free_port().to_string(), free_port().to_string());
+        let data_dir = data.path().to_string_lossy().to_string();
+        // setsid: the stack leads a process group, as under ./sequent.sh or a service manager.
+        let args = [
+            stack_bin.as_str(),
+            "--nats-port",
+            &nats_port,
+            "--redis-port",
+            &redis_port,
+            "--http-port",
+            &http_port,
+            "--instances",
+            "1",
+            "--data-dir",
+            &data_dir,
+        ];
+        let mut stack = Child::spawn("sequent", "setsid", &args, &env).unwrap();
+        match stack.wait_for_line("Sequent is running.", Duration::from_secs(180)).await {
+            Ok(_) => break (stack, data, http_port),
+            Err(e) if attempt < 3 && e.to_string().contains("did not start listening") => {
+                eprintln!("the stack's servers did not start (attempt {attempt}): {e}; again on other ports");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let ready = reqwest::get(format!("http://127.0.0.1:{http_port}/ready")).await.unwrap();
     assert_eq!(ready.status(), 200, "the bank is ready: {}", ready.text().await.unwrap());
 

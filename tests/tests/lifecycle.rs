@@ -46,7 +46,10 @@ fn unpooled() -> reqwest::Client {
 /// A connection refused (or reset before the server accepted it): the request never reached a
 /// server, so trying another is safe and not a failure of the stop.
 fn refused(e: &reqwest::Error) -> bool {
-    e.is_connect()
+    // Refused at connect, or sent on a kept-alive connection the stopping server closed as idle
+    // in the same instant (the HTTP/1.1 keep-alive race: no answer began). Such a request is
+    // sent again elsewhere; the bank's idempotency key makes that safe either way.
+    e.is_connect() || (e.is_request() && !e.is_timeout())
 }
 
 /// Signals `child` with SIGTERM; returns how long it took to exit, after checking it exited
