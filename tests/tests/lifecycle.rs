@@ -299,6 +299,8 @@ struct BankLoad {
     done: Arc<AtomicUsize>,
     tally: Arc<Mutex<Tally>>,
     troubles: Arc<Troubles>,
+    /// Answers that said "busy, try again" (503, 504), asked again.
+    busy: Arc<AtomicUsize>,
     signalled: Arc<AtomicBool>,
     /// Requests outstanding per bfaf instance.
     outstanding: Arc<Vec<AtomicUsize>>,
@@ -314,6 +316,7 @@ impl BankLoad {
             done: Arc::default(),
             tally: Arc::new(Mutex::new(tally)),
             troubles: Arc::default(),
+            busy: Arc::default(),
             signalled: Arc::default(),
             outstanding: Arc::new(apis.iter().map(|_| AtomicUsize::new(0)).collect()),
             spanning: Arc::new(apis.iter().map(|_| AtomicUsize::new(0)).collect()),
@@ -322,12 +325,19 @@ impl BankLoad {
         for _ in 0..clients {
             let queue = queue.clone();
             let (apis, c) = (apis.to_vec(), customers.clone());
-            let (done, tally, troubles, signalled, outstanding, spanning) =
-                (load.done.clone(), load.tally.clone(), load.troubles.clone(), load.signalled.clone(), load.outstanding.clone(), load.spanning.clone());
+            let (done, tally, troubles, signalled, outstanding, spanning, busy) = (
+                load.done.clone(),
+                load.tally.clone(),
+                load.troubles.clone(),
+                load.signalled.clone(),
+                load.outstanding.clone(),
+                load.spanning.clone(),
+                load.busy.clone(),
+            );
             load.clients.push(tokio::spawn(async move {
                 loop {
                     let Some((i, op)) = queue.lock().unwrap().pop_front() else { break };
-                    let lane = Lane { apis: &apis, troubles: &troubles, signalled: &signalled, outstanding: &outstanding, spanning: &spanning, i };
+                    let lane = Lane { apis: &apis, troubles: &troubles, busy: &busy, signalled: &signalled, outstanding: &outstanding, spanning: &spanning, i };
                     let send = |method: &'static str, path: String, token: String, body: Value| lane.send(method, path, token, body);
                     match op {
                         Op::Deposit { account, cents } => {
@@ -384,6 +394,7 @@ impl BankLoad {
 struct Lane<'a> {
     apis: &'a [Api],
     troubles: &'a Troubles,
+    busy: &'a AtomicUsize,
     signalled: &'a AtomicBool,
     outstanding: &'a [AtomicUsize],
     spanning: &'a [AtomicUsize],
@@ -416,6 +427,14 @@ impl Lane<'_> {
             };
             self.outstanding[at].fetch_sub(1, Ordering::SeqCst);
             match answer {
+                // "Busy, try again" (503) or "accepted, not applied yet" (504): the account's
+                // partition was being handed over; the client asks again with its idempotency
+                // key, as the answer says. Counted, not hidden: the end checks that nothing was
+                // lost or applied twice.
+                Ok((status @ (503 | 504), text)) => {
+                    eprintln!("BUSY: {method} {path} at bfaf {at}: {status} {text}; asking again");
+                    self.busy.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok((status, text)) if status >= 500 => self.troubles.add(format!("{method} {path} at bfaf {at}: {status} {text}")),
                 Ok((status, text)) => {
                     if !before && self.signalled.load(Ordering::SeqCst) {
@@ -487,9 +506,10 @@ async fn superclients_and_a_gateway_stopped_under_bank_load_lose_nothing() {
         assert!(child.output().iter().any(|l| l.contains(last)), "{} logged {last:?}", child.name());
     }
 
+    let busy = load.busy.load(Ordering::SeqCst);
     let (tally, troubles, spanning) = load.finish().await;
     eprintln!(
-        "TRAFFIC: {OPS} operations by {CLIENTS} clients; SIGTERM after {signalled_at}; {} transfers, {} withdrawals refused; requests across the SIGTERM per bfaf: {spanning:?}",
+        "TRAFFIC: {OPS} operations by {CLIENTS} clients; SIGTERM after {signalled_at}; {} transfers, {} withdrawals refused; requests across the SIGTERM per bfaf: {spanning:?}; busy answers asked again: {busy}",
         tally.transfers.len(),
         tally.refused_withdrawals
     );
