@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
                 false => std::process::exit(1),
             },
             Some(Command::Register { scripts, reader, conn }) => {
-                let dir = conn.credentials_dir.clone().unwrap_or_else(|| ".sequent/credentials".into());
+                let dir = conn.credentials_dir.clone().unwrap_or_else(|| ".sequent/secrets/credentials".into());
                 let subject = match &reader {
                     Some(name) => registration::Subject::Reader(name),
                     None => registration::Subject::Scripts(&scripts),
