@@ -126,8 +126,21 @@ impl Child {
     }
 
     /// SIGSTOP: the process hangs, its sockets stay open (a frozen, not a crashed, peer).
+    /// Returns once the kernel shows it stopped (a signal is delivered asynchronously: on a
+    /// loaded machine the process could otherwise still answer a moment after the call).
     pub fn pause(&self) -> anyhow::Result<()> {
-        self.signal(libc::SIGSTOP)
+        self.signal(libc::SIGSTOP)?;
+        let stat = format!("/proc/{}/stat", self.pid());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            // The state is the first field after the command name's closing parenthesis.
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            if text.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't'))) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        anyhow::bail!("{} did not stop within 5 s of SIGSTOP", self.name)
     }
 
     /// SIGCONT after [`Child::pause`].
