@@ -15,7 +15,7 @@
 # accounts.conf and prod.conf.example, commit the result.
 set -euo pipefail
 
-SERVICES=(accounts users transfers nectar bfaf)
+SERVICES=(accounts users transfers nectar bfaf explorer)
 DEV_SERVICES=(example test)
 PARTITIONS=16                   # consumers <service>-p00 .. -p15 (bus-gateway --partitions)
 STREAM=EVENTS                   # the event stream (bus-gateway --stream)

@@ -9,8 +9,7 @@
 -- The declaration: what the platform derives this service's rights from (superclient/README.md).
 bus:register("bfaf", {
   http = "public",
-  mints_tokens = true, -- the operators' sessions
-  env = { "SEQUENT_GATEWAY_URL", "SEQUENT_GATEWAY_TOKEN", "SEQUENT_UI_DIR", "SEQUENT_ADMIN_USER", "SEQUENT_ADMIN_PASSWORD" },
+  env = { "SEQUENT_UI_DIR", "SEQUENT_EXPLORER_URL" },
 })
 
 local MAX_AMOUNT = 100000000000
@@ -18,8 +17,6 @@ local MAX_AMOUNT = 100000000000
 local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match("^acc%-[0-9a-f]+$") ~= nil end
 -- User identities (lower-case names): the only `user:<name>` topics.
 local function is_identity(s) return type(s) == "string" and #s >= 3 and #s <= 32 and s:match("^[a-z0-9._-]+$") ~= nil end
-local GATEWAY = bus:env("SEQUENT_GATEWAY_URL") or "http://127.0.0.1:8081"
-local ADMIN_TTL = 8 * 3600
 
 -- The built UI (SEQUENT_UI_DIR overrides; relative paths start at this script's directory).
 bus:serve_static("/", bus:env("SEQUENT_UI_DIR") or "../ui/dist", { fallback = "index.html", exclude = { "/api/" } })
@@ -95,15 +92,6 @@ local function customer(headers, query)
   if not claims or claims.role ~= "customer" or type(claims.sub) ~= "string" or type(claims.jti) ~= "string" then return nil end
   if redis:exists("ended:" .. claims.jti) then return nil end
   return claims.sub, claims
-end
-
--- Operators' tokens are minted here (POST /api/admin/sessions), by no other service.
-local function operator(headers, query)
-  local token = bearer(headers, query)
-  if not token then return nil end
-  local claims = crypto.verify_token(token, { issuer = "bfaf" })
-  if not claims or claims.role ~= "admin" then return nil end
-  return claims.sub
 end
 
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_AMOUNT end
@@ -400,104 +388,10 @@ bus:add_live_listener("TransferCompleted", transfer_update("completed"))
 bus:add_live_listener("TransferFailed", transfer_update("failed"))
 
 -- ---------------------------------------------------------------------------------------------
--- Operators (the explorer)
+-- Operators: the explorer is the platform's (superclient/platform/explorer.lua), not the bank's;
+-- the bank only says where it is, for the UI's link.
 
-local SECRET_FIELDS = { "password_hash" }
-
-local function redact(event)
-  if type(event) == "table" and type(event.data) == "table" then
-    for _, f in ipairs(SECRET_FIELDS) do
-      if event.data[f] ~= nil then event.data[f] = "[redacted]" end
-    end
-  end
-  return event
-end
-
--- A gateway query, passed on with secrets redacted.
-local function gateway(path, query)
-  local r, e = http.request { url = GATEWAY .. path, query = query, timeout_ms = 15000,
-    headers = bus:env("SEQUENT_GATEWAY_TOKEN") and { authorization = "Bearer " .. bus:env("SEQUENT_GATEWAY_TOKEN") } or nil }
-  if not r then
-    log:warn("bfaf: the gateway did not answer: " .. e)
-    return unavailable()
-  end
-  if r.status >= 400 then return as_problem(r.status, r.body) end
-  if r.status ~= HTTP_OK or type(r.body) ~= "table" then return r.status, r.body end
-  for _, event in ipairs(r.body.events or {}) do redact(event) end
-  if r.body.events and r.body.next_from_seq == nil then r.body.next_from_seq = json.null end
-  return HTTP_OK, r.body
-end
-
-bus:add_route("/api/admin/sessions", "POST", function(method, path, params, body)
-  local user, password = bus:env("SEQUENT_ADMIN_USER") or "admin", bus:env("SEQUENT_ADMIN_PASSWORD")
-  if type(body) ~= "table" or type(body.username) ~= "string" or type(body.password) ~= "string" then
-    return bad("Send a username and a password.")
-  end
-  if not password or password == "" then
-    return err(HTTP_UNAUTHORIZED, "invalid credentials", "Operator log-in is off: set SEQUENT_ADMIN_PASSWORD for the bfaf.")
-  end
-  -- Compare digests, so the time taken does not depend on where the strings differ.
-  local same = crypto.sha256_hex(body.username) == crypto.sha256_hex(user)
-  same = (crypto.sha256_hex(body.password) == crypto.sha256_hex(password)) and same
-  if not same then return err(HTTP_UNAUTHORIZED, "invalid credentials", "Wrong username or password.") end
-  return HTTP_OK, {
-    token = crypto.token("admin:" .. user, ADMIN_TTL, { role = "admin" }),
-    username = user,
-    expires_at = os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + ADMIN_TTL),
-  }
-end)
-
-local function admin_route(path, method, f)
-  bus:add_route(path, method, function(m, p, params, body, query, headers)
-    if not operator(headers) then return unauthorized() end
-    return f(params, body, query)
-  end)
-end
-
-admin_route("/api/admin/events", "GET", function(params, body, query)
-  return gateway("/v1/events", {
-    type = query.type ~= "" and query.type or nil, key = query.key ~= "" and query.key or nil,
-    from_seq = query.from_seq, limit = query.limit or "50",
-  })
-end)
-
-admin_route("/api/admin/keys/{key}/events", "GET", function(params, body, query)
-  return gateway("/v1/keys/" .. enc(params.key) .. "/events", { from_seq = query.from_seq, limit = query.limit or "1000" })
-end)
-
-admin_route("/api/admin/correlations/{id}/events", "GET", function(params)
-  return gateway("/v1/correlations/" .. enc(params.id) .. "/events", nil)
-end)
-
-admin_route("/api/admin/services", "GET", function()
-  local out = json.array {}
-  for _, s in ipairs(admin.services()) do
-    local instances = json.array {}
-    for _, i in ipairs(s.instances) do
-      instances[#instances + 1] = { instance = i.instance, partitions = json.array(i.partitions), last_seen = i.last_seen, live = i.live }
-    end
-    out[#out + 1] = { service = s.service, instances = instances, consumer_lag = s.consumer_lag or 0 }
-  end
-  return HTTP_OK, out
-end)
-
-admin_route("/api/admin/parked", "GET", function()
-  local out = json.array {}
-  for _, p in ipairs(admin.parked()) do out[#out + 1] = p end
-  return HTTP_OK, out
-end)
-
-admin_route("/api/admin/parked/{service}/{key}/release", "POST", function(params)
-  if not admin.release(params.service, params.key) then
-    return not_found(params.key .. " is not parked in " .. params.service .. ".")
-  end
-  return HTTP_ACCEPTED, { service = params.service, key = params.key, status = "release requested" }
-end)
-
-bus:add_websocket("/api/admin/live", function(path, params, query, headers)
-  if not operator(headers, query) then return { close = 4401, reason = "invalid or expired token" } end
-  return {
-    events = { types = query.types or "", keys = query.keys or "", from_seq = tonumber(query.from_seq or "") },
-    redact = SECRET_FIELDS,
-  }
+bus:add_route("/api/explorer", "GET", function()
+  local url = bus:env("SEQUENT_EXPLORER_URL")
+  return HTTP_OK, { url = (url and url ~= "") and url or json.null }
 end)

@@ -1,7 +1,8 @@
 //! `cargo run` at the repository root: the whole Sequent bank on one machine. Uses NATS and
 //! Redis on their usual local ports when they answer, starts them from PATH (data under
 //! `.sequent/`) when they do not, runs the gateway, then two instances of every service of
-//! services/ (superclient processes) and the bfaf, which serves the UI on 127.0.0.1:8080.
+//! services/ (superclient processes) and the bfaf, which serves the UI on 127.0.0.1:8080, and
+//! the platform's explorer (superclient/platform/explorer.lua) on 127.0.0.1:8082.
 //!
 //! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
 
@@ -71,9 +72,12 @@ struct StackArgs {
     #[arg(long, env = "SEQUENT_DATA_DIR", default_value = ".sequent")]
     data_dir: PathBuf,
     /// Port of the bank (UI and API); a second bfaf instance listens on the next free port
-    /// after the gateway's.
+    /// after the gateway's and the explorer's.
     #[arg(long, env = "SEQUENT_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
+    /// Port of the platform's explorer (operators' console: its UI and API).
+    #[arg(long, env = "SEQUENT_EXPLORER_PORT", default_value_t = 8082)]
+    explorer_port: u16,
     /// Instances of each service (users, accounts, transfers, nectar, bfaf).
     #[arg(long, env = "SEQUENT_INSTANCES", default_value_t = 2)]
     instances: usize,
@@ -89,6 +93,9 @@ struct StackArgs {
     #[arg(long, value_name = "SERVICE")]
     without: Vec<String>,
 }
+
+/// The platform's explorer, run by the dev stack beside the bank's services.
+const EXPLORER: &str = "superclient/platform/explorer.lua";
 
 /// The scripts of services/ that declare themselves (`bus:register`), as (name, path): the bfaf
 /// last, since it serves the bank's UI once the others are up.
@@ -139,6 +146,7 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     let declared = if cli.no_services { Vec::new() } else { declared_services(&cli.without)? };
     let names: Vec<String> = declared.iter().map(|(n, _)| n.clone()).collect();
+    let explorer_url = format!("http://127.0.0.1:{}", cli.explorer_port);
     let secrets_dir = cli.data_dir.join("secrets");
     let secrets = secrets::StackSecrets::load_or_create(&secrets_dir, &names)?;
     let credentials = secrets::credentials_dir(&secrets_dir);
@@ -205,7 +213,7 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         // declaration takes effect, credentials are kept).
         let register_env = vec![("NATS_URL".to_string(), nats_url.clone()), ("SEQUENT_ADMIN_NATS_CREDENTIALS".to_string(), admin_nats.clone())];
         let creds = credentials.to_string_lossy().to_string();
-        let mut args: Vec<&str> = vec!["register", "--credentials-dir", &creds];
+        let mut args: Vec<&str> = vec!["register", "--credentials-dir", &creds, EXPLORER];
         args.extend(declared.iter().map(|(_, path)| path.as_str()));
         register(superclient, &args, &register_env, &logs.join("register.log")).await?;
         register(superclient, &["register", "--reader", "analyst", "--credentials-dir", &creds], &register_env, &logs.join("register.log")).await?;
@@ -216,20 +224,25 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
             ("SEQUENT_GATEWAY_URL".into(), format!("http://{gateway_addr}")),
         ];
         env.extend(secrets.service_env(&credentials));
-        for (k, v) in [("SEQUENT_ADMIN_USER", "admin"), ("RUST_LOG", "info,async_nats=warn")] {
-            if std::env::var_os(k).is_none() {
-                env.push((k.into(), v.into()));
-            }
+        if std::env::var_os("RUST_LOG").is_none() {
+            env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
         }
-        let mut next_port = gateway_addr.port().max(cli.http_port) + 1;
+        let mut next_port = gateway_addr.port().max(cli.http_port).max(cli.explorer_port) + 1;
         let started = Instant::now();
+        // The platform's explorer: its own operator credential, the gateway's API read as itself.
+        let mut explorer_env = env.clone();
+        let c = sequent_auth::Credential::read(&credentials.join("explorer.json")).map_err(|e| anyhow::anyhow!(e))?;
+        explorer_env.push(("SEQUENT_GATEWAY_TOKEN".into(), c.token()));
+        explorer_env.push(("SEQUENT_ADMIN_USER".into(), std::env::var("SEQUENT_ADMIN_USER").unwrap_or_else(|_| "admin".into())));
+        explorer_env.push(("SEQUENT_ADMIN_PASSWORD".into(), secrets.admin_password()));
+        let listen = format!("127.0.0.1:{}", cli.explorer_port);
+        let args = [EXPLORER, "--instance", "explorer-1", "--listen", &listen, "--admin-api"];
+        services.push(("explorer-1".into(), spawn(superclient, &args, &explorer_env, &logs.join("explorer-1.log"))?));
         for (service, script) in &declared {
             let service = service.as_str();
             let mut env = env.clone();
             if service == "bfaf" {
-                // The bfaf reads the gateway's HTTP API as itself.
-                let c = sequent_auth::Credential::read(&credentials.join("bfaf.json")).map_err(|e| anyhow::anyhow!(e))?;
-                env.push(("SEQUENT_GATEWAY_TOKEN".into(), c.token()));
+                env.push(("SEQUENT_EXPLORER_URL".into(), format!("{explorer_url}/explorer")));
             }
             for i in 1..=cli.instances.max(1) {
                 let name = format!("{service}-{i}");
@@ -244,7 +257,7 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
                         next_port += 1;
                         next_port - 1
                     };
-                    args.extend(["--listen".into(), format!("127.0.0.1:{port}"), "--admin-api".into()]);
+                    args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
                     bfaf_urls.push(format!("http://127.0.0.1:{port}"));
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -262,7 +275,11 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     println!("Sequent is running.");
     if let Some(url) = bfaf_urls.first() {
         println!("  Open the bank:          {url}");
-        println!("  Operators' explorer:    {url}/explorer  (log in as admin / {})", secrets.admin_password());
+        println!(
+            "  Operators' explorer:    {explorer_url}/explorer  (log in as {} / {})",
+            std::env::var("SEQUENT_ADMIN_USER").unwrap_or_else(|_| "admin".into()),
+            secrets.admin_password()
+        );
         if bfaf_urls.len() > 1 {
             println!("  Second bfaf instance:   {}", bfaf_urls[1..].join(", "));
         }

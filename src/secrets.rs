@@ -90,8 +90,8 @@ impl StackSecrets {
         ])
     }
 
-    /// What every service process gets: the bank's signing secrets, the seal keys, the
-    /// explorer's password, where the credentials are.
+    /// What every service process gets: the bank's signing secrets, the seal keys, where the
+    /// credentials are (the explorer's password goes to the explorer only: `admin_password`).
     pub fn service_env(&self, credentials: &Path) -> Vec<(String, String)> {
         let mut env = vec![
             ("SEQUENT_TOKEN_SECRET".to_string(), self.token_secret.clone()),
@@ -99,16 +99,13 @@ impl StackSecrets {
             ("SEQUENT_CREDENTIALS_DIR".to_string(), credentials.to_string_lossy().to_string()),
             ("SEQUENT_SERVICE_TOKEN".to_string(), self.service_token.clone()),
         ];
-        if std::env::var_os("SEQUENT_ADMIN_PASSWORD").is_none() {
-            env.push(("SEQUENT_ADMIN_PASSWORD".into(), self.admin_password.clone()));
-        }
         for (service, key) in &self.seal_keys {
             env.push((format!("SEQUENT_{}_SEAL_KEY", service.to_uppercase().replace('-', "_")), key.clone()));
         }
         env
     }
 
-    /// The explorer's operator password as the services get it.
+    /// The explorer's operator password (SEQUENT_ADMIN_PASSWORD overrides the generated one).
     pub fn admin_password(&self) -> String {
         std::env::var("SEQUENT_ADMIN_PASSWORD").unwrap_or_else(|_| self.admin_password.clone())
     }

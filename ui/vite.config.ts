@@ -2,9 +2,12 @@
 import { defineConfig } from 'vite';
 import react from '@vitejs/plugin-react';
 
-// The bfaf serves dist/ at `/` and the JSON API under `/api` on 127.0.0.1:8080.
-// In development the Vite server proxies `/api` (HTTP and the WebSockets
-// `/api/live` and `/api/admin/live`) to it, so the browser only ever talks to one origin.
+// Two pages: index.html (the bank, served by the bfaf at `/` on 127.0.0.1:8080, API under
+// `/api`) and explorer.html (the platform's explorer, served by the explorer process on its own
+// address, e.g. 127.0.0.1:8082, API under `/api/admin`). In development the Vite server
+// proxies `/api` (HTTP and the WebSockets) to one backend, e.g. the mock (`npm run mock`,
+// which answers both), so the browser only ever talks to one origin; open /explorer.html
+// for the explorer.
 const backend = process.env.SEQUENT_BACKEND || 'http://127.0.0.1:8080';
 
 export default defineConfig({
@@ -14,6 +17,9 @@ export default defineConfig({
     outDir: 'dist',
     emptyOutDir: true,
     sourcemap: true,
+    rollupOptions: {
+      input: { bank: 'index.html', explorer: 'explorer.html' },
+    },
   },
   server: {
     host: '127.0.0.1',

@@ -73,10 +73,24 @@ impl Tokens {
     }
 }
 
-/// Which event types each service may append. None: any service, any type.
+/// Which event types each service may append, and which data fields of its events readers do
+/// not see. None: any service, any type.
 #[derive(Debug, Default)]
 pub struct Policy {
     services: Option<HashMap<String, HashSet<String>>>,
+    redaction: sequent_protocol::Redaction,
+}
+
+/// A service's entry in the policy file: its event types, or what a declaration would say.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Appends(HashSet<String>),
+    Declared {
+        appends: HashSet<String>,
+        #[serde(default)]
+        sensitive: std::collections::BTreeMap<String, Vec<String>>,
+    },
 }
 
 impl Policy {
@@ -84,10 +98,30 @@ impl Policy {
         let Some(path) = path else { return Ok(Policy::default()) };
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading the service policy {}: {e}", path.display()))?;
-        let services: HashMap<String, HashSet<String>> = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("the service policy {} is not {{\"service\": [\"Type\", ...]}}: {e}", path.display())
+        let entries: HashMap<String, Entry> = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "the service policy {} is not {{\"service\": [\"Type\", ...]}} or {{\"service\": {{\"appends\": [...], \"sensitive\": {{\"Type\": [\"field\"]}}}}}}: {e}",
+                path.display()
+            )
         })?;
-        Ok(Policy { services: Some(services) })
+        let mut services = HashMap::new();
+        let mut declarations = Vec::new();
+        for (service, entry) in entries {
+            let appends = match entry {
+                Entry::Appends(a) => a,
+                Entry::Declared { appends, sensitive } => {
+                    declarations.push(sequent_protocol::Declaration { service: service.clone(), sensitive, ..Default::default() });
+                    appends
+                }
+            };
+            services.insert(service, appends);
+        }
+        Ok(Policy { services: Some(services), redaction: sequent_protocol::Redaction::of(&declarations) })
+    }
+
+    /// The fields readers must not see, as the policy file declares them.
+    pub fn redaction(&self) -> &sequent_protocol::Redaction {
+        &self.redaction
     }
 
     pub fn check(&self, service: &str, event_type: &str) -> Result<(), String> {
@@ -157,9 +191,19 @@ mod tests {
     fn policy() {
         let open = Policy::default();
         assert!(open.check("anything", "Any").is_ok());
-        let p = Policy { services: Some(HashMap::from([("accounts".into(), HashSet::from(["Opened".into()]))])) };
+        let p = Policy { services: Some(HashMap::from([("accounts".into(), HashSet::from(["Opened".into()]))])), ..Default::default() };
         assert!(p.check("accounts", "Opened").is_ok());
         assert!(p.check("accounts", "Closed").unwrap_err().contains("Closed"));
         assert!(p.check("users", "Opened").unwrap_err().contains("not in the gateway's policy"));
+    }
+
+    #[test]
+    fn policy_entries_may_declare_sensitive_fields() {
+        let dir = std::env::temp_dir().join(format!("sequent-policy-{}", std::process::id()));
+        std::fs::write(&dir, r#"{"a": ["X"], "users": {"appends": ["U"], "sensitive": {"U": ["secret"]}}}"#).unwrap();
+        let p = Policy::load(Some(&dir)).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert!(p.check("a", "X").is_ok() && p.check("users", "U").is_ok() && p.check("users", "X").is_err());
+        assert_eq!(serde_json::to_string(p.redaction()).unwrap(), r#"{"U":["secret"]}"#);
     }
 }

@@ -8,7 +8,7 @@
 use crate::answers::{bad, denied, error, problem};
 use crate::auth::{bearer, Role};
 use crate::live;
-use crate::openapi::{ApiDoc, AppendProblem, Appended, EventPage, Events, Health, KeyHead, NotReady, Ready, PROBLEM};
+use crate::openapi::{ApiDoc, AppendProblem, Appended, EventPage, Events, Health, KeyHead, NotReady, Ready, Sensitive, PROBLEM};
 use crate::App;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -55,6 +55,7 @@ pub fn api() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(key_version))
         .routes(routes!(key_events))
         .routes(routes!(correlation_events))
+        .routes(routes!(sensitive_fields))
         .routes(routes!(live::live))
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -344,6 +345,29 @@ async fn key_version(State(app): State<Arc<App>>, headers: HeaderMap, Path(key):
         .into_response(),
         Err(e) => error(ErrorCode::Unavailable, e.to_string()),
     }
+}
+
+/// What readers must not see of events: the `sensitive` fields of every registered service's
+/// declaration (without a registry: the `--policy` file's), for explorers and feeds to redact.
+#[utoipa::path(
+    get,
+    path = "/v1/sensitive",
+    tag = "queries",
+    responses(
+        (status = 200, description = "Event type → data fields to hide", body = Sensitive),
+        (status = 401, description = "No or an unknown API token", body = Problem, content_type = PROBLEM),
+    ),
+    security((), ("api_token" = []))
+)]
+async fn sensitive_fields(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = read_access(&app, &headers) {
+        return r;
+    }
+    let redaction = match &app.registry {
+        Some(registry) => sequent_protocol::Redaction::of(registry.all().iter().filter_map(|p| p.declaration.as_ref())),
+        None => app.policy.redaction().clone(),
+    };
+    axum::Json(Sensitive { sensitive: redaction.0.into_iter().map(|(t, f)| (t, f.into_iter().collect())).collect() }).into_response()
 }
 
 /// The events of one unit of work (a correlation id), in stream order.

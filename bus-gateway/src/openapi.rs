@@ -31,7 +31,7 @@ pub const PROBLEM: &str = sequent_protocol::problem::CONTENT_TYPE;
         (name = "live", description = "The live feed (WebSocket)"),
         (name = "operations", description = "Liveness and readiness (Prometheus metrics are served on a listener of their own: --metrics-listen)")
     ),
-    components(schemas(Problem, AppendProblem, Appended, Receipt, NewEvent, Expect, Event, Producer, EventPage, Events, KeyHead, Health, Ready, NotReady, LiveMessage)),
+    components(schemas(Problem, AppendProblem, Appended, Receipt, NewEvent, Expect, Event, Producer, EventPage, Events, KeyHead, Sensitive, Health, Ready, NotReady, LiveMessage)),
     modifiers(&ApiToken)
 )]
 pub struct ApiDoc;
@@ -144,6 +144,15 @@ pub struct KeyHead {
     /// The stream sequence of the key's last event.
     pub last_seq: Option<u64>,
     pub last_event_id: Option<String>,
+}
+
+/// The data fields readers must not see: every registered service declaration's `sensitive`
+/// fields (or the `--policy` file's), merged.
+#[derive(Serialize, ToSchema)]
+pub struct Sensitive {
+    /// Event type → field names; `*` names fields of every type.
+    #[schema(example = json!({"UserRegistered": ["password_hash"]}))]
+    pub sensitive: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// NATS answers and the stream is readable.

@@ -8,6 +8,7 @@ pub mod envelope;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod problem;
+pub mod redaction;
 pub mod subjects;
 pub mod validate;
 pub mod wire;
@@ -15,5 +16,6 @@ pub mod wire;
 pub use declaration::Declaration;
 pub use envelope::{Event, Expect, NewEvent, Producer};
 pub use problem::Problem;
+pub use redaction::Redaction;
 pub use validate::{Limits, ValidationError};
 pub use wire::{AppendReply, AppendRequest, ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest, Receipt, TailReply, TailRequest, TailStart, TailStream};

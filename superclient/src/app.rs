@@ -179,6 +179,7 @@ pub async fn run(scripts: &[PathBuf], conn: Conn, opts: RunOpts) -> anyhow::Resu
         let ns = rebuild::ensure_namespace(&svc).await?;
         tracing::info!(service = svc.name, ns, "state namespace ready");
         side_tasks.push(tokio::spawn(rebuild::watch(svc.clone())));
+        side_tasks.push(tokio::spawn(crate::consume::rebuild_requests::take_requests(svc.clone())));
 
         // Routes are served only now: the script is loaded and its state exists.
         let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;

@@ -44,6 +44,8 @@ pub struct Service {
     pub live: RwLock<Vec<String>>,
     /// Set on SIGTERM/SIGINT: /ready answers 503 while the instance drains.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// The running rebuild's events replayed and expected, for whoever reports them.
+    pub rebuild_progress: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// What [`Service::new`] puts together.
@@ -83,6 +85,7 @@ impl Service {
             owned: RwLock::new(Vec::new()),
             live: RwLock::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            rebuild_progress: Arc::default(),
         }
     }
 

@@ -197,8 +197,8 @@ async fn attacks_on_the_gateway_and_the_bfaf() {
     }
     // An operator's token is refused for customers' calls and vice versa.
     let before = t.snapshot().await;
-    let (s, _) = api.get("/api/admin/services", &alice).await;
-    t.check("customer token on the operators' API", "bfaf GET /api/admin/services with alice's token", s, &[401], &before).await;
+    let (s, _) = bank.explorer().get("/api/admin/services", &alice).await;
+    t.check("customer token on the operators' API", "explorer GET /api/admin/services with alice's token", s, &[401], &before).await;
 
     // ---- another customer's accounts
     for (method, path, body) in [

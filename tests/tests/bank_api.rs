@@ -373,7 +373,14 @@ async fn live_updates_and_the_operators_explorer() {
     assert_eq!((m["account_id"].as_str(), m["balance_cents"].as_i64()), (Some(e1.as_str()), Some(1_005)), "{m}");
     live.close(None).await.ok();
 
-    // ---- operators
+    // ---- operators: the platform's explorer, with its own log-in (the bank says where it is)
+    let (s, v) = api.call("GET", "/api/explorer", None, None, &[]).await;
+    assert_eq!((s, v["url"].as_str()), (200, Some(format!("{}/explorer", bank.explorer_url.clone().unwrap())).as_deref()), "{v}");
+    let (s, _) = api.call("POST", "/api/admin/sessions", None, Some(json!({ "username": ADMIN_USER, "password": ADMIN_PASSWORD })), &[]).await;
+    assert!(matches!(s, 404 | 405), "the bank has no operators' API any more: {s}");
+    let bank_ws = ws_base.clone();
+    let api = bank.explorer();
+    let ws_base = api.base.replace("http://", "ws://");
     let (s, _) = api.call("POST", "/api/admin/sessions", None, Some(json!({ "username": ADMIN_USER, "password": "wrong" })), &[]).await;
     assert_eq!(s, 401);
     let (s, _) = api.call("POST", "/api/admin/sessions", None, Some(json!({ "username": "admin", "password": ADMIN_PASSWORD })), &[]).await;
@@ -386,6 +393,8 @@ async fn live_updates_and_the_operators_explorer() {
         ("GET", "/api/admin/services"),
         ("GET", "/api/admin/parked"),
         ("POST", "/api/admin/parked/accounts/acc-1/release"),
+        ("POST", "/api/admin/services/accounts/rebuild"),
+        ("GET", "/api/admin/services/accounts/rebuild"),
     ] {
         for token in [None, Some(dave.as_str())] {
             let (s, v) = api.call(method, path, token, None, &[]).await;
@@ -395,7 +404,7 @@ async fn live_updates_and_the_operators_explorer() {
     // A customer token does not open the admin socket, nor an admin token the customer's.
     let mut sock = ws(&format!("{ws_base}/api/admin/live?token={dave}")).await;
     assert_eq!(next(&mut sock).await, Err(4401));
-    let mut sock = ws(&format!("{ws_base}/api/live?token={admin}")).await;
+    let mut sock = ws(&format!("{bank_ws}/api/live?token={admin}")).await;
     assert_eq!(next(&mut sock).await, Err(4401));
 
     let (s, v) = api.get("/api/admin/events?type=UserRegistered&limit=1", &admin).await;
@@ -461,6 +470,35 @@ async fn live_updates_and_the_operators_explorer() {
     let (s, _) = api.post("/api/admin/parked/nosuch/acc-deadbeef/release", &admin, json!({})).await;
     assert_eq!(s, 404);
 
+    // A rebuild from the explorer: one instance of the service runs it and reports progress
+    // until the rebuilt state is swapped in.
+    let (s, v) = api.get("/api/admin/services/transfers/rebuild", &admin).await;
+    assert_eq!(s, 404, "no rebuild asked for yet: {v}");
+    let (s, v) = api.post("/api/admin/services/transfers/rebuild", &admin, json!({})).await;
+    assert_eq!((s, v["status"].as_str()), (202, Some("requested")), "{v}");
+    let (s, v) = api.post("/api/admin/services/transfers/rebuild", &admin, json!({})).await;
+    assert_eq!(s, 409, "one rebuild at a time: {v}");
+    let finished = std::sync::Mutex::new(Value::Null);
+    sequent_tests::wait_until("the requested rebuild to finish", Duration::from_secs(60), || async {
+        let (_, v) = api.get("/api/admin/services/transfers/rebuild", &admin).await;
+        *finished.lock().unwrap() = v.clone();
+        matches!(v["status"].as_str(), Some("done" | "failed"))
+    })
+    .await
+    .unwrap();
+    let r = finished.into_inner().unwrap();
+    assert_eq!(r["status"], "done", "{r}");
+    assert!(r["done"].as_u64().unwrap() > 0 && r["done"] == r["expected"], "{r}");
+    assert!(r["instance"].as_str().unwrap().starts_with("transfers-"), "{r}");
+    let (_, v) = api.get("/api/admin/services", &admin).await;
+    let transfers = v.as_array().unwrap().iter().find(|s| s["service"] == "transfers").unwrap();
+    assert_eq!(transfers["rebuild"]["status"], "done", "{transfers}");
+    let (s, _) = api.post("/api/admin/services/nosuch/rebuild", &admin, json!({})).await;
+    assert_eq!(s, 404);
+    // The rebuilt state answers as before.
+    let (s, v) = bank.api().get(&format!("/api/transfers/{tid}"), &dave).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("completed")), "{v}");
+
     // The operators' event tail: from a sequence, filtered, password hashes redacted.
     let mut tail = ws(&format!("{ws_base}/api/admin/live?token={admin}&types=UserRegistered&from_seq=1")).await;
     let m = next(&mut tail).await.unwrap();
@@ -469,7 +507,7 @@ async fn live_updates_and_the_operators_explorer() {
     // Registered once its consumer exists; then a new event of that key arrives.
     let mut got = None;
     for _ in 0..20 {
-        api.deposit(&erin, &e1, 1).await;
+        bank.api().deposit(&erin, &e1, 1).await;
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), next(&mut tail)).await {
             got = Some(m);
             break;

@@ -1,6 +1,7 @@
 //! The bank's OpenAPI document (services/openapi/bank.json, served by the bfaf at
-//! /api/openapi/bank.json) against the real bank: real servers, the gateway and superclient
-//! processes running services/*.lua. Every operation the UI uses is called, successes and
+//! /api/openapi/bank.json) and the platform explorer's (superclient/platform/openapi/explorer.json,
+//! served by the explorer at /api/openapi/explorer.json) against the real bank and explorer: real
+//! servers, the gateway and superclient processes running services/*.lua and the explorer. Every operation the UI uses is called, successes and
 //! errors, and every answer (status, content type, body) and live message is checked against
 //! the document; every error is an RFC 9457 problem. Answers that cannot be provoked here are
 //! listed with the reason.
@@ -261,66 +262,9 @@ async fn the_bank_answers_as_its_openapi_document_says() {
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["account", "statement_entry", "transfer"]);
     live.close(None).await.ok();
 
-    // ---- operators
-    let a = api.valid("POST", "/api/admin/sessions", "/api/admin/sessions", None, json!({ "username": ADMIN_USER, "password": "wrong" })).await;
-    assert_eq!(code(&a), (401, Some("invalid credentials")));
-    let a = api.call("POST", "/api/admin/sessions", "/api/admin/sessions", None, Some(json!({ "username": ADMIN_USER }))).await;
-    assert_eq!(a.status, 400);
-    let a = api.valid("POST", "/api/admin/sessions", "/api/admin/sessions", None, json!({ "username": ADMIN_USER, "password": ADMIN_PASSWORD })).await;
-    assert_eq!(a.status, 200);
-    let admin = a.body["token"].as_str().unwrap().to_string();
-    for (method, template, path) in [
-        ("GET", "/api/admin/events", "/api/admin/events"),
-        ("GET", "/api/admin/keys/{key}/events", "/api/admin/keys/acc-1/events"),
-        ("GET", "/api/admin/correlations/{id}/events", "/api/admin/correlations/x/events"),
-        ("GET", "/api/admin/services", "/api/admin/services"),
-        ("GET", "/api/admin/parked", "/api/admin/parked"),
-        ("POST", "/api/admin/parked/{service}/{key}/release", "/api/admin/parked/accounts/acc-1/release"),
-    ] {
-        for token in [None, Some(alice.as_str())] {
-            let a = api.call(method, template, path, token, None).await;
-            assert_eq!(a.status, 401, "{method} {path}: {}", a.body);
-        }
-    }
-    let a = api.call("GET", "/api/admin/events", "/api/admin/events?type=UserRegistered&limit=1", Some(&admin), None).await;
-    assert_eq!((a.status, a.body["events"][0]["data"]["password_hash"].as_str()), (200, Some("[redacted]")), "{}", a.body);
-    let a = api.call("GET", "/api/admin/events", "/api/admin/events?type=Bad.Type", Some(&admin), None).await;
-    assert_eq!(code(&a), (400, Some("bad_request")), "the gateway's problem, passed on: {}", a.body);
-    let a = api.call("GET", "/api/admin/keys/{key}/events", &format!("/api/admin/keys/{a1}/events"), Some(&admin), None).await;
-    assert_eq!(a.status, 200);
-    let a = api.call("GET", "/api/admin/keys/{key}/events", "/api/admin/keys/a.b/events", Some(&admin), None).await;
-    assert_eq!(a.status, 400, "{}", a.body);
-    let a = api.call("GET", "/api/admin/correlations/{id}/events", &format!("/api/admin/correlations/{t_ok}/events"), Some(&admin), None).await;
-    assert_eq!((a.status, a.body["events"].as_array().map(Vec::len)), (200, Some(4)), "{}", a.body);
-    let a = api.call("GET", "/api/admin/correlations/{id}/events", "/api/admin/correlations/a%20b/events", Some(&admin), None).await;
-    assert_eq!(a.status, 400, "{}", a.body);
-    let a = api.call("GET", "/api/admin/services", "/api/admin/services", Some(&admin), None).await;
-    assert_eq!(a.status, 200);
-    // A poison event parks a key: the list and its release.
-    let poison = json!({ "events": [{ "type": "AccountCredited", "key": "acc-deadbeef", "expect": "any",
-        "data": { "account_id": "acc-deadbeef", "amount_cents": 5, "balance_cents": 5, "reason": "deposit" } }] });
-    assert_eq!(http.post(format!("{}/v1/events", bank.gateway_http)).json(&poison).send().await.unwrap().status(), 201);
-    wait_until("acc-deadbeef to be parked", Duration::from_secs(30), || async {
-        let a = api.call("GET", "/api/admin/parked", "/api/admin/parked", Some(&admin), None).await;
-        a.body.as_array().is_some_and(|l| !l.is_empty())
-    })
-    .await
-    .unwrap();
-    let release = "/api/admin/parked/{service}/{key}/release";
-    let a = api.call("POST", release, "/api/admin/parked/accounts/acc-deadbeef/release", Some(&admin), None).await;
-    assert_eq!(a.status, 202, "{}", a.body);
-    let a = api.call("POST", release, "/api/admin/parked/accounts/acc-other/release", Some(&admin), None).await;
-    assert_eq!(code(&a), (404, Some("not found")));
-    // The operators' tail: bare events.
-    let mut bad = ws(&c, "/api/admin/live", &format!("{ws_base}/api/admin/live?token={alice}")).await;
-    assert_eq!(next(&mut bad).await, Err(4401));
-    let mut tail = ws(&c, "/api/admin/live", &format!("{ws_base}/api/admin/live?token={admin}&types=UserRegistered&from_seq=1")).await;
-    for _ in 0..2 {
-        let m = next(&mut tail).await.unwrap();
-        c.check_schema("Event", &m);
-        assert_eq!(m["data"]["password_hash"], "[redacted]");
-    }
-    tail.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.ok();
+    // ---- where the operators' explorer is (the platform's, not the bank's)
+    let a = api.call("GET", "/api/explorer", "/api/explorer", None, None).await;
+    assert_eq!(a.body["url"].as_str(), Some(format!("{}/explorer", bank.explorer_url.clone().unwrap())).as_deref(), "{}", a.body);
 
     // ---- log-out: the token is refused from then on
     let a = api.valid("POST", "/api/sessions", "/api/sessions", None, json!({ "username": "alice.b", "password": "correct horse" })).await;
@@ -344,6 +288,98 @@ async fn the_bank_answers_as_its_openapi_document_says() {
     let a = api.valid("POST", "/api/users", "/api/users", None, json!({ "username": "carol", "password": "12345678" })).await;
     assert_eq!(code(&a), (400, Some("weak password")), "{}", a.body);
 
+    // ---- operators: the platform's explorer and its own document
+    let explorer = bank.explorer_url.clone().unwrap();
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("superclient/platform/openapi/explorer.json")).unwrap()).unwrap();
+    let served = read(http.get(format!("{explorer}/api/openapi/explorer.json"))).await;
+    assert_eq!((served.status, &served.body), (200, &file), "the explorer serves superclient/platform/openapi/explorer.json");
+    let e = Contract::new("explorer", file);
+    let ops = Client { c: &e, http: http.clone(), base: explorer.clone() };
+    let ops_ws = explorer.replace("http://", "ws://");
+    let a = ops.valid("POST", "/api/admin/sessions", "/api/admin/sessions", None, json!({ "username": ADMIN_USER, "password": "wrong" })).await;
+    assert_eq!(code(&a), (401, Some("invalid credentials")));
+    let a = ops.call("POST", "/api/admin/sessions", "/api/admin/sessions", None, Some(json!({ "username": ADMIN_USER }))).await;
+    assert_eq!(a.status, 400);
+    let a = ops.valid("POST", "/api/admin/sessions", "/api/admin/sessions", None, json!({ "username": ADMIN_USER, "password": ADMIN_PASSWORD })).await;
+    assert_eq!(a.status, 200);
+    let admin = a.body["token"].as_str().unwrap().to_string();
+    for (method, template, path) in [
+        ("GET", "/api/admin/events", "/api/admin/events"),
+        ("GET", "/api/admin/keys/{key}/events", "/api/admin/keys/acc-1/events"),
+        ("GET", "/api/admin/correlations/{id}/events", "/api/admin/correlations/x/events"),
+        ("GET", "/api/admin/services", "/api/admin/services"),
+        ("GET", "/api/admin/parked", "/api/admin/parked"),
+        ("POST", "/api/admin/parked/{service}/{key}/release", "/api/admin/parked/accounts/acc-1/release"),
+        ("POST", "/api/admin/services/{service}/rebuild", "/api/admin/services/accounts/rebuild"),
+        ("GET", "/api/admin/services/{service}/rebuild", "/api/admin/services/accounts/rebuild"),
+    ] {
+        for token in [None, Some(alice.as_str())] {
+            let a = ops.call(method, template, path, token, None).await;
+            assert_eq!(a.status, 401, "{method} {path}: {}", a.body);
+        }
+    }
+    let a = ops.call("GET", "/api/admin/events", "/api/admin/events?type=UserRegistered&limit=1", Some(&admin), None).await;
+    assert_eq!((a.status, a.body["events"][0]["data"]["password_hash"].as_str()), (200, Some("[redacted]")), "{}", a.body);
+    let a = ops.call("GET", "/api/admin/events", "/api/admin/events?type=Bad.Type", Some(&admin), None).await;
+    assert_eq!(code(&a), (400, Some("bad_request")), "the gateway's problem, passed on: {}", a.body);
+    let a = ops.call("GET", "/api/admin/keys/{key}/events", &format!("/api/admin/keys/{a1}/events"), Some(&admin), None).await;
+    assert_eq!(a.status, 200);
+    let a = ops.call("GET", "/api/admin/keys/{key}/events", "/api/admin/keys/a.b/events", Some(&admin), None).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = ops.call("GET", "/api/admin/correlations/{id}/events", &format!("/api/admin/correlations/{t_ok}/events"), Some(&admin), None).await;
+    assert_eq!((a.status, a.body["events"].as_array().map(Vec::len)), (200, Some(4)), "{}", a.body);
+    let a = ops.call("GET", "/api/admin/correlations/{id}/events", "/api/admin/correlations/a%20b/events", Some(&admin), None).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = ops.call("GET", "/api/admin/services", "/api/admin/services", Some(&admin), None).await;
+    assert_eq!(a.status, 200);
+    // A poison event parks a key: the list and its release.
+    let poison = json!({ "events": [{ "type": "AccountCredited", "key": "acc-deadbeef", "expect": "any",
+        "data": { "account_id": "acc-deadbeef", "amount_cents": 5, "balance_cents": 5, "reason": "deposit" } }] });
+    assert_eq!(http.post(format!("{}/v1/events", bank.gateway_http)).json(&poison).send().await.unwrap().status(), 201);
+    wait_until("acc-deadbeef to be parked", Duration::from_secs(30), || async {
+        let a = ops.call("GET", "/api/admin/parked", "/api/admin/parked", Some(&admin), None).await;
+        a.body.as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await
+    .unwrap();
+    let release = "/api/admin/parked/{service}/{key}/release";
+    let a = ops.call("POST", release, "/api/admin/parked/accounts/acc-deadbeef/release", Some(&admin), None).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let a = ops.call("POST", release, "/api/admin/parked/accounts/acc-other/release", Some(&admin), None).await;
+    assert_eq!(code(&a), (404, Some("not found")));
+    // The operators' tail: bare events.
+    let mut bad = ws(&e, "/api/admin/live", &format!("{ops_ws}/api/admin/live?token={alice}")).await;
+    assert_eq!(next(&mut bad).await, Err(4401));
+    let mut tail = ws(&e, "/api/admin/live", &format!("{ops_ws}/api/admin/live?token={admin}&types=UserRegistered&from_seq=1")).await;
+    for _ in 0..2 {
+        let m = next(&mut tail).await.unwrap();
+        e.check_schema("Event", &m);
+        assert_eq!(m["data"]["password_hash"], "[redacted]");
+    }
+    tail.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.ok();
+    // A rebuild and its progress, to its end.
+    let rebuild = "/api/admin/services/{service}/rebuild";
+    let a = ops.call("GET", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
+    assert_eq!(code(&a), (404, Some("not found")));
+    let a = ops.call("POST", rebuild, "/api/admin/services/nosuch/rebuild", Some(&admin), None).await;
+    assert_eq!(code(&a), (404, Some("not found")));
+    let a = ops.call("POST", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let a = ops.call("POST", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
+    assert_eq!(code(&a), (409, Some("rebuild running")));
+    wait_until("the users rebuild to finish", Duration::from_secs(60), || async {
+        let a = ops.call("GET", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
+        a.body["status"] == "done"
+    })
+    .await
+    .unwrap();
+    let a = ops.call("GET", "/api/admin/services", "/api/admin/services", Some(&admin), None).await;
+    assert!(a.body.as_array().unwrap().iter().any(|s| s["rebuild"]["status"] == "done"), "{}", a.body);
+
+    e.assert_covered(&[
+        ("* * 503", "needs a gateway or Redis that does not answer"),
+        ("* * default", "the superclient's own answers (unknown path, 405, 413, 415, 500): checked by superclient_built_in_errors_are_problems"),
+    ]);
     c.assert_covered(&[
         ("POST /api/users 429", "needs 20 failures from one address, which would lock this test out: tests/tests/insider.rs provokes it"),
         ("* * 503", "needs a service that does not answer"),

@@ -325,3 +325,90 @@ async fn a_service_joins_and_leaves_a_running_deployment_and_insiders_gain_nothi
     let _ = test.wait().await;
     drop(d.nats.signal(libc::SIGTERM));
 }
+
+/// A service the explorer has never heard of: its script is registered only now, never run.
+const ZOO: &str = r#"
+bus:register("zoo", { appends = { "Fed" }, sensitive = { Fed = { "keeper_pin" } } })
+bus:add_event_listener("Fed", function() end)
+"#;
+
+/// The platform's explorer hides what the registered declarations mark sensitive, whichever
+/// service declares it: a service registered while the explorer runs is covered from then on,
+/// in browse, key history, trace and the live tail, with no change to the explorer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_explorer_redacts_what_any_registered_declaration_marks_sensitive() {
+    let d = Deployment::start().await;
+    let explorer_script = sequent_tests::repo_root().join("superclient/platform/explorer.lua");
+    d.register(&[explorer_script.to_str().unwrap()]).await;
+    let ui = TempDir::new("explorer-ui").unwrap();
+    std::fs::write(ui.path().join("explorer.html"), "<!doctype html><title>Sequent Explorer</title>").unwrap();
+    let port = free_port();
+    let env = vec![
+        ("NATS_URL".to_string(), d.nats_url.clone()),
+        ("REDIS_URL".to_string(), d.redis_url.clone()),
+        ("SEQUENT_CREDENTIALS_DIR".to_string(), d.credentials.to_string_lossy().to_string()),
+        ("SEQUENT_TOKEN_SECRET".to_string(), secret()),
+        ("SEQUENT_GATEWAY_URL".to_string(), d.gateway_http.clone()),
+        ("SEQUENT_GATEWAY_TOKEN".to_string(), d.credential("explorer").token()),
+        ("SEQUENT_ADMIN_USER".to_string(), "ops".to_string()),
+        ("SEQUENT_ADMIN_PASSWORD".to_string(), "a password for this test".to_string()),
+        ("SEQUENT_UI_DIR".to_string(), ui.path().to_string_lossy().to_string()),
+        ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
+    ];
+    let listen = format!("127.0.0.1:{port}");
+    let args = [explorer_script.to_str().unwrap(), "--instance", "explorer-1", "--admin-api", "--listen", &listen];
+    let mut explorer = Child::spawn("explorer", binary("superclient"), &args, &env).unwrap();
+    explorer.wait_for_line("superclient ready", Duration::from_secs(60)).await.unwrap();
+    let base = format!("http://{listen}");
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{base}/api/admin/sessions")).json(&json!({ "username": "ops", "password": "a password for this test" })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let get = |path: String| {
+        let (http, token, base) = (http.clone(), token.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+
+    // Before anyone declares it, the field is shown as stored.
+    let fed = json!([{ "type": "Fed", "key": "lion-1", "expect": "any", "correlation": "feeding-1", "data": { "animal": "lion", "keeper_pin": "1234" } }]);
+    let (s, v) = d.append(&d.operator_token, fed).await;
+    assert_eq!(s, 201, "{v}");
+    let v = get("/api/admin/events?type=Fed".into()).await;
+    assert_eq!(v["events"][0]["data"]["keeper_pin"], "1234", "{v}");
+
+    // The zoo registers (its script never runs): from now on nobody sees the pin.
+    let dir = TempDir::new("zoo").unwrap();
+    let zoo = dir.path().join("zoo.lua");
+    std::fs::write(&zoo, ZOO).unwrap();
+    d.register(&[zoo.to_str().unwrap()]).await;
+    wait_until("the explorer to hide the zoo's keeper_pin", Duration::from_secs(10), || async {
+        let v = get("/api/admin/events?type=Fed".into()).await;
+        v["events"][0]["data"]["keeper_pin"] == "[redacted]"
+    })
+    .await
+    .unwrap();
+    for path in ["/api/admin/events?type=Fed", "/api/admin/keys/lion-1/events", "/api/admin/correlations/feeding-1/events"] {
+        let v = get(path.into()).await;
+        let e = &v["events"][0];
+        assert_eq!((e["data"]["animal"].as_str(), e["data"]["keeper_pin"].as_str()), (Some("lion"), Some("[redacted]")), "{path}: {v}");
+    }
+    let ws = format!("ws://{listen}/api/admin/live?token={token}&types=Fed&from_seq=1");
+    let (mut tail, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    use futures::StreamExt;
+    let m = loop {
+        match tokio::time::timeout(Duration::from_secs(10), tail.next()).await.expect("a tail message within 10 s") {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("the tail ended: {other:?}"),
+        }
+    };
+    assert_eq!((m["type"].as_str(), m["data"]["keeper_pin"].as_str(), m["data"]["animal"].as_str()), (Some("Fed"), Some("[redacted]"), Some("lion")), "{m}");
+    // The gateway says which fields, for any reader to apply.
+    let r = http.get(format!("{}/v1/sensitive", d.gateway_http)).bearer_auth(&d.operator_token).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["sensitive"]["Fed"], json!(["keeper_pin"]));
+    explorer.kill9().await.ok();
+}

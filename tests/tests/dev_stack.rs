@@ -20,6 +20,7 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
         let http_port = free_port().to_string();
         let env = vec![
             ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", free_port())),
+            ("SEQUENT_EXPLORER_PORT".to_string(), free_port().to_string()),
             ("SEQUENT_NO_BUILD".to_string(), "1".to_string()),
             ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
         ];
@@ -66,7 +67,7 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
     assert!(!out.iter().any(|l| l.contains("did not stop in time")), "{}", out.join("\n"));
     // Each service got one SIGTERM, from the stack (none from the group signal), and stopped
     // gracefully before the gateway went.
-    for service in ["users", "accounts", "transfers", "nectar", "bfaf"] {
+    for service in ["users", "accounts", "transfers", "nectar", "bfaf", "explorer"] {
         let log = std::fs::read_to_string(data.path().join(format!("logs/{service}-1.log"))).unwrap();
         assert_eq!(log.matches("stop requested").count(), 1, "{service}: one stop request:\n{log}");
         assert!(log.lines().any(|l| l.contains("stop requested") && l.contains("SIGTERM")), "{service}: stopped by SIGTERM:\n{log}");

@@ -47,7 +47,7 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     let c = Contract::new("bus-gateway", spec.body);
     assert_eq!(c.spec()["info"]["title"], "Sequent bus-gateway");
     let documented: Vec<&String> = c.spec()["paths"].as_object().unwrap().keys().collect();
-    for path in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/live", "/health", "/ready"] {
+    for path in ["/v1/events", "/v1/keys/{key}", "/v1/keys/{key}/events", "/v1/correlations/{id}/events", "/v1/sensitive", "/v1/live", "/health", "/ready"] {
         assert!(documented.iter().any(|p| *p == path), "{path} is documented: {documented:?}");
     }
     let docs = read(http.get(url("/v1/docs/"))).await;
@@ -130,6 +130,12 @@ async fn the_gateway_answers_as_its_openapi_document_says() {
     let a = c.send("GET", "/v1/keys/{key}", get("/v1/keys/a.b", Some(READ))).await;
     assert_eq!(a.status, 400);
     let a = c.send("GET", "/v1/keys/{key}", get("/v1/keys/acc-1", None)).await;
+    assert_eq!(a.status, 401);
+
+    // No policy, no registry: nothing is declared sensitive.
+    let a = c.send("GET", "/v1/sensitive", get("/v1/sensitive", Some(READ))).await;
+    assert_eq!((a.status, &a.body["sensitive"]), (200, &json!({})), "{}", a.body);
+    let a = c.send("GET", "/v1/sensitive", get("/v1/sensitive", None)).await;
     assert_eq!(a.status, 401);
 
     let a = c.send("GET", "/v1/keys/{key}/events", get("/v1/keys/acc-1/events?limit=2", Some(READ))).await;

@@ -39,6 +39,8 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
   const customerSockets = new Set(); // { username, send }
   const tails = new Set(); // { match, send }
   const requests = []; // every request handled: { method, path, body }
+  const rebuilds = new Map(); // service -> the rebuild asked for (advances a step per look)
+  const SERVICES = { accounts: 2, bfaf: 1, nectar: 1, transfers: 2, users: 2 };
   const parkedKeys = parked
     ? [{ service: 'nectar', key: 'nectar-acc-0', event_id: randomUUID(), seq: 1, type: 'NectarCredit', error: 'attempt to index a nil value (field "points") at nectar.lua:42', attempts: 5, parked_at: now(), held: 0 }]
     : [];
@@ -217,6 +219,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
       sessions.delete(token);
       return { status: 204, body: undefined, contentType: JSON_TYPE };
     }
+    if (key === 'GET /api/explorer') return answer(200, { url: '/explorer' });
     if (key === 'POST /api/admin/sessions') {
       if (!body || typeof body.username !== 'string' || typeof body.password !== 'string') return bad('Send a username and a password.');
       if (body.username !== adminUser || body.password !== adminPassword) return fail(401, 'invalid credentials', 'Wrong username or password.');
@@ -249,7 +252,23 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
             live: true,
           })),
         });
-        return answer(200, [svc('accounts', 2, 0), svc('bfaf', 1, 0), svc('nectar', 1, parkedKeys.length), svc('transfers', 2, 0), svc('users', 2, 0)]);
+        return answer(200, Object.entries(SERVICES).map(([name, n]) => ({ ...svc(name, n, name === 'nectar' ? parkedKeys.length : 0), rebuild: rebuilds.get(name) ?? null })));
+      }
+      if (template === '/api/admin/services/{service}/rebuild') {
+        const r = rebuilds.get(params.service);
+        if (method === 'GET') {
+          if (!r) return notFound(`No rebuild of ${params.service} was requested.`);
+          if (r.status === 'running') {
+            r.done = Math.min(r.expected, r.done + Math.ceil(r.expected / 3));
+            if (r.done === r.expected) Object.assign(r, { status: 'done', finished_at: now() });
+          }
+          return answer(200, { ...r });
+        }
+        if (!SERVICES[params.service]) return notFound(`${params.service} has no state to rebuild (no instance of it ever ran).`);
+        if (r && r.status === 'running') return fail(409, 'rebuild running', `A rebuild of ${params.service} is requested or running already.`);
+        const fresh = { service: params.service, status: 'running', done: 0, expected: Math.max(1, events.length), requested_at: now(), instance: `${params.service}-1` };
+        rebuilds.set(params.service, fresh);
+        return answer(202, { ...fresh });
       }
       if (template === '/api/admin/parked') return answer(200, parkedKeys);
       if (template === '/api/admin/parked/{service}/{key}/release') {

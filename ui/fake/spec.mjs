@@ -1,6 +1,7 @@
-// The bank's OpenAPI document (services/openapi/bank.json) as a checker: every answer of the
-// fake bank (tests, `npm run mock`) and every request the UI sends to it is validated against
-// the spec, so the fakes cannot drift from the real API without a test failing.
+// The bank's OpenAPI document (services/openapi/bank.json) and the platform explorer's
+// (superclient/platform/openapi/explorer.json), merged, as a checker: every answer of the fake
+// bank and explorer (tests, `npm run mock`) and every request the UI sends to them is validated
+// against the spec, so the fakes cannot drift from the real APIs without a test failing.
 //
 //   checkResponse('POST', '/api/accounts/acc-1/withdrawals', 422, 'application/problem+json', body)
 //   checkRequest('POST', '/api/transfers', body)
@@ -8,13 +9,10 @@
 //
 // Each throws a SpecViolation naming the operation and what is wrong.
 
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Ajv2020 from 'ajv/dist/2020.js';
+import { mergedSpec } from '../scripts/api-specs.mjs';
 
-export const SPEC_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'services', 'openapi', 'bank.json');
-export const spec = JSON.parse(readFileSync(SPEC_PATH, 'utf8'));
+export const spec = mergedSpec();
 
 export class SpecViolation extends Error {
   constructor(message) {

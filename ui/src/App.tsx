@@ -1,6 +1,5 @@
-import { lazy, Suspense } from 'react';
 import { Navigate, Route, Routes } from 'react-router';
-import { Spinner } from './components/ui';
+import { ExplorerLink } from './components/ExplorerLink';
 import AccountPage from './pages/bank/AccountPage';
 import BankLayout from './pages/bank/BankLayout';
 import DashboardPage from './pages/bank/DashboardPage';
@@ -8,9 +7,6 @@ import LoginPage from './pages/bank/LoginPage';
 import SignupPage from './pages/bank/SignupPage';
 import TransferPage from './pages/bank/TransferPage';
 import NotFoundPage from './pages/NotFoundPage';
-
-// The explorer is for operators: its code loads only when someone opens it.
-const ExplorerRoutes = lazy(() => import('./pages/explorer/ExplorerRoutes'));
 
 export default function App() {
   return (
@@ -23,18 +19,16 @@ export default function App() {
         <Route path="transfer" element={<TransferPage />} />
         <Route path="accounts" element={<Navigate to="/" replace />} />
       </Route>
+      {/* The explorer is the platform's, on its own address (explorer.html there). */}
       <Route
         path="/explorer/*"
         element={
-          <Suspense
-            fallback={
-              <div className="loading-block page">
-                <Spinner label="Loading the explorer" /> Loading the explorer…
-              </div>
-            }
-          >
-            <ExplorerRoutes />
-          </Suspense>
+          <main className="page">
+            <h1>The explorer is not part of the bank</h1>
+            <p>
+              It runs on its own address: <ExplorerLink>open the explorer</ExplorerLink>.
+            </p>
+          </main>
         }
       />
       <Route path="*" element={<NotFoundPage />} />

@@ -125,7 +125,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         Ok((first, _)) => first.first().map_or(0, |m| m.pending.unwrap_or(0) + 1),
         Err(e) => return Err(Stop::Infra(anyhow::anyhow!("reading the stream: {e}"))),
     };
-    let progress = Progress::new(&svc.name, total);
+    let progress = Progress::new(svc, total);
 
     if total == 0 {
         if let Some(p) = svc.store.swap(old.as_deref(), &ns, svc.partitions).await? {
@@ -499,6 +499,8 @@ struct Progress {
     started: Instant,
     last_log: std::cell::Cell<Instant>,
     done: std::cell::Cell<u64>,
+    /// The service's shared counters (done, expected), read by `consume::rebuild_requests`.
+    counters: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl Drop for Progress {
@@ -509,7 +511,10 @@ impl Drop for Progress {
 }
 
 impl Progress {
-    fn new(service: &str, total: u64) -> Progress {
+    fn new(svc: &Service, total: u64) -> Progress {
+        let service = svc.name.as_str();
+        svc.rebuild_progress[0].store(0, std::sync::atomic::Ordering::Relaxed);
+        svc.rebuild_progress[1].store(total, std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!("sequent_rebuild_running", "service" => service.to_string()).set(1.0);
         metrics::gauge!("sequent_rebuild_events_done", "service" => service.to_string()).set(0.0);
         metrics::gauge!("sequent_rebuild_events_expected", "service" => service.to_string()).set(total as f64);
@@ -519,12 +524,21 @@ impl Progress {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         tracing::info!(total, "replaying events");
-        Progress { service: service.to_string(), bar, started: Instant::now(), last_log: std::cell::Cell::new(Instant::now()), done: std::cell::Cell::new(0) }
+        Progress {
+            service: service.to_string(),
+            bar,
+            started: Instant::now(),
+            last_log: std::cell::Cell::new(Instant::now()),
+            done: std::cell::Cell::new(0),
+            counters: svc.rebuild_progress.clone(),
+        }
     }
 
     fn step(&self, pending: u64) {
         let done = self.done.get() + 1;
         self.done.set(done);
+        self.counters[0].store(done, std::sync::atomic::Ordering::Relaxed);
+        self.counters[1].store(done + pending, std::sync::atomic::Ordering::Relaxed);
         self.bar.set_length(done + pending);
         self.bar.set_position(done);
         if self.last_log.get().elapsed() >= Duration::from_secs(5) {

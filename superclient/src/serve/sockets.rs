@@ -4,7 +4,8 @@
 //!   function (run like a route, with `(path, params, query, headers)`) decides what the socket
 //!   is: `{close = 4401, reason = "..."}`; `{topics = {...}, messages = {...}}` (it receives
 //!   `messages` first, then what is pushed to those topics); or `{events = {types=, keys=, from_seq=}, redact = {...}}` (a tail of the stream,
-//!   one event per message, from its own ordered consumer).
+//!   one event per message, from its own ordered consumer; `redact` hides data fields: a list of
+//!   field names for every type, or `{Type = {fields}, ["*"] = {fields}}` as `admin.sensitive()` gives).
 //! - `bus:add_live_listener(type, fn)`: every instance runs one ordered consumer of these types
 //!   (from "now") and calls `fn` for each event, in stream order, on one dedicated Lua state.
 //!   `bus:push(topics, message)` and `bus:join(topic, new_topic)` reach this instance's sockets;
@@ -20,7 +21,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use mlua::{Table, Value};
 use sequent_protocol::subjects;
 use sequent_net::Tail;
-use sequent_protocol::{Event, TailStart};
+use sequent_protocol::{Event, Redaction, TailStart};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,7 @@ enum Decision {
     Close(u16, String),
     /// Subscribe to the topics, then send the messages (JSON text) first.
     Topics(Vec<String>, Vec<String>),
-    Events { filters: Vec<String>, from_seq: Option<u64>, redact: Vec<String> },
+    Events { filters: Vec<String>, from_seq: Option<u64>, redact: Redaction },
 }
 
 /// The request a socket was opened with.
@@ -118,7 +119,7 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
             let keys = strings(&ev, "keys")?;
             let from_seq = ev.get::<Option<u64>>("from_seq")?;
             return Ok(match subjects::read_filters(&types, &keys) {
-                Ok(filters) => Ok(Decision::Events { filters, from_seq, redact: strings(&t, "redact")? }),
+                Ok(filters) => Ok(Decision::Events { filters, from_seq, redact: redaction(&t)? }),
                 Err(why) => Ok(Decision::Close(1008, why)),
             });
         }
@@ -170,22 +171,31 @@ async fn topics_loop(svc: &Arc<Service>, mut socket: WebSocket, topics: Vec<Stri
     svc.hub.unregister(id);
 }
 
-fn redacted(json: String, fields: &[String]) -> String {
-    if fields.is_empty() {
+/// The connect function's `redact`: a list of fields (of every type) or a map type → fields.
+fn redaction(t: &Table) -> mlua::Result<Redaction> {
+    match t.get::<Value>("redact")? {
+        Value::Table(map) if map.raw_len() == 0 => {
+            let mut rules = std::collections::BTreeMap::new();
+            for pair in map.pairs::<String, Table>() {
+                let (event_type, fields) = pair?;
+                rules.insert(event_type, fields.sequence_values::<String>().collect::<mlua::Result<_>>()?);
+            }
+            Ok(Redaction(rules))
+        }
+        _ => Ok(Redaction([("*".to_string(), strings(t, "redact")?.into_iter().collect())].into())),
+    }
+}
+
+fn redacted(json: String, redaction: &Redaction) -> String {
+    if redaction.is_empty() {
         return json;
     }
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&json) else { return json };
-    if let Some(data) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
-        for f in fields {
-            if let Some(x) = data.get_mut(f) {
-                *x = serde_json::Value::String("[redacted]".into());
-            }
-        }
-    }
+    redaction.apply(&mut v);
     v.to_string()
 }
 
-async fn events_loop(svc: &Arc<Service>, mut socket: WebSocket, filters: Vec<String>, from_seq: Option<u64>, redact: Vec<String>) {
+async fn events_loop(svc: &Arc<Service>, mut socket: WebSocket, filters: Vec<String>, from_seq: Option<u64>, redact: Redaction) {
     let start = match from_seq {
         Some(n) => TailStart::Seq { seq: n.max(1) },
         None => TailStart::New,

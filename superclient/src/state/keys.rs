@@ -5,6 +5,7 @@
 //! | `sequent:<svc>:active` | name of the active namespace, e.g. `accounts@3` |
 //! | `sequent:<svc>:generation` | counter for new namespaces |
 //! | `sequent:<svc>:rebuild-lock` | instance doing the automatic initial rebuild (expires) |
+//! | `sequent:<svc>:rebuild` | hash: a rebuild an operator asked for, and its progress ([`super::rebuilds`]) |
 //! | `sequent:<svc>:swap-freeze` | rebuilt namespace catching up right before its swap: commits to the active one wait (expires) |
 //! | `sequent:<svc>:watch` | sorted set: script keys some `bus:wait` watches, scored by the wait's deadline (ms) |
 //! | channel `sequent:<svc>:commits` | pub/sub: the watched keys a commit wrote (wakes `bus:wait`) |

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod notify;
 pub mod overlay;
 pub mod parked;
+pub mod rebuilds;
 pub mod store;
 
 pub use keys::*;

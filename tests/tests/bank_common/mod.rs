@@ -1,5 +1,6 @@
 //! The bank of services/ on real servers: nats-server, Redis, the bus-gateway and superclient
-//! processes running services/*.lua, and a small client of the bfaf's API.
+//! processes running services/*.lua (and, with a bfaf, the platform's explorer), and a small
+//! client of the bfaf's and the explorer's APIs.
 #![allow(dead_code)]
 
 mod checks;
@@ -86,9 +87,14 @@ pub struct Bank {
     /// A tiny stand-in for ui/dist (the real one is only there after `npm run build`).
     pub ui: TempDir,
     pub admin: async_nats::Client,
+    /// The explorer's address, when the bank has a bfaf.
+    pub explorer_url: Option<String>,
 }
 
 pub fn script(service: &str) -> String {
+    if service == "explorer" {
+        return repo_root().join("superclient/platform/explorer.lua").to_string_lossy().to_string();
+    }
     repo_root().join("services").join(format!("{service}.lua")).to_string_lossy().to_string()
 }
 
@@ -115,8 +121,14 @@ impl Bank {
         std::fs::write(ui.path().join("assets/app-1234.js"), "console.log('bank')").unwrap();
         let admin = sequent_tests::connect(&nats.url(), sequent_tests::ADMIN.0, sequent_tests::ADMIN.1).await.unwrap();
         let gateway_http = gateways[0].http.clone();
-        let mut bank = Bank { nats, redis, gateways, gateway_http, instances: Vec::new(), ui, admin };
+        let mut bank = Bank { nats, redis, gateways, gateway_http, instances: Vec::new(), ui, admin, explorer_url: None };
         let mut spawned = Vec::new();
+        // Operators use the platform's explorer beside the bank (the bfaf links to it).
+        if setup.services.iter().any(|(s, _)| *s == "bfaf") {
+            let listen = format!("127.0.0.1:{}", free_port());
+            bank.explorer_url = Some(format!("http://{listen}"));
+            spawned.push(bank.spawn("explorer", "explorer-1", &["--listen", &listen]));
+        }
         for (service, n) in setup.services {
             for i in 1..=*n {
                 let args: Vec<&str> = setup.extra.iter().filter(|(s, _)| s == service).flat_map(|(_, a)| a.iter().copied()).collect();
@@ -166,8 +178,6 @@ impl Bank {
             ("NATS_URL".into(), self.nats.url()),
             ("REDIS_URL".into(), self.redis.url.clone()),
             ("RUST_LOG".into(), std::env::var("SEQUENT_TEST_LOG").unwrap_or_else(|_| "info,async_nats=warn,lua=warn".into())),
-            ("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()),
-            ("SEQUENT_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
             ("SEQUENT_GATEWAY_URL".into(), self.gateway_http.clone()),
             ("SEQUENT_UI_DIR".into(), self.ui.path().to_string_lossy().to_string()),
         ]
@@ -176,11 +186,17 @@ impl Bank {
     fn spawn(&self, service: &str, name: &str, args: &[&str]) -> (String, String, Child) {
         let script = script(service);
         let mut all = vec![script.as_str(), "--instance", name];
-        if service == "bfaf" {
+        let mut env = self.env();
+        if service == "explorer" {
+            // Only the explorer knows the operators' credential.
             all.push("--admin-api");
+            env.extend([("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()), ("SEQUENT_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into())]);
+        }
+        if let (true, Some(url)) = (service == "bfaf", &self.explorer_url) {
+            env.push(("SEQUENT_EXPLORER_URL".into(), format!("{url}/explorer")));
         }
         all.extend_from_slice(args);
-        let child = Child::spawn(name, binary("superclient"), &all, &self.env()).expect("superclient starts");
+        let child = Child::spawn(name, binary("superclient"), &all, &env).expect("superclient starts");
         (service.to_string(), name.to_string(), child)
     }
 
@@ -229,6 +245,11 @@ impl Bank {
     /// A client of the first bfaf instance.
     pub fn api(&self) -> Api {
         Api::new(&self.of("bfaf")[0].url)
+    }
+
+    /// A client of the explorer (operators' API under /api/admin).
+    pub fn explorer(&self) -> Api {
+        Api::new(&self.of("explorer")[0].url)
     }
 
     /// Runs a superclient subcommand to completion; returns (success, output).
@@ -293,9 +314,9 @@ impl Bank {
     }
 
     /// Waits until every service type has handled every event (consumer lag 0, as operators
-    /// see it through the bfaf) and the stream stopped growing meanwhile.
+    /// see it through the explorer) and the stream stopped growing meanwhile.
     pub async fn wait_settled(&self, timeout: Duration) {
-        let api = self.api();
+        let api = self.explorer();
         let token = api.admin_token().await;
         wait_until("every service to have handled every event", timeout, || async {
             let before = self.last_seq().await;
@@ -320,7 +341,7 @@ impl Bank {
     }
 }
 
-/// A client of the bfaf's API.
+/// A client of the bfaf's API (or the explorer's: `admin_token` logs into it).
 #[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,

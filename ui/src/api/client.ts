@@ -1,5 +1,5 @@
 /**
- * The only place that talks HTTP to the bfaf. Every call returns parsed JSON or throws an
+ * The only place that talks HTTP to the bfaf (and, on the explorer's own origin, to the explorer). Every call returns parsed JSON or throws an
  * {@link ApiError} carrying the status, the backend's error code and a message for people.
  * Answer shapes are the spec's (`Answer<path, method, status>`, from services/openapi/bank.json).
  */
@@ -309,6 +309,13 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
     },
     releaseParked: (token: string, service: string, key: string) =>
       call<Answer<'/api/admin/parked/{service}/{key}/release', 'post', 202>>('POST', `/admin/parked/${enc(service)}/${enc(key)}/release`, { token }),
+    /** Asks one instance of `service` to rebuild its state; progress shows in `services()`. */
+    rebuild: (token: string, service: string) =>
+      call<Answer<'/api/admin/services/{service}/rebuild', 'post', 202>>('POST', `/admin/services/${enc(service)}/rebuild`, { token }),
+
+    // --- the platform ----------------------------------------------------------------------
+    /** Where the operators' explorer is (the bank knows; null when it was not told). */
+    explorerUrl: async () => (await call<Answer<'/api/explorer', 'get', 200>>('GET', '/explorer')).url ?? null,
   };
 }
 

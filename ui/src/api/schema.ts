@@ -183,6 +183,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/explorer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Where the operators' explorer is
+         * @description The platform's explorer is not part of the bank: it runs on its own address (SEQUENT_EXPLORER_URL of the bfaf). The UI links to it.
+         */
+        get: operations["explorerLink"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/sessions": {
         parameters: {
             query?: never;
@@ -313,6 +333,30 @@ export interface paths {
         get: operations["adminLive"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/services/{service}/rebuild": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The service type. */
+                service: string;
+            };
+            cookie?: never;
+        };
+        /** The last requested rebuild of a service and its progress */
+        get: operations["adminRebuildStatus"];
+        put?: never;
+        /**
+         * Rebuild a service's state from the stream
+         * @description One running instance of the service takes the request, replays the service's events into a fresh state and swaps it in (nothing is lost or applied twice meanwhile). Follow its progress with GET.
+         */
+        post: operations["adminRebuild"];
         delete?: never;
         options?: never;
         head?: never;
@@ -540,10 +584,9 @@ export interface components {
         };
         /** @description One text message of `WS /api/live` (unknown kinds should be ignored). */
         LiveMessage: components["schemas"]["LiveHello"] | components["schemas"]["LiveAccount"] | components["schemas"]["LiveStatementEntry"] | components["schemas"]["LiveTransfer"];
-        Producer: {
-            /** @description The service type (or `api:<token name>`). */
-            service: string;
-            instance?: string;
+        ExplorerLink: {
+            /** @description The explorer's page, e.g. http://127.0.0.1:8082/explorer. */
+            url: string | null;
         };
         /** @description A stored event. */
         Event: {
@@ -575,23 +618,6 @@ export interface components {
             /** @description Where the next page starts; null at the end. */
             next_from_seq: number | null;
         };
-        ServiceInstance: {
-            instance: string;
-            partitions: number[];
-            /**
-             * Format: date-time
-             * @description RFC 3339, UTC.
-             */
-            last_seen: string;
-            /** @description Seen recently (heartbeats). */
-            live: boolean;
-        };
-        ServiceInfo: {
-            service: string;
-            instances: components["schemas"]["ServiceInstance"][];
-            /** @description Events not yet handled by this service type, all partitions together. */
-            consumer_lag: number;
-        };
         ParkedKey: {
             service: string;
             key: string;
@@ -611,11 +637,56 @@ export interface components {
             /** @description Later events of the key held behind it. */
             held: number;
         };
+        Producer: {
+            /** @description The service type (or `api:<token name>`). */
+            service: string;
+            instance?: string;
+        };
+        /** @description A rebuild an operator asked for. */
+        Rebuild: {
+            service: string;
+            /**
+             * @description `requested`: waiting for an instance of the service to take it.
+             * @enum {unknown}
+             */
+            status: "requested" | "running" | "done" | "failed";
+            /** @description Events replayed. */
+            done: number;
+            /** @description Events to replay, as last estimated (grows while new events arrive). */
+            expected: number;
+            /** Format: date-time */
+            requested_at?: string;
+            /** Format: date-time */
+            finished_at?: string;
+            /** @description The instance running it. */
+            instance?: string;
+            /** @description Why it failed (the state is unchanged). */
+            error?: string;
+        };
         ReleaseRequested: {
             service: string;
             key: string;
             /** @constant */
             status: "release requested";
+        };
+        ServiceInfo: {
+            service: string;
+            instances: components["schemas"]["ServiceInstance"][];
+            /** @description Events not yet handled by this service type, all partitions together. */
+            consumer_lag: number;
+            /** @description The last rebuild asked for, if any. */
+            rebuild: components["schemas"]["Rebuild"] | null;
+        };
+        ServiceInstance: {
+            instance: string;
+            partitions: number[];
+            /**
+             * Format: date-time
+             * @description RFC 3339, UTC.
+             */
+            last_seen: string;
+            /** @description Seen recently (heartbeats). */
+            live: boolean;
         };
     };
     responses: {
@@ -1136,6 +1207,27 @@ export interface operations {
             default: components["responses"]["Default"];
         };
     };
+    explorerLink: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Its address, or null when none was configured */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExplorerLink"];
+                };
+            };
+            default: components["responses"]["Default"];
+        };
+    };
     adminLogIn: {
         parameters: {
             query?: never;
@@ -1364,13 +1456,92 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A WebSocket: one `Event` per text message (password hashes redacted). A bad token: closed at once with 4401. */
+            /** @description A WebSocket: one `Event` per text message (sensitive fields redacted). A bad token: closed at once with 4401. */
             101: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
+            default: components["responses"]["Default"];
+        };
+    };
+    adminRebuildStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The service type. */
+                service: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The rebuild */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Rebuild"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description No rebuild of it was requested (`not found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Default"];
+        };
+    };
+    adminRebuild: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The service type. */
+                service: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Requested */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Rebuild"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description The service has no state here (no instance of it ever ran) (`not found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A rebuild of it is requested or running already (`rebuild running`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
             default: components["responses"]["Default"];
         };
     };

@@ -69,7 +69,10 @@ export interface EventPage {
 
 export type ServiceInstance = Pick<S['ServiceInstance'], 'instance' | 'partitions' | 'last_seen'> & Partial<Pick<S['ServiceInstance'], 'live'>>;
 
-export type ServiceInfo = Omit<S['ServiceInfo'], 'instances'> & { instances: ServiceInstance[] };
+/** A rebuild an operator asked for, and its progress. */
+export type Rebuild = S['Rebuild'];
+
+export type ServiceInfo = Omit<S['ServiceInfo'], 'instances' | 'rebuild'> & { instances: ServiceInstance[]; rebuild?: Rebuild | null };
 
 export type ParkedKey = Pick<S['ParkedKey'], 'service' | 'key' | 'event_id' | 'seq' | 'error' | 'parked_at'> &
   Partial<Omit<S['ParkedKey'], 'service' | 'key' | 'event_id' | 'seq' | 'error' | 'parked_at'>>;

@@ -145,6 +145,14 @@ export const releaseParked = createAppAsyncThunk(
   },
 );
 
+export const requestRebuild = createAppAsyncThunk('explorer/rebuild', async (service: string, { extra, getState, rejectWithValue }) => {
+  try {
+    return await extra.api.rebuild(adminToken(getState()), service);
+  } catch (e) {
+    return rejectWithValue(reject(e, 'admin'));
+  }
+});
+
 const fallback = (message?: string): RejectValue => ({ status: -1, code: null, serverMessage: message ?? null, scope: 'admin' });
 
 /** Splits "A, B,,C" into ["A","B","C"]. */

@@ -1,9 +1,11 @@
-//! `admin.services()`, `admin.parked()`, `admin.release(service, key)`: what operators see,
-//! only with `--admin-api` (an operators' backend such as the bfaf).
+//! `admin.services()`, `admin.parked()`, `admin.release(service, key)`, `admin.rebuild(service)`,
+//! `admin.rebuild_status(service)`, `admin.redact(events, rules)`: what operators see and do,
+//! only with `--admin-api` (an operators' backend such as the platform's explorer).
 
 use super::{args, check_reads_allowed, err, infra, shared, LResult};
-use crate::script::convert::json_to_lua;
-use mlua::{Lua, MultiValue};
+use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::state::rebuilds;
+use mlua::{IntoLuaMulti, Lua, MultiValue};
 
 fn require_admin(lua: &Lua, what: &str) -> LResult<std::sync::Arc<crate::script::Shared>> {
     let shared = shared(lua);
@@ -53,6 +55,60 @@ pub fn install(lua: &Lua) -> LResult<()> {
                 Ok(found) => Ok(found),
                 Err(e) => infra(&lua, "admin.release", e),
             }
+        })?,
+    )?;
+    // A rebuild of the service by one of its running instances: true, or nil and why not.
+    admin.raw_set(
+        "rebuild",
+        lua.create_async_function(|lua, values: MultiValue| async move {
+            let (service,): (String,) = args(&lua, values, "admin.rebuild")?;
+            let shared = require_admin(&lua, "admin.rebuild")?;
+            let Some(store) = shared.redis.get() else { return infra(&lua, "admin.rebuild", "redis is not connected yet") };
+            match rebuilds::request(store, &service).await {
+                Ok(Ok(())) => (true,).into_lua_multi(&lua),
+                Ok(Err(rebuilds::Refused::Unknown)) => (mlua::Value::Nil, "unknown").into_lua_multi(&lua),
+                Ok(Err(rebuilds::Refused::Busy)) => (mlua::Value::Nil, "busy").into_lua_multi(&lua),
+                Err(e) => infra(&lua, "admin.rebuild", e),
+            }
+        })?,
+    )?;
+    // The last requested rebuild of the service: {status, done, expected, ...}, or nil.
+    admin.raw_set(
+        "rebuild_status",
+        lua.create_async_function(|lua, values: MultiValue| async move {
+            let (service,): (String,) = args(&lua, values, "admin.rebuild_status")?;
+            let shared = require_admin(&lua, "admin.rebuild_status")?;
+            let Some(store) = shared.redis.get() else { return infra(&lua, "admin.rebuild_status", "redis is not connected yet") };
+            match rebuilds::status(store, &service).await {
+                Ok(None) => Ok(mlua::Value::Nil),
+                Ok(Some(fields)) => {
+                    let mut v = serde_json::Map::new();
+                    for (k, x) in fields {
+                        let number = matches!(k.as_str(), "done" | "expected" | "updated_at").then(|| x.parse::<u64>().ok()).flatten();
+                        v.insert(k, number.map_or(serde_json::Value::String(x), Into::into));
+                    }
+                    json_to_lua(&lua, &serde_json::Value::Object(v))
+                }
+                Err(e) => infra(&lua, "admin.rebuild_status", e),
+            }
+        })?,
+    )?;
+    // The events with the fields of `rules` ({Type = {fields}, ["*"] = {fields}}) hidden.
+    admin.raw_set(
+        "redact",
+        lua.create_function(|lua, (events, rules): (mlua::Value, mlua::Value)| {
+            require_admin(lua, "admin.redact")?;
+            let rules: sequent_protocol::Redaction = match lua_to_json(&rules).map_err(mlua::Error::runtime)? {
+                serde_json::Value::Array(a) if a.is_empty() => Default::default(),
+                v => serde_json::from_value(v).map_err(|e| mlua::Error::runtime(format!("admin.redact: rules must be {{Type = {{\"field\", ...}}}}: {e}")))?,
+            };
+            let mut events = lua_to_json(&events).map_err(mlua::Error::runtime)?;
+            match &mut events {
+                serde_json::Value::Array(list) => list.iter_mut().for_each(|e| rules.apply(e)),
+                serde_json::Value::Object(_) => rules.apply(&mut events),
+                _ => return Err(mlua::Error::runtime("admin.redact: give a list of events (or one event) and the rules")),
+            }
+            json_to_lua(lua, &events)
         })?,
     )?;
     lua.globals().raw_set("admin", admin)

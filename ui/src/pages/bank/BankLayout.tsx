@@ -1,5 +1,6 @@
 import { Link, NavLink, Navigate, Outlet, useLocation, useNavigate } from 'react-router';
 import { ConnectionPill } from '../../components/ui';
+import { ExplorerLink } from '../../components/ExplorerLink';
 import { LiveUpdates } from '../../components/LiveUpdates';
 import { useAppDispatch, useAppSelector } from '../../store';
 import { logOut } from '../../store/authSlice';
@@ -57,6 +58,7 @@ export default function BankLayout() {
       </main>
       <footer className="footer">
         <span>Sequent Bank · a demonstration of the Sequent event-sourcing platform</span>
+        <ExplorerLink>Operators' explorer</ExplorerLink>
       </footer>
     </div>
   );

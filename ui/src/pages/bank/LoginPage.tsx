@@ -5,6 +5,7 @@ import { Alert, Field } from '../../components/ui';
 import { useAppDispatch, useAppSelector } from '../../store';
 import { clearAuthError, logIn } from '../../store/authSlice';
 import { AuthShell } from './AuthShell';
+import { ExplorerLink } from '../../components/ExplorerLink';
 
 export default function LoginPage() {
   const { token, status, error, notice } = useAppSelector((s) => s.auth);
@@ -37,7 +38,7 @@ export default function LoginPage() {
       title="Log in"
       footer={
         <p>
-          Operating Sequent? <Link to="/explorer">Open the explorer</Link>
+          Operating Sequent? <ExplorerLink>Open the explorer</ExplorerLink>
         </p>
       }
     >

@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { Link, Navigate, useLocation } from 'react-router';
+import { Navigate, useLocation } from 'react-router';
 import { errorMessage } from '../../api/errors';
 import { Alert, Field } from '../../components/ui';
 import { useAppDispatch, useAppSelector } from '../../store';
@@ -58,9 +58,7 @@ export default function ExplorerLoginPage() {
             {busy ? 'Logging in…' : 'Log in to the explorer'}
           </button>
         </form>
-        <p className="auth-switch">
-          <Link to="/">Back to the bank</Link>
-        </p>
+        <p className="auth-switch muted">The Sequent platform's console: events, services, parked keys, rebuilds.</p>
       </main>
     </div>
   );
