@@ -75,6 +75,11 @@ local function events(path, query)
   if not rules then return unavailable("The gateway did not say which fields are sensitive; try again.") end
   local r = gateway_get(path, query)
   if not r then return unavailable() end
+  -- The explorer's own token refused is not the operator's session ending.
+  if r.status == HTTP_UNAUTHORIZED or r.status == HTTP_FORBIDDEN then
+    log:error("explorer: the gateway refused SEQUENT_GATEWAY_TOKEN (" .. r.status .. ")")
+    return unavailable("The gateway refused the explorer's own token; tell whoever runs it.")
+  end
   if r.status >= 400 then
     local b = type(r.body) == "table" and r.body or {}
     return problem(r.status, b.code or "error", b.detail or "The gateway refused the query.")
@@ -168,7 +173,7 @@ route("/api/admin/services/{service}/rebuild", "POST", function(params)
   if why == "unknown" then
     return problem(HTTP_NOT_FOUND, "not found", params.service .. " has no state to rebuild (no instance of it ever ran).")
   elseif why == "busy" then
-    return problem(HTTP_CONFLICT, "rebuild running", "A rebuild of " .. params.service .. " is requested or running already.")
+    return problem(HTTP_CONFLICT, "conflict", "A rebuild of " .. params.service .. " is requested or running already.")
   end
   return HTTP_ACCEPTED, rebuild_view(params.service, admin.rebuild_status(params.service) or { status = "requested" })
 end)

@@ -366,7 +366,7 @@ async fn the_bank_answers_as_its_openapi_document_says() {
     let a = ops.call("POST", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
     assert_eq!(a.status, 202, "{}", a.body);
     let a = ops.call("POST", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
-    assert_eq!(code(&a), (409, Some("rebuild running")));
+    assert_eq!(code(&a), (409, Some("conflict")));
     wait_until("the users rebuild to finish", Duration::from_secs(60), || async {
         let a = ops.call("GET", rebuild, "/api/admin/services/users/rebuild", Some(&admin), None).await;
         a.body["status"] == "done"

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// A FAKE bfaf, for UI development only: serves ../dist at `/` and answers `/api` from the fake
-// bank (../fake/bank.mjs) through the same MSW handlers the UI's tests use. Every answer, every
-// request and every live message is checked against services/openapi/bank.json; a violation
+// A FAKE bfaf and explorer on one origin, for UI development only: serves ../dist at `/` (the
+// explorer's page, explorer.html, under /explorer) and answers `/api` from the fake bank
+// (../fake/bank.mjs) through the same MSW handlers the UI's tests use. Every answer, every
+// request and every live message is checked against services/openapi/bank.json and
+// superclient/platform/openapi/explorer.json; a violation
 // answers 500 and is printed here. It is not Sequent: no NATS, no Redis, no Lua.
 //
 //   npm run build && npm run mock            # http://127.0.0.1:8090
@@ -65,7 +67,8 @@ async function serveStatic(res, pathname) {
   try {
     if (!(await stat(file)).isFile()) throw new Error('dir');
   } catch {
-    file = join(DIST, 'index.html'); // SPA fallback: client-side routes
+    // SPA fallback: client-side routes (the explorer's have a page of their own)
+    file = join(DIST, /^\/explorer(\/|$)/.test(pathname) ? 'explorer.html' : 'index.html');
   }
   try {
     const body = await readFile(file);
@@ -110,5 +113,5 @@ server.on('upgrade', (req, socket, head) => {
 });
 
 server.listen(PORT, '127.0.0.1', () => {
-  console.log(`mock bfaf (FAKE, for UI development; answers checked against services/openapi/bank.json) on http://127.0.0.1:${PORT}  admin: ${ADMIN_USER}/${ADMIN_PASSWORD}`);
+  console.log(`mock bfaf (FAKE, for UI development; answers checked against bank.json and explorer.json) on http://127.0.0.1:${PORT}  admin: ${ADMIN_USER}/${ADMIN_PASSWORD}`);
 });

@@ -2,8 +2,10 @@
 // End-to-end walk through the bank and the explorer in headless Chromium (Debian's
 // /usr/bin/chromium driven by playwright-core; no browser download).
 //
-// It needs the running stack (bfaf serving the built UI at / and the API at /api):
+// It needs the running stack (bfaf serving the built UI at / and the API at /api; the
+// platform's explorer on its own address, which the walk finds through the bank's link):
 //   SEQUENT_URL            where the stack is            (default http://127.0.0.1:8080)
+//   SEQUENT_EXPLORER_URL   the explorer, if not the link (default: the bank's link)
 //   SEQUENT_ADMIN_USER     explorer operator name        (default admin)
 //   SEQUENT_ADMIN_PASSWORD explorer operator password    (default admin)
 //   CHROMIUM               browser binary                (default /usr/bin/chromium)
@@ -226,8 +228,18 @@ async function main() {
 
     const ops = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
     ops.setDefaultTimeout(TIMEOUT);
+    // The explorer is the platform's, on its own address: the bank's log-in page links to it.
+    let EXPLORER = (process.env.SEQUENT_EXPLORER_URL || '').replace(/\/$/, '');
+    await step("explorer: the bank links to the platform's explorer", async () => {
+      await page.goto(`${BASE}/login`);
+      const link = page.getByRole('link', { name: 'Open the explorer' });
+      await link.waitFor();
+      const href = await link.getAttribute('href');
+      if (!href) throw new Error('the link goes nowhere');
+      EXPLORER ||= new URL(href, BASE).origin;
+    });
     await step('explorer: operator log-in and live tail', async () => {
-      await ops.goto(`${BASE}/explorer`);
+      await ops.goto(`${EXPLORER}/explorer`);
       await ops.getByLabel('Operator name').fill(ADMIN_USER);
       await ops.getByLabel('Operator password').fill(ADMIN_PASSWORD);
       await ops.getByRole('button', { name: 'Log in to the explorer' }).click();
@@ -246,7 +258,7 @@ async function main() {
     });
 
     await step("explorer: the transfer's causal tree", async () => {
-      await ops.goto(`${BASE}/explorer/trace`);
+      await ops.goto(`${EXPLORER}/explorer/trace`);
       await ops.getByLabel('Correlation ID').fill(completedTransfer);
       await ops.getByRole('button', { name: 'Show causal tree' }).click();
       const tree = ops.getByRole('tree');
@@ -261,16 +273,26 @@ async function main() {
     });
 
     await step('explorer: key history, services and parked keys render', async () => {
-      await ops.goto(`${BASE}/explorer/keys/${encodeURIComponent(acc1)}`);
+      await ops.goto(`${EXPLORER}/explorer/keys/${encodeURIComponent(acc1)}`);
       await ops.getByRole('list', { name: `History of ${acc1}` }).waitFor();
       await shot(ops, '11-explorer-key-history');
-      await ops.goto(`${BASE}/explorer/services`);
+      await ops.goto(`${EXPLORER}/explorer/services`);
       await ops.getByTestId('service-card').first().waitFor();
       await shot(ops, '12-explorer-services');
-      await ops.goto(`${BASE}/explorer/parked`);
+      await ops.goto(`${EXPLORER}/explorer/parked`);
       await ops.getByRole('heading', { name: 'Parked keys' }).waitFor();
       await ops.getByTestId('parked-row').first().or(ops.getByText('No parked keys.')).waitFor();
       await shot(ops, '13-explorer-parked');
+    });
+
+    await step('explorer: rebuild a service and see it finish', async () => {
+      await ops.goto(`${EXPLORER}/explorer/services`);
+      const card = ops.getByTestId('service-card').filter({ has: ops.getByRole('heading', { name: 'transfers', exact: true }) });
+      ops.once('dialog', (d) => void d.accept());
+      await card.getByRole('button', { name: 'Rebuild' }).click();
+      await card.locator('[data-testid="rebuild"][data-status="done"]').waitFor({ timeout: Math.max(TIMEOUT, 60_000) });
+      await expectText(card.getByTestId('rebuild'), /Rebuilt from \d+ events/, 'the finished rebuild');
+      await shot(ops, '14-explorer-rebuild');
     });
 
     await step('explorer: release a parked key (when there is one)', async () => {
@@ -289,7 +311,7 @@ async function main() {
     console.error(`\nStep "${current}" failed: ${e instanceof Error ? e.message : e}`);
     if (page) await shot(page, `failure-${current.replace(/[^a-z0-9]+/gi, '-')}`).catch(() => {});
     console.error(`Passed before it: ${passed.length ? passed.join('; ') : 'none'}`);
-    console.error(`Is the stack running at ${BASE}? (SEQUENT_URL)`);
+    console.error(`Is the stack running at ${BASE}? (SEQUENT_URL; the explorer: SEQUENT_EXPLORER_URL)`);
     process.exitCode = 1;
   } finally {
     await browser.close().catch(() => {});

@@ -265,7 +265,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
           return answer(200, { ...r });
         }
         if (!SERVICES[params.service]) return notFound(`${params.service} has no state to rebuild (no instance of it ever ran).`);
-        if (r && r.status === 'running') return fail(409, 'rebuild running', `A rebuild of ${params.service} is requested or running already.`);
+        if (r && r.status === 'running') return fail(409, 'conflict', `A rebuild of ${params.service} is requested or running already.`);
         const fresh = { service: params.service, status: 'running', done: 0, expected: Math.max(1, events.length), requested_at: now(), instance: `${params.service}-1` };
         rebuilds.set(params.service, fresh);
         return answer(202, { ...fresh });

@@ -39,7 +39,7 @@ describe('the bank API spec', () => {
     expect(() => checkSchema('LiveMessage', { kind: 'account', account_id: 'acc-1', balance_cents: 5 })).toThrow(SpecViolation);
   });
 
-  it('the fake bank answers a whole customer day within the spec', async () => {
+  it('the fake bank and explorer answer a whole day within the spec', async () => {
     const bank = createFakeBank({ stepMs: 0, parked: true });
     const messages: unknown[] = [];
     const call = async (method: string, path: string, body?: unknown, token?: string, query: Record<string, string> = {}) =>
@@ -65,6 +65,15 @@ describe('the bank API spec', () => {
     expect(trace.events.map((e) => e.type)).toEqual(['TransferRequested', 'AccountDebited', 'AccountCredited', 'TransferCompleted']);
     expect((await call('GET', '/api/admin/services', undefined, admin.token)).status).toBe(200);
     expect((await call('POST', '/api/admin/parked/nectar/nectar-acc-0/release', undefined, admin.token)).status).toBe(202);
+    expect((await call('GET', '/api/explorer')).body).toMatchObject({ url: '/explorer' });
+    expect((await call('POST', '/api/admin/services/users/rebuild', undefined, admin.token)).status).toBe(202);
+    expect((await call('POST', '/api/admin/services/users/rebuild', undefined, admin.token)).status).toBe(409);
+    expect((await call('POST', '/api/admin/services/nosuch/rebuild', undefined, admin.token)).status).toBe(404);
+    let rebuild = { status: 'running' };
+    for (let i = 0; i < 10 && rebuild.status === 'running'; i++) {
+      rebuild = (await call('GET', '/api/admin/services/users/rebuild', undefined, admin.token)).body as { status: string };
+    }
+    expect(rebuild).toMatchObject({ service: 'users', status: 'done' });
     stop?.();
     expect(messages.map((m) => (m as { kind: string }).kind)).toContain('transfer');
   });

@@ -1532,7 +1532,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description A rebuild of it is requested or running already (`rebuild running`). */
+            /** @description A rebuild of it is requested or running already (`conflict`). */
             409: {
                 headers: {
                     [name: string]: unknown;
