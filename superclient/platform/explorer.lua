@@ -169,6 +169,12 @@ end)
 -- A rebuild of a service's state from the stream, run by one of its instances; its progress
 -- is polled with GET.
 route("/api/admin/services/{service}/rebuild", "POST", function(params)
+  -- A service that consumes no events (consumer lag nil) has no state built from the stream.
+  for _, s in ipairs(admin.services()) do
+    if s.service == params.service and s.consumer_lag == nil then
+      return problem(HTTP_NOT_FOUND, "not found", params.service .. " handles no events: there is nothing to rebuild.")
+    end
+  end
   local ok, why = admin.rebuild(params.service)
   if why == "unknown" then
     return problem(HTTP_NOT_FOUND, "not found", params.service .. " has no state to rebuild (no instance of it ever ran).")

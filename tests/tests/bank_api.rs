@@ -495,6 +495,8 @@ async fn live_updates_and_the_operators_explorer() {
     assert_eq!(transfers["rebuild"]["status"], "done", "{transfers}");
     let (s, _) = api.post("/api/admin/services/nosuch/rebuild", &admin, json!({})).await;
     assert_eq!(s, 404);
+    let (s, v) = api.post("/api/admin/services/explorer/rebuild", &admin, json!({})).await;
+    assert_eq!(s, 404, "the explorer consumes no events, so it has nothing to rebuild: {v}");
     // The rebuilt state answers as before.
     let (s, v) = bank.api().get(&format!("/api/transfers/{tid}"), &dave).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("completed")), "{v}");

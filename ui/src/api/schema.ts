@@ -1523,7 +1523,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
-            /** @description The service has no state here (no instance of it ever ran) (`not found`). */
+            /** @description The service has no state here (no instance of it ever ran) or handles no events (`not found`). */
             404: {
                 headers: {
                     [name: string]: unknown;
