@@ -327,6 +327,18 @@ function admin.parked() end
 ---@param key string
 ---@return boolean false when not parked
 function admin.release(service, key) end
+---Asks a running instance of `service` to rebuild its state from the stream.
+---@param service string
+---@return boolean|nil true when requested
+---@return string|nil reason "unknown" (no state in this Redis) or "busy" (one is requested or running)
+function admin.rebuild(service) end
+---@param service string
+---@return table|nil rebuild {status, done, expected, requested_at, instance, finished_at, error}, nil when none was asked for
+function admin.rebuild_status(service) end
+---@param events table[]|table a list of events, or one event
+---@param rules table<string, string[]> event type (or "*") -> data fields to hide, as the gateway's GET /v1/sensitive gives them
+---@return table events the events with those fields "[redacted]"
+function admin.redact(events, rules) end
 
 -- HTTP status codes, named as in the Rust `http` crate.
 HTTP_CONTINUE = 100
