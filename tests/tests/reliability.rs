@@ -254,7 +254,9 @@ async fn chaos_kills_random_superclients() {
     let mut kills = 0;
     let mut longest_recovery = Duration::ZERO;
     while chaos_started.elapsed() < s.chaos {
-        let victim = bank.instances[rng.below(bank.instances.len() as u64) as usize].name.clone();
+        // The bank's superclients (not the platform's explorer beside it).
+        let pool: Vec<String> = bank.instances.iter().filter(|i| i.service != "explorer").map(|i| i.name.clone()).collect();
+        let victim = pool[rng.below(pool.len() as u64) as usize].clone();
         let service = victim.rsplit_once('-').unwrap().0.to_string();
         kills += 1;
         let replacement = format!("{service}-c{kills}");
