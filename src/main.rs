@@ -229,8 +229,10 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         }
         let mut next_port = gateway_addr.port().max(cli.http_port).max(cli.explorer_port) + 1;
         let started = Instant::now();
-        // The platform's explorer: its own operator credential, the gateway's API read as itself.
-        let mut explorer_env = env.clone();
+        // The platform's explorer: its own operator credential and session key (no bank service
+        // can sign its tokens), the gateway's API read as itself.
+        let mut explorer_env: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "SEQUENT_TOKEN_SECRET").cloned().collect();
+        explorer_env.push(("SEQUENT_TOKEN_SECRET".into(), secrets.explorer_token_secret.clone()));
         let c = sequent_auth::Credential::read(&credentials.join("explorer.json")).map_err(|e| anyhow::anyhow!(e))?;
         explorer_env.push(("SEQUENT_GATEWAY_TOKEN".into(), c.token()));
         explorer_env.push(("SEQUENT_ADMIN_USER".into(), std::env::var("SEQUENT_ADMIN_USER").unwrap_or_else(|_| "admin".into())));

@@ -21,6 +21,10 @@ pub struct StackSecrets {
     pub password_pepper: String,
     /// The explorer's operator password (user `admin`).
     pub admin_password: String,
+    /// Signing key of the explorer's operator sessions: its own, so that no bank service can
+    /// make one.
+    #[serde(default)]
+    pub explorer_token_secret: String,
     /// The secret `http.call` sends and internal routes require (`SEQUENT_SERVICE_TOKEN`).
     #[serde(default)]
     pub service_token: String,
@@ -47,6 +51,7 @@ impl StackSecrets {
                 token_secret: random(),
                 password_pepper: random(),
                 admin_password: random(),
+                explorer_token_secret: random(),
                 service_token: random(),
                 seal_keys: BTreeMap::new(),
             },
@@ -54,6 +59,9 @@ impl StackSecrets {
         };
         if secrets.service_token.is_empty() {
             secrets.service_token = random();
+        }
+        if secrets.explorer_token_secret.is_empty() {
+            secrets.explorer_token_secret = random();
         }
         for s in services {
             secrets.seal_keys.entry(s.clone()).or_insert_with(random);

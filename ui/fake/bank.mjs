@@ -39,7 +39,17 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
   const customerSockets = new Set(); // { username, send }
   const tails = new Set(); // { match, send }
   const requests = []; // every request handled: { method, path, body }
-  const rebuilds = new Map(); // service -> the rebuild asked for (advances a step per look)
+  const rebuilds = new Map(); // service -> the rebuild asked for (advances a third per look)
+  /** The rebuild of `service` as it is now: each look moves a running one on, to its end. */
+  function lookAtRebuild(service) {
+    const r = rebuilds.get(service);
+    if (!r) return null;
+    if (r.status === 'running') {
+      r.done = Math.min(r.expected, r.done + Math.ceil(r.expected / 3));
+      if (r.done === r.expected) Object.assign(r, { status: 'done', finished_at: now() });
+    }
+    return { ...r };
+  }
   const SERVICES = { accounts: 2, bfaf: 1, nectar: 1, transfers: 2, users: 2 };
   const parkedKeys = parked
     ? [{ service: 'nectar', key: 'nectar-acc-0', event_id: randomUUID(), seq: 1, type: 'NectarCredit', error: 'attempt to index a nil value (field "points") at nectar.lua:42', attempts: 5, parked_at: now(), held: 0 }]
@@ -252,18 +262,14 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
             live: true,
           })),
         });
-        return answer(200, Object.entries(SERVICES).map(([name, n]) => ({ ...svc(name, n, name === 'nectar' ? parkedKeys.length : 0), rebuild: rebuilds.get(name) ?? null })));
+        return answer(200, Object.entries(SERVICES).map(([name, n]) => ({ ...svc(name, n, name === 'nectar' ? parkedKeys.length : 0), rebuild: lookAtRebuild(name) })));
       }
       if (template === '/api/admin/services/{service}/rebuild') {
-        const r = rebuilds.get(params.service);
         if (method === 'GET') {
-          if (!r) return notFound(`No rebuild of ${params.service} was requested.`);
-          if (r.status === 'running') {
-            r.done = Math.min(r.expected, r.done + Math.ceil(r.expected / 3));
-            if (r.done === r.expected) Object.assign(r, { status: 'done', finished_at: now() });
-          }
-          return answer(200, { ...r });
+          const r = lookAtRebuild(params.service);
+          return r ? answer(200, r) : notFound(`No rebuild of ${params.service} was requested.`);
         }
+        const r = rebuilds.get(params.service);
         if (!SERVICES[params.service]) return notFound(`${params.service} has no state to rebuild (no instance of it ever ran).`);
         if (r && r.status === 'running') return fail(409, 'conflict', `A rebuild of ${params.service} is requested or running already.`);
         const fresh = { service: params.service, status: 'running', done: 0, expected: Math.max(1, events.length), requested_at: now(), instance: `${params.service}-1` };

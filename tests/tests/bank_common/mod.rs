@@ -188,9 +188,13 @@ impl Bank {
         let mut all = vec![script.as_str(), "--instance", name];
         let mut env = self.env();
         if service == "explorer" {
-            // Only the explorer knows the operators' credential.
+            // Only the explorer knows the operators' credential and signs their sessions.
             all.push("--admin-api");
-            env.extend([("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()), ("SEQUENT_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into())]);
+            env.extend([
+                ("SEQUENT_ADMIN_USER".into(), ADMIN_USER.into()),
+                ("SEQUENT_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+                ("SEQUENT_TOKEN_SECRET".into(), "the explorer's own session key, for tests only".into()),
+            ]);
         }
         if let (true, Some(url)) = (service == "bfaf", &self.explorer_url) {
             env.push(("SEQUENT_EXPLORER_URL".into(), format!("{url}/explorer")));

@@ -89,7 +89,7 @@ export function errorMessage(err: SerializedApiError | null | undefined, context
   if (status === 422 && context === 'withdraw') return withPeriod(MESSAGES.insufficientFunds);
   if (status === 403) return context === 'admin' ? 'You are not allowed to do that.' : MESSAGES.notYours;
   if (status === 404) {
-    if (context === 'admin') return 'Nothing found.';
+    if (context === 'admin') return err.serverMessage ? withPeriod(sentence(err.serverMessage)) : 'Nothing found.';
     return withPeriod(MESSAGES.unknownAccount);
   }
   if (status === 400 || status === 422) {
