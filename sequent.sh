@@ -4,7 +4,9 @@
 #
 #   ./sequent.sh install   install what is missing, start dockerd
 #   ./sequent.sh test      install, then build and run every test suite; non-zero on any failure
-#   ./sequent.sh demo      install, then run the demo (`cargo run --release`)
+#   ./sequent.sh demo      install, then run the demo (`cargo run`: the debug build the tests use
+#                          too, so a later `./sequent.sh test` compiles no dependency again;
+#                          `./sequent.sh demo --cluster`: three NATS nodes, two gateways)
 #   ./sequent.sh wheel     build pyreport's abi3 wheel into dist/ (maturin, release, stripped):
 #                          one file that pip installs on CPython >= 3.9, no Rust needed
 #
@@ -264,6 +266,9 @@ run_tests() {
       step "Rust: test harness with process servers" env SEQUENT_TEST_SERVERS=process cargo test -p sequent-tests --test harness
     fi
   fi
+  # Every build selection (cargo run, cargo test -p ..., --workspace) must compile the same
+  # dependency units, else each compiles them again (protocol/workspace-hack).
+  step "Build: one feature set for every build (protocol/workspace-hack/update.py --check)" python3 protocol/workspace-hack/update.py --check
   if [[ -d pyreport/tests && -f pyproject.toml ]]; then
     # The tests include pyreport/examples: the fraud story script and the notebook (nbclient).
     step "Python: pyreport (pip install .[test]; pytest pyreport/tests)" python_tests
@@ -317,8 +322,9 @@ case "${1:-}" in
     ;;
   demo)
     install
-    say "Demo: cargo run --release"
-    exec cargo run --release
+    # The debug profile (dependencies at opt-level 1): the build the tests reuse.
+    say "Demo: cargo run -- ${*:2}"
+    exec cargo run -- "${@:2}"
     ;;
   wheel)
     check_cargo

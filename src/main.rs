@@ -46,6 +46,24 @@ enum Cmd {
     /// gives its NATS permissions, append policy and token; nothing else is edited, nothing
     /// restarts) and runs one instance of it here until Ctrl-C.
     Add(AddArgs),
+    /// Make a production deployment's secrets (deploy/README.md): random values kept in
+    /// DIR/stack.json (made once, kept on later runs), and one environment file per kind of
+    /// process (DIR/nats.env, gateway.env, services.env, operator.env), owner-only.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Args, Clone)]
+struct SecretsArgs {
+    /// Where to write them, e.g. /etc/sequent/secrets.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where the services' credentials are on the hosts that run them (written there by
+    /// `superclient register --credentials-dir`).
+    #[arg(long, default_value = "/etc/sequent/credentials")]
+    credentials_dir: PathBuf,
+    /// Services that get a seal key (repeatable). Default: every declaring script of services/.
+    #[arg(long = "service", value_name = "SERVICE")]
+    services: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -133,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Some(Cmd::Populate(args)) => populate::run(args).await,
             Some(Cmd::Add(args)) => add(args).await,
+            Some(Cmd::Secrets(args)) => make_secrets(args),
             Some(Cmd::Run(stack)) => run(stack).await,
             None => run(cli.stack).await,
         }
@@ -362,6 +381,21 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     gateway_task.abort();
     // Whatever did not stop is killed when dropped (kill_on_drop).
     result
+}
+
+fn make_secrets(a: SecretsArgs) -> anyhow::Result<()> {
+    let services = if a.services.is_empty() {
+        std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).context("entering the repository root")?;
+        declared_services(&[])?.into_iter().map(|(name, _)| name).collect()
+    } else {
+        a.services
+    };
+    let secrets = secrets::StackSecrets::load_or_create(&a.out, &services)?;
+    for file in secrets.write_env_files(&a.out, &a.credentials_dir)? {
+        println!("wrote {}", file.display());
+    }
+    println!("(the values are kept in {}: run this again to add services, not to rotate)", a.out.join("stack.json").display());
+    Ok(())
 }
 
 /// Builds the UI into ui/dist when it is missing and npm is there; the API works without it.
