@@ -385,7 +385,9 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
 
 fn make_secrets(a: SecretsArgs) -> anyhow::Result<()> {
     let services = if a.services.is_empty() {
-        std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).context("entering the repository root")?;
+        // The checkout this binary was built from, when it is on this machine.
+        std::env::set_current_dir(env!("CARGO_MANIFEST_DIR"))
+            .with_context(|| format!("no checkout at {} to read services/ from: name the services with --service NAME", env!("CARGO_MANIFEST_DIR")))?;
         declared_services(&[])?.into_iter().map(|(name, _)| name).collect()
     } else {
         a.services
