@@ -107,6 +107,12 @@ async fn the_cluster_stack_runs_the_bank_and_survives_losing_the_streams_leader_
     let (mut stack, data, http) = start().await;
     let out = stack.output().join("\n");
     assert!(out.contains("Second gateway:") && out.contains("NATS cluster:"), "two gateways, three nodes:\n{out}");
+    for label in ["Gateway API:", "Second gateway:"] {
+        let line = out.lines().find(|l| l.contains(label)).unwrap();
+        let gateway = line.split_whitespace().nth(2).unwrap();
+        let ready = reqwest::get(format!("{gateway}/ready")).await.unwrap();
+        assert_eq!(ready.status(), 200, "{label} {gateway} is ready");
+    }
     let api = Api::new(&http);
     let apis = [api.clone()];
 
