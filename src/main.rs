@@ -3,7 +3,11 @@
 //! `.sequent/`) when they do not, runs the gateway, then two instances of every service of
 //! services/ (superclient processes) and the bfaf, which serves the UI on 127.0.0.1:8080.
 //!
-//! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
+//! `cargo run -- --cluster` runs the same on three NATS nodes (the stream in three replicas)
+//! with two gateways.
+//!
+//! `cargo run -- populate` fills a running bank with customers, accounts and traffic;
+//! `cargo run -- secrets --out DIR` makes a production deployment's secrets (deploy/).
 
 mod binaries;
 mod cluster;
