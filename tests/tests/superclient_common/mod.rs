@@ -97,7 +97,7 @@ impl Stack {
     }
 
     pub async fn active_ns(&self, service: &str) -> Option<String> {
-        redis::cmd("GET").arg(format!("sequent:{service}:active")).query_async(&mut self.redis_con().await).await.unwrap()
+        redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut self.redis_con().await).await.unwrap()
     }
 
     /// Appends one event as the service `as_service` (through the gateway, over NATS).
