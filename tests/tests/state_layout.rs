@@ -94,7 +94,7 @@ async fn state_in_the_layout_before_hash_tags_is_migrated_at_start_nothing_lost(
         let ns: String = redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut con).await.unwrap();
         let old_ns = ns.replace(&format!("{{{service}}}"), service);
         let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{ns}:*")).query_async(&mut con).await.unwrap();
-        assert!(!keys.is_empty(), "{service} has state");
+        assert!(!keys.is_empty() || service == "bfaf", "{service} has state (the bfaf keeps none)");
         for key in keys {
             let old = format!("{old_ns}{}", &key[ns.len()..]);
             redis::cmd("RENAME").arg(&key).arg(old).query_async::<()>(&mut con).await.unwrap();
