@@ -11,19 +11,17 @@
 use super::keys::{active_key, generation_key, tag};
 use super::store::Store;
 
-/// The old layout's pointers.
-pub fn legacy_active_key(service: &str) -> String {
-    format!("sequent:{service}:active")
-}
+/// The old layout's per-service keys (`active`, `generation`, ...).
 fn legacy_key(service: &str, what: &str) -> String {
     format!("sequent:{service}:{what}")
 }
 
 /// KEYS: new active, new generation, old active, old generation, then old keys to drop
 /// (rebuild lock, freeze, watch). ARGV[1]: the service's tag; the new namespace is
-/// `<tag>@<old generation>` (`keys::namespace`). Returns {old ns, new ns, keys renamed}, or an empty table if nothing to do.
-/// KEYS (not SCAN) lists the old namespace in one step: a key renamed during a SCAN could be
-/// listed twice, and RENAME of a missing key would stop the script half-way.
+/// `<tag>@<old generation>` (`keys::namespace`). Returns {old ns, new ns, keys renamed}, or
+/// an empty table if there is nothing to do. KEYS (not SCAN) lists the old namespace in one
+/// step: a key renamed during a SCAN could be listed twice, and RENAME of a missing key would
+/// stop the script half-way.
 const MIGRATE_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
 local old = redis.call('GET', KEYS[3])
@@ -53,7 +51,7 @@ pub async fn migrate_legacy(store: &Store) -> redis::RedisResult<Option<Migrated
     let done: Vec<redis::Value> = redis::Script::new(MIGRATE_SCRIPT)
         .key(active_key(svc))
         .key(generation_key(svc))
-        .key(legacy_active_key(svc))
+        .key(legacy_key(svc, "active"))
         .key(legacy_key(svc, "generation"))
         .key(legacy_key(svc, "rebuild-lock"))
         .key(legacy_key(svc, "swap-freeze"))
