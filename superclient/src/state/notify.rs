@@ -1,6 +1,6 @@
 //! Commit announcements for `bus:wait`: a route waiting for a projection marks the script keys
-//! its condition read as watched (`sequent:<svc>:watch`); a commit that writes a watched key
-//! announces it on the Redis channel `sequent:<svc>:commits` (in the commit script itself, and
+//! its condition read as watched (`sequent:{<svc>}:watch`); a commit that writes a watched key
+//! announces it on the Redis channel `sequent:{<svc>}:commits` (in the commit script itself, and
 //! only then); each instance listens and wakes the waiters of those keys.
 
 use futures::StreamExt;
