@@ -5,8 +5,10 @@
 mod bank_common;
 
 use bank_common::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 const BANK: [&str; 4] = ["users", "accounts", "transfers", "bfaf"];
 
@@ -70,7 +72,39 @@ async fn the_bank_runs_on_a_redis_cluster_each_service_in_one_slot_spread_over_t
     let used: BTreeSet<usize> = masters_of.values().flatten().copied().collect();
     assert_eq!(used.len(), 3, "the services spread over the three masters: {masters_of:?}");
 
-    // Checkpoints, parking and the dump work through the cluster too.
+    // `bus:wait` (read-your-writes answers) is woken by the commits that write a watched key:
+    // the commit script on accounts' master announces it, and a subscriber on another master
+    // hears it (pub/sub spans the cluster). The account's key is marked watched first, as a
+    // waiting route would, so the deposit's commit announces it whenever it runs.
+    let mut home = None;
+    for i in 0..cluster.nodes.len() {
+        if cluster.keys_of(i).await.unwrap().iter().any(|k| k == "sequent:{accounts}:active") {
+            home = Some(i);
+        }
+    }
+    let home = home.expect("accounts has an active namespace");
+    let mut con = redis::Client::open(cluster.nodes[home].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let watched = format!("account:{a}");
+    redis::cmd("ZADD").arg("sequent:{accounts}:watch").arg(u64::MAX / 2).arg(&watched).query_async::<()>(&mut con).await.unwrap();
+    let other = (home + 1) % cluster.nodes.len();
+    let mut pubsub = redis::Client::open(cluster.nodes[other].as_str()).unwrap().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("sequent:{accounts}:commits").await.unwrap();
+    let mut announcements = pubsub.on_message();
+    assert_eq!(api.deposit(&alice, &a, 100).await["balance_cents"], 1_050);
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = announcements.next().await {
+            let keys: String = message.get_payload().unwrap();
+            if keys.split('\n').any(|k| k == watched) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(heard, Ok(true)), "the deposit's commit announces {watched} to a subscriber on another master");
+    drop(announcements);
+
+    // The dump works through the cluster too (SCAN on the service's node).
     let dump = bank.dump("accounts").await;
     assert!(dump.keys().any(|k| k.contains(&a)), "the dump shows alice's account: {:?}", dump.keys().collect::<Vec<_>>());
 }
