@@ -58,6 +58,9 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
 
     let store = Store::connect(&conn.redis.redis_url, &spec.service).await?;
+    if let Some((old, new, n)) = state::migrate::migrate_legacy(&store).await.context("migrating the state to the hash-tagged key layout")? {
+        tracing::info!(service = spec.service, old, new, keys = n, "migrated the state to the hash-tagged key layout");
+    }
     let _ = shared.redis.set(store.clone());
 
     // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).

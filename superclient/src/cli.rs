@@ -134,7 +134,9 @@ pub enum ParkedAction {
 
 #[derive(Debug, Clone, Args)]
 pub struct RedisOpt {
-    /// Redis URL. Each service type keeps its state under its own key prefix.
+    /// Redis URL: one node (`redis://host:port/db`) or a Redis Cluster
+    /// (`redis+cluster://host:port,host:port,...`, its seed nodes). Each service type keeps its
+    /// state under its own key prefix, in one cluster slot (SCALING.md).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
 }

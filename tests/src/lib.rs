@@ -6,7 +6,7 @@
 //! `SEQUENT_TEST_SERVERS=docker|process`; the default is docker when the daemon answers on
 //! /var/run/docker.sock. Either way every server is fresh, on its own port, with the users and
 //! permissions of `nats/accounts.conf`, so tests run in parallel. [`nats_cluster`] gives a
-//! 3-node cluster (always as processes). With `REDIS_URL` set, [`redis`] leases an empty
+//! 3-node cluster (always as processes), [`redis_cluster`] a 3-master Redis Cluster (processes too). With `REDIS_URL` set, [`redis`] leases an empty
 //! database of that server instead of starting one. There is no `NATS_URL` reuse: tests create
 //! the same streams (EVENTS, ...), so each needs a server of its own.
 //!
@@ -22,10 +22,12 @@ mod child;
 mod docker;
 mod nats;
 mod redis;
+mod redis_cluster;
 
 pub use child::Child;
 pub use nats::{nats, nats_cluster, nats_with_tls, NatsCluster, NatsServer};
 pub use redis::{redis, RedisServer};
+pub use redis_cluster::{redis_cluster, RedisCluster};
 
 use anyhow::Context;
 use std::fmt::Display;
