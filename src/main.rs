@@ -55,7 +55,7 @@ struct AddArgs {
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
     /// The running stack's data directory (its secrets are there).
-    #[arg(long, default_value = ".sequent")]
+    #[arg(long, env = "SEQUENT_DATA_DIR", default_value = ".sequent")]
     data_dir: PathBuf,
 }
 
@@ -85,7 +85,7 @@ struct StackArgs {
     #[arg(long, env = "SEQUENT_NO_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     no_build: bool,
     /// Leave out this service of services/ (repeatable), e.g. `--without nectar` to add it
-    /// later to the running bank with `superclient register services/nectar.lua` and a start.
+    /// later to the running bank with `sequent add services/nectar.lua` (`cargo run -- add ...`).
     #[arg(long, value_name = "SERVICE")]
     without: Vec<String>,
 }
@@ -414,11 +414,7 @@ fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
 }
 
-/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
-/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
-/// order. Should this process die without stopping it, the child gets SIGTERM
-/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
-/// process).
+/// `sequent add SCRIPT`: registers the script with the running stack and runs one instance of it.
 async fn add(a: AddArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
@@ -455,6 +451,11 @@ async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], l
     Ok(())
 }
 
+/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
+/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
+/// order. Should this process die without stopping it, the child gets SIGTERM
+/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
+/// process).
 fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     let mut command = Command::new(bin);

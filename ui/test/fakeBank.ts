@@ -38,7 +38,7 @@ export async function finishedTransfer(bank: FakeBank, token: string, from: stri
   const { body } = await bank.handle({ method: 'POST', path: '/api/transfers', headers, body: { from_account: from, to_account: to, amount_cents: amountCents } });
   const path = `/api/transfers/${(body as { transfer_id: string }).transfer_id}`;
   for (let i = 0; i < 200; i++) {
-    const t = (await bank.handle({ method: 'GET', path, headers })).body as { status: string };
+    const t = (await bank.handle({ method: 'GET', path, headers, body: undefined })).body as { status: string };
     if (t.status !== 'pending') return t;
     await new Promise((r) => setTimeout(r, 5));
   }
