@@ -434,9 +434,38 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     println!("starting {instance} (Ctrl-C stops it; it stays registered: `superclient unregister {name}` revokes it)");
     let mut env = vec![("NATS_URL".to_string(), nats_url), ("REDIS_URL".to_string(), format!("redis://127.0.0.1:{}/", a.redis_port))];
     env.extend(secrets.service_env(&credentials));
-    let status = Command::new(&superclient).args([script.as_str(), "--instance", &instance]).envs(env).status().await?;
-    anyhow::ensure!(status.success(), "{instance} exited with {status}");
+    let mut command = Command::new(&superclient);
+    own_group(&mut command);
+    let mut child = command.args([script.as_str(), "--instance", &instance]).envs(env).kill_on_drop(true).spawn()?;
+    // A Ctrl-C, or a SIGTERM to this process alone, stops the instance gracefully (it finishes
+    // its work in hand and leaves the membership) before this process exits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            anyhow::ensure!(status.success(), "{instance} exited with {status}");
+        }
+        _ = int.recv() => terminate(&child),
+        _ = term.recv() => terminate(&child),
+    }
+    let status = child.wait().await?;
+    println!("{instance} stopped ({status})");
     Ok(())
+}
+
+/// The child gets a process group of its own, and SIGTERM should this process die (see `spawn`).
+fn own_group(command: &mut Command) {
+    command.process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `superclient register ...` to its end.
@@ -459,16 +488,7 @@ async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], l
 fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     let mut command = Command::new(bin);
-    command.process_group(0);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    own_group(&mut command);
     command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))

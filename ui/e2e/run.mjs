@@ -120,21 +120,18 @@ const pointsOf = (page, accountId) =>
 
 /**
  * `sequent add services/nectar.lua`: registers nectar with the running bank and runs an instance
- * (in a process group of its own, stopped by `stop()`). Resolves once the instance is ready: it
- * built its state from the stream, so transfers completed from now on are its to reward.
+ * (`stop()` ends it: a SIGTERM, which `sequent add` passes on, and the wait for both to exit).
+ * `ready` resolves once the instance is ready: it built its state from the stream, so transfers
+ * completed from now on are its to reward.
  */
 function addNectar() {
-  const child = spawn(SEQUENT_BIN, ['add', 'services/nectar.lua'], { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(SEQUENT_BIN, ['add', 'services/nectar.lua'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
-    try {
-      process.kill(-child.pid, 'SIGTERM'); // the group: `sequent add` and its superclient
-    } catch {
-      return;
-    }
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 25_000))]);
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
   };
   const ready = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`nectar was not ready within ${Math.max(TIMEOUT, 120_000)} ms:\n${output.slice(-2000)}`)), Math.max(TIMEOUT, 120_000));
