@@ -221,7 +221,9 @@ async fn nectar_joins_while_transfers_flow_and_rewards_each_later_transfer_once(
     let ready_at = bank.last_seq().await;
     let during = done.load(Ordering::SeqCst) - before;
     bank.wait_owned("nectar").await;
-    wait_done(done.load(Ordering::SeqCst) + 24).await;
+    // 36 more: one customer at least sends 12 after nectar joined, enough to earn and then spend
+    // points whatever the amount it starts with (at most 11 are needed).
+    wait_done(done.load(Ordering::SeqCst) + 36).await;
     stop.store(true, Ordering::SeqCst);
     for f in flows {
         f.await.unwrap();
@@ -241,6 +243,7 @@ async fn nectar_joins_while_transfers_flow_and_rewards_each_later_transfer_once(
     let unrewarded: Vec<&&Value> = live.iter().filter(|t| t["data"]["amount_cents"].as_i64().unwrap() > 10_000 && !is_rewarded(t)).collect();
     assert!(unrewarded.is_empty(), "transfers over $100 after nectar joined earned nothing: {unrewarded:?}");
     assert!(completed.iter().any(|t| t["seq"].as_u64().unwrap() > ready_at), "no transfer completed after nectar was ready");
+    assert!(during > 0, "no transfer completed while nectar started: it did not join a bank at work");
     eprintln!(
         "nectar joined at seq {joined_at}, ready at {ready_at}, built up to < {first}; {during} transfers completed while it started, {} in all, {} handled by nectar",
         completed.len(),
