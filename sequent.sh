@@ -230,7 +230,8 @@ ui_e2e() {
   # The explorer's operator password: one for this run, given to the stack and the walk.
   SEQUENT_ADMIN_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
   export SEQUENT_ADMIN_PASSWORD
-  setsid "$ROOT/target/debug/sequent" >"$log" 2>&1 </dev/null &
+  # Without nectar: the walk adds it to the running bank (sequent add) and sees its points appear.
+  setsid "$ROOT/target/debug/sequent" --without nectar >"$log" 2>&1 </dev/null &
   pid=$!
   until curl -fs -o /dev/null "$url/"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -247,7 +248,7 @@ ui_e2e() {
     sleep 0.5 # polling the stack's readiness
     waited=$((waited + 1))
   done
-  (cd ui && SEQUENT_URL="$url" npm run test:e2e) || status=$?
+  (cd ui && SEQUENT_URL="$url" SEQUENT_BIN="$ROOT/target/debug/sequent" npm run test:e2e) || status=$?
   # setsid made the stack a process group: stop it and the servers it started, then reap.
   kill -TERM -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

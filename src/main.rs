@@ -18,7 +18,7 @@ mod secrets;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use procs::{answers, find_binary, next_free, spawn, terminate, wait_for, wait_ready};
+use procs::{answers, find_binary, next_free, own_group, spawn, terminate, wait_for, wait_ready};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -82,7 +82,7 @@ struct AddArgs {
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
     /// The running stack's data directory (its secrets are there).
-    #[arg(long, default_value = ".sequent")]
+    #[arg(long, env = "SEQUENT_DATA_DIR", default_value = ".sequent")]
     data_dir: PathBuf,
 }
 
@@ -119,7 +119,7 @@ struct StackArgs {
     #[arg(long, env = "SEQUENT_NO_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     no_build: bool,
     /// Leave out this service of services/ (repeatable), e.g. `--without nectar` to add it
-    /// later to the running bank with `superclient register services/nectar.lua` and a start.
+    /// later to the running bank with `sequent add services/nectar.lua` (`cargo run -- add ...`).
     #[arg(long, value_name = "SERVICE")]
     without: Vec<String>,
 }
@@ -444,8 +444,23 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     println!("starting {instance} (Ctrl-C stops it; it stays registered: `superclient unregister {name}` revokes it)");
     let mut env = vec![("NATS_URL".to_string(), nats_url), ("REDIS_URL".to_string(), format!("redis://127.0.0.1:{}/", a.redis_port))];
     env.extend(secrets.service_env(&credentials));
-    let status = Command::new(&superclient).args([script.as_str(), "--instance", &instance]).envs(env).status().await?;
-    anyhow::ensure!(status.success(), "{instance} exited with {status}");
+    let mut command = Command::new(&superclient);
+    own_group(&mut command);
+    let mut child = command.args([script.as_str(), "--instance", &instance]).envs(env).kill_on_drop(true).spawn()?;
+    // A Ctrl-C, or a SIGTERM to this process alone, stops the instance gracefully (it finishes
+    // its work in hand and leaves the membership) before this process exits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            anyhow::ensure!(status.success(), "{instance} exited with {status}");
+        }
+        _ = int.recv() => terminate(&child),
+        _ = term.recv() => terminate(&child),
+    }
+    let status = child.wait().await?;
+    println!("{instance} stopped ({status})");
     Ok(())
 }
 

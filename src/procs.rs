@@ -39,15 +39,8 @@ pub fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
 }
 
-
-/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
-/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
-/// order. Should this process die without stopping it, the child gets SIGTERM
-/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
-/// process).
-pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::File::create(log)?;
-    let mut command = Command::new(bin);
+/// The child gets a process group of its own, and SIGTERM should this process die (see `spawn`).
+pub fn own_group(command: &mut Command) {
     command.process_group(0);
     // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -58,6 +51,17 @@ pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) ->
             Ok(())
         });
     }
+}
+
+/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
+/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
+/// order. Should this process die without stopping it, the child gets SIGTERM
+/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
+/// process).
+pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let mut command = Command::new(bin);
+    own_group(&mut command);
     command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
