@@ -167,9 +167,14 @@ pub struct Conn {
 pub struct Identity {
     pub user: String,
     pub password: String,
-    /// Its own inbox prefix (`_INBOX_<name>`), the only one a registered principal may
-    /// receive on.
-    pub inbox_prefix: Option<String>,
+}
+
+impl Identity {
+    /// Its own inbox prefix (`_INBOX_<user>`), the only one a principal may receive on
+    /// (registered ones and the test users alike).
+    pub fn inbox_prefix(&self) -> String {
+        sequent_auth::permissions::inbox_prefix(&self.user)
+    }
 }
 
 impl Conn {
@@ -178,7 +183,7 @@ impl Conn {
     /// nats/accounts.conf (`<service>` / `<service>-dev`).
     pub fn identity(&self, service: &str, in_url: Option<(String, String)>) -> anyhow::Result<Identity> {
         if let Some((user, password)) = in_url {
-            return Ok(Identity { user, password, inbox_prefix: None });
+            return Ok(Identity { user, password });
         }
         if self.nats_user.is_some() || self.nats_password.is_some() || self.credentials_dir.is_none() {
             let user = self.nats_user.clone().unwrap_or_else(|| service.to_string());
@@ -190,7 +195,7 @@ impl Conn {
                      or --nats-user/--nats-password (SEQUENT_NATS_USER/SEQUENT_NATS_PASSWORD); SEQUENT_DEV=1 uses the test users of nats/accounts.conf"
                 ),
             };
-            return Ok(Identity { user, password, inbox_prefix: None });
+            return Ok(Identity { user, password });
         }
         let dir = self.credentials_dir.as_ref().expect("checked above");
         let path = dir.join(format!("{service}.json"));
@@ -202,7 +207,7 @@ impl Conn {
             )
         })?;
         anyhow::ensure!(credential.name == service, "{} is the credential of {:?}, not of {service:?}", path.display(), credential.name);
-        Ok(Identity { inbox_prefix: Some(sequent_auth::permissions::inbox_prefix(&credential.name)), user: credential.name, password: credential.secret })
+        Ok(Identity { user: credential.name, password: credential.secret })
     }
 }
 
