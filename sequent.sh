@@ -4,7 +4,9 @@
 #
 #   ./sequent.sh install   install what is missing, start dockerd
 #   ./sequent.sh test      install, then build and run every test suite; non-zero on any failure
-#   ./sequent.sh demo      install, then run the demo (`cargo run --release`)
+#   ./sequent.sh demo      install, then run the demo (`cargo run`: the debug build the tests use
+#                          too, so a later `./sequent.sh test` compiles no dependency again;
+#                          `./sequent.sh demo --cluster`: three NATS nodes, two gateways)
 #   ./sequent.sh wheel     build pyreport's abi3 wheel into dist/ (maturin, release, stripped):
 #                          one file that pip installs on CPython >= 3.9, no Rust needed
 #
@@ -228,7 +230,8 @@ ui_e2e() {
   # The explorer's operator password: one for this run, given to the stack and the walk.
   SEQUENT_ADMIN_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
   export SEQUENT_ADMIN_PASSWORD
-  setsid "$ROOT/target/debug/sequent" >"$log" 2>&1 </dev/null &
+  # Without nectar: the walk adds it to the running bank (sequent add) and sees its points appear.
+  setsid "$ROOT/target/debug/sequent" --without nectar >"$log" 2>&1 </dev/null &
   pid=$!
   until curl -fs -o /dev/null "$url/"; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -245,7 +248,7 @@ ui_e2e() {
     sleep 0.5 # polling the stack's readiness
     waited=$((waited + 1))
   done
-  (cd ui && SEQUENT_URL="$url" npm run test:e2e) || status=$?
+  (cd ui && SEQUENT_URL="$url" SEQUENT_BIN="$ROOT/target/debug/sequent" npm run test:e2e) || status=$?
   # setsid made the stack a process group: stop it and the servers it started, then reap.
   kill -TERM -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -264,6 +267,9 @@ run_tests() {
       step "Rust: test harness with process servers" env SEQUENT_TEST_SERVERS=process cargo test -p sequent-tests --test harness
     fi
   fi
+  # Every build selection (cargo run, cargo test -p ..., --workspace) must compile the same
+  # dependency units, else each compiles them again (protocol/workspace-hack).
+  step "Build: one feature set for every build (protocol/workspace-hack/update.py --check)" python3 protocol/workspace-hack/update.py --check
   if [[ -d pyreport/tests && -f pyproject.toml ]]; then
     # The tests include pyreport/examples: the fraud story script and the notebook (nbclient).
     step "Python: pyreport (pip install .[test]; pytest pyreport/tests)" python_tests
@@ -317,8 +323,9 @@ case "${1:-}" in
     ;;
   demo)
     install
-    say "Demo: cargo run --release"
-    exec cargo run --release
+    # The debug profile (dependencies at opt-level 1): the build the tests reuse.
+    say "Demo: cargo run -- ${*:2}"
+    exec cargo run -- "${@:2}"
     ;;
   wheel)
     check_cargo

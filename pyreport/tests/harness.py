@@ -1,5 +1,5 @@
 """Real servers for pyreport's tests, example and benchmark: a nats-server spawned from PATH
-with the repository's users (nats/accounts.conf) in a temporary folder, and a bus-gateway
+with the repository's test users (nats/test-users.conf) in a temporary folder, and a bus-gateway
 process in front of it. Readiness is polled, never slept for; everything is killed at the end.
 
 Environment:
@@ -31,7 +31,7 @@ TOKENS = {
     "ops": "ops-token-0123456789abcdef",
 }
 
-#: Used when nats/accounts.conf is not there (same users and passwords as the real one).
+#: Used when nats/test-users.conf is not there (same users and passwords as the real one).
 FALLBACK_ACCOUNTS = """
 accounts {
   SEQUENT {
@@ -110,10 +110,9 @@ class NatsServer:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         nats_dir = REPO / "nats"
-        if (nats_dir / "accounts.conf").exists():
-            for conf in nats_dir.glob("*.conf"):
-                shutil.copy(conf, workdir / conf.name)
-            accounts = 'include "accounts.conf"\n'
+        if (nats_dir / "test-users.conf").exists():
+            shutil.copy(nats_dir / "test-users.conf", workdir / "test-users.conf")
+            accounts = 'include "test-users.conf"\n'
         else:
             accounts = FALLBACK_ACCOUNTS
         config = workdir / "server.conf"
@@ -154,7 +153,7 @@ class Gateway:
             "SEQUENT_GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
             "SEQUENT_API_TOKENS": ",".join(f"{name}:{token}:write" for name, token in TOKENS.items()),
             "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
-            # The test users of nats/accounts.conf (gateway / gateway-dev).
+            # The test users of nats/test-users.conf (gateway / gateway-dev).
             "SEQUENT_DEV": "1",
         }
         self.proc = Process("bus-gateway", [str(gateway_binary())], workdir / "gateway.log", env=env)

@@ -38,7 +38,7 @@ def test_stream_not_allowed_fails_fast(stack: harness.Stack, gateway: Any) -> No
     # ... the analyst may not even ask about other streams: a permission error naming the
     # subject, well before the request would time out.
     started = time.monotonic()
-    with pytest.raises(PermissionDenied, match=r"(?s)analyst.*STREAM\.INFO\.NOPE.*nats/accounts.conf"):
+    with pytest.raises(PermissionDenied, match=r"(?s)analyst.*STREAM\.INFO\.NOPE.*nats/test-users.conf"):
         pyreport.connect(stack.url, stream="NOPE", timeout=5)
     assert time.monotonic() - started < 2
 

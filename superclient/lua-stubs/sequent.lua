@@ -274,6 +274,10 @@ function http.request(request) end
 ---@return sequent.HttpResponse|nil response
 ---@return string|nil error
 function http.call(service, method, path, body, options) end
+---How many live instances of a service type the membership shows (0: none runs).
+---@param service string
+---@return integer
+function http.instances(service) end
 
 ---@class sequent.Crypto
 crypto = {}

@@ -58,12 +58,16 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     tracing::info!(service = spec.service, instance, types = ?spec.types(), routes = spec.routes.len(), receipts = ?spec.receipts, "script loaded");
 
     let store = Store::connect(&conn.redis.redis_url, &spec.service).await?;
+    if let Some((old, new, n)) = state::migrate::migrate_legacy(&store).await.context("migrating the state to the hash-tagged key layout")? {
+        tracing::info!(service = spec.service, old, new, keys = n, "migrated the state to the hash-tagged key layout");
+    }
     let _ = shared.redis.set(store.clone());
 
     // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).
     let (servers, in_url) = sequent_net::nats_servers(&conn.nats_url)?;
     let identity = conn.identity(&spec.service, in_url)?;
     let user = identity.user.clone();
+    let inbox_prefix = identity.inbox_prefix();
     let refused_as = user.clone();
     let mut options = async_nats::ConnectOptions::with_user_and_password(user.clone(), identity.password)
         .name(format!("superclient {}/{instance}", spec.service))
@@ -80,9 +84,7 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
                 }
             }
         });
-    if let Some(prefix) = identity.inbox_prefix {
-        options = options.custom_inbox_prefix(prefix);
-    }
+    options = options.custom_inbox_prefix(inbox_prefix);
     if let Some(ca) = &conn.nats_ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }

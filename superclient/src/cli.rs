@@ -134,7 +134,9 @@ pub enum ParkedAction {
 
 #[derive(Debug, Clone, Args)]
 pub struct RedisOpt {
-    /// Redis URL. Each service type keeps its state under its own key prefix.
+    /// Redis URL: one node (`redis://host:port/db`) or a Redis Cluster
+    /// (`redis+cluster://host:port,host:port,...`, its seed nodes). Each service type keeps its
+    /// state under its own key prefix, in one cluster slot (SCALING.md).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
     pub redis_url: String,
 }
@@ -145,10 +147,10 @@ pub struct Conn {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS user. Default: the service type named by the script's `bus:register` (each service
-    /// type has its own user in nats/accounts.conf).
+    /// type has its own user in nats/test-users.conf).
     #[arg(long, env = "SEQUENT_NATS_USER")]
     pub nats_user: Option<String>,
-    /// NATS password. Default: `<user>-dev`, the dev-only password of nats/accounts.conf.
+    /// NATS password. Default: `<user>-dev`, the dev-only password of nats/test-users.conf.
     #[arg(long, env = "SEQUENT_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
     /// Trust this CA file for a TLS connection to NATS (also enables TLS).
@@ -167,18 +169,23 @@ pub struct Conn {
 pub struct Identity {
     pub user: String,
     pub password: String,
-    /// Its own inbox prefix (`_INBOX_<name>`), the only one a registered principal may
-    /// receive on.
-    pub inbox_prefix: Option<String>,
+}
+
+impl Identity {
+    /// Its own inbox prefix (`_INBOX_<user>`), the only one a principal may receive on
+    /// (registered ones and the test users alike).
+    pub fn inbox_prefix(&self) -> String {
+        sequent_auth::permissions::inbox_prefix(&self.user)
+    }
 }
 
 impl Conn {
     /// The identity of `service`: credentials in the URL, then --nats-user/--nats-password,
     /// then its credential in --credentials-dir, then the development users of
-    /// nats/accounts.conf (`<service>` / `<service>-dev`).
+    /// nats/test-users.conf (`<service>` / `<service>-dev`).
     pub fn identity(&self, service: &str, in_url: Option<(String, String)>) -> anyhow::Result<Identity> {
         if let Some((user, password)) = in_url {
-            return Ok(Identity { user, password, inbox_prefix: None });
+            return Ok(Identity { user, password });
         }
         if self.nats_user.is_some() || self.nats_password.is_some() || self.credentials_dir.is_none() {
             let user = self.nats_user.clone().unwrap_or_else(|| service.to_string());
@@ -187,10 +194,10 @@ impl Conn {
                 None if sequent_net::dev_mode() => format!("{user}-dev"),
                 None => anyhow::bail!(
                     "no NATS credential for service {service:?}: give --credentials-dir (SEQUENT_CREDENTIALS_DIR) after `superclient register`, \
-                     or --nats-user/--nats-password (SEQUENT_NATS_USER/SEQUENT_NATS_PASSWORD); SEQUENT_DEV=1 uses the test users of nats/accounts.conf"
+                     or --nats-user/--nats-password (SEQUENT_NATS_USER/SEQUENT_NATS_PASSWORD); SEQUENT_DEV=1 uses the test users of nats/test-users.conf"
                 ),
             };
-            return Ok(Identity { user, password, inbox_prefix: None });
+            return Ok(Identity { user, password });
         }
         let dir = self.credentials_dir.as_ref().expect("checked above");
         let path = dir.join(format!("{service}.json"));
@@ -202,7 +209,7 @@ impl Conn {
             )
         })?;
         anyhow::ensure!(credential.name == service, "{} is the credential of {:?}, not of {service:?}", path.display(), credential.name);
-        Ok(Identity { inbox_prefix: Some(sequent_auth::permissions::inbox_prefix(&credential.name)), user: credential.name, password: credential.secret })
+        Ok(Identity { user: credential.name, password: credential.secret })
     }
 }
 

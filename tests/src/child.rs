@@ -24,7 +24,7 @@ impl Child {
     /// echoed output and names it in errors. Stdin is closed.
     pub fn spawn(name: &str, program: impl AsRef<OsStr>, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Child> {
         let program = program.as_ref();
-        // The harness's servers use the test users of nats/accounts.conf: the processes run in
+        // The harness's servers use the test users of nats/test-users.conf: the processes run in
         // development mode unless a test says otherwise (`SEQUENT_DEV=0`).
         let mut process = tokio::process::Command::new(program)
             .args(args)

@@ -5,8 +5,9 @@
 //! image registry is reachable), or as plain processes from PATH. Choose with
 //! `SEQUENT_TEST_SERVERS=docker|process`; the default is docker when the daemon answers on
 //! /var/run/docker.sock. Either way every server is fresh, on its own port, with the users and
-//! permissions of `nats/accounts.conf`, so tests run in parallel. [`nats_cluster`] gives a
-//! 3-node cluster (always as processes). With `REDIS_URL` set, [`redis`] leases an empty
+//! permissions of `nats/test-users.conf`, so tests run in parallel. [`nats_cluster`] gives a
+//! 3-node cluster (always as processes), [`redis_cluster`] a 3-master Redis Cluster (processes
+//! too). With `REDIS_URL` set, [`redis`] leases an empty
 //! database of that server instead of starting one. There is no `NATS_URL` reuse: tests create
 //! the same streams (EVENTS, ...), so each needs a server of its own.
 //!
@@ -22,10 +23,12 @@ mod child;
 mod docker;
 mod nats;
 mod redis;
+mod redis_cluster;
 
 pub use child::Child;
 pub use nats::{nats, nats_cluster, nats_with_tls, NatsCluster, NatsServer};
 pub use redis::{redis, RedisServer};
+pub use redis_cluster::{redis_cluster, RedisCluster};
 
 use anyhow::Context;
 use std::fmt::Display;
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Users of `nats/accounts.conf` as `(user, password)`: development passwords only.
+/// Users of `nats/test-users.conf` as `(user, password)`: development passwords only.
 pub const ADMIN: (&str, &str) = ("admin", "admin-dev");
 pub const GATEWAY: (&str, &str) = ("gateway", "gateway-dev");
 pub const ANALYST: (&str, &str) = ("analyst", "analyst-dev");
@@ -45,11 +48,11 @@ pub const SYS: (&str, &str) = ("sys", "sys-dev");
 /// The user of service type `name` (accounts, users, transfers, nectar, bfaf, example, test):
 /// `(name, "<name>-dev")`.
 pub fn service(name: &str) -> (String, String) {
-    (name.to_string(), format!("{name}-dev"))
+    (name.to_string(), sequent_auth::test_users::password(name))
 }
 
 /// The processes tests start by hand (not through [`Child`]) inherit development mode
-/// (`SEQUENT_DEV=1`): the harness's servers use the test users of nats/accounts.conf.
+/// (`SEQUENT_DEV=1`): the harness's servers use the test users of nats/test-users.conf.
 pub fn development_mode() {
     std::env::set_var("SEQUENT_DEV", "1");
 }
@@ -90,8 +93,11 @@ fn servers(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
+/// Every user receives under its own inbox prefix (`_INBOX_<user>`): the test principals may
+/// subscribe nowhere else, as in a deployment.
 fn options(user: &str, password: &str) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(sequent_auth::permissions::inbox_prefix(user))
         .name(format!("sequent-tests/{user}"))
         .connection_timeout(Duration::from_secs(5))
 }
@@ -101,12 +107,6 @@ fn options(user: &str, password: &str) -> async_nats::ConnectOptions {
 /// which only reports it this way (`Permissions Violation for Publish to "ev.x.y"`).
 pub async fn connect_watching(url: &str, user: &str, password: &str) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
     watching(url, user, password, options(user, password)).await
-}
-
-/// [`connect_watching`] for a registered principal, which receives only under its own inbox
-/// prefix (`_INBOX_<name>`).
-pub async fn connect_watching_with_inbox(url: &str, user: &str, password: &str, inbox_prefix: &str) -> anyhow::Result<(async_nats::Client, ServerErrors)> {
-    watching(url, user, password, options(user, password).custom_inbox_prefix(inbox_prefix)).await
 }
 
 async fn watching(url: &str, user: &str, _password: &str, options: async_nats::ConnectOptions) -> anyhow::Result<(async_nats::Client, ServerErrors)> {

@@ -82,7 +82,8 @@ fn code(a: &Answer) -> (u16, Option<&str>) {
 #[tokio::test]
 async fn the_bank_answers_as_its_openapi_document_says() {
     let _serial = serial().await;
-    let bank = Bank::start(
+    // Without nectar: it joins the running bank further down (GET /api/points, both answers).
+    let mut bank = Bank::start(
         &[("users", 1), ("accounts", 1), ("transfers", 1), ("bfaf", 1)],
         &[("accounts", &["--max-attempts", "2", "--retry-delay", "50ms"])],
     )
@@ -139,6 +140,7 @@ async fn the_bank_answers_as_its_openapi_document_says() {
         ("POST", "/api/transfers", "/api/transfers"),
         ("GET", "/api/transfers/{id}", "/api/transfers/tr-1"),
         ("GET", "/api/transfers", "/api/transfers?account=acc-1"),
+        ("GET", "/api/points", "/api/points"),
     ] {
         let body = (method == "POST").then(|| json!({ "amount_cents": 1 }));
         for token in [None, Some("garbage")] {
@@ -252,14 +254,28 @@ async fn the_bank_answers_as_its_openapi_document_says() {
     let a = api.call("GET", "/api/transfers", &format!("/api/transfers?account={b1}"), Some(&alice), None).await;
     assert_eq!(a.status, 404);
 
+    // ---- nectar's points: not running, then added to the running bank
+    let a = api.call("GET", "/api/points", "/api/points", Some(&alice), None).await;
+    assert_eq!((a.status, a.body["available"].as_bool()), (200, Some(false)), "{}", a.body);
+    bank.add("nectar", "nectar-1", &[]).await;
+    api.valid("POST", deposits, &format!("/api/accounts/{a1}/deposits"), Some(&alice), json!({ "amount_cents": 20_000 })).await;
+    let t = api.valid("POST", "/api/transfers", "/api/transfers", Some(&alice), json!({ "from_account": a1, "to_account": b1, "amount_cents": 15_000 })).await;
+    bank.api().finished_transfer(&alice, t.body["transfer_id"].as_str().unwrap()).await;
+    wait_until("nectar's points of the transfer over $100", Duration::from_secs(30), || async {
+        let a = api.call("GET", "/api/points", "/api/points", Some(&alice), None).await;
+        a.body["accounts"].as_array().is_some_and(|l| l.iter().any(|p| p["account_id"] == a1 && p["points"] == 1_500))
+    })
+    .await
+    .unwrap();
+
     // Every live message so far matches the document; all kinds came.
     let mut kinds = std::collections::BTreeSet::new();
-    while kinds.len() < 3 || !kinds.contains("transfer") {
+    while kinds.len() < 4 {
         let m = next(&mut live).await.unwrap();
         c.check_schema("LiveMessage", &m);
         kinds.insert(m["kind"].as_str().unwrap().to_string());
     }
-    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["account", "statement_entry", "transfer"]);
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["account", "points", "statement_entry", "transfer"]);
     live.close(None).await.ok();
 
     // ---- where the operators' explorer is (the platform's, not the bank's)

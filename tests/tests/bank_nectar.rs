@@ -1,11 +1,17 @@
 //! Nectar, the loyalty service, added to a running bank: nothing else changes (no event is
 //! written for the past, no other service's state moves), then its points and cashback follow
-//! the rules on new transfers, and its rebuild gives the same points.
+//! the rules on new transfers, and its rebuild gives the same points; added while transfers
+//! flow, it rewards each transfer after it joined once and none before.
 
 mod bank_common;
 
 use bank_common::*;
+use futures::StreamExt;
+use sequent_tests::wait_until;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 async fn points(url: &str, account: &str) -> i64 {
@@ -103,4 +109,202 @@ async fn nectar_joins_a_running_bank_without_changing_anything_else() {
     let (ok, out) = bank.superclient(&["rebuild", &script("nectar")]).await;
     assert!(ok, "{out}");
     assert_eq!(bank.dump("nectar").await, live);
+}
+
+/// What nectar should have done for the completed transfers it handled live, replayed by its
+/// rules in stream order: per transfer the points it earns and spends (and so the cashback of
+/// 10% of the amount), and each sending account's points at the end.
+struct Expected {
+    earned: BTreeMap<String, i64>,
+    spent: BTreeMap<String, i64>,
+    points: BTreeMap<String, i64>,
+}
+
+fn nectar_rules(completed: &[&Value]) -> Expected {
+    let mut e = Expected { earned: BTreeMap::new(), spent: BTreeMap::new(), points: BTreeMap::new() };
+    for t in completed {
+        let (id, from, amount) = (t["data"]["transfer_id"].as_str().unwrap(), t["data"]["from_account"].as_str().unwrap(), t["data"]["amount_cents"].as_i64().unwrap());
+        let points = e.points.entry(from.to_string()).or_insert(0);
+        let before = *points;
+        if amount > 10_000 {
+            e.earned.insert(id.to_string(), amount / 10);
+            *points += amount / 10;
+        }
+        if amount > 2_500 && before >= amount {
+            e.spent.insert(id.to_string(), amount);
+            *points -= amount;
+        }
+    }
+    e
+}
+
+/// The bank runs without nectar while customers send money; nectar is registered and two
+/// instances start while the transfers go on. It rewards exactly the transfers completed after
+/// it joined (at the stream position where its state was built), each once, by its rules
+/// (points, spending, cashback); earlier ones earn nothing. The bfaf answers "not running"
+/// before and the points after, and pushes them live to the customers' sockets.
+#[tokio::test]
+async fn nectar_joins_while_transfers_flow_and_rewards_each_later_transfer_once() {
+    let _serial = serial().await;
+    let mut bank = Bank::start(&[("users", 1), ("accounts", 1), ("transfers", 1), ("bfaf", 1)], &[]).await;
+    let api = bank.api();
+    let ws_base = api.base.replace("http://", "ws://");
+    let mut customers = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let token = api.customer(name).await;
+        let (a, b) = (api.open_account(&token).await, api.open_account(&token).await);
+        api.deposit(&token, &a, 10_000_000).await;
+        api.deposit(&token, &b, 10_000_000).await;
+        customers.push((token, a, b));
+    }
+    let accounts: Vec<String> = customers.iter().flat_map(|(_, a, b)| [a.clone(), b.clone()]).collect();
+
+    // Without nectar the bfaf says so, at once.
+    let (s, v) = api.get("/api/points", &customers[0].0).await;
+    assert_eq!((s, v["available"].as_bool()), (200, Some(false)), "{v}");
+
+    // Each customer's live socket keeps the points messages it receives.
+    let pushed = Arc::new(Mutex::new(Vec::<Value>::new()));
+    for (token, _, _) in &customers {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_base}/api/live?token={token}")).await.expect("the socket opens");
+        let pushed = pushed.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = socket.next().await {
+                let m: Value = serde_json::from_str(&t).unwrap();
+                if m["kind"] == "points" {
+                    pushed.lock().unwrap().push(m);
+                }
+            }
+        });
+    }
+
+    // Each customer sends money between their two accounts, one transfer after the other, with
+    // amounts that earn (over $100), spend once enough points were earned (over $25), or neither.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let flows: Vec<_> = customers
+        .iter()
+        .cloned()
+        .map(|(token, a, b)| {
+            let (api, stop, done) = (api.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                    let cents = [20_000, 15_000, 3_000, 50_000, 2_000, 12_000, 9_000][i % 7];
+                    let (s, v) = api.post("/api/transfers", &token, json!({ "from_account": from, "to_account": to, "amount_cents": cents })).await;
+                    assert_eq!(s, 202, "{v}");
+                    let t = api.finished_transfer(&token, v["transfer_id"].as_str().unwrap()).await;
+                    assert_eq!(t["status"], "completed", "{t}");
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let wait_done = |n: usize| {
+        let done = done.clone();
+        async move {
+            let what = format!("{n} transfers completed");
+            wait_until(&what, Duration::from_secs(120), || async { done.load(Ordering::SeqCst) >= n }).await.unwrap();
+        }
+    };
+    wait_done(9).await;
+
+    // Nectar joins: registered with the running bank (the test servers' static users stand for
+    // the registration), two instances started while the transfers go on.
+    let joined_at = bank.last_seq().await;
+    let before = done.load(Ordering::SeqCst);
+    bank.add("nectar", "nectar-1", &[]).await;
+    bank.add("nectar", "nectar-2", &[]).await;
+    let ready_at = bank.last_seq().await;
+    let during = done.load(Ordering::SeqCst) - before;
+    bank.wait_owned("nectar").await;
+    // 36 more: one customer at least sends 12 after nectar joined, enough to earn and then spend
+    // points whatever the amount it starts with (at most 11 are needed).
+    wait_done(done.load(Ordering::SeqCst) + 36).await;
+    stop.store(true, Ordering::SeqCst);
+    for f in flows {
+        f.await.unwrap();
+    }
+    bank.wait_settled(Duration::from_secs(60)).await;
+
+    // Which transfers nectar rewarded: none completed before it was added; from one stream
+    // position on (where its state was built, between the add and its being ready), all.
+    let completed = bank.events_of_type("TransferCompleted").await;
+    let credits = bank.events_of_type("NectarCredit").await;
+    let debits = bank.events_of_type("NectarDebit").await;
+    let rewarded: BTreeSet<&str> = credits.iter().chain(&debits).map(|e| e["data"]["transfer_id"].as_str().unwrap()).collect();
+    let is_rewarded = |t: &&Value| rewarded.contains(t["data"]["transfer_id"].as_str().unwrap());
+    let first = completed.iter().filter(is_rewarded).map(|t| t["seq"].as_u64().unwrap()).min().expect("nectar rewarded transfers");
+    assert!(first > joined_at, "a transfer completed before nectar was added (seq <= {joined_at}) was rewarded at seq {first}");
+    let live: Vec<&Value> = completed.iter().filter(|t| t["seq"].as_u64().unwrap() >= first).collect();
+    let unrewarded: Vec<&&Value> = live.iter().filter(|t| t["data"]["amount_cents"].as_i64().unwrap() > 10_000 && !is_rewarded(t)).collect();
+    assert!(unrewarded.is_empty(), "transfers over $100 after nectar joined earned nothing: {unrewarded:?}");
+    assert!(completed.iter().any(|t| t["seq"].as_u64().unwrap() > ready_at), "no transfer completed after nectar was ready");
+    assert!(during > 0, "no transfer completed while nectar started: it did not join a bank at work");
+    eprintln!(
+        "nectar joined at seq {joined_at}, ready at {ready_at}, built up to < {first}; {during} transfers completed while it started, {} in all, {} handled by nectar",
+        completed.len(),
+        live.len()
+    );
+
+    // Each rewarded as the rules say, once: one NectarCredit per earning transfer, one NectarDebit
+    // and one cashback credit per spending one, with the amounts of the rules.
+    let expected = nectar_rules(&live);
+    let by_transfer = |events: &[Value]| -> BTreeMap<String, Vec<i64>> {
+        let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for e in events {
+            let amount = e["data"]["points"].as_i64().or(e["data"]["amount_cents"].as_i64()).unwrap();
+            m.entry(e["data"]["transfer_id"].as_str().unwrap().to_string()).or_default().push(amount);
+        }
+        m
+    };
+    let once = |m: &BTreeMap<String, i64>| -> BTreeMap<String, Vec<i64>> { m.iter().map(|(k, v)| (k.clone(), vec![*v])).collect() };
+    assert_eq!(by_transfer(&credits), once(&expected.earned), "points earned, per transfer");
+    assert_eq!(by_transfer(&debits), once(&expected.spent), "points spent, per transfer");
+    assert!(!expected.spent.is_empty(), "no transfer spent points: the test did not exercise the cashback");
+    let mut cashbacks = Vec::new();
+    for a in &accounts {
+        cashbacks.extend(bank.key_events(a).await.into_iter().filter(|e| e["data"]["reason"] == "cashback"));
+    }
+    let cashback: BTreeMap<String, i64> = expected.spent.iter().map(|(k, v)| (k.clone(), v / 10)).collect();
+    assert_eq!(by_transfer(&cashbacks), once(&cashback), "cashback credited, per transfer");
+    // Each nectar key's balance chain is intact (no event applied twice or lost).
+    for a in &accounts {
+        let mut points = 0;
+        for e in bank.key_events(&format!("nectar-{a}")).await {
+            points += if e["type"] == "NectarCredit" { 1 } else { -1 } * e["data"]["points"].as_i64().unwrap();
+            assert_eq!(e["data"]["points_balance"].as_i64(), Some(points), "{e}");
+        }
+        assert_eq!(points, expected.points.get(a).copied().unwrap_or(0), "{a}'s points");
+    }
+
+    // The bank shows them: every customer's points over the API, and the last live message of
+    // each account that has points says its points.
+    for (token, a, b) in &customers {
+        let (s, v) = api.get("/api/points", token).await;
+        assert_eq!((s, v["available"].as_bool()), (200, Some(true)), "{v}");
+        for p in v["accounts"].as_array().unwrap() {
+            let id = p["account_id"].as_str().unwrap();
+            assert!(id == a || id == b, "{v}");
+            assert_eq!(p["points"].as_i64(), Some(expected.points.get(id).copied().unwrap_or(0)), "{id}: {v}");
+        }
+        assert_eq!(v["accounts"].as_array().unwrap().len(), 2, "{v}");
+        let statement = api.statement(token, a).await;
+        assert_statement_matches_events(a, &statement, &bank.key_events(a).await);
+    }
+    let last_pushed = |a: &str| pushed.lock().unwrap().iter().rev().find(|m| m["account_id"] == a).and_then(|m| m["points"].as_i64());
+    wait_until("the last points pushed to be each account's points", Duration::from_secs(10), || async {
+        expected.points.iter().all(|(a, p)| last_pushed(a) == Some(*p))
+    })
+    .await
+    .unwrap();
+
+    // Rebuilt from the stream, nectar's state is the same.
+    let live_state = bank.dump("nectar").await;
+    let (ok, out) = bank.superclient(&["rebuild", &script("nectar")]).await;
+    assert!(ok, "{out}");
+    assert_eq!(bank.dump("nectar").await, live_state);
 }

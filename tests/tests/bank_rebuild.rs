@@ -52,7 +52,7 @@ async fn rebuilding_accounts_gives_the_same_balances_and_statements() {
         assert_statement_matches_events(id, &statement, &bank.key_events(id).await);
         statements.push(statement);
     }
-    let ns = || async { redis::cmd("GET").arg("sequent:accounts:active").query_async::<String>(&mut bank.redis.connection().await.unwrap()).await.unwrap() };
+    let ns = || async { redis::cmd("GET").arg("sequent:{accounts}:active").query_async::<String>(&mut bank.redis.connection().await.unwrap()).await.unwrap() };
     let ns_before = ns().await;
 
     // At rest: the rebuilt state is the same, key by key.

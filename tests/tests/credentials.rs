@@ -153,7 +153,7 @@ impl Deployment {
     /// A NATS connection as a registered principal, with its own inbox prefix.
     async fn connect_as(&self, name: &str) -> (async_nats::Client, sequent_tests::ServerErrors) {
         let c = self.credential(name);
-        sequent_tests::connect_watching_with_inbox(&self.nats_url, &c.name, &c.secret, &sequent_auth::permissions::inbox_prefix(name)).await.unwrap()
+        sequent_tests::connect_watching(&self.nats_url, &c.name, &c.secret).await.unwrap()
     }
 }
 

@@ -565,12 +565,12 @@ async fn ready_names_what_is_missing() {
 
     // The state is gone and cannot be rebuilt yet (another holds the rebuild lock): 503 naming
     // the state; ready again once it is rebuilt.
-    let _: () = redis::cmd("SET").arg("sequent:test:rebuild-lock").arg("the-test").query_async(&mut con).await.unwrap();
-    let _: () = redis::cmd("DEL").arg("sequent:test:active").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("SET").arg("sequent:{test}:rebuild-lock").arg("the-test").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("DEL").arg("sequent:{test}:active").query_async(&mut con).await.unwrap();
     let (s, v) = ready(inst.http.clone()).await;
     assert_eq!((s, failing(&v)), (503, vec!["state".to_string()]), "{v}");
     assert!(v["detail"].as_str().unwrap().contains("no active state namespace"), "{v}");
-    let _: () = redis::cmd("DEL").arg("sequent:test:rebuild-lock").query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("DEL").arg("sequent:{test}:rebuild-lock").query_async(&mut con).await.unwrap();
     wait_until("ready again once the state is rebuilt", Duration::from_secs(30), || async { ready(inst.http.clone()).await.0 == 200 }).await.unwrap();
 
     // NATS gone: 503 naming nats.

@@ -320,7 +320,7 @@ async fn redis_loses_its_data_under_running_services() {
     let con = bank.redis.connection().await.unwrap();
     sequent_tests::wait_until("every service to have its state again", PROGRESS, || async {
         for service in ["users", "accounts", "transfers", "bfaf"] {
-            let active: Option<String> = redis::cmd("GET").arg(format!("sequent:{service}:active")).query_async(&mut con.clone()).await.map_err(|e| e.to_string())?;
+            let active: Option<String> = redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut con.clone()).await.map_err(|e| e.to_string())?;
             if active.is_none() {
                 return Err(format!("{service} has no state yet"));
             }

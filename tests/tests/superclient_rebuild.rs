@@ -40,7 +40,7 @@ async fn rebuild_equals_live_also_under_new_events() {
     let mut expected = BTreeMap::new();
     stack.append_many("test", batch(30, 0..40, &mut expected), 32).await;
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
-    assert_eq!(stack.active_ns("test").await.as_deref(), Some("test@1"));
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some("{test}@1"));
     let before = comparable(stack.dump("test").await);
 
     // Rebuild while more events arrive.
@@ -55,10 +55,10 @@ async fn rebuild_equals_live_also_under_new_events() {
     };
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "rebuilder"]).await;
     assert!(ok, "rebuild failed: {out}");
-    assert!(out.contains("rebuilt test into test@2"), "{out}");
+    assert!(out.contains("rebuilt test into {test}@2"), "{out}");
     producer.await.unwrap();
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
-    assert_eq!(stack.active_ns("test").await.as_deref(), Some("test@2"));
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some("{test}@2"));
     for (key, n) in &expected {
         assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{key}: lost or applied twice");
         let s = seqs(&stack, "test", key).await;
@@ -70,7 +70,7 @@ async fn rebuild_equals_live_also_under_new_events() {
 
     // A rebuild at rest gives exactly the same state.
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "rebuilder"]).await;
-    assert!(ok && out.contains("test@3"), "{out}");
+    assert!(ok && out.contains("{test}@3"), "{out}");
     assert_eq!(comparable(stack.dump("test").await), after_live, "a rebuild from empty differs from the live state");
 
     // No state at all: the next instance rebuilds it by itself before serving.
@@ -123,7 +123,7 @@ async fn rebuild_swaps_under_a_steady_stream_of_events() {
         }
     }
     assert!(ok, "rebuild failed: {out}");
-    assert!(out.contains("rebuilt test into test@2"), "{out}");
+    assert!(out.contains("rebuilt test into {test}@2"), "{out}");
     assert!(during > 0, "events kept arriving during the rebuild");
     eprintln!("{during} events appended while the rebuild ran; froze live commits: {}", out.contains("freezing its commits"));
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
@@ -132,7 +132,7 @@ async fn rebuild_swaps_under_a_steady_stream_of_events() {
         assert_eq!(s.len() as i64, *n, "{key}: lost or applied twice");
         assert_ordered(key, &s);
     }
-    let freeze: Option<String> = redis::cmd("GET").arg("sequent:test:swap-freeze").query_async(&mut stack.redis_con().await).await.unwrap();
+    let freeze: Option<String> = redis::cmd("GET").arg("sequent:{test}:swap-freeze").query_async(&mut stack.redis_con().await).await.unwrap();
     assert_eq!(freeze, None, "the swap lifted the freeze");
 }
 
@@ -151,7 +151,7 @@ async fn a_failing_rebuild_stops_leaves_the_state_and_nothing_behind() {
     assert!(stack.append("test", "Counted", "rb-spin", json!({ "spin": true })).await.all_stored());
     let mut con = stack.redis_con().await;
     sequent_tests::wait_until("rb-spin to be parked", Duration::from_secs(60), || async {
-        let parked: Vec<String> = redis::cmd("SMEMBERS").arg("test@1:__parked").query_async(&mut con.clone()).await.unwrap();
+        let parked: Vec<String> = redis::cmd("SMEMBERS").arg("{test}@1:__parked").query_async(&mut con.clone()).await.unwrap();
         parked.contains(&"rb-spin".to_string())
     })
     .await
@@ -162,8 +162,8 @@ async fn a_failing_rebuild_stops_leaves_the_state_and_nothing_behind() {
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "rebuilder"]).await;
     assert!(!ok, "the rebuild must fail: {out}");
     assert!(out.contains("rebuild stopped at seq") && out.contains("rb-spin"), "{out}");
-    assert_eq!(stack.active_ns("test").await.as_deref(), Some("test@1"), "the active state is untouched");
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some("{test}@1"), "the active state is untouched");
     assert_eq!(comparable(stack.dump("test").await), before);
-    let leftovers: Vec<String> = redis::cmd("KEYS").arg("test@2*").query_async(&mut con).await.unwrap();
+    let leftovers: Vec<String> = redis::cmd("KEYS").arg("{test}@2*").query_async(&mut con).await.unwrap();
     assert!(leftovers.is_empty(), "the failed rebuild left {leftovers:?}");
 }

@@ -11,10 +11,16 @@
 //   CHROMIUM               browser binary                (default /usr/bin/chromium)
 //   E2E_TIMEOUT_MS         wait for each expectation     (default 20000)
 //   E2E_HEADFUL=1          show the browser (needs a display)
+//   SEQUENT_BIN            the dev stack's binary, for `sequent add services/nectar.lua`
+//                          (default target/debug/sequent; it takes the stack's ports and data
+//                          directory from SEQUENT_NATS_PORT, SEQUENT_REDIS_PORT, SEQUENT_DATA_DIR)
+// The stack must run without nectar (`sequent --without nectar`): the walk adds it while the bank
+// runs and a page is open, and watches its points appear live.
 // Screenshots of the main screens go to ui/screenshots/ (git-ignored).
 // Exit code 0 when every step passed, 1 otherwise (the failing step is named and captured).
 
 import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +32,8 @@ const ADMIN_PASSWORD = process.env.SEQUENT_ADMIN_PASSWORD || 'admin';
 const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 20_000);
 const SHOTS = join(here, '..', 'screenshots');
+const ROOT = join(here, '..', '..');
+const SEQUENT_BIN = process.env.SEQUENT_BIN || join(ROOT, 'target', 'debug', 'sequent');
 
 const run = Date.now().toString(36);
 const alice = { username: `alice-${run}`, password: 'correct-horse-1' };
@@ -109,6 +117,44 @@ async function transfer(page, from, to, amount) {
   return card;
 }
 
+const pointsOf = (page, accountId) =>
+  page.locator(`[data-testid="account-card"][data-account-id="${accountId}"] [data-testid="points"]`);
+
+/**
+ * `sequent add services/nectar.lua`: registers nectar with the running bank and runs an instance
+ * (`stop()` ends it: a SIGTERM, which `sequent add` passes on, and the wait for both to exit).
+ * `ready` resolves once the instance is ready: it built its state from the stream, so transfers
+ * completed from now on are its to reward.
+ */
+function addNectar() {
+  const child = spawn(SEQUENT_BIN, ['add', 'services/nectar.lua'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+  };
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`nectar was not ready within ${Math.max(TIMEOUT, 120_000)} ms:\n${output.slice(-2000)}`)), Math.max(TIMEOUT, 120_000));
+    const read = (chunk) => {
+      output += chunk;
+      if (output.includes('superclient ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout.on('data', read);
+    child.stderr.on('data', read);
+    child.once('error', (e) => reject(new Error(`${SEQUENT_BIN} add: ${e.message} (SEQUENT_BIN)`)));
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${SEQUENT_BIN} add services/nectar.lua exited (${code ?? signal}) before nectar was ready:\n${output.slice(-2000)}`));
+    });
+  });
+  return { ready, stop, output: () => output };
+}
+
 // ------------------------------------------------------------------ the walk
 
 async function main() {
@@ -122,6 +168,7 @@ async function main() {
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
   });
   let page;
+  let nectar;
   try {
     const ctxA = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     page = await ctxA.newPage();
@@ -219,6 +266,39 @@ async function main() {
       await ctxB.close();
     });
 
+    await step('the bank runs without nectar: the dashboard says its rewards are not running', async () => {
+      await watcher.setViewportSize({ width: 1280, height: 860 });
+      await expectText(watcher.getByTestId('nectar'), 'Nectar rewards are not running', 'nectar panel');
+      await expectCount(watcher.getByTestId('points'), 0, 'points shown without nectar');
+      await shot(watcher, '14-nectar-not-running');
+    });
+
+    // The talk's demo: a new service joins the running bank with one command, no restart, while
+    // the customer's page stays open (the watcher tab is not reloaded from here on).
+    await step('add nectar to the running bank (sequent add services/nectar.lua)', async () => {
+      nectar = addNectar();
+      await nectar.ready;
+    });
+
+    await step('transfers over $100 earn points, which appear live on the open dashboard', async () => {
+      await page.goto(`${BASE}/accounts/${encodeURIComponent(acc1)}`);
+      await page.getByLabel('Amount to deposit').fill('200.00');
+      await page.getByRole('button', { name: 'Deposit' }).click();
+      await expectText(page.getByTestId('balance'), '$270.00', 'balance after the deposit');
+      // $150 there and back: 10% of each as points for its sender; the balances end as before.
+      let card = await transfer(page, acc1, acc2, '150.00');
+      await expectText(card.getByTestId('transfer-status'), /Transfer completed/, 'first transfer over $100');
+      await expectText(pointsOf(watcher, acc1), '1,500 points', 'live points of the sender');
+      await expectText(pointsOf(watcher, acc2), '0 points', 'the receiver earns nothing');
+      card = await transfer(page, acc2, acc1, '150.00');
+      await expectText(card.getByTestId('transfer-status'), /Transfer completed/, 'second transfer over $100');
+      await expectText(pointsOf(watcher, acc2), '1,500 points', 'live points of the second sender');
+      await expectText(watcher.getByTestId('nectar-total'), '3,000 points', 'live total of points');
+      await expectText(balanceOf(watcher, acc1), '$270.00', 'balance after both transfers');
+      await expectText(balanceOf(watcher, acc2), '$30.00', 'balance after both transfers');
+      await shot(watcher, '15-nectar-points');
+    });
+
     await step('log out', async () => {
       await page.getByRole('button', { name: 'Log out' }).click();
       await page.getByRole('heading', { name: 'Log in' }).waitFor();
@@ -292,7 +372,7 @@ async function main() {
       await card.getByRole('button', { name: 'Rebuild' }).click();
       await card.locator('[data-testid="rebuild"][data-status="done"]').waitFor({ timeout: Math.max(TIMEOUT, 60_000) });
       await expectText(card.getByTestId('rebuild'), /Rebuilt from \d+ events/, 'the finished rebuild');
-      await shot(ops, '14-explorer-rebuild');
+      await shot(ops, '16-explorer-rebuild');
     });
 
     await step('explorer: release a parked key (when there is one)', async () => {
@@ -315,6 +395,7 @@ async function main() {
     process.exitCode = 1;
   } finally {
     await browser.close().catch(() => {});
+    await nectar?.stop();
   }
   if (!process.exitCode) console.log(`\nAll ${passed.length} steps passed. Screenshots in ${SHOTS}`);
 }

@@ -29,7 +29,7 @@ const isAmount = (v) => Number.isSafeInteger(v) && v > 0 && v <= MAX;
 const CREDIT_KIND = { deposit: 'deposit', transfer: 'transfer_in', refund: 'transfer_refund', cashback: 'cashback' };
 const DEBIT_KIND = { withdrawal: 'withdrawal', transfer: 'transfer_out' };
 
-export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPassword = 'admin', tokenTtlMs = 3600_000, parked = true, keyPageLimit = 1000, onRequestViolation = (e) => { throw e; } } = {}) {
+export function createFakeBank({ stepMs = 250, nectar = true, adminUser = 'admin', adminPassword = 'admin', tokenTtlMs = 3600_000, parked = true, keyPageLimit = 1000, onRequestViolation = (e) => { throw e; } } = {}) {
   const users = new Map(); // lower-case name -> { username, hash, accounts: [] }
   const sessions = new Map(); // token -> { username, expires, role }
   const accounts = new Map(); // id -> { account_id, owner, balance_cents, version, opened_at, entries: [] }
@@ -51,6 +51,8 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
     return { ...r };
   }
   const SERVICES = { accounts: 2, bfaf: 1, nectar: 1, transfers: 2, users: 2 };
+  let nectarRuns = nectar; // the bank may run without nectar until it is added (startNectar)
+  const points = new Map(); // account id -> { points, version }
   const parkedKeys = parked
     ? [{ service: 'nectar', key: 'nectar-acc-0', event_id: randomUUID(), seq: 1, type: 'NectarCredit', error: 'attempt to index a nil value (field "points") at nectar.lua:42', attempts: 5, parked_at: now(), held: 0 }]
     : [];
@@ -127,6 +129,23 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
     return rest;
   };
 
+  // ------------------------------------------------------------------ nectar (earning only)
+
+  // A completed transfer over $100 earns its sender 10% of the amount as points (the real
+  // nectar also spends points for cashback; the fake does not).
+  function nectarEarns(t, completed) {
+    if (!nectarRuns || t.amount_cents <= 10_000) return;
+    const before = points.get(t.from_account)?.points ?? 0;
+    const earned = Math.floor(t.amount_cents / 10);
+    const ev = emit({
+      type: 'NectarCredit', key: `nectar-${t.from_account}`, correlation: t.transfer_id, causation: completed.id, service: 'nectar',
+      data: { account_id: t.from_account, transfer_id: t.transfer_id, points: earned, points_balance: before + earned },
+    });
+    points.set(t.from_account, { points: before + earned, version: ev.version });
+    const owner = ownerOf(t.from_account);
+    if (owner) push(owner, { kind: 'points', account_id: t.from_account, points: before + earned, version: ev.version });
+  }
+
   // ------------------------------------------------------------------ the transfer saga
 
   function transferUpdate(t) {
@@ -143,7 +162,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
       t.status = status;
       if (reason) t.reason = reason;
       t.updated_at = now();
-      emit({
+      const ev = emit({
         type: status === 'completed' ? 'TransferCompleted' : 'TransferFailed',
         key: t.transfer_id,
         data: { transfer_id: t.transfer_id, from_account: t.from_account, to_account: t.to_account, amount_cents: t.amount_cents, ...(reason ? { reason } : {}) },
@@ -152,6 +171,7 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
         service: status === 'completed' ? 'transfers' : 'accounts',
       });
       transferUpdate(t);
+      if (status === 'completed') nectarEarns(t, ev);
     };
     (async () => {
       await step(() => transferUpdate(t));
@@ -349,6 +369,14 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
       runSaga(t, requested);
       return answer(202, { transfer_id: id, status: 'pending' });
     }
+    if (key === 'GET /api/points') {
+      if (!nectarRuns) return answer(200, { available: false, accounts: [], detail: 'Nectar rewards are not running.' });
+      const list = user.accounts.map((id) => {
+        const p = points.get(id);
+        return p ? { account_id: id, points: p.points, version: p.version } : { account_id: id, points: 0 };
+      });
+      return answer(200, { available: true, accounts: list });
+    }
     if (key === 'GET /api/transfers/{id}') {
       const t = transfers.get(params.id);
       if (!t || (t.requested_by !== username && ownerOf(t.from_account) !== username && ownerOf(t.to_account) !== username)) return notFound('No such transfer.');
@@ -432,6 +460,10 @@ export function createFakeBank({ stepMs = 250, adminUser = 'admin', adminPasswor
         if (cents > 0) move(a, cents, 'deposit', { request_id: hex(8) });
         return id;
       });
+    },
+    /** Nectar joins the running bank: from now on completed transfers earn points. */
+    startNectar() {
+      nectarRuns = true;
     },
     /** Test set-up: an operator token. @param {string} token */
     seedAdmin(token) {

@@ -7,7 +7,7 @@ import App from '../src/App';
 import { makeStore } from '../src/store';
 import { liveMessage } from '../src/store/actions';
 import { initialAuthState } from '../src/store/authSlice';
-import { sent, useFakeBank } from './fakeBank';
+import { finishedTransfer, sent, useFakeBank } from './fakeBank';
 
 /** A WebSocket that never connects, so pages render without a server. */
 class SilentSocket {
@@ -97,6 +97,31 @@ describe('the bank UI (against the spec-checked fake bank)', () => {
       store.dispatch(liveMessage({ kind: 'account', account_id: id, balance_cents: 2500, version: 1 }));
     });
     expect(within(screen.getByTestId('account-card')).getByTestId('balance').textContent).toBe('$25.00');
+  });
+
+  it('says Nectar rewards are not running, then shows points live once nectar joined', async () => {
+    const fake = bank.fresh({ nectar: false });
+    const [a1] = fake.seedCustomer('ann', 'tok', [50_000, 0]);
+    const { store } = renderApp('/');
+    const panel = await screen.findByTestId('nectar');
+    await waitFor(() => expect(panel.textContent).toContain('Nectar rewards are not running.'));
+    expect(screen.queryAllByTestId('points')).toEqual([]);
+    act(() => {
+      store.dispatch(liveMessage({ kind: 'points', account_id: a1, points: 2000, version: 0 }));
+    });
+    expect(within(screen.getByTestId('nectar')).getByTestId('nectar-total').textContent).toBe('2,000 points');
+    const cards = screen.getAllByTestId('account-card');
+    expect(within(cards[0]).getByTestId('points').textContent).toBe('2,000 points');
+    expect(within(cards[1]).getByTestId('points').textContent).toBe('0 points');
+  });
+
+  it('shows the points nectar holds when the dashboard loads', async () => {
+    const fake = bank.fresh({ stepMs: 0 });
+    const [a1, a2] = fake.seedCustomer('ann', 'tok', [50_000, 0]);
+    expect(await finishedTransfer(fake, 'tok', a1, a2, 15_000)).toMatchObject({ status: 'completed' });
+    renderApp('/');
+    await waitFor(() => expect(screen.getByTestId('nectar-total').textContent).toBe('1,500 points'));
+    expect(sent(fake, 'GET /api/points')).toHaveLength(1);
   });
 
   it('shows "not enough money" next to the withdraw form', async () => {

@@ -31,3 +31,16 @@ export function useFakeBank() {
 export function sent(bank: FakeBank, operation: string): unknown[] {
   return bank.requests.filter((r) => `${r.method} ${r.template}` === operation).map((r) => r.body);
 }
+
+/** A transfer through the fake bank's API, once its saga finished (the bank needs `stepMs`). */
+export async function finishedTransfer(bank: FakeBank, token: string, from: string, to: string, amountCents: number) {
+  const headers = { authorization: `Bearer ${token}` };
+  const { body } = await bank.handle({ method: 'POST', path: '/api/transfers', headers, body: { from_account: from, to_account: to, amount_cents: amountCents } });
+  const path = `/api/transfers/${(body as { transfer_id: string }).transfer_id}`;
+  for (let i = 0; i < 200; i++) {
+    const t = (await bank.handle({ method: 'GET', path, headers, body: undefined })).body as { status: string };
+    if (t.status !== 'pending') return t;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`${path} did not finish`);
+}

@@ -59,6 +59,7 @@ describe('the bank API spec', () => {
     expect((await call('GET', `/api/transfers/${t.transfer_id}`, undefined, token)).body).toMatchObject({ status: 'completed' });
     expect((await call('GET', `/api/accounts/${a1}/statement`, undefined, token, { limit: '1' })).body).toMatchObject({ next_cursor: '1' });
     expect((await call('GET', '/api/transfers', undefined, token, { account: a2 })).status).toBe(200);
+    expect((await call('GET', '/api/points', undefined, token)).body).toMatchObject({ available: true, accounts: [{ account_id: a1, points: 0 }, { account_id: a2, points: 0 }] });
     expect((await call('GET', '/api/accounts', undefined, 'nope')).status).toBe(401);
     const admin = (await call('POST', '/api/admin/sessions', { username: 'admin', password: 'admin' })).body as { token: string };
     const trace = (await call('GET', `/api/admin/correlations/${t.transfer_id}/events`, undefined, admin.token)).body as { events: { type: string }[] };

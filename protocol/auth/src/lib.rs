@@ -25,6 +25,7 @@ pub mod callout;
 pub mod jwt;
 pub mod permissions;
 pub mod principal;
+pub mod test_users;
 
 pub use permissions::{Layout, Permissions};
 pub use nkeys::KeyPair;

@@ -10,7 +10,7 @@ pub mod direct;
 pub mod serve;
 
 /// Development mode (`SEQUENT_DEV=1`, as the test harness runs): processes may fall back to the
-/// public development secrets (the test users of nats/accounts.conf, fixed signing keys).
+/// public development secrets (the test users of nats/test-users.conf, fixed signing keys).
 /// Outside it every process refuses to start without its secrets and names them.
 pub fn dev_mode() -> bool {
     std::env::var("SEQUENT_DEV").is_ok_and(|v| v == "1" || v == "true")

@@ -750,7 +750,7 @@ def connect(
         url: the NATS server, e.g. ``"nats://127.0.0.1:4222"``. Default: ``$NATS_URL``, else
             ``nats://127.0.0.1:4222``.
         user, password: the NATS user. Default: ``$PYREPORT_USER`` / ``$PYREPORT_PASSWORD``,
-            else the development analyst ``analyst`` / ``analyst-dev`` (nats/accounts.conf). A
+            else the development analyst ``analyst`` / ``analyst-dev`` (nats/test-users.conf). A
             user without a password takes ``$PYREPORT_PASSWORD``.
         stream: the events stream (its correlation index is ``<stream>_IX``).
         timeout: seconds to wait for the server on connect and on each request.

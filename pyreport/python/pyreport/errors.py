@@ -30,7 +30,7 @@ class ConnectionFailed(PyreportError, ConnectionError):
 
 
 class AuthFailed(PyreportError, PermissionError):
-    """NATS refused the user name or password (the analyst user is in nats/accounts.conf)."""
+    """NATS refused the user name or password (the analyst user is in nats/test-users.conf)."""
 
 
 class StreamMissing(PyreportError, LookupError):
@@ -38,7 +38,7 @@ class StreamMissing(PyreportError, LookupError):
 
 
 class PermissionDenied(PyreportError, PermissionError):
-    """The NATS user may not do something pyreport needs (see nats/accounts.conf)."""
+    """The NATS user may not do something pyreport needs (see nats/test-users.conf)."""
 
 
 class NatsError(PyreportError):

@@ -55,7 +55,7 @@ impl Session {
         let (engine, spec) = Engine::load(source, shared.clone(), limits)?;
         let _ = shared.service.set(spec.service.clone());
         let producer = Producer { service: spec.service.clone(), instance: Some(shared.instance.clone()) };
-        Ok(Session { engine, ns: format!("{}@1", spec.service), spec, offline, producer, delivered: 0 })
+        Ok(Session { engine, ns: crate::state::namespace(&spec.service, 1), spec, offline, producer, delivered: 0 })
     }
 
     /// Appends an event from outside (a command, another service's event) to the stream, then

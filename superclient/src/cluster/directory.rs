@@ -116,6 +116,11 @@ impl Directory {
         (!live.is_empty()).then(|| live[n % live.len()].http.clone())
     }
 
+    /// How many instances of `service` are live (0: none runs).
+    pub fn live_count(&self, service: &str) -> usize {
+        self.members.read().get(service).map_or(0, |all| all.values().filter(|m| self.is_live(m)).count())
+    }
+
     /// A request to `addr` could not connect: prefer the others until it heartbeats again.
     pub fn suspect(&self, service: &str, addr: &str) {
         let mut members = self.members.write();

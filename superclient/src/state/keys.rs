@@ -1,14 +1,14 @@
-//! Where a service's state lives in Redis (`<svc>` = service type, `<ns>` = `<svc>@<generation>`):
+//! Where a service's state lives in Redis (`<svc>` = service type, `<ns>` = `{<svc>}@<generation>`):
 //!
 //! | key | what |
 //! |---|---|
-//! | `sequent:<svc>:active` | name of the active namespace, e.g. `accounts@3` |
-//! | `sequent:<svc>:generation` | counter for new namespaces |
-//! | `sequent:<svc>:rebuild-lock` | instance doing the automatic initial rebuild (expires) |
-//! | `sequent:<svc>:rebuild` | hash: a rebuild an operator asked for, and its progress ([`super::rebuilds`]) |
-//! | `sequent:<svc>:swap-freeze` | rebuilt namespace catching up right before its swap: commits to the active one wait (expires) |
-//! | `sequent:<svc>:watch` | sorted set: script keys some `bus:wait` watches, scored by the wait's deadline (ms) |
-//! | channel `sequent:<svc>:commits` | pub/sub: the watched keys a commit wrote (wakes `bus:wait`) |
+//! | `sequent:{<svc>}:active` | name of the active namespace, e.g. `{accounts}@3` |
+//! | `sequent:{<svc>}:generation` | counter for new namespaces |
+//! | `sequent:{<svc>}:rebuild-lock` | instance doing the automatic initial rebuild (expires) |
+//! | `sequent:{<svc>}:rebuild` | hash: a rebuild an operator asked for, and its progress ([`super::rebuilds`]) |
+//! | `sequent:{<svc>}:swap-freeze` | rebuilt namespace catching up right before its swap: commits to the active one wait (expires) |
+//! | `sequent:{<svc>}:watch` | sorted set: script keys some `bus:wait` watches, scored by the wait's deadline (ms) |
+//! | channel `sequent:{<svc>}:commits` | pub/sub: the watched keys a commit wrote (wakes `bus:wait`) |
 //! | `<ns>:<key>` | the script's own keys (`redis:set("acc-1", ...)`) |
 //! | `<ns>:__applied:<p>` | stream sequence of the last event of partition `p` applied |
 //! | `<ns>:__versions` | hash: event key → last version this service knows of (for `expect = false`) |
@@ -19,29 +19,53 @@
 //! | `<ns>:__held:<key>` | list of stream sequences of the key not yet applied (head = parked one) |
 //! | `<ns>:__release` | set of keys an operator asked to release |
 //!
+//! Every key of a service carries the Redis Cluster hash tag `{<svc>}` (the first `{...}` of a
+//! key name picks its slot), so all of them share one slot: a commit touches the active
+//! pointer, the freeze, the script's keys of any name and the checkpoint in one script, a read
+//! looks at the active pointer in the same transaction, and a swap compares two namespaces,
+//! which Redis Cluster allows only within one slot. Different services hash to different
+//! slots, so services spread over a cluster's shards; one service's state is on one shard
+//! (SCALING.md says why and where that stops). On a single Redis the tag changes nothing.
+//!
 //! Script keys are mapped so that they never collide with the framework's ([`script_key`]).
+//! The layout before hash tags ([`legacy`]) is migrated at start ([`super::migrate`]).
 
+/// `{<svc>}`: the hash tag that puts every key of a service into one cluster slot.
+pub fn tag(service: &str) -> String {
+    format!("{{{service}}}")
+}
+/// The name of namespace `generation` of a service: `{<svc>}@<generation>`.
+pub fn namespace(service: &str, generation: u64) -> String {
+    format!("{}@{generation}", tag(service))
+}
+/// The generation of a namespace name (0 if it has none).
+pub fn generation_of(ns: &str) -> u64 {
+    ns.rsplit_once('@').and_then(|(_, g)| g.parse().ok()).unwrap_or(0)
+}
+pub fn service_key(service: &str, what: &str) -> String {
+    format!("sequent:{}:{what}", tag(service))
+}
 pub fn active_key(service: &str) -> String {
-    format!("sequent:{service}:active")
+    service_key(service, "active")
 }
 pub fn generation_key(service: &str) -> String {
-    format!("sequent:{service}:generation")
+    service_key(service, "generation")
 }
 pub fn rebuild_lock_key(service: &str) -> String {
-    format!("sequent:{service}:rebuild-lock")
+    service_key(service, "rebuild-lock")
 }
 /// Set (to the rebuilt namespace, with an expiry) while a rebuild catches up with live
 /// delivery right before its swap: commits to the active namespace wait meanwhile.
 pub fn swap_freeze_key(service: &str) -> String {
-    format!("sequent:{service}:swap-freeze")
+    service_key(service, "swap-freeze")
 }
 /// Script keys that routes of some instance wait on (`bus:wait`), scored by deadline.
 pub fn watch_key(service: &str) -> String {
-    format!("sequent:{service}:watch")
+    service_key(service, "watch")
 }
 /// Redis pub/sub channel on which commits announce the watched keys they wrote.
 pub fn commits_channel(service: &str) -> String {
-    format!("sequent:{service}:commits")
+    service_key(service, "commits")
 }
 pub fn applied_key(ns: &str, partition: u32) -> String {
     format!("{ns}:__applied:{partition}")
@@ -164,9 +188,70 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
     rec(pattern.as_bytes(), s.as_bytes())
 }
 
+/// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag (or of the whole key if it
+/// has none), modulo 16384, as Redis computes it. For tests and tools that check placement.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        assert_eq!(slot("123456789"), 0x31C3, "the CRC16 check value of Redis's cluster spec");
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"), "an empty tag hashes the whole key");
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+    }
+
+    #[test]
+    fn every_key_of_a_service_shares_one_slot_and_services_spread() {
+        let svc = "accounts";
+        let (ns, next) = (namespace(svc, 3), namespace(svc, 4));
+        assert_eq!(ns, "{accounts}@3");
+        assert_eq!(generation_of(&ns), 3);
+        let one = slot(&active_key(svc));
+        let all = [
+            generation_key(svc),
+            rebuild_lock_key(svc),
+            swap_freeze_key(svc),
+            watch_key(svc),
+            applied_key(&ns, 15),
+            applied_key(&next, 0),
+            versions_key(&ns),
+            revisions_key(&ns),
+            locks_key(&ns),
+            parked_set_key(&ns),
+            parked_key(&ns, "acc-{9}"),
+            held_key(&ns, "acc-1"),
+            release_key(&ns),
+            script_key(&ns, "balance:acc-1"),
+            script_key(&ns, "{other}"),
+            script_key(&ns, "__x"),
+        ];
+        for key in all {
+            assert_eq!(slot(&key), one, "{key} is in the service's slot");
+        }
+        let bank = ["users", "accounts", "transfers", "bfaf", "nectar"].map(|s| slot(&active_key(s)));
+        let mut distinct = bank.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), bank.len(), "the bank's services hash to different slots: {bank:?}");
+    }
 
     #[test]
     fn globs() {

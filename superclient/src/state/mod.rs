@@ -1,9 +1,12 @@
-//! A service's state in Redis: the key layout ([`keys`]), a call's buffered writes
-//! ([`overlay`]), the connection and its atomic scripts ([`store`]), and the announcements that
+//! A service's state in Redis: the key layout ([`keys`]) and its migration from the layout
+//! before hash tags ([`migrate`]), a call's buffered writes ([`overlay`]), one node or a
+//! cluster ([`connection`]), the connection's atomic scripts ([`store`]), and the announcements that
 //! wake `bus:wait` ([`notify`]); [`memory`], the state kept in memory for `superclient test`.
 
+pub mod connection;
 pub mod keys;
 pub mod memory;
+pub mod migrate;
 pub mod notify;
 pub mod overlay;
 pub mod parked;

@@ -1,6 +1,6 @@
 //! Commit announcements for `bus:wait`: a route waiting for a projection marks the script keys
-//! its condition read as watched (`sequent:<svc>:watch`); a commit that writes a watched key
-//! announces it on the Redis channel `sequent:<svc>:commits` (in the commit script itself, and
+//! its condition read as watched (`sequent:{<svc>}:watch`); a commit that writes a watched key
+//! announces it on the Redis channel `sequent:{<svc>}:commits` (in the commit script itself, and
 //! only then); each instance listens and wakes the waiters of those keys.
 
 use futures::StreamExt;
@@ -24,9 +24,11 @@ pub fn concerns(woken: &Woken, keys: &[String]) -> bool {
 
 pub async fn listen(redis_url: String, service: String, woken: broadcast::Sender<Woken>) {
     let channel = super::keys::commits_channel(&service);
-    loop {
+    let target = super::connection::Target::parse(&redis_url).unwrap_or(super::connection::Target::Single(redis_url));
+    for attempt in 0.. {
         let subscribed = async {
-            let client = redis::Client::open(redis_url.as_str())?;
+            // On a cluster, any node: a PUBLISH reaches the subscribers of every node.
+            let client = redis::Client::open(target.pubsub_node(attempt))?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)

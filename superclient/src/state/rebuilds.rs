@@ -1,16 +1,17 @@
 //! Rebuilds asked for by operators (`admin.rebuild`, the explorer's button) and their progress,
-//! in one Redis hash per service (`sequent:<svc>:rebuild`): `status` (`requested`, `running`,
+//! in one Redis hash per service (`sequent:{<svc>}:rebuild`): `status` (`requested`, `running`,
 //! `done`, `failed`), `requested_at`, `instance` (who runs it), `done` and `expected` (events
 //! replayed, and the total as last estimated), `updated_at` (ms; a running rebuild refreshes
 //! it), `namespace` (the rebuilt one) or `error`. A running instance of the service takes a
 //! request (`consume::rebuild::take_requests`); Redis decides which one.
 
-use super::keys::active_key;
+use super::keys::{active_key, service_key};
 use super::store::Store;
 use std::collections::HashMap;
 
+/// Beside the service's active pointer (same hash slot: the request script reads both).
 pub fn rebuild_request_key(service: &str) -> String {
-    format!("sequent:{service}:rebuild")
+    service_key(service, "rebuild")
 }
 
 /// A running rebuild whose instance has not reported for this long is taken as dead: another

@@ -16,7 +16,7 @@
 
 use super::keys::*;
 use super::overlay::Overlay;
-use redis::aio::ConnectionManager;
+use super::connection::{Con, Target};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -258,9 +258,15 @@ if g <= tonumber(ARGV[1]) then g = tonumber(ARGV[1]) + 1; redis.call('SET', KEYS
 return g
 "#;
 
+/// One SCAN step, in a script so that a cluster runs it on the node of `KEYS[1]`'s slot, where
+/// every key of the service is (a plain SCAN would go to any node).
+const SCAN_SCRIPT: &str = r#"
+return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
+"#;
+
 #[derive(Clone)]
 pub struct Store {
-    pub con: ConnectionManager,
+    pub con: Con,
     pub service: String,
     commit: std::sync::Arc<redis::Script>,
     lock: std::sync::Arc<redis::Script>,
@@ -268,21 +274,21 @@ pub struct Store {
     swap: std::sync::Arc<redis::Script>,
     unfreeze: std::sync::Arc<redis::Script>,
     generation: std::sync::Arc<redis::Script>,
+    scan: std::sync::Arc<redis::Script>,
 }
 
 impl Store {
     /// Connects, retrying with back-off until Redis answers (it may start after us). Later
-    /// disconnects are handled by the connection manager, which reconnects on its own.
+    /// disconnects are handled by the connection, which reconnects on its own. `url` names one
+    /// node or a cluster (`connection::Target`).
     pub async fn connect(url: &str, service: &str) -> anyhow::Result<Store> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("bad Redis URL {:?}: {e}", sequent_net::redact_url(url)))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(6)
-            .set_max_delay(Duration::from_secs(2));
+        let target = Target::parse(url).map_err(|e| anyhow::anyhow!("bad Redis URL {:?}: {e}", sequent_net::redact_url(url)))?;
+        if let Target::Single(url) = &target {
+            redis::Client::open(url.as_str()).map_err(|e| anyhow::anyhow!("bad Redis URL {:?}: {e}", sequent_net::redact_url(url)))?;
+        }
         let mut delay = Duration::from_millis(200);
         let con = loop {
-            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            match Con::connect(&target).await {
                 Ok(con) => break con,
                 Err(e) => {
                     tracing::warn!(error = %e, url = sequent_net::redact_url(url), "Redis is not reachable yet; retrying in {delay:?}");
@@ -300,14 +306,15 @@ impl Store {
             swap: std::sync::Arc::new(redis::Script::new(SWAP_SCRIPT)),
             unfreeze: std::sync::Arc::new(redis::Script::new(UNFREEZE_SCRIPT)),
             generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
+            scan: std::sync::Arc::new(redis::Script::new(SCAN_SCRIPT)),
         })
     }
 
-    /// A new namespace name, `<service>@<generation>`, never one of `known` or before it.
+    /// A new namespace name, `{<service>}@<generation>`, never one of `known` or before it.
     pub async fn new_namespace(&self, known: &str) -> redis::RedisResult<String> {
-        let known = known.rsplit_once('@').and_then(|(_, g)| g.parse::<u64>().ok()).unwrap_or(0);
-        let g: u64 = self.generation.key(generation_key(&self.service)).arg(known).invoke_async(&mut self.con.clone()).await?;
-        Ok(format!("{}@{g}", self.service))
+        let g: u64 =
+            self.generation.key(generation_key(&self.service)).arg(generation_of(known)).invoke_async(&mut self.con.clone()).await?;
+        Ok(namespace(&self.service, g))
     }
 
     /// Runs a read of namespace `ns` atomically with a look at the active namespace and the
@@ -344,7 +351,8 @@ impl Store {
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
         let args = commit_args(&self.service, changes);
         let mut invocation = self.commit.prepare_invoke();
-        invocation.arg(args);
+        // KEYS[1] only routes the script to the service's slot on a cluster.
+        invocation.key(active_key(&self.service)).arg(args);
         loop {
             let (code, detail): (i64, String) = invocation.invoke_async(&mut self.con.clone()).await?;
             return Ok(match code {
@@ -368,7 +376,7 @@ impl Store {
     /// locks them for `owner` (see [`LOCK_SCRIPT`]).
     pub async fn lock_reads(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
         let args = lock_args(&self.service, ns, reads, owner);
-        let (code, detail): (i64, String) = self.lock.arg(args).invoke_async(&mut self.con.clone()).await?;
+        let (code, detail): (i64, String) = self.lock.key(active_key(&self.service)).arg(args).invoke_async(&mut self.con.clone()).await?;
         Ok(match code {
             1 => Commit::Applied,
             -3 => Commit::Stale(detail),
@@ -456,6 +464,7 @@ impl Store {
     pub async fn swap(&self, old: Option<&str>, new: &str, partitions: u32) -> anyhow::Result<Option<u32>> {
         let r: i64 = self
             .swap
+            .key(active_key(&self.service))
             .arg(active_key(&self.service))
             .arg(old.unwrap_or(""))
             .arg(new)
@@ -466,14 +475,15 @@ impl Store {
         Ok(u32::try_from(r).ok())
     }
 
-    /// All keys matching `pattern` (a full Redis glob), by SCAN.
+    /// All keys matching `pattern` (a full Redis glob of this service's keys), by SCAN of the
+    /// node that holds the service's slot.
     pub async fn scan(&self, pattern: &str, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut con = self.con.clone();
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
             let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut con).await?;
+                self.scan.key(active_key(&self.service)).arg(cursor).arg(pattern).invoke_async(&mut con).await?;
             out.extend(keys);
             if next == 0 || out.len() >= limit {
                 break;

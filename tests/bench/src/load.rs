@@ -101,7 +101,7 @@ pub async fn wait_indexer(client: &async_nats::Client) -> anyhow::Result<()> {
     }
 }
 
-/// An admin connection (nats/accounts.conf's dev user).
+/// An admin connection (nats/test-users.conf's dev user).
 pub async fn admin(url: &str) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::with_user_and_password("admin".into(), "admin-dev".into())
         .connect(url)

@@ -118,7 +118,7 @@ enum Scenario {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // The benchmarks' servers use the test users of nats/accounts.conf: the processes they
+    // The benchmarks' servers use the test users of nats/test-users.conf: the processes they
     // start run in development mode.
     std::env::set_var("SEQUENT_DEV", "1");
     let cli = Cli::parse();

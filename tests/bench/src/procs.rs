@@ -37,15 +37,13 @@ impl Proc {
         let monitor_port = free_port();
         let dir = std::env::temp_dir().join(format!("sequent-bench-{port}"));
         std::fs::create_dir_all(&dir)?;
-        // Includes are relative to the including file: the users and permissions are copied.
-        for f in ["accounts.conf", "permissions.conf", "permissions-dev.conf"] {
-            std::fs::copy(Path::new("nats").join(f), dir.join(f)).with_context(|| format!("copying nats/{f} (run from the repository root)"))?;
-        }
+        // Includes are relative to the including file: the test users are copied.
+        std::fs::copy("nats/test-users.conf", dir.join("test-users.conf")).context("copying nats/test-users.conf (run from the repository root)")?;
         let conf = dir.join("nats.conf");
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"accounts.conf\"\n",
+                "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\nmax_payload: 2MB\njetstream {{ store_dir: \"{}\" }}\ninclude \"test-users.conf\"\n",
                 dir.join("js").display()
             ),
         )?;

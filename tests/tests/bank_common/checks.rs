@@ -184,7 +184,7 @@ pub async fn check_checkpoints(bank: &Bank, events: &[Stored]) -> usize {
     services.sort();
     services.dedup();
     for service in services {
-        let active: String = redis::cmd("GET").arg(format!("sequent:{service}:active")).query_async(&mut redis).await.unwrap();
+        let active: String = redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut redis).await.unwrap();
         for p in 0..16u32 {
             let info = stream.consumer_info(subjects::consumer_name(service, p)).await.unwrap();
             // Filters are `ev.<p>.*.<type>`.

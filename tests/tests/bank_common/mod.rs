@@ -354,7 +354,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> Api {
-        Api { http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(), base: base.to_string() }
+        // Idle connections are dropped well before the servers close them (their header-read
+        // timeout, 30 s): else a request can go out on a connection the server is closing.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_idle_timeout(Duration::from_secs(10)).build().unwrap();
+        Api { http, base: base.to_string() }
     }
 
     /// `(status, JSON body)`; a transport failure is an `Err` (the test decides whether to retry).

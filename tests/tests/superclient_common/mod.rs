@@ -24,14 +24,20 @@ pub struct Stack {
 }
 
 pub async fn stack() -> Stack {
+    stack_with(&[]).await
+}
+
+/// [`stack`] with more environment for the gateway (e.g. `SEQUENT_PARTITIONS`).
+pub async fn stack_with(gateway_env: &[(&str, &str)]) -> Stack {
     let nats = nats().await.expect("nats-server starts");
     let redis = redis().await.expect("redis starts");
     let port = free_port();
-    let env = vec![
+    let mut env = vec![
         ("NATS_URL".to_string(), nats.url.clone()),
         ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
         ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
     ];
+    env.extend(gateway_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
     gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
     let admin = nats.admin().await.expect("admin connects");
@@ -97,7 +103,7 @@ impl Stack {
     }
 
     pub async fn active_ns(&self, service: &str) -> Option<String> {
-        redis::cmd("GET").arg(format!("sequent:{service}:active")).query_async(&mut self.redis_con().await).await.unwrap()
+        redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut self.redis_con().await).await.unwrap()
     }
 
     /// Appends one event as the service `as_service` (through the gateway, over NATS).

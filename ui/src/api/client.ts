@@ -272,6 +272,8 @@ export function createApi(fetchImpl: Fetch = (...args) => fetch(...args)) {
       const body = await call<Answer<'/api/transfers/{id}', 'get', 200>>('GET', `/transfers/${enc(id)}`, { token });
       return normTransfer({ ...body, transfer_id: body.transfer_id ?? id });
     },
+    /** Nectar's points per account; `available: false` while the bank runs without nectar. */
+    getPoints: (token: string) => call<Answer<'/api/points', 'get', 200>>('GET', '/points', { token }),
     listTransfers: async (token: string, accountId: string) => {
       const body = await call<Answer<'/api/transfers', 'get', 200> | { transfers: Transfer[] }>('GET', '/transfers', {
         token,

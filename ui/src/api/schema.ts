@@ -163,6 +163,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/points": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The customer's Nectar loyalty points, per account
+         * @description Answered by the nectar service, which the bank may run without (it is added to the running bank later, `sequent add services/nectar.lua`): then `available` is false, at once. Points change live (`LivePoints` on `WS /api/live`) once nectar runs.
+         */
+        get: operations["getPoints"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/live": {
         parameters: {
             query?: never;
@@ -524,6 +544,23 @@ export interface components {
              */
             updated_at: string;
         };
+        /** @description One account's points (1 point per cent spent on qualifying transfers). */
+        AccountPoints: {
+            /**
+             * @description An account id (the account's event key).
+             * @example acc-5f0c3a9e12b4d6f7
+             */
+            account_id: string;
+            points: number;
+            /** @description The version of the account's nectar key after its last change: newer wins. None before its first points. */
+            version?: number;
+        };
+        /** @description Nectar's points of the customer's accounts, or `available: false` (with `detail` for people) when nectar does not run. */
+        Points: {
+            available: boolean;
+            accounts: components["schemas"]["AccountPoints"][];
+            detail?: string;
+        };
         /** @description The first message: the socket is subscribed. */
         LiveHello: {
             /**
@@ -582,8 +619,23 @@ export interface components {
              */
             updated_at: string;
         };
+        /** @description An account's points changed (nectar credited or spent them). */
+        LivePoints: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "points";
+            /**
+             * @description An account id (the account's event key).
+             * @example acc-5f0c3a9e12b4d6f7
+             */
+            account_id: string;
+            points: number;
+            version: number;
+        };
         /** @description One text message of `WS /api/live` (unknown kinds should be ignored). */
-        LiveMessage: components["schemas"]["LiveHello"] | components["schemas"]["LiveAccount"] | components["schemas"]["LiveStatementEntry"] | components["schemas"]["LiveTransfer"];
+        LiveMessage: components["schemas"]["LiveHello"] | components["schemas"]["LiveAccount"] | components["schemas"]["LiveStatementEntry"] | components["schemas"]["LiveTransfer"] | components["schemas"]["LivePoints"];
         ExplorerLink: {
             /** @description The explorer's page, e.g. http://127.0.0.1:8082/explorer. */
             url: string | null;
@@ -1181,6 +1233,29 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+            default: components["responses"]["Default"];
+        };
+    };
+    getPoints: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The points, or that nectar is not running */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Points"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
             503: components["responses"]["Unavailable"];
             default: components["responses"]["Default"];
         };

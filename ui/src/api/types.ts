@@ -57,7 +57,12 @@ export type Transfer = Pick<S['Transfer'], 'transfer_id' | 'status'> &
 export type LiveMessage =
   | (Pick<S['LiveAccount'], 'kind' | 'account_id' | 'balance_cents'> & Partial<Pick<S['LiveAccount'], 'version'>>)
   | { kind: S['LiveStatementEntry']['kind']; account_id: string; entry: StatementEntry }
-  | (Pick<S['LiveTransfer'], 'kind' | 'transfer_id' | 'status'> & { reason?: Transfer['reason'] });
+  | (Pick<S['LiveTransfer'], 'kind' | 'transfer_id' | 'status'> & { reason?: Transfer['reason'] })
+  | S['LivePoints'];
+
+/** Nectar's points of the customer's accounts, or `available: false` when nectar does not run. */
+export type Points = S['Points'];
+export type AccountPoints = S['AccountPoints'];
 
 /** One stored event, as the explorer API returns it. */
 export type SequentEvent = S['Event'];

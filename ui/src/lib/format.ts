@@ -90,3 +90,10 @@ export function compactJson(v: unknown, max = 140): string {
   }
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
+
+const whole = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 0 });
+
+/** "1 point", "2,000 points". */
+export function formatPoints(points: number): string {
+  return `${whole.format(points)} ${points === 1 ? 'point' : 'points'}`;
+}

@@ -54,6 +54,11 @@ export function parseLiveMessage(raw: unknown): LiveMessage | null {
       if (typeof o.reason === 'string') msg.reason = o.reason;
       return msg;
     }
+    case 'points': {
+      const account_id = id(o.account_id);
+      if (!account_id || !Number.isSafeInteger(o.points) || !Number.isSafeInteger(o.version)) return null;
+      return { kind: 'points', account_id, points: o.points as number, version: o.version as number };
+    }
     default:
       return null;
   }

@@ -7,6 +7,7 @@ import accounts from './accountsSlice';
 import auth, { initialAuthState } from './authSlice';
 import explorer, { initialExplorerState } from './explorerSlice';
 import live from './liveSlice';
+import points from './pointsSlice';
 import statements from './statementsSlice';
 import transfers from './transfersSlice';
 import type { RejectValue, RootState } from './thunk';
@@ -47,7 +48,7 @@ export function preloadFromSession(): Partial<RootState> {
 export function makeStore(options: { api?: Api; preloadedState?: Partial<RootState> } = {}) {
   const api = options.api ?? createApi();
   return configureStore({
-    reducer: { auth, accounts, statements, transfers, live, explorer },
+    reducer: { auth, accounts, statements, transfers, points, live, explorer },
     preloadedState: options.preloadedState as RootState | undefined,
     middleware: (getDefault) => getDefault({ thunk: { extraArgument: { api } } }).prepend(sessionGuard()),
   });

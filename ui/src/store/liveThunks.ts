@@ -1,16 +1,19 @@
 import { fetchAccounts } from './accountsSlice';
+import { fetchPoints } from './pointsSlice';
 import { fetchStatement } from './statementsSlice';
 import { fetchTransfer, isTerminal } from './transfersSlice';
 import { createAppAsyncThunk, customerToken, reject } from './thunk';
 
 /**
  * After the live socket (re)opens, re-read what may have changed while it was down: the
- * accounts, the first page of every statement on screen, and every unfinished transfer.
+ * accounts, their points, the first page of every statement on screen, and every unfinished
+ * transfer.
  */
 export const resync = createAppAsyncThunk('live/resync', async (_: void, { dispatch, getState }) => {
   const s = getState();
   await Promise.all([
     dispatch(fetchAccounts()),
+    dispatch(fetchPoints()),
     ...Object.keys(s.statements.byAccount).map((accountId) => dispatch(fetchStatement({ accountId }))),
     ...Object.values(s.transfers.byId)
       .filter((t) => !isTerminal(t.status))

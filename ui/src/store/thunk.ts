@@ -6,6 +6,7 @@ import type { AccountsState } from './accountsSlice';
 import type { StatementsState } from './statementsSlice';
 import type { TransfersState } from './transfersSlice';
 import type { LiveState } from './liveSlice';
+import type { PointsState } from './pointsSlice';
 import type { ExplorerState } from './explorerSlice';
 
 export interface RootState {
@@ -13,6 +14,7 @@ export interface RootState {
   accounts: AccountsState;
   statements: StatementsState;
   transfers: TransfersState;
+  points: PointsState;
   live: LiveState;
   explorer: ExplorerState;
 }

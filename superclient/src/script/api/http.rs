@@ -186,6 +186,21 @@ pub fn install(lua: &Lua) -> LResult<()> {
             }
         })?,
     )?;
+    // http.instances(service) → how many live instances of a service type there are: lets a
+    // script tell "not running" (0) at once, where http.call would wait for one to appear.
+    http.raw_set(
+        "instances",
+        lua.create_async_function(|lua, service: String| async move {
+            let shared = shared(&lua);
+            if shared.local.get(&service).is_some() {
+                return Ok(1);
+            }
+            // Before this process reaches NATS it knows of no instance.
+            let Some(members) = shared.members.get() else { return Ok(0) };
+            shared.directory.ensure_started(members).await;
+            Ok(shared.directory.live_count(&service))
+        })?,
+    )?;
     lua.globals().raw_set("http", http)
 }
 

@@ -4,6 +4,8 @@ import { errorMessage } from '../../api/errors';
 import { Alert, CopyButton, EmptyState, LiveBalance, Money, Spinner } from '../../components/ui';
 import { useAppDispatch, useAppSelector } from '../../store';
 import { clearJustOpened, fetchAccounts, openAccount } from '../../store/accountsSlice';
+import { fetchPoints } from '../../store/pointsSlice';
+import { AccountPoints, NectarRewards } from './NectarRewards';
 
 export default function DashboardPage() {
   const dispatch = useAppDispatch();
@@ -12,6 +14,7 @@ export default function DashboardPage() {
 
   useEffect(() => {
     void dispatch(fetchAccounts());
+    void dispatch(fetchPoints());
   }, [dispatch]);
 
   useEffect(() => {
@@ -64,6 +67,7 @@ export default function DashboardPage() {
           <Money cents={total} className="summary-value" />
         </section>
       )}
+      {accounts.length > 0 && <NectarRewards accountIds={ids} />}
 
       {status === 'ready' && accounts.length === 0 && (
         <EmptyState title="You have no accounts yet.">
@@ -90,6 +94,7 @@ export default function DashboardPage() {
               <p className="account-card-balance" data-testid="balance">
                 <LiveBalance cents={a.balance_cents} />
               </p>
+              <AccountPoints accountId={a.account_id} />
               <div className="account-card-actions">
                 <Link to={`/accounts/${encodeURIComponent(a.account_id)}`} className="btn btn-secondary btn-small">
                   View account
