@@ -29,6 +29,7 @@ async fn start() -> (Child, TempDir, String) {
         let data = TempDir::new("cluster-stack").unwrap();
         let env = vec![
             ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", free_port())),
+            ("SEQUENT_EXPLORER_PORT".to_string(), free_port().to_string()),
             ("SEQUENT_NO_BUILD".to_string(), "1".to_string()),
             ("RUST_LOG".to_string(), "info,async_nats=warn".to_string()),
         ];
