@@ -27,11 +27,15 @@ async fn binaries_refuse_to_start_without_their_secrets_outside_development_mode
     // ...and with tokens, it still needs its own NATS password.
     refuses("gateway-nats", "bus-gateway", &[], &[nats_url, ("SEQUENT_API_TOKENS", "ops:a-long-operator-token-123:write")], "SEQUENT_GATEWAY_NATS_PASSWORD").await;
 
-    // A service that mints tokens needs the token secret; every service needs its NATS credential.
+    // A service with internal routes needs the deployment's service token; one that mints
+    // tokens, the token secret; every service, its NATS credential.
     let redis = redis().await.unwrap();
     let users = repo_root().join("services/users.lua");
     let users = users.to_str().unwrap();
     let redis_url = ("REDIS_URL", redis.url.as_str());
-    refuses("users-token-secret", "superclient", &[users], &[nats_url, redis_url], "SEQUENT_TOKEN_SECRET").await;
-    refuses("users-nats", "superclient", &[users], &[nats_url, redis_url, ("SEQUENT_TOKEN_SECRET", "a-secret-of-enough-length-0123456789")], "no NATS credential").await;
+    let service_token = ("SEQUENT_SERVICE_TOKEN", "a-service-token-of-enough-length-0123");
+    let token_secret = ("SEQUENT_TOKEN_SECRET", "a-secret-of-enough-length-0123456789");
+    refuses("users-service-token", "superclient", &[users], &[nats_url, redis_url], "SEQUENT_SERVICE_TOKEN").await;
+    refuses("users-token-secret", "superclient", &[users], &[nats_url, redis_url, service_token], "SEQUENT_TOKEN_SECRET").await;
+    refuses("users-nats", "superclient", &[users], &[nats_url, redis_url, service_token, token_secret], "no NATS credential").await;
 }
