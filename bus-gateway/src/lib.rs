@@ -188,14 +188,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let tokens = Tokens::parse(&config.api_tokens)?;
     let policy = Policy::load(config.policy.as_deref())?;
-    if tokens.is_open() && config.callout_seed.is_none() && !config.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to serve an open HTTP API on {}: set SEQUENT_API_TOKENS (name:token:role,...) or listen on 127.0.0.1",
-            config.listen
-        );
-    }
+    // Without tokens and without the registry (--callout-seed) nothing would check the callers:
+    // only development mode serves such an API, and only on loopback.
     if tokens.is_open() && config.callout_seed.is_none() {
-        tracing::warn!("no API tokens configured: the HTTP API on {} is open to local clients", config.listen);
+        let why = if !sequent_net::dev_mode() {
+            Some("outside development mode (SEQUENT_DEV=1)")
+        } else if !config.listen.ip().is_loopback() {
+            Some("on an address other than loopback")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            anyhow::bail!(
+                "refusing to serve an open HTTP API on {} {why}: set SEQUENT_API_TOKENS (name:token:role,...), or --callout-seed \
+                 (SEQUENT_CALLOUT_SEED) so that the registry's principals authenticate",
+                config.listen
+            );
+        }
+        tracing::warn!("no API tokens configured: the HTTP API on {} is open to local clients (development mode)", config.listen);
     }
     let client = connect(&config).await?;
     let store = Store::open(client.clone(), &config).await.context("setting up the event streams")?;

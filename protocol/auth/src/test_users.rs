@@ -15,6 +15,10 @@ pub const READERS: &[&str] = &["analyst"];
 /// Unrestricted users, as in a deployment.
 const OPERATORS: &[&str] = &["admin", "gateway"];
 
+/// Partitions the test users' permissions cover: more than the default 16, because a test
+/// makes a deployment with 64 (`tests/tests/partitions.rs`).
+pub const PARTITIONS: u32 = 64;
+
 /// The public development password of test user `name`.
 pub fn password(name: &str) -> String {
     format!("{name}-dev")
@@ -63,7 +67,7 @@ mod tests {
     #[test]
     fn test_users_conf_is_up_to_date() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nats/test-users.conf");
-        let want = conf(&Layout::new("EVENTS", 16));
+        let want = conf(&Layout::new("EVENTS", PARTITIONS));
         if std::env::var("SEQUENT_BLESS").is_ok_and(|v| v == "1") {
             std::fs::write(&path, &want).unwrap();
         }
@@ -73,7 +77,7 @@ mod tests {
 
     #[test]
     fn every_test_principal_is_confined_to_its_inbox() {
-        let text = conf(&Layout::new("EVENTS", 16));
+        let text = conf(&Layout::new("EVENTS", PARTITIONS));
         for name in SERVICES.iter().chain(READERS) {
             assert!(text.contains(&format!("subscribe: {{ allow: [\"_INBOX_{name}.>\"] }}")), "{name}");
         }

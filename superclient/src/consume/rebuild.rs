@@ -217,7 +217,12 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                 }
                 // What live delivery applied and this replay has not: events it left to live
                 // delivery (read again from the first of them), or events still on their way.
-                if let Some(from) = behind.iter().filter_map(|&p| left[p]).min() {
+                // The replay restarts from the first event left in ANY partition: clearing a
+                // partition's mark without reading its events again would let the replay take
+                // that partition's later events (live delivery may have applied them by then)
+                // and skip the ones between, which then nobody applies to the new state.
+                if behind.iter().any(|&p| left[p].is_some()) {
+                    let from = left.iter().flatten().min().copied().expect("a partition left an event");
                     tracing::debug!(from, "catching up with live delivery: replaying again from the first event left to it");
                     left.fill(None);
                     messages = reader.follow(&filter, from, FOLLOW_POLL);
