@@ -16,6 +16,7 @@ mod gateways;
 mod populate;
 mod procs;
 mod secrets;
+mod ui;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -175,7 +176,7 @@ async fn run(cli: StackArgs) -> anyhow::Result<()> {
     binaries::build(!cli.no_build)?;
     let superclient = if cli.no_services { None } else { Some(binaries::path("superclient")?) };
     if !cli.no_services && !cli.no_build {
-        build_ui();
+        ui::build();
     }
     let logs = cli.data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
@@ -421,26 +422,6 @@ fn make_secrets(a: SecretsArgs) -> anyhow::Result<()> {
     }
     println!("(the values are kept in {}: run this again to add services, not to rotate)", a.out.join("stack.json").display());
     Ok(())
-}
-
-/// Builds the UI into ui/dist when it is missing and npm is there; the API works without it.
-fn build_ui() {
-    if Path::new("ui/dist/index.html").is_file() {
-        return;
-    }
-    if !Path::new("ui/package.json").is_file() || find_binary("npm", "").is_err() {
-        println!("ui/dist is missing and npm is not available: the API works, the UI will not load (install Node.js and run `npm ci && npm run build` in ui/)");
-        return;
-    }
-    let npm = |args: &[&str]| std::process::Command::new("npm").args(args).current_dir("ui").status().map(|s| s.success()).unwrap_or(false);
-    println!("building the UI (npm run build in ui/)...");
-    if !Path::new("ui/node_modules").is_dir() && !npm(&["ci", "--no-audit", "--no-fund"]) {
-        println!("npm ci failed in ui/: the UI will not load");
-        return;
-    }
-    if !npm(&["run", "build"]) {
-        println!("npm run build failed in ui/: the UI will not load");
-    }
 }
 
 async fn add(a: AddArgs) -> anyhow::Result<()> {
