@@ -34,6 +34,13 @@ fn secret() -> String {
     sequent_auth::Credential::generate("x").secret
 }
 
+/// A password nats-server can read from its environment: it parses a variable's value as a
+/// config token, so one starting with a digit is taken for a number (and refused). A letter,
+/// then letters and digits, as the dev stack makes them (src/secrets.rs).
+fn nats_password() -> String {
+    format!("n{}", secret().replace(['-', '_'], ""))
+}
+
 impl Deployment {
     async fn start() -> Deployment {
         let dir = TempDir::new("credentials").unwrap();
@@ -45,7 +52,7 @@ impl Deployment {
         );
         std::fs::write(dir.path().join("nats.conf"), conf).unwrap();
         let account = sequent_auth::KeyPair::new_account();
-        let (admin_pw, gateway_pw, sys_pw) = (secret(), secret(), secret());
+        let (admin_pw, gateway_pw, sys_pw) = (nats_password(), nats_password(), nats_password());
         let nats_env = vec![
             ("SEQUENT_NATS_ADMIN_PASSWORD".to_string(), admin_pw.clone()),
             ("SEQUENT_NATS_GATEWAY_PASSWORD".to_string(), gateway_pw.clone()),
