@@ -276,7 +276,15 @@ async fn cluster_of_three_keeps_a_replicated_stream_through_a_node_kill() {
     let js = jetstream::new(cluster.admin().await.unwrap());
     let config = stream::Config { name: "R3".into(), subjects: vec!["r3.>".into()], num_replicas: 3, ..Default::default() };
     js.create_stream(config).await.unwrap();
-    js.publish("r3.a", "1".into()).await.unwrap().await.unwrap();
+    // A new R3 stream may answer its first publish "stream not found" until its leader is up.
+    wait_until("the first publish to the new R3 stream", Duration::from_secs(30), || async {
+        match js.publish("r3.a", "1".into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap();
 
     cluster.kill9(0).await.unwrap();
     // Publishes fail until the survivors elect a leader (if n1 led): retry until one lands.
