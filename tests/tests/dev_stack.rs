@@ -49,8 +49,16 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
             Err(e) => panic!("{e}"),
         }
     };
-    let ready = reqwest::get(format!("http://127.0.0.1:{http_port}/ready")).await.unwrap();
-    assert_eq!(ready.status(), 200, "the bank is ready: {}", ready.text().await.unwrap());
+    // Running, then ready once its instances hold their partitions (a moment after they joined).
+    sequent_tests::wait_until("the bank to be ready", Duration::from_secs(60), || async {
+        let ready = reqwest::get(format!("http://127.0.0.1:{http_port}/ready")).await.map_err(|e| e.to_string())?;
+        match ready.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!("{status}: {}", ready.text().await.unwrap_or_default())),
+        }
+    })
+    .await
+    .unwrap();
 
     // SIGTERM to the whole group, as `kill -TERM -- -PGID` does.
     let group = stack.pid() as libc::pid_t;
