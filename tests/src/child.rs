@@ -148,6 +148,17 @@ impl Child {
         self.signal(libc::SIGCONT)
     }
 
+    /// SIGTERM to the process group the child leads (started under `setsid`, as a service
+    /// manager's `kill -TERM -- -PGID` does), then waits at most `within` for it to exit.
+    pub async fn terminate_group(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let group = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is the child's own.
+        if unsafe { libc::kill(-group, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("SIGTERM to the process group of {} (does it lead one?)", self.name));
+        }
+        tokio::time::timeout(within, self.wait()).await.with_context(|| format!("{} did not stop within {within:?} of SIGTERM", self.name))?
+    }
+
     /// Sends signal `sig` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, sig: libc::c_int) -> anyhow::Result<()> {
         // `id()` is None once tokio has reaped the process; until then the pid is still ours

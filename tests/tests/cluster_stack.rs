@@ -156,9 +156,6 @@ async fn the_cluster_stack_runs_the_bank_and_survives_losing_the_streams_leader_
     .unwrap();
 
     // SIGTERM to the whole group stops it (the killed node is gone already).
-    let group = stack.pid() as libc::pid_t;
-    // SAFETY: as above; the group is the stack's own.
-    assert_eq!(unsafe { libc::kill(-group, libc::SIGTERM) }, 0, "the stack leads its process group");
-    let status = tokio::time::timeout(Duration::from_secs(90), stack.wait()).await.expect("the stack stops within 90 s").unwrap();
+    let status = stack.terminate_group(Duration::from_secs(90)).await.unwrap();
     assert!(status.success(), "the stack exited with {status}");
 }

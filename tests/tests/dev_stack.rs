@@ -61,10 +61,7 @@ async fn a_sigterm_to_the_dev_stacks_group_stops_services_then_gateway_then_serv
     .unwrap();
 
     // SIGTERM to the whole group, as `kill -TERM -- -PGID` does.
-    let group = stack.pid() as libc::pid_t;
-    // SAFETY: kill(2) has no memory-safety preconditions; the group is the stack's own.
-    assert_eq!(unsafe { libc::kill(-group, libc::SIGTERM) }, 0, "the stack leads its process group");
-    let status = tokio::time::timeout(Duration::from_secs(90), stack.wait()).await.expect("the stack stops within 90 s").unwrap();
+    let status = stack.terminate_group(Duration::from_secs(90)).await.unwrap();
     assert!(status.success(), "the stack exited with {status}");
 
     let out = stack.output();
