@@ -14,7 +14,7 @@
 //! 1). No HTTP, Lua, Redis, delivery hop or projection: what remains is the cost of storing.
 
 use crate::counters::{per_item, Probe};
-use crate::procs::{free_port, Proc, Usage};
+use crate::procs::{Proc, Usage};
 use crate::report::Row;
 use crate::Bins;
 use anyhow::{bail, Context};
@@ -34,10 +34,11 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn case(&self, instances: usize) -> String {
+    fn case(&self, instances: usize, cohost: bool) -> String {
+        let hosts = if cohost { "cohosted" } else { "inst" };
         match self {
-            Mode::Open(r) => format!("open {r:.0}/s, {instances} inst"),
-            Mode::Closed(c) => format!("closed {c} cl, {instances} inst"),
+            Mode::Open(r) => format!("open {r:.0}/s, {instances} {hosts}"),
+            Mode::Closed(c) => format!("closed {c} cl, {instances} {hosts}"),
         }
     }
 }
@@ -48,6 +49,8 @@ pub struct Opts {
     pub customers: usize,
     pub instances: usize,
     pub nectar: bool,
+    /// Each instance of the bank is one process hosting every service (`superclient a.lua b.lua`).
+    pub cohost: bool,
     pub baseline: bool,
     /// Fail on any failed operation (the smoke test) instead of counting them in the rows.
     pub strict: bool,
@@ -71,7 +74,7 @@ impl Drop for PolicyFile {
     }
 }
 
-async fn start_bank(bins: &Bins, instances: usize, nectar: bool) -> anyhow::Result<Bank> {
+async fn start_bank(bins: &Bins, instances: usize, nectar: bool, cohost: bool) -> anyhow::Result<Bank> {
     let nats = Proc::nats().await?;
     let redis = Proc::redis().await?;
     // services/policy.json, plus the baseline's writer.
@@ -81,21 +84,23 @@ async fn start_bank(bins: &Bins, instances: usize, nectar: bool) -> anyhow::Resu
     std::fs::write(&policy_path, serde_json::to_vec(&policy)?)?;
     let gateway = Proc::gateway(&bins.gateway, &nats.url, Some(&policy_path)).await?;
     let env = [("NATS_URL", nats.url.as_str()), ("REDIS_URL", redis.url.as_str()), ("SEQUENT_GATEWAY_URL", gateway.url.as_str())];
+    let scripts: Vec<&str> = SERVICES.iter().copied().filter(|s| nectar || *s != "nectar").collect();
+    // One process per service instance, or (cohosted) one process per bank instance.
+    let groups: Vec<Vec<&str>> = if cohost { vec![scripts] } else { scripts.into_iter().map(|s| vec![s]).collect() };
     let mut services = Vec::new();
-    let mut bfafs = Vec::new();
-    for service in SERVICES.iter().filter(|s| nectar || **s != "nectar") {
+    for group in &groups {
         for i in 1..=instances.max(1) {
-            let mut extra = Vec::new();
-            if *service == "bfaf" {
-                let port = free_port();
-                extra = vec!["--listen".into(), format!("127.0.0.1:{port}")];
-                bfafs.push(format!("http://127.0.0.1:{port}"));
-            }
-            services.push(Proc::superclient(&bins.superclient, &format!("{service}-{i}"), &format!("services/{service}.lua"), &extra, &env).await?);
+            let name = if cohost { format!("bank-{i}") } else { format!("{}-{i}", group[0]) };
+            let paths: Vec<String> = group.iter().map(|s| format!("services/{s}.lua")).collect();
+            services.push(Proc::superclient(&bins.superclient, &name, &paths, &[], &env).await?);
         }
     }
+    let mut bfafs = Vec::new();
     for s in services.iter_mut() {
         s.ready().await?;
+        if let Some(url) = s.urls.get("bfaf") {
+            bfafs.push(url.clone());
+        }
     }
     Ok(Bank { servers: vec![nats, redis, gateway], services, bfafs, _policy: PolicyFile(policy_path) })
 }
@@ -249,17 +254,17 @@ where
 }
 
 /// The row's case, with the errors when there were any (the first one is printed).
-fn case(mode: &Mode, instances: usize, errors: &[String]) -> String {
+fn case(mode: &Mode, o: &Opts, errors: &[String]) -> String {
     if let Some(first) = errors.first() {
         eprintln!("  {} operations failed; the first: {first}", errors.len());
-        return format!("{}, {} ERR", mode.case(instances), errors.len());
+        return format!("{}, {} ERR", mode.case(o.instances, o.cohost), errors.len());
     }
-    mode.case(instances)
+    mode.case(o.instances, o.cohost)
 }
 
 pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
     eprintln!("e2e: starting the bank ({} instances of each service)", o.instances);
-    let bank = start_bank(bins, o.instances, o.nectar).await?;
+    let bank = start_bank(bins, o.instances, o.nectar, o.cohost).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
     eprintln!("e2e: {} customers sign up, open and fund two accounts each", o.customers);
     let customers: Vec<Customer> = futures::stream::iter(0..o.customers.max(1))
@@ -330,10 +335,10 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
         failures += errors.len();
         let counts = per_item(&counted, &probe.sample(&http).await, lat.len());
         rows.push(
-            Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all))
+            Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all))
                 .with_counts(counts),
         );
-        eprintln!("e2e {}: {:.0} transfers/s, p99 {:.1} ms", mode.case(o.instances), rows.last().unwrap().per_s, rows.last().unwrap().p99_ms.unwrap_or(0.0));
+        eprintln!("e2e {}: {:.0} transfers/s, p99 {:.1} ms", mode.case(o.instances, o.cohost), rows.last().unwrap().per_s, rows.last().unwrap().p99_ms.unwrap_or(0.0));
         let slowest = std::mem::take(&mut *traces.lock().unwrap());
         print_slowest(&http, &bank.servers[2].url, slowest, 5).await;
     }
@@ -362,7 +367,7 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
             failures += errors.len();
             let counts = per_item(&counted, &probe.sample(&http).await, lat.len());
             rows.push(
-                Row::new("e2e", "baseline: 4 appends in sequence", case(mode, o.instances, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &procs))
+                Row::new("e2e", "baseline: 4 appends in sequence", case(mode, o, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &procs))
                     .with_counts(counts),
             );
         }

@@ -83,6 +83,10 @@ enum Scenario {
         /// Run nectar too (it reads every completed transfer; the amounts earn nothing).
         #[arg(long)]
         nectar: bool,
+        /// One process per bank instance hosting every service (`superclient a.lua b.lua ...`;
+        /// calls between them stay in the process) instead of one process per service instance.
+        #[arg(long)]
+        cohost: bool,
     },
     /// Rebuild of services/examples/nectar.lua's state from N events (`superclient rebuild`) vs
     /// a bare ordered-consumer read of the same events.
@@ -125,9 +129,9 @@ async fn main() -> anyhow::Result<()> {
     let bins = &cli.bins;
     let rows = match cli.scenario {
         Scenario::Append { events, keys, batches } => append::run(bins, events, &keys, &batches).await?,
-        Scenario::E2e { transfers, rate, clients, customers, instances, nectar } => {
+        Scenario::E2e { transfers, rate, clients, customers, instances, nectar, cohost } => {
             let modes = vec![Mode::Open(rate), Mode::Closed(clients)];
-            e2e::run(bins, &e2e::Opts { transfers, modes, customers, instances, nectar, baseline: true, strict: false }).await?
+            e2e::run(bins, &e2e::Opts { transfers, modes, customers, instances, nectar, cohost, baseline: true, strict: false }).await?
         }
         Scenario::Rebuild { events } => rebuild::run(bins, events).await?,
         Scenario::Analysis { events } => analysis::run(bins, events).await?,
@@ -152,7 +156,7 @@ async fn smoke(bins: &Bins) -> anyhow::Result<Vec<Row>> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    let e2e = |instances, baseline, modes| e2e::Opts { transfers: 20, modes, customers: 2, instances, nectar: baseline, baseline, strict: true };
+    let e2e = |instances, baseline, modes| e2e::Opts { transfers: 20, modes, customers: 2, instances, nectar: baseline, cohost: false, baseline, strict: true };
     let results = [
         ("append", append::run(bins, 200, &[1, 4], &[1, 4]).await),
         ("e2e", e2e::run(bins, &e2e(1, true, vec![Mode::Open(100.0), Mode::Closed(4)])).await),

@@ -10,6 +10,10 @@ use tokio::process::{Child, Command};
 pub struct Proc {
     pub name: String,
     pub url: String,
+    /// A superclient's HTTP address per service it hosts (`http://addr`).
+    pub urls: std::collections::HashMap<String, String>,
+    /// How many services a superclient hosts (each logs "superclient ready").
+    hosts: usize,
     /// A superclient's metrics listener (`http://addr`, its --metrics-listen).
     pub metrics: String,
     /// nats-server's monitoring URL, for message counts.
@@ -59,6 +63,8 @@ impl Proc {
         Ok(Proc {
             name: "nats-server".into(),
             url: format!("nats://127.0.0.1:{port}"),
+            urls: Default::default(),
+            hosts: 0,
             metrics: String::new(),
             monitor: Some(format!("http://127.0.0.1:{monitor_port}")),
             child: Some(child),
@@ -80,21 +86,21 @@ impl Proc {
             .spawn()
             .context("starting redis-server (is it on PATH? apt-get install redis-server)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), metrics: String::new(), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
+        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
     }
 
     /// This benchmark process (its client side: readers, HTTP clients), measured like the others.
     pub fn this(name: &str) -> Proc {
-        Proc { name: name.into(), url: String::new(), metrics: String::new(), monitor: None, child: None, _dir: None }
+        Proc { name: name.into(), url: String::new(), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: None, _dir: None }
     }
 
-    /// A superclient running `script`, its log in target/bench-logs/NAME.log; returns once it
-    /// logged that it is ready.
-    pub async fn superclient(bin: &Path, name: &str, script: &str, extra: &[String], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+    /// A superclient running `scripts` (several: cohosted in one process), its log in
+    /// target/bench-logs/NAME.log; [`Proc::ready`] waits until it is ready.
+    pub async fn superclient(bin: &Path, name: &str, scripts: &[String], extra: &[String], env: &[(&str, &str)]) -> anyhow::Result<Proc> {
         let log = log_path(name)?;
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)
-            .arg(script)
+            .args(scripts)
             .args(["--instance", name])
             .args(extra)
             .envs(env.iter().copied())
@@ -104,19 +110,25 @@ impl Proc {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p superclient)", bin.display()))?;
-        Ok(Proc { name: name.into(), url: String::new(), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: name.into(), url: String::new(), urls: Default::default(), hosts: scripts.len(), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
     }
 
-    /// Waits until this superclient logged "superclient ready" (or fails with its log's end);
-    /// its `url` is then its HTTP address.
+    /// Waits until this superclient logged "superclient ready" for each service it hosts (or
+    /// fails with its log's end); its `urls` are then their HTTP addresses.
     pub async fn ready(&mut self) -> anyhow::Result<()> {
         let log = log_path(&self.name)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("superclient ready") {
-                if let Some(addr) = text.lines().find_map(|l| l.split("http listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
-                    self.url = format!("http://{addr}");
+            if text.matches("superclient ready").count() >= self.hosts.max(1) {
+                for line in text.lines().filter(|l| l.contains("http listening on ")) {
+                    let field = |name: &str| line.split(&format!(" {name}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(|v| v.trim_matches('"').to_string());
+                    if let (Some(service), Some(addr)) = (field("service"), field("addr")) {
+                        self.urls.insert(service, format!("http://{addr}"));
+                        if self.url.is_empty() {
+                            self.url = format!("http://{addr}");
+                        }
+                    }
                 }
                 if let Some(addr) = text.lines().find_map(|l| l.split("metrics listening on ").nth(1)).and_then(|r| r.split_whitespace().next()) {
                     self.metrics = format!("http://{addr}");
@@ -149,7 +161,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p bus-gateway)", bin.display()))?;
         wait_port(port).await?;
-        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: Some(child), _dir: None })
     }
 
     fn pid(&self) -> Option<u32> {

@@ -24,6 +24,7 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
             customers: o.customers,
             instances,
             nectar: false,
+            cohost: false,
             baseline: false,
             strict: false,
         };
