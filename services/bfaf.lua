@@ -383,8 +383,10 @@ local function money_update(event_type, key, correlation, data, meta)
   bus:push(key, { kind = "account", account_id = key, balance_cents = data.balance_cents, version = meta.version })
   bus:push(key, { kind = "statement_entry", account_id = key, entry = statement_entry(event_type, data, meta) })
 end
-bus:add_live_listener("AccountCredited", money_update)
-bus:add_live_listener("AccountDebited", money_update)
+-- `topics`: the listener pushes only to these (the event's key, fields of its data), so an
+-- instance where no socket listens to them skips the call.
+bus:add_live_listener("AccountCredited", money_update, { topics = { "key" } })
+bus:add_live_listener("AccountDebited", money_update, { topics = { "key" } })
 
 local function transfer_update(status)
   return function(event_type, key, correlation, data, meta)
@@ -400,17 +402,18 @@ local function transfer_update(status)
     })
   end
 end
-bus:add_live_listener("TransferRequested", transfer_update("pending"))
-bus:add_live_listener("TransferCompleted", transfer_update("completed"))
-bus:add_live_listener("TransferFailed", transfer_update("failed"))
+local TRANSFER_TOPICS = { topics = { "data.from_account", "data.to_account" } }
+bus:add_live_listener("TransferRequested", transfer_update("pending"), TRANSFER_TOPICS)
+bus:add_live_listener("TransferCompleted", transfer_update("completed"), TRANSFER_TOPICS)
+bus:add_live_listener("TransferFailed", transfer_update("failed"), TRANSFER_TOPICS)
 
 -- Nectar's points (once nectar runs): the account's new points balance.
 local function points_update(event_type, key, correlation, data, meta)
   if not is_account_id(data.account_id) or key ~= "nectar-" .. data.account_id or math.type(data.points_balance) ~= "integer" then return end
   bus:push(data.account_id, { kind = "points", account_id = data.account_id, points = data.points_balance, version = meta.version })
 end
-bus:add_live_listener("NectarCredit", points_update)
-bus:add_live_listener("NectarDebit", points_update)
+bus:add_live_listener("NectarCredit", points_update, { topics = { "data.account_id" } })
+bus:add_live_listener("NectarDebit", points_update, { topics = { "data.account_id" } })
 
 -- ---------------------------------------------------------------------------------------------
 -- Operators: the explorer is the platform's (superclient/platform/explorer.lua), not the bank's;

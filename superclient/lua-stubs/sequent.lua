@@ -143,9 +143,11 @@ function bus:serve_static(prefix, dir, options) end
 function bus:add_websocket(path, connect) end
 
 ---At load: `fn` runs on every instance for every event of `event_type` stored from now on; it may read and push, not send.
+---With `opts.topics` ("key", "data.<field>") it pushes only to those topics of the event, and runs only where a socket listens to one.
 ---@param event_type string
 ---@param fn sequent.Handler
-function bus:add_live_listener(event_type, fn) end
+---@param opts? {topics: string[]}
+function bus:add_live_listener(event_type, fn, opts) end
 
 ---Sends `message` to this instance's sockets subscribed to any of `topics`.
 ---@param topics string|string[]

@@ -63,6 +63,12 @@ impl Hub {
         (id, rx)
     }
 
+    /// Whether a socket of this instance listens to any of `topics`.
+    pub fn listens_to_any(&self, topics: &[String]) -> bool {
+        let inner = self.inner.lock();
+        topics.iter().any(|t| inner.topics.contains_key(t))
+    }
+
     pub fn unregister(&self, id: u64) {
         let mut inner = self.inner.lock();
         inner.remove(id);

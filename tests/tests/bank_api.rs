@@ -372,6 +372,30 @@ async fn live_updates_and_the_operators_explorer() {
     let m = next(&mut other).await.unwrap();
     assert_eq!((m["account_id"].as_str(), m["balance_cents"].as_i64()), (Some(e1.as_str()), Some(1_005)), "{m}");
     live.close(None).await.ok();
+    // With Dave's socket gone, no socket listens to his accounts: the bfaf skips the money
+    // listener of his deposit (it declared its topics) instead of running it for nobody.
+    let metric = |name: &'static str| {
+        let url = format!("{}/metrics", bank.of("bfaf")[0].metrics);
+        async move {
+            let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>()
+        }
+    };
+    let skips = || metric("sequent_live_listener_skips_total");
+    sequent_tests::wait_until("the bfaf to drop Dave's socket", Duration::from_secs(10), || async { metric("sequent_websockets").await == 1.0 })
+        .await
+        .unwrap();
+    let before = skips().await;
+    api.deposit(&dave, &d2, 1).await;
+    api.deposit(&erin, &e1, 1).await;
+    loop {
+        let m = next(&mut other).await.unwrap();
+        assert_eq!(m["account_id"].as_str(), Some(e1.as_str()), "Erin gets only hers: {m}");
+        if m["kind"] == "account" && m["balance_cents"] == 1_006 {
+            break;
+        }
+    }
+    assert!(skips().await > before, "Dave's deposit ran its live listener with no socket listening");
 
     // ---- operators: the platform's explorer, with its own log-in (the bank says where it is)
     let (s, v) = api.call("GET", "/api/explorer", None, None, &[]).await;

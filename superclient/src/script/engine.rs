@@ -132,6 +132,7 @@ impl Engine {
                 routes: h.routes.iter().map(|(p, m, _)| (p.clone(), m.clone())).collect(),
                 rerun: h.rerun.iter().cloned().collect(),
                 live: h.live.keys().cloned().collect(),
+                live_topics: h.live_topics.iter().map(|(t, topics)| (t.clone(), topics.clone())).collect(),
                 websockets: h.websockets.iter().map(|(p, _)| p.clone()).collect(),
                 statics: h.statics.clone(),
                 original_statuses: h.original_statuses,

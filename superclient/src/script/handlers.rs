@@ -20,6 +20,7 @@ pub(crate) struct Handlers {
     pub(crate) receipts: HashMap<String, Function>,
     pub(crate) routes: Vec<(String, String, Function)>,
     pub(crate) live: HashMap<String, Function>,
+    pub(crate) live_topics: HashMap<String, super::live_topics::LiveTopics>,
     pub(crate) websockets: Vec<(String, Function)>,
     pub(crate) statics: Vec<StaticSpec>,
     /// See `Spec::original_statuses`.

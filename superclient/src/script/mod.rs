@@ -12,6 +12,7 @@ pub(crate) mod api;
 pub(crate) mod budget;
 pub mod convert;
 pub mod engine;
+pub mod live_topics;
 pub(crate) mod handlers;
 pub mod pool;
 pub mod replay;
@@ -227,6 +228,8 @@ pub struct Spec {
     pub rerun: BTreeSet<String>,
     /// Types of the live listeners (every instance, every event, not sticky).
     pub live: BTreeSet<String>,
+    /// The topics a live listener declared it pushes to (`{topics = ...}`), by type.
+    pub live_topics: BTreeMap<String, live_topics::LiveTopics>,
     /// WebSocket path patterns, in registration order.
     pub websockets: Vec<String>,
     /// Static file trees.

@@ -16,7 +16,7 @@
 
 use crate::runtime::Service;
 use crate::script::convert::{handler_args, lua_to_json, Delivery};
-use crate::script::{Call, CallError, Mode};
+use crate::script::{live_topics, Call, CallError, Mode};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use mlua::{Table, Value};
 use sequent_protocol::subjects;
@@ -264,6 +264,14 @@ pub async fn live_feed(svc: Arc<Service>) {
 }
 
 async fn run_live(svc: &Service, event: &Event, partition: u32) {
+    // A listener that declared its topics runs only when a socket here listens to one of them.
+    let declared = svc.spec.live_topics.get(&event.event_type).map(|t| t.of(event));
+    if let Some(topics) = &declared {
+        if !svc.hub.listens_to_any(topics) {
+            metrics::counter!("sequent_live_listener_skips_total").increment(1);
+            return;
+        }
+    }
     let mut lease = svc.live_pool.get().await;
     let Some(f) = lease.live_listener(&event.event_type) else { return };
     let args = match handler_args(lease.lua(), event, Delivery { partition: Some(partition), attempt: Some(1), ..Default::default() }) {
@@ -273,6 +281,7 @@ async fn run_live(svc: &Service, event: &Event, partition: u32) {
             return;
         }
     };
+    metrics::counter!("sequent_lua_calls_total", "kind" => "live").increment(1);
     let (result, call) = lease.call::<()>(&f, args, Call::new(Mode::Live, &svc.active_ns())).await;
     if let Err(e) = result {
         if matches!(e, CallError::Resource(_)) {
@@ -286,5 +295,11 @@ async fn run_live(svc: &Service, event: &Event, partition: u32) {
     if !call.overlay.is_empty() {
         tracing::warn!(event_type = event.event_type, "a live listener wrote to Redis: live listeners run on every instance, so their writes are discarded");
     }
-    svc.hub.apply(call.hub_ops);
+    let mut ops = call.hub_ops;
+    if let Some(topics) = &declared {
+        if live_topics::keep_pushes_to(&mut ops, topics) {
+            tracing::warn!(event_type = event.event_type, ?topics, "a live listener pushed to topics it did not declare for the event; those pushes are dropped");
+        }
+    }
+    svc.hub.apply(ops);
 }

@@ -20,7 +20,8 @@ pub struct Probe {
 pub struct Sample {
     nats_msgs: u64,
     redis_cmds: BTreeMap<String, u64>,
-    lua_calls: u64,
+    /// By the metric's `kind` label: handler, receipt, route, live, replay.
+    lua_calls: BTreeMap<String, u64>,
 }
 
 /// Per item: socket messages through nats-server, Redis commands, Lua calls.
@@ -31,6 +32,8 @@ pub struct Counts {
     pub lua_calls: f64,
     /// The Redis commands that made most of `redis_cmds`, per item.
     pub redis_top: Vec<(String, f64)>,
+    /// `lua_calls` by kind (handler, receipt, route, live), per item.
+    pub lua_kinds: Vec<(String, f64)>,
 }
 
 impl Probe {
@@ -54,11 +57,9 @@ impl Probe {
         for url in &self.metrics {
             if let Ok(r) = http.get(url).send().await {
                 let text = r.text().await.unwrap_or_default();
-                s.lua_calls += text
-                    .lines()
-                    .filter(|l| l.starts_with("sequent_lua_calls_total"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>() as u64;
+                for (kind, calls) in lua_calls(&text) {
+                    *s.lua_calls.entry(kind).or_default() += calls;
+                }
             }
         }
         s
@@ -76,22 +77,41 @@ fn commandstats(info: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-pub fn per_item(before: &Sample, after: &Sample, items: usize) -> Counts {
-    let n = items.max(1) as f64;
-    let mut by_cmd: Vec<(String, f64)> = after
-        .redis_cmds
+/// `sequent_lua_calls_total{kind="route",...} 12` lines of a Prometheus text → kind → calls.
+fn lua_calls(metrics: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines().filter(|l| l.starts_with("sequent_lua_calls_total")) {
+        let kind = line.split("kind=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        if let Some(calls) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *out.entry(kind.to_string()).or_default() += calls as u64;
+        }
+    }
+    out
+}
+
+/// The per-item deltas of `after` over `before`, largest first.
+fn deltas(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, n: f64) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = after
         .iter()
-        .map(|(c, v)| (c.clone(), v.saturating_sub(*before.redis_cmds.get(c).unwrap_or(&0)) as f64 / n))
+        .map(|(c, v)| (c.clone(), v.saturating_sub(*before.get(c).unwrap_or(&0)) as f64 / n))
         .filter(|(_, v)| *v > 0.0)
         .collect();
-    by_cmd.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+pub fn per_item(before: &Sample, after: &Sample, items: usize) -> Counts {
+    let n = items.max(1) as f64;
+    let mut by_cmd = deltas(&before.redis_cmds, &after.redis_cmds, n);
     let total: f64 = by_cmd.iter().map(|(_, v)| v).sum();
     by_cmd.truncate(5);
+    let lua_kinds = deltas(&before.lua_calls, &after.lua_calls, n);
     Counts {
         nats_msgs: after.nats_msgs.saturating_sub(before.nats_msgs) as f64 / n,
         redis_cmds: total,
-        lua_calls: after.lua_calls.saturating_sub(before.lua_calls) as f64 / n,
+        lua_calls: lua_kinds.iter().fold(0.0, |sum, (_, v)| sum + v),
         redis_top: by_cmd,
+        lua_kinds,
     }
 }
 
@@ -103,5 +123,13 @@ mod tests {
         let m = super::commandstats(info);
         assert_eq!(m.get("get"), Some(&12));
         assert_eq!(m.get("evalsha"), Some(&3));
+    }
+
+    #[test]
+    fn reads_lua_calls_by_kind() {
+        let text = "# TYPE sequent_lua_calls_total counter\nsequent_lua_calls_total{kind=\"route\",service=\"bfaf\"} 12\nsequent_lua_calls_total{kind=\"live\",service=\"bfaf\"} 8\nsequent_lua_calls_total{kind=\"route\",service=\"users\"} 3\n";
+        let m = super::lua_calls(text);
+        assert_eq!(m.get("route"), Some(&15));
+        assert_eq!(m.get("live"), Some(&8));
     }
 }

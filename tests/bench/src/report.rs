@@ -79,10 +79,16 @@ pub fn print_table(rows: &[Row]) {
             procs.join(", ")
         );
         if let Some(c) = &r.counts {
-            let top: Vec<String> = c.redis_top.iter().map(|(cmd, n)| format!("{cmd} {n:.1}")).collect();
+            let list = |v: &[(String, f64)]| v.iter().map(|(name, n)| format!("{name} {n:.1}")).collect::<Vec<_>>().join(", ");
             println!(
-                "{:<9} {:<32} per item: {:.1} NATS messages, {:.1} Redis commands ({}), {:.1} Lua calls",
-                "", "", c.nats_msgs, c.redis_cmds, top.join(", "), c.lua_calls
+                "{:<9} {:<32} per item: {:.1} NATS messages, {:.1} Redis commands ({}), {:.1} Lua calls ({})",
+                "",
+                "",
+                c.nats_msgs,
+                c.redis_cmds,
+                list(&c.redis_top),
+                c.lua_calls,
+                list(&c.lua_kinds)
             );
         }
     }

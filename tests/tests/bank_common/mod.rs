@@ -31,6 +31,8 @@ pub struct Instance {
     pub name: String,
     pub child: Child,
     pub url: String,
+    /// `http://addr` of its metrics listener.
+    pub metrics: String,
 }
 
 /// One nats-server, or a 3-node cluster (the stream then has 3 replicas).
@@ -205,10 +207,11 @@ impl Bank {
     }
 
     async fn ready((service, name, mut child): (String, String, Child)) -> Instance {
-        let line = child.wait_for_line("http listening on", Duration::from_secs(90)).await.expect("superclient serves");
-        let addr = line.rsplit("http listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
+        let address = |line: String, after: &str| line.rsplit(after).next().unwrap().split_whitespace().next().unwrap().to_string();
+        let metrics = address(child.wait_for_line("metrics listening on ", Duration::from_secs(90)).await.expect("superclient serves metrics"), "metrics listening on ");
+        let addr = address(child.wait_for_line("http listening on ", Duration::from_secs(90)).await.expect("superclient serves"), "http listening on ");
         child.wait_for_line("superclient ready", Duration::from_secs(90)).await.expect("superclient ready");
-        Instance { service, name, child, url: format!("http://{addr}") }
+        Instance { service, name, child, url: format!("http://{addr}"), metrics: format!("http://{metrics}") }
     }
 
     /// Starts one more instance and waits until it serves.

@@ -5,6 +5,7 @@ use super::{args, err, registering, shared, with_call, LResult};
 use crate::hub::HubOp;
 use crate::script::convert::lua_to_json;
 use crate::script::handlers::Handlers;
+use crate::script::live_topics::LiveTopics;
 use crate::script::Mode;
 use mlua::{Function, Lua, MultiValue, Table, Value};
 use sequent_protocol::validate::validate_type;
@@ -79,10 +80,28 @@ pub fn install(lua: &Lua, bus: &Table) -> LResult<()> {
     bus.raw_set(
         "add_live_listener",
         lua.create_function(|lua, values: MultiValue| {
-            let (event_type, f): (String, Function) = args(lua, values, "bus:add_live_listener")?;
+            let (event_type, f, opts): (String, Function, Option<Table>) = args(lua, values, "bus:add_live_listener")?;
             registering(lua, "bus:add_live_listener")?;
             validate_type(&event_type).map_err(|e| mlua::Error::runtime(format!("bus:add_live_listener: {e}")))?;
-            lua.app_data_mut::<Handlers>().expect("installed").live.insert(event_type, f);
+            let topics = match opts {
+                Some(t) => {
+                    for pair in t.pairs::<String, Value>() {
+                        let (k, _) = pair?;
+                        if k != "topics" {
+                            return err(format!("bus:add_live_listener({event_type}): unknown option {k:?}; the option is topics"));
+                        }
+                    }
+                    let sources = string_list(t.get("topics")?, "bus:add_live_listener topics")?;
+                    Some(LiveTopics::parse(&sources).map_err(|e| mlua::Error::runtime(format!("bus:add_live_listener({event_type}): {e}")))?)
+                }
+                None => None,
+            };
+            let mut h = lua.app_data_mut::<Handlers>().expect("installed");
+            match topics {
+                Some(topics) => h.live_topics.insert(event_type.clone(), topics),
+                None => h.live_topics.remove(&event_type),
+            };
+            h.live.insert(event_type, f);
             Ok(())
         })?,
     )?;
