@@ -63,3 +63,137 @@ async fn a_deployment_made_with_64_partitions_uses_them_all_and_refuses_another_
     other.wait_for_line("but this gateway was started with --partitions 128", Duration::from_secs(60)).await.expect("the mismatch is named");
     assert!(!other.wait().await.unwrap().success(), "the gateway with another count exits with an error");
 }
+
+/// The stack's superclient environment, connected as the unrestricted admin user: the static
+/// test users' permissions name the stream `EVENTS` (in a deployment the auth callout gives
+/// them for the gateway's `--stream`, so they follow a new stream by themselves).
+fn as_admin(stack: &Stack) -> Vec<(String, String)> {
+    let url = stack.nats.url.replacen("nats://", &format!("nats://{}:{}@", sequent_tests::ADMIN.0, sequent_tests::ADMIN.1), 1);
+    let mut env = stack.superclient_env();
+    env.retain(|(k, _)| k != "NATS_URL");
+    env.push(("NATS_URL".into(), url));
+    env
+}
+
+/// SIGTERM, and the process's end.
+async fn stop(child: &mut sequent_tests::Child) {
+    child.signal(libc::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("it stops on SIGTERM").unwrap();
+}
+
+fn gateway_env(stack: &Stack, stream: &str, partitions: u32) -> Vec<(String, String)> {
+    vec![
+        ("NATS_URL".to_string(), stack.nats.url.clone()),
+        ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", sequent_tests::free_port())),
+        ("SEQUENT_STREAM".to_string(), stream.to_string()),
+        ("SEQUENT_PARTITIONS".to_string(), partitions.to_string()),
+        ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
+    ]
+}
+
+/// Runs `bus-gateway --repartition-from EVENTS` into `stream` with `partitions` until it says
+/// `needle`; whether it then succeeds.
+async fn repartition(stack: &Stack, stream: &str, partitions: u32, needle: &str) -> bool {
+    let mut run = sequent_tests::Child::spawn("repartition", sequent_tests::binary("bus-gateway"), &["--repartition-from", "EVENTS"], &gateway_env(stack, stream, partitions)).unwrap();
+    run.wait_for_line(needle, Duration::from_secs(120)).await.expect("the run says what it did");
+    run.wait().await.unwrap().success()
+}
+
+#[tokio::test]
+async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_checkpoints_nothing_lost_or_repeated() {
+    let _serial = serial().await;
+    let mut stack = stack().await;
+    let mut a = stack.instance("superclient_counter.lua", "grow-a", &[]).await;
+    let keys: Vec<String> = (0..48).map(|i| format!("grow-{i}")).collect();
+    let counted = |rounds: std::ops::Range<i64>| -> Vec<(String, String, serde_json::Value)> {
+        rounds.flat_map(|n| keys.iter().map(move |k| ("Counted".to_string(), k.clone(), json!({ "n": n })))).collect()
+    };
+    stack.append_many("test", counted(0..3), 16).await;
+    let mut expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    let ns = stack.active_ns("test").await.unwrap();
+    let mut con = stack.redis_con().await;
+    // A route-only key (not derived from events): kept, since the state is not rebuilt.
+    let _: () = redis::cmd("SET").arg(format!("{ns}:route-only")).arg("\"kept\"").query_async(&mut con).await.unwrap();
+
+    // The appends stop (the gateway goes), then the same count is refused and changes nothing.
+    stop(&mut stack.gateway).await;
+    assert!(!repartition(&stack, "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
+    let js = async_nats::jetstream::new(stack.admin.clone());
+    assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
+
+    // The copy into 32 partitions: every event, at its own sequence.
+    let last = js.get_stream("EVENTS").await.unwrap().cached_info().state.last_sequence;
+    let copied = format!("copied {last} events of EVENTS (up to sequence {last}) into EVENTS2 with 32 partitions");
+    assert!(repartition(&stack, "EVENTS2", 32, &copied).await);
+    assert!(repartition(&stack, "EVENTS2", 32, "copied 0 events").await, "a second run finds the copy done");
+    let copy = js.get_stream("EVENTS2").await.unwrap();
+    assert_eq!(copy.cached_info().state.last_sequence, last);
+    for seq in [1, last / 2, last] {
+        let (old, new) = (js.get_stream("EVENTS").await.unwrap().get_raw_message(seq).await.unwrap(), copy.get_raw_message(seq).await.unwrap());
+        assert_eq!(old.payload, new.payload, "sequence {seq} holds the same event");
+        let key = sequent_protocol::subjects::parse_stored_subject(&new.subject).unwrap().1.to_string();
+        assert!(new.subject.starts_with(&format!("ev.{}.", partition_of(&key, 32))), "{} is in its partition of 32", new.subject);
+    }
+    let old = js.get_stream("EVENTS").await.unwrap().cached_info().config.clone();
+    assert_eq!(old.subjects, ["retired.EVENTS"], "the old stream takes no appends any more");
+
+    // The service restarts against the copy: its checkpoints move, its state stays.
+    stop(&mut a.child).await;
+    let mut gateway = sequent_tests::Child::spawn("gateway-32", sequent_tests::binary("bus-gateway"), &[] as &[&str], &gateway_env(&stack, "EVENTS2", 32)).unwrap();
+    gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.unwrap();
+    let script = superclient_common::script("superclient_counter.lua").to_string_lossy().to_string();
+    let mut b = sequent_tests::Child::spawn("grow-b", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-b"], &as_admin(&stack)).unwrap();
+    b.wait_for_line("checkpoints moved to the copy's end", Duration::from_secs(60)).await.expect("the checkpoints move");
+    b.wait_for_line("superclient ready", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "not rebuilt");
+    let recorded: Option<u32> = redis::cmd("GET").arg(format!("{ns}:__partitions")).query_async(&mut con).await.unwrap();
+    assert_eq!(recorded, Some(32));
+    for p in 0..32 {
+        let applied: Option<u64> = redis::cmd("GET").arg(format!("{ns}:__applied:{p}")).query_async(&mut con).await.unwrap();
+        assert!(applied.unwrap_or(0) >= last, "partition {p} starts after the copy's end");
+    }
+
+    // New events on the copy are applied once; the old ones not again.
+    stack.append_many("test", counted(3..5), 16).await;
+    expected.values_mut().for_each(|n| *n = 5);
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    let check = |label: &'static str| {
+        let (stack, expected) = (&stack, &expected);
+        async move {
+            for (key, n) in expected {
+                assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{label}: {key} lost or applied twice");
+                let s = seqs(stack, "test", key).await;
+                assert_eq!(s.len() as i64, *n, "{label}: {key}");
+                assert_ordered(key, &s);
+            }
+        }
+    };
+    check("after the copy").await;
+    let kept: Option<String> = redis::cmd("GET").arg(format!("{ns}:route-only")).query_async(&mut con).await.unwrap();
+    assert_eq!(kept.as_deref(), Some("\"kept\""));
+
+    // A rebuild on the copy matches the moved checkpoints (which are no events of their
+    // partitions) and gives the same counts.
+    let out = tokio::process::Command::new(sequent_tests::binary("superclient"))
+        .args(["rebuild", &script, "--instance", "grow-rebuilder"])
+        .envs(as_admin(&stack))
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rebuild failed: {text}");
+    assert_ne!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "rebuilt: {text}");
+    check("after a rebuild").await;
+
+    // A state for a count the stream was not copied from is refused, and left as it was.
+    let ns = stack.active_ns("test").await.unwrap();
+    stop(&mut b).await;
+    let _: () = redis::cmd("SET").arg(format!("{ns}:__partitions")).arg(8).query_async(&mut con).await.unwrap();
+    let before: Vec<Option<u64>> = redis::cmd("MGET").arg((0..32).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    let mut c = sequent_tests::Child::spawn("grow-c", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-c"], &as_admin(&stack)).unwrap();
+    c.wait_for_line("is for 8 partitions, but the stream has 32", Duration::from_secs(60)).await.expect("the mismatch is named");
+    assert!(!c.wait().await.unwrap().success());
+    let after: Vec<Option<u64>> = redis::cmd("MGET").arg((0..32).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    assert_eq!(before, after, "the refused state is untouched");
+}
