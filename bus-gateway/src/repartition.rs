@@ -1,10 +1,11 @@
 //! `bus-gateway --repartition-from OLD --stream NEW --partitions P2`: the offline way to a new
 //! partition count (SCALING.md). A key's partition is `fnv1a(key) % P`, fixed in the stored
 //! subjects, so a new count needs a new stream. This one-shot run:
-//! 1. retires OLD: its input subjects (and its index's) are renamed, so no gateway can append
-//!    to it any more; its partition count is kept in its metadata;
-//! 2. waits until every durable consumer of OLD (the services' partitions) has handled and
-//!    acked everything: each service's state then covers the whole of OLD;
+//! 1. waits until every durable consumer of OLD (the services' partitions) has handled and
+//!    acked everything (stop the gateways first, keep the services running);
+//! 2. retires OLD: its input subjects (and its index's) are renamed, so no gateway can append
+//!    to it any more; its partition count is kept in its metadata; then waits as in 1 again
+//!    for appends made meanwhile. Each service's state then covers the whole of OLD;
 //! 3. creates NEW with `--partitions` and copies OLD into it in order, keeping every sequence
 //!    (each copy is published with `Nats-Expected-Last-Sequence`), so checkpoints, held
 //!    lists and the sequences in events stay true;
@@ -24,8 +25,6 @@ use sequent_protocol::subjects::{self, INDEX_STREAM_SUFFIX, META_COPIED_FROM, ME
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// How long step 2 waits for the services to handle what is left.
-const DRAIN_WAIT: Duration = Duration::from_secs(120);
 /// Copies published before their acks are awaited.
 const WINDOW: usize = 256;
 
@@ -35,8 +34,19 @@ pub async fn run(client: async_nats::Client, config: &Config, from: &str) -> any
     if from == config.stream {
         bail!("--repartition-from {from} names the stream itself; give the new stream another name (--stream)");
     }
-    let (before, last) = retire(&js, from, config.partitions).await?;
-    wait_drained(&js, from).await?;
+    let mut old = js.get_stream(from).await.with_context(|| format!("looking up stream {from}"))?;
+    let old_config = old.info().await?.config.clone();
+    let before = partitions_of(&old_config)?;
+    if before == config.partitions {
+        bail!("stream {from} already has {before} partitions; nothing to do");
+    }
+    // Waited for before retiring too: a service that is down can still be started to handle
+    // what is left while nothing has changed (its gateway refuses a retired stream).
+    wait_drained(&js, from, config.repartition_wait).await?;
+    retire(&js, old_config, before).await?;
+    // Appends that came in before the retirement.
+    wait_drained(&js, from, config.repartition_wait).await?;
+    let last = old.info().await?.state.last_sequence;
 
     let mut want = events_stream_config(config);
     want.metadata.insert(META_COPIED_FROM.into(), from.to_string());
@@ -55,44 +65,42 @@ pub async fn run(client: async_nats::Client, config: &Config, from: &str) -> any
     Ok(())
 }
 
-/// Renames OLD's input subjects (and its index's), so appends stop; returns its partition count
-/// and last sequence. Idempotent: a retired stream is recognised by its metadata. Refuses
-/// (changing nothing) when the count would not change.
-async fn retire(js: &jetstream::Context, from: &str, partitions: u32) -> anyhow::Result<(u32, u64)> {
-    let mut old = js.get_stream(from).await.with_context(|| format!("looking up stream {from}"))?;
-    let mut config = old.info().await?.config.clone();
-    let before = match config.metadata.get(META_PARTITIONS_BEFORE) {
-        Some(p) => p.parse().context("the retired stream's partition count")?,
-        None => {
-            let transform = config.subject_transform.as_ref().map(|t| t.destination.clone()).unwrap_or_default();
-            let before = (1..=65_536u32)
-                .find(|p| subjects::stream_transform_destination(*p) == transform)
-                .with_context(|| format!("stream {from} has no partitioning transform ({transform:?})"))?;
-            if before == partitions {
-                bail!("stream {from} already has {before} partitions; nothing to do");
-            }
-            config.subjects = vec![format!("retired.{from}")];
-            config.subject_transform = None;
-            config.metadata.insert(META_PARTITIONS_BEFORE.into(), before.to_string());
-            js.update_stream(&config).await.with_context(|| format!("retiring stream {from}"))?;
-            let index = format!("{from}{INDEX_STREAM_SUFFIX}");
-            if let Ok(mut ix) = js.get_stream(&index).await {
-                let mut ix_config = ix.info().await?.config.clone();
-                ix_config.subjects = vec![format!("retired.{index}")];
-                js.update_stream(&ix_config).await.with_context(|| format!("retiring stream {index}"))?;
-            }
-            tracing::info!(stream = from, before, "retired: no more appends to it");
-            before
-        }
-    };
-    let last = old.info().await?.state.last_sequence;
-    Ok((before, last))
+/// A stream's partition count: from its transform, or, once retired, from its metadata.
+fn partitions_of(config: &stream::Config) -> anyhow::Result<u32> {
+    if let Some(p) = config.metadata.get(META_PARTITIONS_BEFORE) {
+        return p.parse().context("the retired stream's partition count");
+    }
+    let transform = config.subject_transform.as_ref().map(|t| t.destination.clone()).unwrap_or_default();
+    (1..=65_536u32)
+        .find(|p| subjects::stream_transform_destination(*p) == transform)
+        .with_context(|| format!("stream {} has no partitioning transform ({transform:?})", config.name))
+}
+
+/// Renames OLD's input subjects (and its index's), so appends stop, and keeps its partition
+/// count in its metadata. Does nothing to a stream retired already.
+async fn retire(js: &jetstream::Context, mut config: stream::Config, before: u32) -> anyhow::Result<()> {
+    if config.metadata.contains_key(META_PARTITIONS_BEFORE) {
+        return Ok(());
+    }
+    let from = config.name.clone();
+    config.subjects = vec![format!("retired.{from}")];
+    config.subject_transform = None;
+    config.metadata.insert(META_PARTITIONS_BEFORE.into(), before.to_string());
+    js.update_stream(&config).await.with_context(|| format!("retiring stream {from}"))?;
+    let index = format!("{from}{INDEX_STREAM_SUFFIX}");
+    if let Ok(mut ix) = js.get_stream(&index).await {
+        let mut ix_config = ix.info().await?.config.clone();
+        ix_config.subjects = vec![format!("retired.{index}")];
+        js.update_stream(&ix_config).await.with_context(|| format!("retiring stream {index}"))?;
+    }
+    tracing::info!(stream = from, before, "retired: no more appends to it");
+    Ok(())
 }
 
 /// Waits until no durable consumer of OLD has events left to handle or to ack.
-async fn wait_drained(js: &jetstream::Context, from: &str) -> anyhow::Result<()> {
+async fn wait_drained(js: &jetstream::Context, from: &str, wait: Duration) -> anyhow::Result<()> {
     let old = js.get_stream(from).await?;
-    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let infos: Vec<_> = old.consumers().try_collect().await.context("listing the consumers")?;
         let left: Vec<String> = infos
@@ -106,7 +114,7 @@ async fn wait_drained(js: &jetstream::Context, from: &str) -> anyhow::Result<()>
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "after {DRAIN_WAIT:?} these consumers of {from} still have events to handle: {}. \
+                "after {wait:?} these consumers of {from} still have events to handle: {}. \
                  Let the services run until they are handled (or release parked keys), then run this again",
                 left.join(", ")
             );

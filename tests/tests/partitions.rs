@@ -116,10 +116,29 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     // A route-only key (not derived from events): kept, since the state is not rebuilt.
     let _: () = redis::cmd("SET").arg(format!("{ns}:route-only")).arg("\"kept\"").query_async(&mut con).await.unwrap();
 
-    // The appends stop (the gateway goes), then the same count is refused and changes nothing.
+    // Events the service has not handled yet (it is paused) when the appends stop (the
+    // gateway goes): the copy waits for them, gives up, and changes nothing.
+    a.child.pause().unwrap();
+    stack.append_many("test", counted(3..4), 16).await;
+    expected.values_mut().for_each(|n| *n = 4);
     stop(&mut stack.gateway).await;
-    assert!(!repartition(&stack, "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
+    let mut run = sequent_tests::Child::spawn(
+        "repartition-early",
+        sequent_tests::binary("bus-gateway"),
+        &["--repartition-from", "EVENTS", "--repartition-wait", "1s"],
+        &gateway_env(&stack, "EVENTS2", 32),
+    )
+    .unwrap();
+    run.wait_for_line("these consumers of EVENTS still have events to handle: test-p", Duration::from_secs(60)).await.expect("the unhandled events are named");
+    assert!(!run.wait().await.unwrap().success());
     let js = async_nats::jetstream::new(stack.admin.clone());
+    assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
+    assert_eq!(js.get_stream("EVENTS").await.unwrap().cached_info().config.subjects, ["ev.*.*"], "the old stream is as it was");
+    a.child.resume().unwrap();
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+
+    // The same count is refused and changes nothing.
+    assert!(!repartition(&stack, "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
     assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
 
     // The copy into 32 partitions: every event, at its own sequence.
@@ -155,8 +174,8 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     }
 
     // New events on the copy are applied once; the old ones not again.
-    stack.append_many("test", counted(3..5), 16).await;
-    expected.values_mut().for_each(|n| *n = 5);
+    stack.append_many("test", counted(4..6), 16).await;
+    expected.values_mut().for_each(|n| *n = 6);
     stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
     let check = |label: &'static str| {
         let (stack, expected) = (&stack, &expected);
