@@ -75,10 +75,23 @@ fn as_admin(stack: &Stack) -> Vec<(String, String)> {
     env
 }
 
+/// How many events of the parked key `grow-bad` are held in namespace `ns`.
+async fn held(stack: &Stack, ns: &str) -> usize {
+    redis::cmd("LLEN").arg(format!("{ns}:__held:grow-bad")).query_async(&mut stack.redis_con().await).await.unwrap()
+}
+
 /// SIGTERM, and the process's end.
 async fn stop(child: &mut sequent_tests::Child) {
     child.signal(libc::SIGTERM).unwrap();
     tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("it stops on SIGTERM").unwrap();
+}
+
+/// Runs a superclient subcommand as the admin user; its output, which must end in success.
+async fn superclient(stack: &Stack, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(sequent_tests::binary("superclient")).args(args).envs(as_admin(stack)).output().await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "superclient {args:?} failed: {text}");
+    text
 }
 
 fn gateway_env(stack: &Stack, stream: &str, partitions: u32) -> Vec<(String, String)> {
@@ -103,7 +116,14 @@ async fn repartition(stack: &Stack, stream: &str, partitions: u32, needle: &str)
 async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_checkpoints_nothing_lost_or_repeated() {
     let _serial = serial().await;
     let mut stack = stack().await;
-    let mut a = stack.instance("superclient_counter.lua", "grow-a", &[]).await;
+    let mut a = stack.instance("superclient_counter.lua", "grow-a", &["--max-attempts", "2", "--retry-delay", "50ms"]).await;
+    // A key that fails: parked with its events held (by sequence) across the copy.
+    let ns = stack.active_ns("test").await.unwrap();
+    let mut con = stack.redis_con().await;
+    let _: () = redis::cmd("SET").arg(format!("{ns}:fail:grow-bad")).arg("true").query_async(&mut con).await.unwrap();
+    for n in 0..2 {
+        assert!(stack.append("test", "Counted", "grow-bad", json!({ "n": n })).await.all_stored());
+    }
     let keys: Vec<String> = (0..48).map(|i| format!("grow-{i}")).collect();
     let counted = |rounds: std::ops::Range<i64>| -> Vec<(String, String, serde_json::Value)> {
         rounds.flat_map(|n| keys.iter().map(move |k| ("Counted".to_string(), k.clone(), json!({ "n": n })))).collect()
@@ -111,8 +131,7 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     stack.append_many("test", counted(0..3), 16).await;
     let mut expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
     stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
-    let ns = stack.active_ns("test").await.unwrap();
-    let mut con = stack.redis_con().await;
+    wait_until("grow-bad to be parked with its 2 events held", Duration::from_secs(60), || async { held(&stack, &ns).await == 2 }).await.unwrap();
     // A route-only key (not derived from events): kept, since the state is not rebuilt.
     let _: () = redis::cmd("SET").arg(format!("{ns}:route-only")).arg("\"kept\"").query_async(&mut con).await.unwrap();
 
@@ -173,10 +192,18 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
         assert!(applied.unwrap_or(0) >= last, "partition {p} starts after the copy's end");
     }
 
-    // New events on the copy are applied once; the old ones not again.
+    // New events on the copy are applied once; the old ones not again. The parked key's new
+    // event is held behind the others (its partition of 32 knows it is parked); released, all
+    // three apply in order.
     stack.append_many("test", counted(4..6), 16).await;
+    assert!(stack.append("test", "Counted", "grow-bad", json!({ "n": 2 })).await.all_stored());
     expected.values_mut().for_each(|n| *n = 6);
     stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    wait_until("grow-bad's new event to be held too", Duration::from_secs(60), || async { held(&stack, &ns).await == 3 }).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{ns}:fail:grow-bad")).query_async(&mut con).await.unwrap();
+    let out = superclient(&stack, &["parked", "release", "test", "grow-bad"]).await;
+    assert!(out.contains("released"), "{out}");
+    expected.insert("grow-bad".into(), 3);
     let check = |label: &'static str| {
         let (stack, expected) = (&stack, &expected);
         async move {
@@ -194,14 +221,7 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
 
     // A rebuild on the copy matches the moved checkpoints (which are no events of their
     // partitions) and gives the same counts.
-    let out = tokio::process::Command::new(sequent_tests::binary("superclient"))
-        .args(["rebuild", &script, "--instance", "grow-rebuilder"])
-        .envs(as_admin(&stack))
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "rebuild failed: {text}");
+    let text = superclient(&stack, &["rebuild", &script, "--instance", "grow-rebuilder"]).await;
     assert_ne!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "rebuilt: {text}");
     check("after a rebuild").await;
 
