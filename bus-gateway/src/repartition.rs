@@ -169,3 +169,25 @@ async fn confirm(next: Option<(u64, jetstream::context::PublishAckFuture)>) -> a
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streams_partition_count_comes_from_its_transform_or_once_retired_its_metadata() {
+        let mut config = stream::Config {
+            name: "EVENTS".into(),
+            subject_transform: Some(stream::SubjectTransform {
+                source: subjects::STREAM_INPUT.into(),
+                destination: subjects::stream_transform_destination(16),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(partitions_of(&config).unwrap(), 16);
+        config.subject_transform = None;
+        assert!(partitions_of(&config).unwrap_err().to_string().contains("stream EVENTS has no partitioning transform"));
+        config.metadata.insert(META_PARTITIONS_BEFORE.into(), "16".into());
+        assert_eq!(partitions_of(&config).unwrap(), 16, "a retired stream keeps its count in its metadata");
+    }
+}

@@ -127,4 +127,3 @@ pub async fn repartition(store: &Store, stream: Partitioning) -> redis::RedisRes
         .invoke_async(&mut store.con.clone())
         .await
 }
-
