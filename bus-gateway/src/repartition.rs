@@ -25,6 +25,10 @@ use sequent_protocol::subjects::{self, INDEX_STREAM_SUFFIX, META_COPIED_FROM, ME
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// Metadata of a retired stream: its partition count (its transform is gone). Not
+/// `META_PARTITIONS_BEFORE`, which a copy carries and which may be copied again later.
+const RETIRED_PARTITIONS: &str = "sequent.retired_partitions";
+
 /// Copies published before their acks are awaited.
 const WINDOW: usize = 256;
 
@@ -67,7 +71,7 @@ pub async fn run(client: async_nats::Client, config: &Config, from: &str) -> any
 
 /// A stream's partition count: from its transform, or, once retired, from its metadata.
 fn partitions_of(config: &stream::Config) -> anyhow::Result<u32> {
-    if let Some(p) = config.metadata.get(META_PARTITIONS_BEFORE) {
+    if let Some(p) = config.metadata.get(RETIRED_PARTITIONS) {
         return p.parse().context("the retired stream's partition count");
     }
     let transform = config.subject_transform.as_ref().map(|t| t.destination.clone()).unwrap_or_default();
@@ -79,13 +83,13 @@ fn partitions_of(config: &stream::Config) -> anyhow::Result<u32> {
 /// Renames OLD's input subjects (and its index's), so appends stop, and keeps its partition
 /// count in its metadata. Does nothing to a stream retired already.
 async fn retire(js: &jetstream::Context, mut config: stream::Config, before: u32) -> anyhow::Result<()> {
-    if config.metadata.contains_key(META_PARTITIONS_BEFORE) {
+    if config.metadata.contains_key(RETIRED_PARTITIONS) {
         return Ok(());
     }
     let from = config.name.clone();
     config.subjects = vec![format!("retired.{from}")];
     config.subject_transform = None;
-    config.metadata.insert(META_PARTITIONS_BEFORE.into(), before.to_string());
+    config.metadata.insert(RETIRED_PARTITIONS.into(), before.to_string());
     js.update_stream(&config).await.with_context(|| format!("retiring stream {from}"))?;
     let index = format!("{from}{INDEX_STREAM_SUFFIX}");
     if let Ok(mut ix) = js.get_stream(&index).await {
@@ -185,9 +189,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(partitions_of(&config).unwrap(), 16);
+        config.metadata.insert(META_PARTITIONS_BEFORE.into(), "8".into());
+        assert_eq!(partitions_of(&config).unwrap(), 16, "a copy's record of the count before it is not its own count");
         config.subject_transform = None;
         assert!(partitions_of(&config).unwrap_err().to_string().contains("stream EVENTS has no partitioning transform"));
-        config.metadata.insert(META_PARTITIONS_BEFORE.into(), "16".into());
+        config.metadata.insert(RETIRED_PARTITIONS.into(), "16".into());
         assert_eq!(partitions_of(&config).unwrap(), 16, "a retired stream keeps its count in its metadata");
     }
 }

@@ -75,6 +75,16 @@ fn as_admin(stack: &Stack) -> Vec<(String, String)> {
     env
 }
 
+/// Every key's count and applied sequences are what was appended: none lost, none twice.
+async fn check(stack: &Stack, expected: &BTreeMap<String, i64>, label: &str) {
+    for (key, n) in expected {
+        assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{label}: {key} lost or applied twice");
+        let s = seqs(stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "{label}: {key}");
+        assert_ordered(key, &s);
+    }
+}
+
 /// How many events of the parked key `grow-bad` are held in namespace `ns`.
 async fn held(stack: &Stack, ns: &str) -> usize {
     redis::cmd("LLEN").arg(format!("{ns}:__held:grow-bad")).query_async(&mut stack.redis_con().await).await.unwrap()
@@ -104,10 +114,10 @@ fn gateway_env(stack: &Stack, stream: &str, partitions: u32) -> Vec<(String, Str
     ]
 }
 
-/// Runs `bus-gateway --repartition-from EVENTS` into `stream` with `partitions` until it says
+/// Runs `bus-gateway --repartition-from FROM` into `stream` with `partitions` until it says
 /// `needle`; whether it then succeeds.
-async fn repartition(stack: &Stack, stream: &str, partitions: u32, needle: &str) -> bool {
-    let mut run = sequent_tests::Child::spawn("repartition", sequent_tests::binary("bus-gateway"), &["--repartition-from", "EVENTS"], &gateway_env(stack, stream, partitions)).unwrap();
+async fn repartition(stack: &Stack, from: &str, stream: &str, partitions: u32, needle: &str) -> bool {
+    let mut run = sequent_tests::Child::spawn("repartition", sequent_tests::binary("bus-gateway"), &["--repartition-from", from], &gateway_env(stack, stream, partitions)).unwrap();
     run.wait_for_line(needle, Duration::from_secs(120)).await.expect("the run says what it did");
     run.wait().await.unwrap().success()
 }
@@ -157,15 +167,15 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
 
     // The same count is refused and changes nothing.
-    assert!(!repartition(&stack, "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
+    assert!(!repartition(&stack, "EVENTS", "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
     assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
 
     // The copy into 32 partitions: every event, at its own sequence.
     let last = js.get_stream("EVENTS").await.unwrap().cached_info().state.last_sequence;
     let copied = format!("copied {last} events of EVENTS (up to sequence {last}) into EVENTS2 with 32 partitions");
-    assert!(repartition(&stack, "EVENTS2", 32, &copied).await);
-    assert!(repartition(&stack, "EVENTS2", 32, "copied 0 events").await, "a second run finds the copy done");
-    let copy = js.get_stream("EVENTS2").await.unwrap();
+    assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, &copied).await);
+    assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, "copied 0 events").await, "a second run finds the copy done");
+    let mut copy = js.get_stream("EVENTS2").await.unwrap();
     assert_eq!(copy.cached_info().state.last_sequence, last);
     for seq in [1, last / 2, last] {
         let (old, new) = (js.get_stream("EVENTS").await.unwrap().get_raw_message(seq).await.unwrap(), copy.get_raw_message(seq).await.unwrap());
@@ -204,18 +214,7 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     let out = superclient(&stack, &["parked", "release", "test", "grow-bad"]).await;
     assert!(out.contains("released"), "{out}");
     expected.insert("grow-bad".into(), 3);
-    let check = |label: &'static str| {
-        let (stack, expected) = (&stack, &expected);
-        async move {
-            for (key, n) in expected {
-                assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{label}: {key} lost or applied twice");
-                let s = seqs(stack, "test", key).await;
-                assert_eq!(s.len() as i64, *n, "{label}: {key}");
-                assert_ordered(key, &s);
-            }
-        }
-    };
-    check("after the copy").await;
+    check(&stack, &expected, "after the copy").await;
     let kept: Option<String> = redis::cmd("GET").arg(format!("{ns}:route-only")).query_async(&mut con).await.unwrap();
     assert_eq!(kept.as_deref(), Some("\"kept\""));
 
@@ -223,16 +222,31 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     // partitions) and gives the same counts.
     let text = superclient(&stack, &["rebuild", &script, "--instance", "grow-rebuilder"]).await;
     assert_ne!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "rebuilt: {text}");
-    check("after a rebuild").await;
+    check(&stack, &expected, "after a rebuild").await;
+
+    // A copy of the copy, 32 → 64: its record of the count before it is not its own count.
+    stop(&mut gateway).await;
+    let last = copy.info().await.unwrap().state.last_sequence;
+    assert!(repartition(&stack, "EVENTS2", "EVENTS3", 64, &format!("copied {last} events of EVENTS2 (up to sequence {last}) into EVENTS3 with 64 partitions")).await);
+    stop(&mut b).await;
+    let mut gateway = sequent_tests::Child::spawn("gateway-64", sequent_tests::binary("bus-gateway"), &[] as &[&str], &gateway_env(&stack, "EVENTS3", 64)).unwrap();
+    gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.unwrap();
+    let mut b = sequent_tests::Child::spawn("grow-b2", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-b2"], &as_admin(&stack)).unwrap();
+    b.wait_for_line("checkpoints moved to the copy's end", Duration::from_secs(60)).await.expect("the checkpoints move again");
+    b.wait_for_line("superclient ready", Duration::from_secs(60)).await.unwrap();
+    stack.append_many("test", counted(6..7), 16).await;
+    keys.iter().for_each(|k| *expected.get_mut(k).unwrap() = 7);
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    check(&stack, &expected, "after a second copy").await;
 
     // A state for a count the stream was not copied from is refused, and left as it was.
     let ns = stack.active_ns("test").await.unwrap();
     stop(&mut b).await;
     let _: () = redis::cmd("SET").arg(format!("{ns}:__partitions")).arg(8).query_async(&mut con).await.unwrap();
-    let before: Vec<Option<u64>> = redis::cmd("MGET").arg((0..32).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    let before: Vec<Option<u64>> = redis::cmd("MGET").arg((0..64).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
     let mut c = sequent_tests::Child::spawn("grow-c", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-c"], &as_admin(&stack)).unwrap();
-    c.wait_for_line("is for 8 partitions, but the stream has 32", Duration::from_secs(60)).await.expect("the mismatch is named");
+    c.wait_for_line("is for 8 partitions, but the stream has 64", Duration::from_secs(60)).await.expect("the mismatch is named");
     assert!(!c.wait().await.unwrap().success());
-    let after: Vec<Option<u64>> = redis::cmd("MGET").arg((0..32).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    let after: Vec<Option<u64>> = redis::cmd("MGET").arg((0..64).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
     assert_eq!(before, after, "the refused state is untouched");
 }
