@@ -49,6 +49,18 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_PARTITIONS", default_value_t = 16)]
     pub partitions: u32,
 
+    /// Instead of serving: copy the events of this (old) stream into --stream, made with
+    /// --partitions, keeping every sequence, and exit. The way to another partition count
+    /// (SCALING.md); the old stream stops taking appends and its services must handle what is
+    /// left first.
+    #[arg(long, env = "SEQUENT_REPARTITION_FROM")]
+    pub repartition_from: Option<String>,
+
+    /// With --repartition-from: how long to wait for the services to handle and ack what the
+    /// old stream holds before giving up (changing nothing more; run it again later).
+    #[arg(long, env = "SEQUENT_REPARTITION_WAIT", default_value = "2m", value_parser = parse_duration)]
+    pub repartition_wait: Duration,
+
     /// How long JetStream remembers event ids to absorb retries, e.g. "2m", "10m".
     #[arg(long, env = "SEQUENT_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration)]
     pub dedup_window: Duration,

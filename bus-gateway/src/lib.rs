@@ -12,6 +12,7 @@ mod live;
 mod nats_api;
 mod openapi;
 mod provision;
+mod repartition;
 pub mod registry;
 pub mod store;
 mod tails;
@@ -186,6 +187,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// JetStream publish in flight gets its answer to the caller); the HTTP server stops accepting
 /// and answers the requests in flight; the answers are flushed to NATS; then it returns.
 pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if let Some(from) = &config.repartition_from {
+        return repartition::run(connect(&config).await?, &config, from).await;
+    }
     let tokens = Tokens::parse(&config.api_tokens)?;
     let policy = Policy::load(config.policy.as_deref())?;
     // Without tokens and without the registry (--callout-seed) nothing would check the callers:

@@ -511,7 +511,7 @@ impl Store {
 }
 
 /// Settings of the events stream. Retention by limits with no limits: events are kept forever.
-fn events_stream_config(config: &Config) -> stream::Config {
+pub(crate) fn events_stream_config(config: &Config) -> stream::Config {
     stream::Config {
         name: config.stream.clone(),
         description: Some("Sequent events: ev.<partition>.<key>.<type>".into()),
@@ -550,7 +550,7 @@ fn index_stream_config(config: &Config) -> stream::Config {
     }
 }
 
-async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> anyhow::Result<stream::Stream> {
+pub(crate) async fn ensure_stream(js: &jetstream::Context, mut want: stream::Config) -> anyhow::Result<stream::Stream> {
     match js.get_stream(&want.name).await {
         Ok(mut existing) => {
             let have = existing.info().await?.config.clone();
@@ -562,6 +562,10 @@ async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> anyhow:
                 || !have.allow_atomic_publish
                 || have.subjects != want.subjects;
             if drifted && have.subject_transform == want.subject_transform {
+                // Metadata set by others (a repartition's record) stays.
+                for (k, v) in have.metadata {
+                    want.metadata.entry(k).or_insert(v);
+                }
                 tracing::info!(stream = want.name, "updating stream settings");
                 js.update_stream(&want).await?;
             }

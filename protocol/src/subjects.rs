@@ -66,6 +66,15 @@ pub fn stream_transform_destination(partitions: u32) -> String {
     format!("ev.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}")
 }
 
+/// Metadata of a stream made by copying another one with a new partition count
+/// (`bus-gateway --repartition-from`): the stream copied, its partition count, and the last
+/// sequence copied (the copy keeps every sequence). A service's state built on the old stream
+/// had applied every event up to it, so its checkpoints become that sequence in every new
+/// partition (superclient `state::migrate::repartition`).
+pub const META_COPIED_FROM: &str = "sequent.copied_from";
+pub const META_PARTITIONS_BEFORE: &str = "sequent.partitions_before";
+pub const META_COPIED_TO: &str = "sequent.copied_to_seq";
+
 /// Correlation index: one subject per unit of work, holding the stream sequences of its events.
 pub fn correlation_index_subject(correlation: &str) -> String {
     format!("ix.c.{correlation}")

@@ -103,6 +103,13 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
         tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
         (reply.stream, reply.partitions)
     };
+    if partitions > 0 {
+        let stream = partitioning(&client, &stream_name, partitions).await?;
+        let (what, ns) = state::migrate::repartition(&store, stream).await.context("fitting the state's checkpoints to the stream's partitions")?;
+        if what == "moved" {
+            tracing::info!(ns, ?stream, "the stream is a copy with another partition count: checkpoints moved to the copy's end");
+        }
+    }
     let _ = shared.js.set((async_nats::jetstream::new(client.clone()), stream_name.clone()));
     let _ = shared.events.set(EventReader::new(client.clone(), &stream_name));
     let _ = shared.members.set(DirectReader::new(client.clone(), subjects::MEMBERS_STREAM));
@@ -268,4 +275,16 @@ pub async fn dump(service: &str, redis_url: &str) -> anyhow::Result<()> {
     let ns = store.active().await?.with_context(|| format!("service {service:?} has no state in Redis"))?;
     println!("{}", serde_json::to_string_pretty(&store.dump(&ns).await?)?);
     Ok(())
+}
+
+/// The stream's partitions, and what it is a copy of (`bus-gateway --repartition-from`).
+async fn partitioning(client: &async_nats::Client, stream: &str, partitions: u32) -> anyhow::Result<state::migrate::Partitioning> {
+    let info = async_nats::jetstream::new(client.clone()).get_stream(stream).await.with_context(|| format!("reading stream {stream}"))?;
+    let meta = &info.cached_info().config.metadata;
+    let number = |k: &str| meta.get(k).map(|v| v.parse::<u64>().with_context(|| format!("stream {stream}'s metadata {k}={v:?}"))).transpose();
+    let copied = match (number(subjects::META_PARTITIONS_BEFORE)?, number(subjects::META_COPIED_TO)?) {
+        (Some(before), Some(last)) if meta.contains_key(subjects::META_COPIED_FROM) => Some((u32::try_from(before)?, last)),
+        _ => None,
+    };
+    Ok(state::migrate::Partitioning { partitions, copied })
 }

@@ -63,3 +63,190 @@ async fn a_deployment_made_with_64_partitions_uses_them_all_and_refuses_another_
     other.wait_for_line("but this gateway was started with --partitions 128", Duration::from_secs(60)).await.expect("the mismatch is named");
     assert!(!other.wait().await.unwrap().success(), "the gateway with another count exits with an error");
 }
+
+/// The stack's superclient environment, connected as the unrestricted admin user: the static
+/// test users' permissions name the stream `EVENTS` (in a deployment the auth callout gives
+/// them for the gateway's `--stream`, so they follow a new stream by themselves).
+fn as_admin(stack: &Stack) -> Vec<(String, String)> {
+    let url = stack.nats.url.replacen("nats://", &format!("nats://{}:{}@", sequent_tests::ADMIN.0, sequent_tests::ADMIN.1), 1);
+    let mut env = stack.superclient_env();
+    env.retain(|(k, _)| k != "NATS_URL");
+    env.push(("NATS_URL".into(), url));
+    env
+}
+
+/// Every key's count and applied sequences are what was appended: none lost, none twice.
+async fn check(stack: &Stack, expected: &BTreeMap<String, i64>, label: &str) {
+    for (key, n) in expected {
+        assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{label}: {key} lost or applied twice");
+        let s = seqs(stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "{label}: {key}");
+        assert_ordered(key, &s);
+    }
+}
+
+/// How many events of the parked key `grow-bad` are held in namespace `ns`.
+async fn held(stack: &Stack, ns: &str) -> usize {
+    redis::cmd("LLEN").arg(format!("{ns}:__held:grow-bad")).query_async(&mut stack.redis_con().await).await.unwrap()
+}
+
+/// SIGTERM, and the process's end.
+async fn stop(child: &mut sequent_tests::Child) {
+    child.signal(libc::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("it stops on SIGTERM").unwrap();
+}
+
+/// Runs a superclient subcommand as the admin user; its output, which must end in success.
+async fn superclient(stack: &Stack, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(sequent_tests::binary("superclient")).args(args).envs(as_admin(stack)).output().await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "superclient {args:?} failed: {text}");
+    text
+}
+
+fn gateway_env(stack: &Stack, stream: &str, partitions: u32) -> Vec<(String, String)> {
+    vec![
+        ("NATS_URL".to_string(), stack.nats.url.clone()),
+        ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{}", sequent_tests::free_port())),
+        ("SEQUENT_STREAM".to_string(), stream.to_string()),
+        ("SEQUENT_PARTITIONS".to_string(), partitions.to_string()),
+        ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
+    ]
+}
+
+/// Runs `bus-gateway --repartition-from FROM` into `stream` with `partitions` until it says
+/// `needle`; whether it then succeeds.
+async fn repartition(stack: &Stack, from: &str, stream: &str, partitions: u32, needle: &str) -> bool {
+    let mut run = sequent_tests::Child::spawn("repartition", sequent_tests::binary("bus-gateway"), &["--repartition-from", from], &gateway_env(stack, stream, partitions)).unwrap();
+    run.wait_for_line(needle, Duration::from_secs(120)).await.expect("the run says what it did");
+    run.wait().await.unwrap().success()
+}
+
+#[tokio::test]
+async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_checkpoints_nothing_lost_or_repeated() {
+    let _serial = serial().await;
+    let mut stack = stack().await;
+    let mut a = stack.instance("superclient_counter.lua", "grow-a", &["--max-attempts", "2", "--retry-delay", "50ms"]).await;
+    // A key that fails: parked with its events held (by sequence) across the copy.
+    let ns = stack.active_ns("test").await.unwrap();
+    let mut con = stack.redis_con().await;
+    let _: () = redis::cmd("SET").arg(format!("{ns}:fail:grow-bad")).arg("true").query_async(&mut con).await.unwrap();
+    for n in 0..2 {
+        assert!(stack.append("test", "Counted", "grow-bad", json!({ "n": n })).await.all_stored());
+    }
+    let keys: Vec<String> = (0..48).map(|i| format!("grow-{i}")).collect();
+    let counted = |rounds: std::ops::Range<i64>| -> Vec<(String, String, serde_json::Value)> {
+        rounds.flat_map(|n| keys.iter().map(move |k| ("Counted".to_string(), k.clone(), json!({ "n": n })))).collect()
+    };
+    stack.append_many("test", counted(0..3), 16).await;
+    let mut expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    wait_until("grow-bad to be parked with its 2 events held", Duration::from_secs(60), || async { held(&stack, &ns).await == 2 }).await.unwrap();
+    // A route-only key (not derived from events): kept, since the state is not rebuilt.
+    let _: () = redis::cmd("SET").arg(format!("{ns}:route-only")).arg("\"kept\"").query_async(&mut con).await.unwrap();
+
+    // Events the service has not handled yet (it is paused) when the appends stop (the
+    // gateway goes): the copy waits for them, gives up, and changes nothing.
+    a.child.pause().unwrap();
+    stack.append_many("test", counted(3..4), 16).await;
+    expected.values_mut().for_each(|n| *n = 4);
+    stop(&mut stack.gateway).await;
+    let mut run = sequent_tests::Child::spawn(
+        "repartition-early",
+        sequent_tests::binary("bus-gateway"),
+        &["--repartition-from", "EVENTS", "--repartition-wait", "1s"],
+        &gateway_env(&stack, "EVENTS2", 32),
+    )
+    .unwrap();
+    run.wait_for_line("these consumers of EVENTS still have events to handle: test-p", Duration::from_secs(60)).await.expect("the unhandled events are named");
+    assert!(!run.wait().await.unwrap().success());
+    let js = async_nats::jetstream::new(stack.admin.clone());
+    assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
+    assert_eq!(js.get_stream("EVENTS").await.unwrap().cached_info().config.subjects, ["ev.*.*"], "the old stream is as it was");
+    a.child.resume().unwrap();
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+
+    // The same count is refused and changes nothing.
+    assert!(!repartition(&stack, "EVENTS", "EVENTS2", 16, "stream EVENTS already has 16 partitions").await);
+    assert!(js.get_stream("EVENTS2").await.is_err(), "nothing was made");
+
+    // The copy into 32 partitions: every event, at its own sequence.
+    let last = js.get_stream("EVENTS").await.unwrap().cached_info().state.last_sequence;
+    let copied = format!("copied {last} events of EVENTS (up to sequence {last}) into EVENTS2 with 32 partitions");
+    assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, &copied).await);
+    assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, "copied 0 events").await, "a second run finds the copy done");
+    let mut copy = js.get_stream("EVENTS2").await.unwrap();
+    assert_eq!(copy.cached_info().state.last_sequence, last);
+    for seq in [1, last / 2, last] {
+        let (old, new) = (js.get_stream("EVENTS").await.unwrap().get_raw_message(seq).await.unwrap(), copy.get_raw_message(seq).await.unwrap());
+        assert_eq!(old.payload, new.payload, "sequence {seq} holds the same event");
+        let key = sequent_protocol::subjects::parse_stored_subject(&new.subject).unwrap().1.to_string();
+        assert!(new.subject.starts_with(&format!("ev.{}.", partition_of(&key, 32))), "{} is in its partition of 32", new.subject);
+    }
+    let old = js.get_stream("EVENTS").await.unwrap().cached_info().config.clone();
+    assert_eq!(old.subjects, ["retired.EVENTS"], "the old stream takes no appends any more");
+
+    // The service restarts against the copy: its checkpoints move, its state stays.
+    stop(&mut a.child).await;
+    let mut gateway = sequent_tests::Child::spawn("gateway-32", sequent_tests::binary("bus-gateway"), &[] as &[&str], &gateway_env(&stack, "EVENTS2", 32)).unwrap();
+    gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.unwrap();
+    let script = superclient_common::script("superclient_counter.lua").to_string_lossy().to_string();
+    let mut b = sequent_tests::Child::spawn("grow-b", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-b"], &as_admin(&stack)).unwrap();
+    b.wait_for_line("checkpoints moved to the copy's end", Duration::from_secs(60)).await.expect("the checkpoints move");
+    b.wait_for_line("superclient ready", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "not rebuilt");
+    let recorded: Option<u32> = redis::cmd("GET").arg(format!("{ns}:__partitions")).query_async(&mut con).await.unwrap();
+    assert_eq!(recorded, Some(32));
+    for p in 0..32 {
+        let applied: Option<u64> = redis::cmd("GET").arg(format!("{ns}:__applied:{p}")).query_async(&mut con).await.unwrap();
+        assert!(applied.unwrap_or(0) >= last, "partition {p} starts after the copy's end");
+    }
+
+    // New events on the copy are applied once; the old ones not again. The parked key's new
+    // event is held behind the others (its partition of 32 knows it is parked); released, all
+    // three apply in order.
+    stack.append_many("test", counted(4..6), 16).await;
+    assert!(stack.append("test", "Counted", "grow-bad", json!({ "n": 2 })).await.all_stored());
+    expected.values_mut().for_each(|n| *n = 6);
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    wait_until("grow-bad's new event to be held too", Duration::from_secs(60), || async { held(&stack, &ns).await == 3 }).await.unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{ns}:fail:grow-bad")).query_async(&mut con).await.unwrap();
+    let out = superclient(&stack, &["parked", "release", "test", "grow-bad"]).await;
+    assert!(out.contains("released"), "{out}");
+    expected.insert("grow-bad".into(), 3);
+    check(&stack, &expected, "after the copy").await;
+    let kept: Option<String> = redis::cmd("GET").arg(format!("{ns}:route-only")).query_async(&mut con).await.unwrap();
+    assert_eq!(kept.as_deref(), Some("\"kept\""));
+
+    // A rebuild on the copy matches the moved checkpoints (which are no events of their
+    // partitions) and gives the same counts.
+    let text = superclient(&stack, &["rebuild", &script, "--instance", "grow-rebuilder"]).await;
+    assert_ne!(stack.active_ns("test").await.as_deref(), Some(ns.as_str()), "rebuilt: {text}");
+    check(&stack, &expected, "after a rebuild").await;
+
+    // A copy of the copy, 32 → 64: its record of the count before it is not its own count.
+    stop(&mut gateway).await;
+    let last = copy.info().await.unwrap().state.last_sequence;
+    assert!(repartition(&stack, "EVENTS2", "EVENTS3", 64, &format!("copied {last} events of EVENTS2 (up to sequence {last}) into EVENTS3 with 64 partitions")).await);
+    stop(&mut b).await;
+    let mut gateway = sequent_tests::Child::spawn("gateway-64", sequent_tests::binary("bus-gateway"), &[] as &[&str], &gateway_env(&stack, "EVENTS3", 64)).unwrap();
+    gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.unwrap();
+    let mut b = sequent_tests::Child::spawn("grow-b2", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-b2"], &as_admin(&stack)).unwrap();
+    b.wait_for_line("checkpoints moved to the copy's end", Duration::from_secs(60)).await.expect("the checkpoints move again");
+    b.wait_for_line("superclient ready", Duration::from_secs(60)).await.unwrap();
+    stack.append_many("test", counted(6..7), 16).await;
+    keys.iter().for_each(|k| *expected.get_mut(k).unwrap() = 7);
+    stack.wait_counts("test", &expected, Duration::from_secs(120)).await;
+    check(&stack, &expected, "after a second copy").await;
+
+    // A state for a count the stream was not copied from is refused, and left as it was.
+    let ns = stack.active_ns("test").await.unwrap();
+    stop(&mut b).await;
+    let _: () = redis::cmd("SET").arg(format!("{ns}:__partitions")).arg(8).query_async(&mut con).await.unwrap();
+    let before: Vec<Option<u64>> = redis::cmd("MGET").arg((0..64).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    let mut c = sequent_tests::Child::spawn("grow-c", sequent_tests::binary("superclient"), &[script.as_str(), "--instance", "grow-c"], &as_admin(&stack)).unwrap();
+    c.wait_for_line("is for 8 partitions, but the stream has 64", Duration::from_secs(60)).await.expect("the mismatch is named");
+    assert!(!c.wait().await.unwrap().success());
+    let after: Vec<Option<u64>> = redis::cmd("MGET").arg((0..64).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
+    assert_eq!(before, after, "the refused state is untouched");
+}

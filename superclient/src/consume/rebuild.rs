@@ -167,7 +167,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
             progress.step(pending);
             // Frozen: the catch-up is done once every partition reached the frozen checkpoints,
             // whether or not new events keep coming in behind them.
-            let caught_up = frozen.as_ref().is_some_and(|(floors, _)| floors.iter().zip(&applied).all(|(f, a)| a >= f));
+            let caught_up = frozen.as_ref().is_some_and(|(floors, _)| (0..applied.len()).all(|p| reached(&applied, &left, p, seq) >= floors[p]));
             if batch.events >= BATCH || pending == 0 || caught_up {
                 batch.flush(svc).await?;
             }
@@ -202,6 +202,15 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                 if at_end > 1 {
                     frozen = Some((floors.clone(), Instant::now()));
                 }
+                // A checkpoint that is no event of its partition (one moved to a copy's end,
+                // `state::migrate::repartition`) is matched by what the replay has read.
+                for p in 0..applied.len() {
+                    if applied[p] < floors[p] && reached(&applied, &left, p, seq) >= floors[p] {
+                        applied[p] = floors[p];
+                        batch.checkpoints.insert(p as u32, floors[p]);
+                    }
+                }
+                batch.flush(svc).await?;
                 let behind: Vec<usize> = (0..applied.len()).filter(|&p| floors[p] > applied[p]).collect();
                 if behind.is_empty() {
                     match svc.store.swap(Some(old), &ns, svc.partitions).await? {
@@ -315,6 +324,16 @@ impl Bound {
     }
 }
 
+/// How far partition `p` of the new state is complete, the replay having read the stream up to
+/// `seq`: with nothing of it left to live delivery, every event of it up to `seq` is applied.
+fn reached(applied: &[u64], left: &[Option<u64>], p: usize, seq: u64) -> u64 {
+    if left[p].is_none() {
+        applied[p].max(seq)
+    } else {
+        applied[p]
+    }
+}
+
 /// Replayed events not yet committed. Events are handed to Lua [`DISPATCH`] at a time, all
 /// on one state and one overlay (each handler reads what the earlier ones wrote); the batch
 /// commits with the checkpoint each partition reached and one note of the highest version of
@@ -391,7 +410,7 @@ impl Batch {
     /// Commits the buffered writes with the partitions' checkpoints, atomically.
     async fn flush(&mut self, svc: &Service) -> Result<(), Stop> {
         self.dispatch().await?;
-        if self.events == 0 {
+        if self.events == 0 && self.checkpoints.is_empty() {
             return Ok(());
         }
         let ns = self.ns.clone();
@@ -435,6 +454,7 @@ pub async fn ensure_namespace(svc: &Service) -> anyhow::Result<String> {
         }
         if svc.opts.no_auto_rebuild || svc.spec.types().is_empty() {
             let ns = svc.store.new_namespace(&svc.active_ns()).await?;
+            let _: () = redis::cmd("SET").arg(state::partitions_key(&ns)).arg(svc.partitions).query_async(&mut con).await?;
             let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(ns).arg("NX").query_async(&mut con).await?;
             continue;
         }

@@ -11,6 +11,7 @@
 //! | channel `sequent:{<svc>}:commits` | pub/sub: the watched keys a commit wrote (wakes `bus:wait`) |
 //! | `<ns>:<key>` | the script's own keys (`redis:set("acc-1", ...)`) |
 //! | `<ns>:__applied:<p>` | stream sequence of the last event of partition `p` applied |
+//! | `<ns>:__partitions` | the partition count the checkpoints are for ([`super::migrate::repartition`]) |
 //! | `<ns>:__versions` | hash: event key → last version this service knows of (for `expect = false`) |
 //! | `<ns>:__rev` | hash: script key → how many commits wrote it (reads are checked against it at commit) |
 //! | `<ns>:__locks` | hash: script key → `<owner>:<deadline ms>`, held from a send decided on it until its commit |
@@ -69,6 +70,9 @@ pub fn commits_channel(service: &str) -> String {
 }
 pub fn applied_key(ns: &str, partition: u32) -> String {
     format!("{ns}:__applied:{partition}")
+}
+pub fn partitions_key(ns: &str) -> String {
+    format!("{ns}:__partitions")
 }
 pub fn versions_key(ns: &str) -> String {
     format!("{ns}:__versions")
@@ -232,6 +236,7 @@ mod tests {
             watch_key(svc),
             applied_key(&ns, 15),
             applied_key(&next, 0),
+            partitions_key(&ns),
             versions_key(&ns),
             revisions_key(&ns),
             locks_key(&ns),

@@ -1,3 +1,5 @@
+//! Migrations of a service's state when an instance starts.
+//!
 //! From the key layout before hash tags (`sequent:<svc>:active` naming namespace `<svc>@<g>`,
 //! keys `<svc>@<g>:...`) to today's (`keys`): one script renames the active namespace's keys
 //! and moves the pointers, atomically, so a reader sees either the old layout or the new one.
@@ -63,4 +65,65 @@ pub async fn migrate_legacy(store: &Store) -> redis::RedisResult<Option<Migrated
         return Ok(None);
     }
     Ok(Some(redis::from_redis_value(redis::Value::Array(done))?))
+}
+
+/// The stream a service runs on, as far as its partitions go: their count, and, for a copy of
+/// an older stream with another count (`bus-gateway --repartition-from`), that count and the
+/// last sequence copied (the stream's metadata, `subjects::META_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitioning {
+    pub partitions: u32,
+    pub copied: Option<(u32, u64)>,
+}
+
+/// KEYS[1]: the active pointer. ARGV: partitions now, partitions before the copy ('' if the
+/// stream is no copy), last sequence copied. Returns {what, ns}: 'none' (no state), 'same',
+/// 'recorded' (a state from before the record, on a stream that is no copy: it is for this
+/// count), 'moved' (checkpoints moved to the copy's end in every new partition). A state
+/// without a record on a copied stream predates the copy (every version that copies records
+/// the count), so it is for the count before.
+const REPARTITION_SCRIPT: &str = r#"
+local ns = redis.call('GET', KEYS[1])
+if not ns then return {'none', ''} end
+local rec = redis.call('GET', ns .. ':__partitions')
+if rec == ARGV[1] then return {'same', ns} end
+if not rec then
+  if ARGV[2] == '' then redis.call('SET', ns .. ':__partitions', ARGV[1]); return {'recorded', ns} end
+  rec = ARGV[2]
+end
+if rec ~= ARGV[2] then
+  return redis.error_reply('the state ' .. ns .. ' is for ' .. rec .. ' partitions, but the stream has ' .. ARGV[1] ..
+    ' and is not a copy of a stream with ' .. rec .. ' (bus-gateway --repartition-from); start against the stream it was built on')
+end
+local last = tonumber(ARGV[3])
+for p = 0, tonumber(rec) - 1 do
+  local applied = tonumber(redis.call('GET', ns .. ':__applied:' .. p) or '0')
+  if applied > last then
+    return redis.error_reply('partition ' .. p .. ' of ' .. ns .. ' applied up to ' .. applied .. ', past the copy\'s end ' .. last .. '; the state is not the one the copy was made from')
+  end
+end
+for p = 0, tonumber(rec) - 1 do redis.call('DEL', ns .. ':__applied:' .. p) end
+for p = 0, tonumber(ARGV[1]) - 1 do redis.call('SET', ns .. ':__applied:' .. p, last) end
+redis.call('SET', ns .. ':__partitions', ARGV[1])
+return {'moved', ns}
+"#;
+
+/// Makes the active state's checkpoints fit the stream's partitions. After a copy into a
+/// stream with another count, every event up to the copy's end was applied before it (the copy
+/// waits for that), so each new partition's checkpoint becomes that sequence: live delivery
+/// skips what was applied and applies the rest, and nothing is rebuilt. A state for another
+/// count on a stream that is no copy of it is refused (its checkpoints would skip or repeat
+/// events). Atomic; a second instance finds it done. Returns what it did (see the script).
+pub async fn repartition(store: &Store, stream: Partitioning) -> redis::RedisResult<(String, String)> {
+    let (before, last) = match stream.copied {
+        Some((p, seq)) => (p.to_string(), seq),
+        None => (String::new(), 0),
+    };
+    redis::Script::new(REPARTITION_SCRIPT)
+        .key(active_key(&store.service))
+        .arg(stream.partitions)
+        .arg(before)
+        .arg(last)
+        .invoke_async(&mut store.con.clone())
+        .await
 }

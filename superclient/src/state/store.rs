@@ -226,7 +226,8 @@ return 0
 /// Makes a rebuilt namespace the active one, but only if it has applied at least everything the
 /// current one has, partition by partition (live instances keep applying to the old one while
 /// the rebuild runs), and lifts the rebuild's freeze. Returns -1 on success, or the first
-/// partition that is still behind.
+/// partition that is still behind. The new namespace notes the partition count its checkpoints
+/// are for (`keys::partitions_key`).
 const SWAP_SCRIPT: &str = r#"
 local cur = redis.call('GET', ARGV[1])
 if cur == false then cur = '' end
@@ -238,6 +239,7 @@ if ARGV[2] ~= '' then
     if new < old then return p end
   end
 end
+redis.call('SET', ARGV[3] .. ':__partitions', ARGV[4])
 redis.call('SET', ARGV[1], ARGV[3])
 if redis.call('GET', ARGV[5]) == ARGV[3] then redis.call('DEL', ARGV[5]) end
 return -1

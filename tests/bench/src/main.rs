@@ -10,6 +10,7 @@ mod e2e;
 mod load;
 mod procs;
 mod rebuild;
+mod repartition;
 mod report;
 mod scale;
 
@@ -94,6 +95,12 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
+    /// Raising the partition count: `bus-gateway --repartition-from` copying N events into a
+    /// stream with 64 partitions (the write pause).
+    Repartition {
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
     /// pyreport's scan of N events into Arrow vs a pure-Python nats-py reader.
     Analysis {
         #[arg(long, default_value_t = 1_000_000)]
@@ -134,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             e2e::run(bins, &e2e::Opts { transfers, modes, customers, instances, nectar, cohost, baseline: true, strict: false }).await?
         }
         Scenario::Rebuild { events } => rebuild::run(bins, events).await?,
+        Scenario::Repartition { events } => repartition::run(bins, events).await?,
         Scenario::Analysis { events } => analysis::run(bins, events).await?,
         Scenario::Scale { instances, transfers, clients, customers, mut sizes, huge } => {
             if huge {
@@ -161,6 +169,7 @@ async fn smoke(bins: &Bins) -> anyhow::Result<Vec<Row>> {
         ("append", append::run(bins, 200, &[1, 4], &[1, 4]).await),
         ("e2e", e2e::run(bins, &e2e(1, true, vec![Mode::Open(100.0), Mode::Closed(4)])).await),
         ("rebuild", rebuild::run(bins, 2_000).await),
+        ("repartition", repartition::run(bins, 2_000).await),
         ("analysis", analysis::run(bins, 2_000).await),
         ("scale", scale::run(bins, &scale::Opts { instances: vec![2], transfers: 10, clients: 2, customers: 2, sizes: vec![1_000, 3_000] }).await),
     ];
