@@ -18,7 +18,7 @@ pub mod replay;
 pub mod routes;
 
 use crate::hub::HubOp;
-use crate::state::{Overlay, Store};
+use crate::state::{self, Overlay, Store};
 use crate::stream::{EventReader, Gateway};
 use sequent_net::DirectReader;
 use sequent_protocol::NewEvent;
@@ -172,8 +172,8 @@ pub struct Call {
     pub hub_ops: Vec<HubOp>,
     /// Lock owner name of this call, once it locked its reads before a send.
     pub owner: Option<String>,
-    /// The keys it locked (its commit releases them).
-    pub locked: Vec<String>,
+    /// The keys it locked, exclusively or shared (its commit releases them).
+    pub locked: state::Locks,
     /// Set by a route whose reads went stale before it sent anything: run it again.
     pub rerun: bool,
     /// While `bus:wait` runs its condition: the script keys it read from Redis.
@@ -195,11 +195,48 @@ impl Call {
             infra_error: None,
             hub_ops: Vec::new(),
             owner: None,
-            locked: Vec::new(),
+            locked: state::Locks::new(),
             rerun: false,
             watching: None,
             receipt_depth: 0,
         }
+    }
+
+    /// What this call must lock before a send (`state::store` explains the locks): its reads
+    /// not locked yet, and those locked shared that it must now hold exclusively; with the
+    /// ones to lock exclusively. A read is locked exclusively when the call wrote it too, or
+    /// whatever it wrote when `any_write` says the call may still write any key after the send
+    /// (a route goes on running, a receipt listener runs after the send is stored).
+    pub fn lock_request(&self, any_write: bool) -> (std::collections::HashMap<String, u64>, Vec<String>) {
+        let written: BTreeSet<String> = if any_write { BTreeSet::new() } else { self.overlay.revisions_written().into_iter().collect() };
+        let (mut reads, mut exclusive) = (std::collections::HashMap::new(), Vec::new());
+        for (k, revision) in self.overlay.reads() {
+            let x = any_write || written.contains(k);
+            match self.locked.get(k) {
+                Some(true) => continue,
+                Some(false) if !x => continue,
+                _ => {}
+            }
+            reads.insert(k.clone(), *revision);
+            if x {
+                exclusive.push(k.clone());
+            }
+        }
+        (reads, exclusive)
+    }
+
+    /// Records the locks a [`Call::lock_request`] took.
+    pub fn note_locked(&mut self, reads: std::collections::HashMap<String, u64>, exclusive: &[String]) {
+        for k in reads.into_keys() {
+            let x = exclusive.contains(&k);
+            self.locked.insert(k, x);
+        }
+    }
+
+    /// Whether the call writes a key it holds only a shared lock on: it read the key before a
+    /// send, and writes it after (a later handler of the batch).
+    pub fn writes_shared_locked(&self) -> bool {
+        self.locked.values().any(|x| !x) && self.overlay.revisions_written().iter().any(|k| self.locked.get(k) == Some(&false))
     }
 
     /// Starts the next handler of a batch on the same overlay.
