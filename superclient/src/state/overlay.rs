@@ -793,6 +793,37 @@ mod tests {
     }
 
     #[test]
+    fn only_keys_written_unread_need_a_type_check() {
+        let mut o = Overlay::new();
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        o.note_read("s", 1);
+        o.note_type("s", "string");
+        o.hset("h", "n:h", "f", "1".into()).unwrap();
+        o.hset("s", "n:s", "f", "1".into()).unwrap();
+        o.set("v", "n:v", "1".into());
+        o.rpush("v2", "n:v2", "1".into()).unwrap();
+        o.rpush("v2", "n:v2", "2".into()).unwrap();
+        o.del("d", "n:d");
+        o.sadd("d", "n:d", "m".into()).unwrap();
+        o.push_op(vec!["RPUSH".into(), "n:__held:k".into(), "9".into()]);
+        assert_eq!(o.type_checks(), [("n:s".to_string(), "hash"), ("n:v2".to_string(), "list")], "a read of s proved a string, not a hash");
+        // A proof goes with its read.
+        let mut o = Overlay::new();
+        let mark = o.mark();
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        o.rollback(mark);
+        o.hset("h", "n:h", "f", "1".into()).unwrap();
+        assert_eq!(o.type_checks(), [("n:h".to_string(), "hash")]);
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        assert!(o.type_checks().is_empty());
+        o.forget_reads();
+        assert_eq!(o.type_checks().len(), 1);
+    }
+
+    #[test]
     fn version_notes_move_only_alone() {
         let mut o = Overlay::new();
         o.note_version("n@1:__versions", "k", 2);

@@ -304,6 +304,54 @@ fn fields_of_a_hash_are_read_and_written_apart() {
     assert_eq!(r.commit(&field("b", "9", &after_b), None, &[]), -3);
 }
 
+#[test]
+fn types_are_checked_before_anything_is_written_unless_a_read_proved_them() {
+    let r = fake();
+    r.set(&script_key(NS, "s"), "\"text\"");
+    // A hash write onto a string nobody read: refused before the first write.
+    let mut o = Overlay::new();
+    o.set("first", &script_key(NS, "first"), "1".into());
+    o.hset("s", &script_key(NS, "s"), "f", "1".into()).unwrap();
+    let (code, message) = r.commit_answer(&o, None, &[]);
+    assert_eq!(code, i64::MIN, "an error");
+    assert!(message.contains("WRONGTYPE key svc@1:s holds a string"), "{message}");
+    assert_eq!(r.get(&script_key(NS, "first")), None, "nothing written");
+    assert_eq!(r.calls("TYPE"), 1);
+    // A key the call read as a hash (its revision checked at commit) needs no look at its type;
+    // one it did not read does.
+    let mut o = Overlay::new();
+    o.note_read(&whole_revision("h"), 0);
+    o.note_read(&field_revision("h", "a"), 0);
+    o.note_type("h", "hash");
+    o.hset("h", &script_key(NS, "h"), "a", "1".into()).unwrap();
+    o.hincr("h", &script_key(NS, "h"), "n", 2, Some(0)).unwrap();
+    o.rpush("l", &script_key(NS, "l"), "1".into()).unwrap();
+    assert_eq!(o.type_checks(), [(script_key(NS, "l"), "list")]);
+    assert_eq!(r.commit(&o, None, &[]), 1);
+    assert_eq!(r.calls("TYPE"), 2);
+    assert_eq!(r.hget(&script_key(NS, "h"), "n").as_deref(), Some("2"));
+}
+
+#[test]
+fn version_notes_keep_the_highest_in_one_write() {
+    let r = fake();
+    let versions = versions_key(NS);
+    let mut o = Overlay::new();
+    o.note_version(&versions, "acc-1", 3);
+    o.note_version(&versions, "acc-2", 7);
+    o.note_version(&versions, "acc-1", 5);
+    o.note_version(&versions, "acc-1", 4);
+    assert_eq!(commit_ops(&o), [vec!["VMAX".to_string(), versions.clone(), "acc-1".into(), "5".into(), "acc-2".into(), "7".into()]]);
+    assert_eq!(r.commit(&o, None, &[]), 1);
+    let mut lower = Overlay::new();
+    lower.note_version(&versions, "acc-1", 2);
+    lower.note_version(&versions, "acc-2", 8);
+    assert_eq!(r.commit(&lower, None, &[]), 1);
+    assert_eq!(r.hget(&versions, "acc-1").as_deref(), Some("5"), "never lowered");
+    assert_eq!(r.hget(&versions, "acc-2").as_deref(), Some("8"));
+    assert_eq!(r.calls("HSET"), 2, "one write per commit");
+}
+
 /// What one transaction of the property test is doing.
 #[derive(Clone, Copy, Debug)]
 enum Txn {
