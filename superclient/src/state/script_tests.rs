@@ -18,6 +18,7 @@ local function get(k, t) local e = live(k); if e == nil then return nil end; ass
 local function need(k, t) local e = live(k); if e == nil then e = { t = t, v = {} }; DB[k] = e end; assert(e.t == t, 'WRONGTYPE ' .. k); return e.v end
 local C = {}
 function C.GET(k) local e = live(k); if e == nil then return false end; assert(e.t == 'string', 'WRONGTYPE ' .. k); return e.v end
+function C.MGET(...) local out = {}; for i, k in ipairs({...}) do local e = live(k); out[i] = e and e.t == 'string' and e.v or false end; return out end
 function C.SET(k, v) DB[k] = { t = 'string', v = tostring(v) }; return 'OK' end
 function C.DEL(k) DB[k] = nil; return 1 end
 function C.EXISTS(...) local n = 0; for _, k in ipairs({...}) do if live(k) then n = n + 1 end end; return n end
@@ -38,7 +39,8 @@ function C.SADD(k, m) need(k, 'set')[m] = true; return 1 end
 function C.SREM(k, m) local s = get(k, 'set'); if s then s[m] = nil end; return 1 end
 function C.ZMSCORE(k, ...) local z, out = get(k, 'zset'), {}; for i, m in ipairs({...}) do out[i] = z and z[m] and tostring(z[m]) or false end; return out end
 function C.ZREMRANGEBYSCORE(k) return 0 end
-function C.PUBLISH() return 0 end
+PUBLISHED = {}
+function C.PUBLISH(channel, message) PUBLISHED[#PUBLISHED + 1] = message; return 0 end
 function C.TIME() return { tostring(CLOCK // 1000), tostring((CLOCK % 1000) * 1000) } end
 redis = {
   call = function(cmd, ...) local f = C[cmd]; assert(f, 'the fake Redis has no ' .. cmd); CALLS[cmd] = (CALLS[cmd] or 0) + 1; return f(...) end,
@@ -350,6 +352,21 @@ fn version_notes_keep_the_highest_in_one_write() {
     assert_eq!(r.hget(&versions, "acc-1").as_deref(), Some("5"), "never lowered");
     assert_eq!(r.hget(&versions, "acc-2").as_deref(), Some("8"));
     assert_eq!(r.calls("HSET"), 2, "one write per commit");
+}
+
+#[test]
+fn a_frozen_namespace_holds_commits_and_a_commit_wakes_the_waits_on_what_it_wrote() {
+    let r = fake();
+    r.set(&swap_freeze_key(SVC), "svc@2");
+    assert_eq!(r.commit(&rmw("count", 1, 0), None, &[]), -2);
+    r.lua.load(format!("DB[{:?}] = nil", swap_freeze_key(SVC))).exec().unwrap();
+    // Waits on count (valid) and on other (past its deadline).
+    r.lua.load(format!("DB[{:?}] = {{ t = 'zset', v = {{ count = CLOCK + 1000, other = CLOCK - 1 }} }}", watch_key(SVC))).exec().unwrap();
+    let mut o = rmw("count", 1, 0);
+    o.set("other", &script_key(NS, "other"), "1".into());
+    assert_eq!(r.commit(&o, None, &[]), 1);
+    let published: Vec<String> = r.lua.load("return PUBLISHED").eval().unwrap();
+    assert_eq!(published, ["count"]);
 }
 
 /// What one transaction of the property test is doing.

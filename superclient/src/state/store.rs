@@ -73,9 +73,11 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 macro_rules! lua_locks {
     () => {
         r#"
+local clock = nil
+-- Redis's clock (ms), asked once and only when a lock or a wait needs it.
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if clock == nil then local t = redis.call('TIME'); clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+  return clock
 end
 -- `cmd [first] list...` in chunks (Lua's unpack takes a few thousand values at most): the
 -- replies joined (tables) or summed (numbers).
@@ -90,20 +92,20 @@ local function chunked(cmd, first, list)
   return out, sum
 end
 -- Whether an exclusive lock value belongs to another owner and is still valid.
-local function other_holds(l, owner, now)
+local function other_holds(l, owner)
   if not l then return false end
   local o, deadline = string.match(l, '^(.*):(%d+)$')
-  return o ~= owner and tonumber(deadline) > now
+  return o ~= owner and tonumber(deadline) > now_ms()
 end
 -- The first of `keys` on which another owner holds a valid exclusive lock, if any.
-local function held_by_other(a, keys, now)
+local function held_by_other(a, keys)
   local held = chunked('HMGET', a.locks, keys)
-  for i, k in ipairs(keys) do if other_holds(held[i], a.owner, now) then return k end end
+  for i, k in ipairs(keys) do if other_holds(held[i], a.owner) then return k end end
   return nil
 end
 -- The first of `keys` on which another owner holds a valid shared lock, if any, and the
 -- shared-lock hashes in which the owner has one of its own. Drops expired entries.
-local function read_by_other(a, keys, now)
+local function read_by_other(a, keys)
   local rks, own = {}, {}
   for i, k in ipairs(keys) do rks[i] = a.rlocks .. k end
   local _, n = chunked('EXISTS', nil, rks)
@@ -112,7 +114,7 @@ local function read_by_other(a, keys, now)
     local entries, gone, found = redis.call('HGETALL', rks[i]), {}, false
     for j = 1, #entries, 2 do
       local o, deadline = entries[j], tonumber(entries[j + 1])
-      if deadline <= now then gone[#gone + 1] = o elseif o == a.owner then own[#own + 1] = rks[i] else found = true end
+      if deadline <= now_ms() then gone[#gone + 1] = o elseif o == a.owner then own[#own + 1] = rks[i] else found = true end
     end
     if #gone > 0 then chunked('HDEL', rks[i], gone) end
     if found then return k, own end
@@ -154,26 +156,20 @@ const COMMIT_SCRIPT: &str = concat!(
     lua_locks!(),
     r#"
 local a = cjson.decode(ARGV[1])
-local watched = false
 if a.expected ~= '' then
-  if redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
-  -- The freeze and the watch set are usually both absent: one look at the two.
-  if redis.call('EXISTS', a.freeze, a.watch) > 0 then
-    if redis.call('EXISTS', a.freeze) == 1 then return {-2, ''} end
-    watched = true
-  end
+  local cur = redis.call('MGET', a.active, a.freeze)
+  if cur[1] ~= a.expected then return {-1, ''} end
+  if cur[2] then return {-2, ''} end
 end
 if a.gkind == 'ckpt' then
   if tonumber(redis.call('GET', a.gkey) or '0') >= tonumber(a.gfirst) then return {0, ''} end
 elseif a.gkind == 'head' then
   if redis.call('LINDEX', a.gkey, 0) ~= a.gval then return {0, ''} end
 end
-local now = nil
 if #a.bumps > 0 then
   local k = stale(a.revs, a.reads)
   if k then return {-3, k} end
-  now = now_ms()
-  k = held_by_other(a, a.bumps, now) or read_by_other(a, a.bumps, now)
+  k = held_by_other(a, a.bumps) or read_by_other(a, a.bumps)
   if k then return {-4, k} end
 end
 for _, c in ipairs(a.checks) do
@@ -205,14 +201,13 @@ if #a.bumps > 0 then
 end
 release(a)
 if a.gkind == 'ckpt' then redis.call('SET', a.gkey, a.glast) end
-if watched and #a.written > 0 then
-  now = now or now_ms()
+if #a.written > 0 then
+  -- Waits on a key written (Store::watch drops the ones past their deadline).
   local deadlines, woken = chunked('ZMSCORE', a.watch, a.written), {}
   for i, k in ipairs(a.written) do
-    if deadlines[i] and tonumber(deadlines[i]) >= now then woken[#woken + 1] = k end
+    if deadlines[i] and tonumber(deadlines[i]) >= now_ms() then woken[#woken + 1] = k end
   end
   if #woken > 0 then redis.call('PUBLISH', a.channel, table.concat(woken, '\n')) end
-  redis.call('ZREMRANGEBYSCORE', a.watch, '-inf', now - 1)
 end
 return {1, ''}
 "#
@@ -306,16 +301,15 @@ local a = cjson.decode(ARGV[1])
 if redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
 local k = stale(a.revs, a.reads)
 if k then return {-3, k} end
-local now = now_ms()
 local names, exclusive = {}, {}
 for k, _ in pairs(a.reads) do names[#names + 1] = k end
 for _, k in ipairs(a.exclusive) do exclusive[k] = true end
-k = held_by_other(a, names, now)
+k = held_by_other(a, names)
 if k then return {-4, k} end
 local own
-k, own = read_by_other(a, a.exclusive, now)
+k, own = read_by_other(a, a.exclusive)
 if k then return {-4, k} end
-local deadline, xs = now + a.ttl, {}
+local deadline, xs = now_ms() + a.ttl, {}
 for _, k in ipairs(a.exclusive) do xs[#xs + 1] = k; xs[#xs + 1] = a.owner .. ':' .. deadline end
 if #xs > 0 then chunked('HSET', a.locks, xs) end
 -- Taking a key exclusively replaces the owner's shared lock on it (an upgrade).
@@ -561,17 +555,22 @@ impl Store {
     }
 
     /// Marks `keys` as watched by a `bus:wait` until `deadline_ms` (Unix ms): commits that
-    /// write one of them announce it on the commits channel.
+    /// write one of them announce it on the commits channel. Drops the marks past their
+    /// deadline (here rather than in every commit).
     pub async fn watch(&self, keys: &[String], deadline_ms: u64) -> redis::RedisResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(watch_key(&self.service)).arg("GT");
+        let watch = watch_key(&self.service);
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
+        let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
         for k in keys {
-            cmd.arg(deadline_ms).arg(k);
+            zadd.arg(deadline_ms).arg(k);
         }
-        cmd.query_async(&mut self.con.clone()).await
+        zadd.ignore();
+        pipe.query_async(&mut self.con.clone()).await
     }
 
     /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`
