@@ -6,7 +6,8 @@
 //!    and their receipts waited for (receipt listeners run in the same context; their sends go
 //!    out in a further round), so decisions stay sequential. Before a handler's sends leave,
 //!    what the batch read from Redis is checked and locked until its commit (`state::store`):
-//!    a send cannot be undone, so nothing it was decided on may change in between.
+//!    a send cannot be undone, so nothing it was decided on may change in between. Keys only
+//!    read get shared locks; a later handler that writes one of them waits for the next batch.
 //! 3. The batch's writes commit with the partition checkpoint in one Redis script, which
 //!    refuses if the checkpoint is already at or past the batch (a redelivery, a stale owner),
 //!    if a rebuild swapped the namespace, or if a key the batch read was written since; in the

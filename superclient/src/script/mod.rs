@@ -326,4 +326,31 @@ mod tests {
         assert_eq!(plain.types(), ["A", "B"]);
         assert!(!plain.consumes("C"));
     }
+
+    /// What a call locks before a send: shared what it only read, exclusive what it also wrote
+    /// (or everything when it may still write after the send), and an upgrade when it writes a
+    /// key it holds shared.
+    #[test]
+    fn a_call_locks_shared_what_it_only_read() {
+        let mut call = Call::new(Mode::Handler, "s@1");
+        call.overlay.note_read("a", 1);
+        call.overlay.note_read("b", 2);
+        call.overlay.set("b", "s@1:b", "1".into());
+        let (reads, exclusive) = call.lock_request(false);
+        assert_eq!(reads.len(), 2);
+        assert_eq!(exclusive, ["b"]);
+        assert_eq!(call.lock_request(true).1.len(), 2, "a route locks everything exclusively");
+        call.note_locked(reads, &exclusive);
+        assert_eq!(call.locked.get("a"), Some(&false));
+        assert_eq!(call.locked.get("b"), Some(&true));
+        assert!(call.lock_request(false).0.is_empty(), "nothing new to lock");
+        assert!(!call.writes_shared_locked());
+        // A later write of a: the call now holds it too weakly.
+        call.overlay.set("a", "s@1:a", "2".into());
+        assert!(call.writes_shared_locked());
+        let (reads, exclusive) = call.lock_request(false);
+        assert_eq!((reads.keys().collect::<Vec<_>>(), exclusive.clone()), (vec![&"a".to_string()], vec!["a".to_string()]));
+        call.note_locked(reads, &exclusive);
+        assert!(!call.writes_shared_locked());
+    }
 }

@@ -12,8 +12,7 @@
 //! | `<ns>:<key>` | the script's own keys (`redis:set("acc-1", ...)`) |
 //! | `<ns>:__applied:<p>` | stream sequence of the last event of partition `p` applied |
 //! | `<ns>:__versions` | hash: event key → last version this service knows of (for `expect = false`) |
-//! | `<ns>:__rev` | hash: script key → the number (`<ns>:__commits`) of the last commit that wrote it (reads are checked against it at commit) |
-//! | `<ns>:__commits` | counter of the commits that wrote script keys (numbers their revisions) |
+//! | `<ns>:__rev` | hash: script key → how many commits wrote it (reads are checked against it at commit) |
 //! | `<ns>:__locks` | hash: script key → `<owner>:<deadline ms>`, exclusive lock of a call that read and wrote it, held from a send decided on it until its commit |
 //! | `<ns>:__locks:r:<key>` | hash: owner → deadline ms, shared locks of calls that only read `<key>` before a send (expires with its last lock) |
 //! | `<ns>:__parked` | set of parked keys |
@@ -84,11 +83,6 @@ pub fn locks_key(ns: &str) -> String {
 /// The shared (read) locks on script key (revision) `key`: owner → deadline ms.
 pub fn read_locks_key(ns: &str, key: &str) -> String {
     format!("{ns}:__locks:r:{key}")
-}
-/// The counter that numbers commits (a key's revision is the number of the last commit that
-/// wrote it).
-pub fn commits_key(ns: &str) -> String {
-    format!("{ns}:__commits")
 }
 pub fn parked_set_key(ns: &str) -> String {
     format!("{ns}:__parked")
@@ -247,7 +241,6 @@ mod tests {
             revisions_key(&ns),
             locks_key(&ns),
             read_locks_key(&ns, "owner:{alice}\u{0}acc-1"),
-            commits_key(&ns),
             parked_set_key(&ns),
             parked_key(&ns, "acc-{9}"),
             held_key(&ns, "acc-1"),

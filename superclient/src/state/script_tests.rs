@@ -25,7 +25,6 @@ function C.EXISTS(...) local n = 0; for _, k in ipairs({...}) do if live(k) then
 function C.PEXPIRE(k, ms) local e = live(k); if e then e.exp = CLOCK + tonumber(ms) end; return e and 1 or 0 end
 function C.TYPE(k) return { ok = kind(k) } end
 function C.INCRBY(k, by) local v = tonumber(C.GET(k) or '0') + tonumber(by); C.SET(k, tostring(v)); return v end
-function C.INCR(k) return C.INCRBY(k, 1) end
 function C.HGET(k, f) local h = get(k, 'hash'); return h and h[f] or false end
 function C.HMGET(k, ...) local h, out = get(k, 'hash'), {}; for i, f in ipairs({...}) do out[i] = h and h[f] or false end; return out end
 function C.HGETALL(k) local h, out = get(k, 'hash'), {}; for f, v in pairs(h or {}) do out[#out + 1] = f; out[#out + 1] = v end; return out end

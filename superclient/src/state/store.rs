@@ -13,6 +13,8 @@
 //! the caller runs its handler (or route) again on fresh state. A call about to send events
 //! decided on what it read first checks those reads and locks them ([`Store::lock_reads`]) until
 //! its commit: a send cannot be undone, so nobody may change what it was decided on meanwhile.
+//! A key the call also wrote is locked exclusively; a key it only read, shared: readers do not
+//! wait for each other, writers wait for both (superclient/README.md, "Serializable state").
 
 use super::keys::*;
 use super::overlay::Overlay;
@@ -194,9 +196,9 @@ for _, op in ipairs(a.ops) do
   end
 end
 if #a.bumps > 0 then
-  -- A key's revision is the number of the last commit that wrote it.
-  local n, revs = redis.call('INCR', a.commits), {}
-  for _, k in ipairs(a.bumps) do revs[#revs + 1] = k; revs[#revs + 1] = n end
+  -- Each revision written moves on by one: one read and one write for all of them.
+  local old, revs = chunked('HMGET', a.revs, a.bumps), {}
+  for i, k in ipairs(a.bumps) do revs[#revs + 1] = k; revs[#revs + 1] = tonumber(old[i] or '0') + 1 end
   chunked('HSET', a.revs, revs)
 end
 release(a)
@@ -280,7 +282,6 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
         "checks": overlay.type_checks(),
         "ops": commit_ops(overlay),
         "revs": revisions_key(ns),
-        "commits": commits_key(ns),
         "watch": watch_key(service),
         "channel": commits_channel(service),
     });
