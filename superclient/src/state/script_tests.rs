@@ -267,6 +267,7 @@ fn a_lock_outlives_nobody_for_ever() {
     assert_eq!(r.lock(&count_read(0), &["count"], "a"), 1);
     r.advance(LOCK_TTL + Duration::from_millis(1));
     assert_eq!(r.commit(&rmw("count", 5, 0), Some("b"), &[]), 1, "an expired lock (its owner died) holds nobody off");
+    assert!(r.hget(&locks_key(NS), "count").is_none(), "and goes");
     // Shared locks too; the expired entries go.
     assert_eq!(r.lock(&count_read(1), &[], "a"), 1);
     r.advance(LOCK_TTL / 2);

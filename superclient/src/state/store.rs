@@ -93,16 +93,17 @@ local function chunked(cmd, first, list)
   end
   return out, sum
 end
--- Whether an exclusive lock value belongs to another owner and is still valid.
-local function other_holds(l, owner)
-  if not l then return false end
-  local o, deadline = string.match(l, '^(.*):(%d+)$')
-  return o ~= owner and tonumber(deadline) > now_ms()
-end
--- The first of `keys` on which another owner holds a valid exclusive lock, if any.
+-- The first of `keys` on which another owner holds a valid exclusive lock, if any. Drops the
+-- expired ones.
 local function held_by_other(a, keys)
-  local held = chunked('HMGET', a.locks, keys)
-  for i, k in ipairs(keys) do if other_holds(held[i], a.owner) then return k end end
+  local held, gone = chunked('HMGET', a.locks, keys), {}
+  for i, k in ipairs(keys) do
+    if held[i] then
+      local o, deadline = string.match(held[i], '^(.*):(%d+)$')
+      if tonumber(deadline) <= now_ms() then gone[#gone + 1] = k elseif o ~= a.owner then return k end
+    end
+  end
+  if #gone > 0 then chunked('HDEL', a.locks, gone) end
   return nil
 end
 -- The first of `keys` on which another owner holds a valid shared lock, if any, and the
