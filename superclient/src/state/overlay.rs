@@ -198,19 +198,21 @@ impl Overlay {
         }
     }
 
-    fn remember(&mut self, key: &str, full: &str) {
+    fn name(&mut self, key: &str, full: &str) {
         if !self.names.contains_key(full) {
             self.names.insert(full.to_string(), key.to_string());
         }
+    }
+
+    fn remember(&mut self, key: &str, full: &str) {
+        self.name(key, full);
         if let Some(undo) = self.undo.as_mut() {
             undo.push(Undo::Entry { key: key.to_string(), prev: self.known.get(key).cloned() });
         }
     }
 
     fn remember_field(&mut self, key: &str, full: &str, field: &str) {
-        if !self.names.contains_key(full) {
-            self.names.insert(full.to_string(), key.to_string());
-        }
+        self.name(key, full);
         let Some(undo) = self.undo.as_mut() else { return };
         match self.known.get(key) {
             Some(Known::Hash { fields, .. }) => {
