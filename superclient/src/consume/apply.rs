@@ -6,7 +6,8 @@
 //!    and their receipts waited for (receipt listeners run in the same context; their sends go
 //!    out in a further round), so decisions stay sequential. Before a handler's sends leave,
 //!    what the batch read from Redis is checked and locked until its commit (`state::store`):
-//!    a send cannot be undone, so nothing it was decided on may change in between.
+//!    a send cannot be undone, so nothing it was decided on may change in between. Keys only
+//!    read get shared locks; a later handler that writes one of them waits for the next batch.
 //! 3. The batch's writes commit with the partition checkpoint in one Redis script, which
 //!    refuses if the checkpoint is already at or past the batch (a redelivery, a stale owner),
 //!    if a rebuild swapped the namespace, or if a key the batch read was written since; in the
@@ -99,12 +100,17 @@ impl Service {
                 }
                 let delivery = Delivery { redelivered: delivery.redelivered || again, ..*delivery };
                 ran += 1;
-                let (result, back) = self.handle(&mut lease, call, event, delivery).await;
+                let (result, back) = self.handle(&mut lease, call, event, delivery, count > 0).await;
                 call = back;
                 match result {
-                    Ok(()) => {
+                    Ok(true) => {
                         api::note_version(&mut call, &event.key, event.version);
                         count += 1;
+                    }
+                    Ok(false) => {
+                        // Left to the next batch (see `handle`): commit the ones before it.
+                        ran -= 1;
+                        break;
                     }
                     Err(e) => {
                         failure = Some(e);
@@ -128,7 +134,7 @@ impl Service {
             // After a conflict, optimism failed once: lock what the batch read before
             // committing, so that of the batches contending for a key one always gets through.
             if again && !call.overlay.written().is_empty() {
-                match self.lock_reads(&mut call).await {
+                match self.lock_reads(&mut call, false).await {
                     Ok(true) => {}
                     Ok(false) if runs < MAX_BATCH_RUNS => {
                         self.unlock(&call).await;
@@ -204,16 +210,19 @@ impl Service {
     /// Releases the locks a call took that will not commit.
     async fn unlock(&self, call: &Call) {
         if let Some(owner) = &call.owner {
-            if !call.locked.is_empty() {
-                if let Err(e) = self.store.unlock(&call.ns, owner, &call.locked).await {
-                    tracing::warn!(error = %e, "could not release locks (they expire by themselves)");
-                }
+            if let Err(e) = self.store.unlock(&call.ns, owner, &call.locked).await {
+                tracing::warn!(error = %e, "could not release locks (they expire by themselves)");
             }
         }
     }
 
-    /// Runs one event's handler on the batch's call and publishes its sends.
-    async fn handle(&self, lease: &mut Lease, mut call: Call, event: &Event, delivery: Delivery) -> (Result<(), Failure>, Call) {
+    /// Runs one event's handler on the batch's call and publishes its sends. Ok(false): the
+    /// handler wrote a key that an earlier handler of the batch read before its sends and
+    /// holds a shared lock on; when `can_defer` (handlers ran before it), it is rolled back and
+    /// left to the next batch, which commits after this one released its locks. Otherwise two
+    /// batches could each hold a shared lock on a key the other then writes, and wait for each
+    /// other's commit until the locks expire.
+    async fn handle(&self, lease: &mut Lease, mut call: Call, event: &Event, delivery: Delivery, can_defer: bool) -> (Result<bool, Failure>, Call) {
         let rerun_on_conflict = self.spec.reruns(&event.event_type);
         let mut reruns = 0u32;
         loop {
@@ -225,15 +234,21 @@ impl Service {
                 call.overlay.rollback(mark);
                 return (Err(e), call);
             }
-            if call.sends.is_empty() {
-                return (Ok(()), call);
+            if can_defer && call.writes_shared_locked() {
+                call.overlay.rollback(mark);
+                return (Ok(false), call);
             }
-            let again = match self.lock_reads(&mut call).await {
+            if call.sends.is_empty() {
+                return (Ok(true), call);
+            }
+            // A receipt listener runs after the sends are stored and may write what was read.
+            let any_write = call.sends.iter().any(|e| lease.receipt_listener(&e.event_type).is_some());
+            let again = match self.lock_reads(&mut call, any_write).await {
                 Ok(true) => {
                     let (published, back) = self.publish_sends(lease, call, rerun_on_conflict).await;
                     call = back;
                     match published {
-                        Ok(Published::Done) => return (Ok(()), call),
+                        Ok(Published::Done) => return (Ok(true), call),
                         Ok(Published::Conflicted(what)) => what,
                         Err(e) => {
                             call.overlay.rollback(mark);
@@ -260,18 +275,18 @@ impl Service {
         }
     }
 
-    /// Checks what the call read from Redis and locks it until the commit. Ok(false): a read
+    /// Checks what the call read from Redis and locks it until the commit (exclusively what it
+    /// also wrote, or everything if `any_write`: see [`Call::lock_request`]). Ok(false): a read
     /// is stale (run the handler again).
-    async fn lock_reads(&self, call: &mut Call) -> Result<bool, Failure> {
-        let reads: std::collections::HashMap<String, u64> =
-            call.overlay.reads().iter().filter(|(k, _)| !call.locked.contains(k)).map(|(k, v)| (k.clone(), *v)).collect();
+    async fn lock_reads(&self, call: &mut Call, any_write: bool) -> Result<bool, Failure> {
+        let (reads, exclusive) = call.lock_request(any_write);
         if reads.is_empty() {
             return Ok(true);
         }
         let owner = call.owner.get_or_insert_with(|| format!("{}/{}", self.instance, uuid::Uuid::now_v7().simple())).clone();
-        match self.store.lock_reads_waiting(&call.ns, &reads, &owner).await.map_err(redis_failure)? {
+        match self.store.lock_reads_waiting(&call.ns, &reads, &exclusive, &owner).await.map_err(redis_failure)? {
             Commit::Applied => {
-                call.locked.extend(reads.into_keys());
+                call.note_locked(reads, &exclusive);
                 Ok(true)
             }
             Commit::Stale(_) => Ok(false),

@@ -42,7 +42,7 @@ async fn commit_ops(svc: &Service, ns: &str, guard: Guard, ops: Vec<state::Cmd>)
         overlay.push_op(op);
     }
     svc.store
-        .commit(&Changes { expected_active: Some(ns), ns, guard, overlay: &overlay, owner: None, locked: &[] })
+        .commit(&Changes { expected_active: Some(ns), ns, guard, overlay: &overlay, owner: None, locked: &state::Locks::new() })
         .await
         .map_err(redis_failure)
 }

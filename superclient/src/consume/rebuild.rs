@@ -423,7 +423,7 @@ impl Batch {
             call.overlay.push_op(vec!["SET".into(), state::applied_key(&ns, partition), seq.to_string()]);
         }
         self.events = 0;
-        let changes = Changes { expected_active: None, ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: None, locked: &[] };
+        let changes = Changes { expected_active: None, ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: None, locked: &state::Locks::new() };
         match svc.store.commit(&changes).await.map_err(redis_failure) {
             Ok(_) => {
                 // Keep what the overlay knows as a read cache: most events touch a key an

@@ -19,7 +19,7 @@ pub mod replay;
 pub mod routes;
 
 use crate::hub::HubOp;
-use crate::state::{Overlay, Store};
+use crate::state::{self, Overlay, Store};
 use crate::stream::{EventReader, Gateway};
 use sequent_net::DirectReader;
 use sequent_protocol::NewEvent;
@@ -173,8 +173,8 @@ pub struct Call {
     pub hub_ops: Vec<HubOp>,
     /// Lock owner name of this call, once it locked its reads before a send.
     pub owner: Option<String>,
-    /// The keys it locked (its commit releases them).
-    pub locked: Vec<String>,
+    /// The keys it locked, exclusively or shared (its commit releases them).
+    pub locked: state::Locks,
     /// Set by a route whose reads went stale before it sent anything: run it again.
     pub rerun: bool,
     /// While `bus:wait` runs its condition: the script keys it read from Redis.
@@ -196,11 +196,48 @@ impl Call {
             infra_error: None,
             hub_ops: Vec::new(),
             owner: None,
-            locked: Vec::new(),
+            locked: state::Locks::new(),
             rerun: false,
             watching: None,
             receipt_depth: 0,
         }
+    }
+
+    /// What this call must lock before a send (`state::store` explains the locks): its reads
+    /// not locked yet, and those locked shared that it must now hold exclusively; with the
+    /// ones to lock exclusively. A read is locked exclusively when the call wrote it too, or
+    /// whatever it wrote when `any_write` says the call may still write any key after the send
+    /// (a route goes on running, a receipt listener runs after the send is stored).
+    pub fn lock_request(&self, any_write: bool) -> (std::collections::HashMap<String, u64>, Vec<String>) {
+        let written: BTreeSet<String> = if any_write { BTreeSet::new() } else { self.overlay.revisions_written().into_iter().collect() };
+        let (mut reads, mut exclusive) = (std::collections::HashMap::new(), Vec::new());
+        for (k, revision) in self.overlay.reads() {
+            let x = any_write || written.contains(k);
+            match self.locked.get(k) {
+                Some(true) => continue,
+                Some(false) if !x => continue,
+                _ => {}
+            }
+            reads.insert(k.clone(), *revision);
+            if x {
+                exclusive.push(k.clone());
+            }
+        }
+        (reads, exclusive)
+    }
+
+    /// Records the locks a [`Call::lock_request`] took.
+    pub fn note_locked(&mut self, reads: std::collections::HashMap<String, u64>, exclusive: &[String]) {
+        for k in reads.into_keys() {
+            let x = exclusive.contains(&k);
+            self.locked.insert(k, x);
+        }
+    }
+
+    /// Whether the call writes a key it holds only a shared lock on: it read the key before a
+    /// send, and writes it after (a later handler of the batch).
+    pub fn writes_shared_locked(&self) -> bool {
+        self.locked.values().any(|x| !x) && self.overlay.revisions_written().iter().any(|k| self.locked.get(k) == Some(&false))
     }
 
     /// Starts the next handler of a batch on the same overlay.
@@ -291,5 +328,32 @@ mod tests {
         let plain = spec(&[("A", false)], &["B"], &[]);
         assert_eq!(plain.types(), ["A", "B"]);
         assert!(!plain.consumes("C"));
+    }
+
+    /// What a call locks before a send: shared what it only read, exclusive what it also wrote
+    /// (or everything when it may still write after the send), and an upgrade when it writes a
+    /// key it holds shared.
+    #[test]
+    fn a_call_locks_shared_what_it_only_read() {
+        let mut call = Call::new(Mode::Handler, "s@1");
+        call.overlay.note_read("a", 1);
+        call.overlay.note_read("b", 2);
+        call.overlay.set("b", "s@1:b", "1".into());
+        let (reads, exclusive) = call.lock_request(false);
+        assert_eq!(reads.len(), 2);
+        assert_eq!(exclusive, ["b"]);
+        assert_eq!(call.lock_request(true).1.len(), 2, "a route locks everything exclusively");
+        call.note_locked(reads, &exclusive);
+        assert_eq!(call.locked.get("a"), Some(&false));
+        assert_eq!(call.locked.get("b"), Some(&true));
+        assert!(call.lock_request(false).0.is_empty(), "nothing new to lock");
+        assert!(!call.writes_shared_locked());
+        // A later write of a: the call now holds it too weakly.
+        call.overlay.set("a", "s@1:a", "2".into());
+        assert!(call.writes_shared_locked());
+        let (reads, exclusive) = call.lock_request(false);
+        assert_eq!((reads.keys().collect::<Vec<_>>(), exclusive.clone()), (vec![&"a".to_string()], vec!["a".to_string()]));
+        call.note_locked(reads, &exclusive);
+        assert!(!call.writes_shared_locked());
     }
 }

@@ -308,7 +308,7 @@ async fn commit_route(svc: &Service, call: &Call) -> redis::RedisResult<Commit> 
 
 /// Releases the locks of a route that will not commit (its sends were decided on them).
 async fn release_locks(svc: &Service, call: &Call) {
-    if let (Some(owner), false) = (&call.owner, call.locked.is_empty()) {
+    if let Some(owner) = &call.owner {
         if let Err(e) = svc.store.unlock(&call.ns, owner, &call.locked).await {
             tracing::warn!(error = %e, "could not release a route's locks (they expire by themselves)");
         }

@@ -14,7 +14,8 @@
 //! | `<ns>:__partitions` | the partition count the checkpoints are for ([`super::migrate::repartition`]) |
 //! | `<ns>:__versions` | hash: event key → last version this service knows of (for `expect = false`) |
 //! | `<ns>:__rev` | hash: script key → how many commits wrote it (reads are checked against it at commit) |
-//! | `<ns>:__locks` | hash: script key → `<owner>:<deadline ms>`, held from a send decided on it until its commit |
+//! | `<ns>:__locks` | hash: script key → `<owner>:<deadline ms>`, exclusive lock of a call that read and wrote it, held from a send decided on it until its commit |
+//! | `<ns>:__locks:r:<key>` | hash: owner → deadline ms, shared locks of calls that only read `<key>` before a send (expires with its last lock) |
 //! | `<ns>:__parked` | set of parked keys |
 //! | `<ns>:__parked:<key>` | JSON: why and where the key is parked |
 //! | `<ns>:__held:<key>` | list of stream sequences of the key not yet applied (head = parked one) |
@@ -82,6 +83,10 @@ pub fn revisions_key(ns: &str) -> String {
 }
 pub fn locks_key(ns: &str) -> String {
     format!("{ns}:__locks")
+}
+/// The shared (read) locks on script key (revision) `key`: owner → deadline ms.
+pub fn read_locks_key(ns: &str, key: &str) -> String {
+    format!("{ns}:__locks:r:{key}")
 }
 pub fn parked_set_key(ns: &str) -> String {
     format!("{ns}:__parked")
@@ -240,6 +245,7 @@ mod tests {
             versions_key(&ns),
             revisions_key(&ns),
             locks_key(&ns),
+            read_locks_key(&ns, "owner:{alice}\u{0}acc-1"),
             parked_set_key(&ns),
             parked_key(&ns, "acc-{9}"),
             held_key(&ns, "acc-1"),

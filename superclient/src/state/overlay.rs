@@ -11,7 +11,10 @@
 //!   first is fine): the mistake fails at once, in the script, not at commit;
 //! - [`Overlay::mark`] and [`Overlay::rollback`] undo everything since the mark (writes, reads,
 //!   known versions): a failing handler in the middle of a batch leaves no trace;
-//! - reads from Redis are recorded with the key's revision, checked at commit;
+//! - reads from Redis are recorded with the key's revision, checked at commit; a read also
+//!   proves the key's Redis type (a GET that did not fail: a string or nothing), which holds as
+//!   long as the read does (any write that can change a key's type moves the revision the read
+//!   depends on), so the commit checks types only of keys written unread ([`Overlay::type_checks`]);
 //! - [`Overlay::settle`] after a commit keeps only what states values Redis now holds (a read
 //!   cache for a rebuild's next batch).
 
@@ -76,6 +79,7 @@ enum Undo {
     Entry { key: String, prev: Option<Known> },
     Field { key: String, field: String, prev: Option<Field> },
     Read { key: String },
+    Proof { key: String },
     Version { key: String, prev: Option<u64> },
 }
 
@@ -86,6 +90,10 @@ pub struct Overlay {
     known: HashMap<String, Known>,
     /// Script keys read from Redis → their revision then (the first read counts).
     reads: HashMap<String, u64>,
+    /// Script keys whose Redis type a read proved: key → the type (or no key at all).
+    proven: HashMap<String, &'static str>,
+    /// Full Redis name → script key, of the keys written here (framework ops are not in it).
+    names: HashMap<String, String>,
     /// Event key → the highest version learnt here (for `expect = false`).
     versions: HashMap<String, u64>,
     /// Written once the first mark is taken: a rebuild never rolls back and pays nothing.
@@ -175,6 +183,9 @@ impl Overlay {
                 Undo::Read { key } => {
                     self.reads.remove(&key);
                 }
+                Undo::Proof { key } => {
+                    self.proven.remove(&key);
+                }
                 Undo::Version { key, prev } => match prev {
                     Some(v) => {
                         self.versions.insert(key, v);
@@ -187,13 +198,21 @@ impl Overlay {
         }
     }
 
-    fn remember(&mut self, key: &str) {
+    fn name(&mut self, key: &str, full: &str) {
+        if !self.names.contains_key(full) {
+            self.names.insert(full.to_string(), key.to_string());
+        }
+    }
+
+    fn remember(&mut self, key: &str, full: &str) {
+        self.name(key, full);
         if let Some(undo) = self.undo.as_mut() {
             undo.push(Undo::Entry { key: key.to_string(), prev: self.known.get(key).cloned() });
         }
     }
 
-    fn remember_field(&mut self, key: &str, field: &str) {
+    fn remember_field(&mut self, key: &str, full: &str, field: &str) {
+        self.name(key, full);
         let Some(undo) = self.undo.as_mut() else { return };
         match self.known.get(key) {
             Some(Known::Hash { fields, .. }) => {
@@ -222,9 +241,51 @@ impl Overlay {
         }
     }
 
+    /// Records that a read of script key `key` (whose revision was noted) proved its type:
+    /// `want` (a Redis type name) or no key at all. Kept as long as the read is.
+    pub fn note_type(&mut self, key: &str, want: &'static str) {
+        if !self.proven.contains_key(key) {
+            self.proven.insert(key.to_string(), want);
+            if let Some(undo) = self.undo.as_mut() {
+                undo.push(Undo::Proof { key: key.to_string() });
+            }
+        }
+    }
+
     /// Forgets the reads (they were of a namespace the call no longer reads).
     pub fn forget_reads(&mut self) {
         self.reads.clear();
+        self.proven.clear();
+    }
+
+    /// The keys (full names) whose type the commit must check before it writes anything, and
+    /// the type each must have (or be absent): Redis does not roll back a script that fails
+    /// midway. Only script keys whose first command here can fail on another type (not SET or
+    /// DEL) and whose type no read of this overlay proved; framework keys (held lists, the
+    /// versions hash) have one type by construction. Integers need no check: `incr` and
+    /// `hincr` read the value they add to (and fail on a non-integer) unless this overlay
+    /// decided it, and the commit checks that read.
+    pub fn type_checks(&self) -> Vec<(String, &'static str)> {
+        let mut decided = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for op in &self.ops {
+            let Some(key) = self.names.get(&op[1]) else { continue };
+            let want = match op[0].as_str() {
+                "SET" | "DEL" => None,
+                "HSET" | "HDEL" | "HINCRBY" => Some("hash"),
+                "RPUSH" => Some("list"),
+                "INCRBY" => Some("string"),
+                "SADD" | "SREM" => Some("set"),
+                _ => continue,
+            };
+            if !decided.insert(op[1].as_str()) {
+                continue;
+            }
+            if let Some(want) = want.filter(|w| self.proven.get(key) != Some(w)) {
+                out.push((op[1].clone(), want));
+            }
+        }
+        out
     }
 
     /// A framework command (held lists, parking) that commits with the writes.
@@ -245,13 +306,13 @@ impl Overlay {
     }
 
     pub fn set(&mut self, key: &str, full: &str, json: String) {
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["SET".into(), full.to_string(), json.clone()]);
         self.known.insert(key.to_string(), Known::Value(json));
     }
 
     pub fn del(&mut self, key: &str, full: &str) {
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["DEL".into(), full.to_string()]);
         self.known.insert(key.to_string(), Known::Gone);
     }
@@ -270,7 +331,7 @@ impl Overlay {
             (_, Some(b)) => (b.checked_add(by).ok_or("integer overflow")?, Known::Incr(by)),
             (_, None) => return Err(format!("incr of {key:?} needs the stored value")),
         };
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["INCRBY".into(), full.to_string(), by.to_string()]);
         self.known.insert(key.to_string(), next);
         Ok(value)
@@ -313,7 +374,7 @@ impl Overlay {
 
     pub fn hset(&mut self, key: &str, full: &str, field: &str, json: String) -> Result<(), TypeError> {
         self.check_type(key, "hash")?;
-        self.remember_field(key, field);
+        self.remember_field(key, full, field);
         self.ops.push(vec!["HSET".into(), full.to_string(), field.to_string(), json.clone()]);
         self.hash_entry(key).insert(field.to_string(), Field::Value(json));
         Ok(())
@@ -321,7 +382,7 @@ impl Overlay {
 
     pub fn hdel(&mut self, key: &str, full: &str, field: &str) -> Result<(), TypeError> {
         self.check_type(key, "hash")?;
-        self.remember_field(key, field);
+        self.remember_field(key, full, field);
         self.ops.push(vec!["HDEL".into(), full.to_string(), field.to_string()]);
         self.hash_entry(key).insert(field.to_string(), Field::Deleted);
         Ok(())
@@ -340,7 +401,7 @@ impl Overlay {
             (StrView::Stored, Some(b)) => (b.checked_add(by).ok_or("integer overflow")?, Field::Incr(by)),
             (_, None) => return Err(format!("hincr of {key:?} needs the stored value")),
         };
-        self.remember_field(key, field);
+        self.remember_field(key, full, field);
         self.ops.push(vec!["HINCRBY".into(), full.to_string(), field.to_string(), by.to_string()]);
         self.hash_entry(key).insert(field.to_string(), next);
         Ok(value)
@@ -383,7 +444,7 @@ impl Overlay {
 
     pub fn rpush(&mut self, key: &str, full: &str, json: String) -> Result<(), TypeError> {
         self.check_type(key, "list")?;
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["RPUSH".into(), full.to_string(), json.clone()]);
         match self.known.entry(key.to_string()).or_insert_with(|| Known::List { cleared: false, pushed: Vec::new() }) {
             Known::List { pushed, .. } => pushed.push(json),
@@ -417,7 +478,7 @@ impl Overlay {
 
     pub fn sadd(&mut self, key: &str, full: &str, member: String) -> Result<(), TypeError> {
         self.check_type(key, "set")?;
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["SADD".into(), full.to_string(), member.clone()]);
         let (added, removed) = self.set_entry(key);
         removed.remove(&member);
@@ -427,7 +488,7 @@ impl Overlay {
 
     pub fn srem(&mut self, key: &str, full: &str, member: String) -> Result<(), TypeError> {
         self.check_type(key, "set")?;
-        self.remember(key);
+        self.remember(key, full);
         self.ops.push(vec!["SREM".into(), full.to_string(), member.clone()]);
         let (added, removed) = self.set_entry(key);
         added.remove(&member);
@@ -536,6 +597,7 @@ impl Overlay {
     pub fn settle(&mut self) {
         self.ops.clear();
         self.reads.clear();
+        self.proven.clear();
         self.undo = None;
         self.known.retain(|_, k| match k {
             Known::Incr(_) => false,
@@ -730,6 +792,37 @@ mod tests {
         assert_eq!(o.list("l"), None);
         assert_eq!(o.hash_field("h", "f"), StrView::Local(Some("1".into())));
         assert_eq!(o.hash_field("h", "n"), StrView::Stored);
+    }
+
+    #[test]
+    fn only_keys_written_unread_need_a_type_check() {
+        let mut o = Overlay::new();
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        o.note_read("s", 1);
+        o.note_type("s", "string");
+        o.hset("h", "n:h", "f", "1".into()).unwrap();
+        o.hset("s", "n:s", "f", "1".into()).unwrap();
+        o.set("v", "n:v", "1".into());
+        o.rpush("v2", "n:v2", "1".into()).unwrap();
+        o.rpush("v2", "n:v2", "2".into()).unwrap();
+        o.del("d", "n:d");
+        o.sadd("d", "n:d", "m".into()).unwrap();
+        o.push_op(vec!["RPUSH".into(), "n:__held:k".into(), "9".into()]);
+        assert_eq!(o.type_checks(), [("n:s".to_string(), "hash"), ("n:v2".to_string(), "list")], "a read of s proved a string, not a hash");
+        // A proof goes with its read.
+        let mut o = Overlay::new();
+        let mark = o.mark();
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        o.rollback(mark);
+        o.hset("h", "n:h", "f", "1".into()).unwrap();
+        assert_eq!(o.type_checks(), [("n:h".to_string(), "hash")]);
+        o.note_read("h", 1);
+        o.note_type("h", "hash");
+        assert!(o.type_checks().is_empty());
+        o.forget_reads();
+        assert_eq!(o.type_checks().len(), 1);
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! the caller runs its handler (or route) again on fresh state. A call about to send events
 //! decided on what it read first checks those reads and locks them ([`Store::lock_reads`]) until
 //! its commit: a send cannot be undone, so nobody may change what it was decided on meanwhile.
+//! A key the call also wrote is locked exclusively; a key it only read, shared: readers do not
+//! wait for each other, writers wait for both (superclient/README.md, "Serializable state").
 
 use super::keys::*;
 use super::overlay::Overlay;
 use super::connection::{Con, Target};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// What must hold for a commit to apply; checked atomically with it.
@@ -47,6 +49,9 @@ pub enum Commit {
     Locked(String),
 }
 
+/// The locks a call holds: script key (revision) → exclusive (true) or shared (false).
+pub type Locks = BTreeMap<String, bool>;
+
 /// What a call commits.
 pub struct Changes<'a> {
     /// The namespace the call read from (None for a rebuild, which writes to a namespace that
@@ -58,95 +63,203 @@ pub struct Changes<'a> {
     /// The lock owner of this call, if it locked its reads before sending.
     pub owner: Option<&'a str>,
     /// The keys it locked (released by the commit).
-    pub locked: &'a [String],
+    pub locked: &'a Locks,
 }
 
 /// How long a lock taken before a send holds if its owner never commits (it died).
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
+/// Lua shared by the commit, lock and unlock scripts. Locks: `a.locks` (hash: key →
+/// `<owner>:<deadline ms>`) holds the exclusive ones; `a.rlocks .. key` (hash: owner → deadline
+/// ms) the shared ones of a key. A lock past its deadline is nobody's (its owner died).
+macro_rules! lua_locks {
+    () => {
+        r#"
+local clock = nil
+-- Redis's clock (ms), asked once and only when a lock or a wait needs it.
+local function now_ms()
+  if clock == nil then local t = redis.call('TIME'); clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
+  return clock
+end
+-- `cmd [first] list...` in chunks (Lua's unpack takes a few thousand values at most): the
+-- replies joined (tables) or summed (numbers).
+local function chunked(cmd, first, list)
+  local out, sum = {}, 0
+  for i = 1, #list, 500 do
+    local last = math.min(i + 499, #list)
+    local r
+    if first then r = redis.call(cmd, first, unpack(list, i, last)) else r = redis.call(cmd, unpack(list, i, last)) end
+    if type(r) == 'table' then for _, v in ipairs(r) do out[#out + 1] = v end else sum = sum + r end
+  end
+  return out, sum
+end
+-- The first of `keys` on which another owner holds a valid exclusive lock, if any. Drops the
+-- expired ones.
+local function held_by_other(a, keys)
+  local held, gone = chunked('HMGET', a.locks, keys), {}
+  for i, k in ipairs(keys) do
+    if held[i] then
+      local o, deadline = string.match(held[i], '^(.*):(%d+)$')
+      if tonumber(deadline) <= now_ms() then gone[#gone + 1] = k elseif o ~= a.owner then return k end
+    end
+  end
+  if #gone > 0 then chunked('HDEL', a.locks, gone) end
+  return nil
+end
+-- The first of `keys` on which another owner holds a valid shared lock, if any, and the
+-- shared-lock hashes in which the owner has one of its own. Drops expired entries.
+local function read_by_other(a, keys)
+  local rks, own = {}, {}
+  for i, k in ipairs(keys) do rks[i] = a.rlocks .. k end
+  local _, n = chunked('EXISTS', nil, rks)
+  if n == 0 then return nil, own end
+  for i, k in ipairs(keys) do
+    local entries, gone, found = redis.call('HGETALL', rks[i]), {}, false
+    for j = 1, #entries, 2 do
+      local o, deadline = entries[j], tonumber(entries[j + 1])
+      if deadline <= now_ms() then gone[#gone + 1] = o elseif o == a.owner then own[#own + 1] = rks[i] else found = true end
+    end
+    if #gone > 0 then chunked('HDEL', rks[i], gone) end
+    if found then return k, own end
+  end
+  return nil, own
+end
+-- Releases the owner's locks: exclusive ones on `a.xlocked`, shared ones on `a.slocked`.
+local function release(a)
+  if a.owner == '' then return end
+  if #a.xlocked > 0 then
+    local held, mine = chunked('HMGET', a.locks, a.xlocked), {}
+    for i, k in ipairs(a.xlocked) do
+      if held[i] and string.sub(held[i], 1, #a.owner + 1) == a.owner .. ':' then mine[#mine + 1] = k end
+    end
+    if #mine > 0 then chunked('HDEL', a.locks, mine) end
+  end
+  for _, k in ipairs(a.slocked) do redis.call('HDEL', a.rlocks .. k, a.owner) end
+end
+-- Whether the revisions read (`reads`: key → revision) are all current; else the first stale.
+local function stale(revs, reads)
+  local names = {}
+  for k, _ in pairs(reads) do names[#names + 1] = k end
+  if #names == 0 then return nil end
+  local now = chunked('HMGET', revs, names)
+  for i, k in ipairs(names) do if tonumber(now[i] or '0') ~= reads[k] then return k end end
+  return nil
+end
+"#
+    };
+}
+
 /// Applies a call's writes and the checkpoint in one step. Redis runs a script atomically, but
 /// does not roll back on error, so the types of the touched keys are checked before anything is
-/// written. Returns `{code, detail}`: 1 applied, 0 already applied, -1 namespace moved, -2
-/// frozen (retry), -3 stale read (detail: the key), -4 locked (detail: the key).
-const COMMIT_SCRIPT: &str = r#"
+/// written (those the call's reads did not prove: [`Overlay::type_checks`]). Returns `{code,
+/// detail}`: 1 applied, 0 already applied, -1 namespace moved, -2 frozen (retry), -3 stale read
+/// (detail: the key), -4 locked (detail: the key: another call holds a lock of either kind on a
+/// key written).
+const COMMIT_SCRIPT: &str = concat!(
+    lua_locks!(),
+    r#"
 local a = cjson.decode(ARGV[1])
-if a.expected ~= '' and redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
-if a.expected ~= '' and redis.call('EXISTS', a.freeze) == 1 then return {-2, ''} end
+if a.expected ~= '' then
+  local cur = redis.call('MGET', a.active, a.freeze)
+  if cur[1] ~= a.expected then return {-1, ''} end
+  if cur[2] then return {-2, ''} end
+end
 if a.gkind == 'ckpt' then
   if tonumber(redis.call('GET', a.gkey) or '0') >= tonumber(a.gfirst) then return {0, ''} end
 elseif a.gkind == 'head' then
   if redis.call('LINDEX', a.gkey, 0) ~= a.gval then return {0, ''} end
 end
 if #a.bumps > 0 then
-  for k, rev in pairs(a.reads) do
-    if tonumber(redis.call('HGET', a.revs, k) or '0') ~= rev then return {-3, k} end
-  end
+  local k = stale(a.revs, a.reads)
+  if k then return {-3, k} end
+  k = held_by_other(a, a.bumps) or read_by_other(a, a.bumps)
+  if k then return {-4, k} end
 end
-local now = nil
-local function now_ms()
-  if now == nil then local t = redis.call('TIME'); now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end
-  return now
-end
-if #a.bumps > 0 and redis.call('HLEN', a.locks) > 0 then
-  for _, k in ipairs(a.bumps) do
-    local l = redis.call('HGET', a.locks, k)
-    if l then
-      local owner, deadline = string.match(l, '^(.*):(%d+)$')
-      if owner ~= a.owner and tonumber(deadline) > now_ms() then return {-4, k} end
-    end
-  end
-end
-local want = {HSET='hash', HDEL='hash', HINCRBY='hash', VMAX='hash', RPUSH='list', LPOP='list', INCRBY='string', SADD='set', SREM='set'}
-local seen = {}
-for _, op in ipairs(a.ops) do
-  local c, k = op[1], op[2]
-  if c == 'SET' or c == 'DEL' then
-    seen[k] = true
-  elseif not seen[k] then
-    seen[k] = true
-    local t = redis.call('TYPE', k).ok
-    if t ~= 'none' and t ~= want[c] then
-      return redis.error_reply('WRONGTYPE key ' .. k .. ' holds a ' .. t .. ' but the handler used it as a ' .. want[c])
-    end
-    if c == 'INCRBY' and t == 'string' then
-      local v = tonumber(redis.call('GET', k))
-      if v == nil or math.floor(v) ~= v then return redis.error_reply('key ' .. k .. ' does not hold an integer; incr needs one') end
-    end
-  end
-  if c == 'HINCRBY' and not seen[k .. '\0' .. op[3]] then
-    seen[k .. '\0' .. op[3]] = true
-    local f = redis.call('HGET', k, op[3])
-    if f and (tonumber(f) == nil or math.floor(tonumber(f)) ~= tonumber(f)) then
-      return redis.error_reply('field ' .. op[3] .. ' of ' .. k .. ' does not hold an integer; hincr needs one')
-    end
+for _, c in ipairs(a.checks) do
+  local t = redis.call('TYPE', c[1]).ok
+  if t ~= 'none' and t ~= c[2] then
+    return redis.error_reply('WRONGTYPE key ' .. c[1] .. ' holds a ' .. t .. ' but the handler used it as a ' .. c[2])
   end
 end
 for _, op in ipairs(a.ops) do
   if op[1] == 'VMAX' then
-    if tonumber(op[4]) > tonumber(redis.call('HGET', op[2], op[3]) or '-1') then redis.call('HSET', op[2], op[3], op[4]) end
+    -- {'VMAX', hash, field, version, field, version...}: each field keeps the highest.
+    local fields = {}
+    for i = 3, #op, 2 do fields[#fields + 1] = op[i] end
+    local cur, higher = chunked('HMGET', op[2], fields), {}
+    for j, f in ipairs(fields) do
+      local v = op[2 * j + 2]
+      if tonumber(v) > tonumber(cur[j] or '-1') then higher[#higher + 1] = f; higher[#higher + 1] = v end
+    end
+    if #higher > 0 then chunked('HSET', op[2], higher) end
   else
     redis.call(unpack(op))
   end
 end
-for _, k in ipairs(a.bumps) do redis.call('HINCRBY', a.revs, k, 1) end
-if a.owner ~= '' then
-  for _, k in ipairs(a.locked) do
-    local l = redis.call('HGET', a.locks, k)
-    if l and string.sub(l, 1, #a.owner + 1) == a.owner .. ':' then redis.call('HDEL', a.locks, k) end
-  end
+if #a.bumps > 0 then
+  -- Each revision written moves on by one: one read and one write for all of them.
+  local old, revs = chunked('HMGET', a.revs, a.bumps), {}
+  for i, k in ipairs(a.bumps) do revs[#revs + 1] = k; revs[#revs + 1] = tonumber(old[i] or '0') + 1 end
+  chunked('HSET', a.revs, revs)
 end
+release(a)
 if a.gkind == 'ckpt' then redis.call('SET', a.gkey, a.glast) end
-if #a.written > 0 and redis.call('EXISTS', a.watch) == 1 then
-  local woken = {}
-  for _, k in ipairs(a.written) do
-    local deadline = redis.call('ZSCORE', a.watch, k)
-    if deadline and tonumber(deadline) >= now_ms() then woken[#woken + 1] = k end
+if #a.written > 0 then
+  -- Waits on a key written (Store::watch drops the ones past their deadline).
+  local deadlines, woken = chunked('ZMSCORE', a.watch, a.written), {}
+  for i, k in ipairs(a.written) do
+    if deadlines[i] and tonumber(deadlines[i]) >= now_ms() then woken[#woken + 1] = k end
   end
   if #woken > 0 then redis.call('PUBLISH', a.channel, table.concat(woken, '\n')) end
-  redis.call('ZREMRANGEBYSCORE', a.watch, '-inf', now_ms() - 1)
 end
 return {1, ''}
-"#;
+"#
+);
+
+/// The shared part of the arguments of the commit and (un)lock scripts: where the locks are and
+/// which of them the owner holds.
+fn lock_fields(ns: &str, owner: &str, locked: &Locks) -> serde_json::Value {
+    let of = |kind: bool| locked.iter().filter(|(_, x)| **x == kind).map(|(k, _)| k).collect::<Vec<_>>();
+    serde_json::json!({
+        "locks": locks_key(ns),
+        "rlocks": read_locks_key(ns, ""),
+        "owner": owner,
+        "xlocked": of(true),
+        "slocked": of(false),
+    })
+}
+
+/// Joins `b`'s fields into `a` (both JSON objects).
+fn merged(mut a: serde_json::Value, b: serde_json::Value) -> String {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a.to_string()
+}
+
+/// The overlay's commands, with its version notes (`VMAX`, which only ever touch the versions
+/// hash) joined into one per hash at the end, keeping each key's highest version.
+fn commit_ops(overlay: &Overlay) -> Vec<Vec<String>> {
+    let mut highest: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for op in overlay.ops() {
+        if op[0] == "VMAX" {
+            let v = op[3].parse().unwrap_or(0);
+            let e = highest.entry(&op[1]).or_default().entry(&op[2]).or_insert(v);
+            *e = (*e).max(v);
+        } else {
+            out.push(op.clone());
+        }
+    }
+    for (hash, fields) in highest {
+        let mut op = vec!["VMAX".to_string(), hash.to_string()];
+        for (f, v) in fields {
+            op.extend([f.to_string(), v.to_string()]);
+        }
+        out.push(op);
+    }
+    out
+}
 
 /// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON.
 fn commit_args(service: &str, changes: &Changes<'_>) -> String {
@@ -158,7 +271,7 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
     };
     let overlay = changes.overlay;
     let live = changes.expected_active.is_some();
-    serde_json::json!({
+    let commit = serde_json::json!({
         "active": active_key(service),
         "expected": changes.expected_active.unwrap_or(""),
         "freeze": swap_freeze_key(service),
@@ -167,61 +280,76 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
         // A rebuild's namespace is read by nobody: no revisions, no announcements.
         "written": if live { overlay.written() } else { Vec::new() },
         "bumps": if live { overlay.revisions_written() } else { Vec::new() },
-        "ops": overlay.ops(),
+        "checks": overlay.type_checks(),
+        "ops": commit_ops(overlay),
         "revs": revisions_key(ns),
-        "locks": locks_key(ns),
-        "owner": changes.owner.unwrap_or(""),
-        "locked": changes.locked,
         "watch": watch_key(service),
         "channel": commits_channel(service),
-    })
-    .to_string()
+    });
+    merged(commit, lock_fields(ns, changes.owner.unwrap_or(""), changes.locked))
 }
 
 /// Before a call sends events decided on what it read: checks the reads are still current and
-/// locks them for `ARGV` owner until its commit (or the deadline). `{1, ''}` locked; `{-1, ''}`
-/// namespace moved; `{-3, key}` stale; `{-4, key}` locked by another call.
-const LOCK_SCRIPT: &str = r#"
+/// locks them for its owner until its commit (or the deadline). The keys in `a.exclusive`
+/// (read and written) are locked exclusively: refused while another owner holds a valid lock
+/// of either kind on them. The others (only read) get a shared lock, refused only by another
+/// owner's valid exclusive lock: calls that only read a key do not wait for each other.
+/// `{1, ''}` locked; `{-1, ''}` namespace moved; `{-3, key}` stale; `{-4, key}` locked by
+/// another call.
+const LOCK_SCRIPT: &str = concat!(
+    lua_locks!(),
+    r#"
 local a = cjson.decode(ARGV[1])
 if redis.call('GET', a.active) ~= a.expected then return {-1, ''} end
-for k, rev in pairs(a.reads) do
-  if tonumber(redis.call('HGET', a.revs, k) or '0') ~= rev then return {-3, k} end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for k, _ in pairs(a.reads) do
-  local l = redis.call('HGET', a.locks, k)
-  if l then
-    local owner, deadline = string.match(l, '^(.*):(%d+)$')
-    if owner ~= a.owner and tonumber(deadline) > now then return {-4, k} end
+local k = stale(a.revs, a.reads)
+if k then return {-3, k} end
+local names, exclusive = {}, {}
+for k, _ in pairs(a.reads) do names[#names + 1] = k end
+for _, k in ipairs(a.exclusive) do exclusive[k] = true end
+k = held_by_other(a, names)
+if k then return {-4, k} end
+local own
+k, own = read_by_other(a, a.exclusive)
+if k then return {-4, k} end
+local deadline, xs = now_ms() + a.ttl, {}
+for _, k in ipairs(a.exclusive) do xs[#xs + 1] = k; xs[#xs + 1] = a.owner .. ':' .. deadline end
+if #xs > 0 then chunked('HSET', a.locks, xs) end
+-- Taking a key exclusively replaces the owner's shared lock on it (an upgrade).
+for _, rk in ipairs(own) do redis.call('HDEL', rk, a.owner) end
+for _, k in ipairs(names) do
+  if not exclusive[k] then
+    redis.call('HSET', a.rlocks .. k, a.owner, deadline)
+    -- The hash goes when its last lock expires, should its owners die.
+    redis.call('PEXPIRE', a.rlocks .. k, a.ttl)
   end
 end
-for k, _ in pairs(a.reads) do redis.call('HSET', a.locks, k, a.owner .. ':' .. (now + a.ttl)) end
 return {1, ''}
-"#;
+"#
+);
 
-/// The one argument of [`LOCK_SCRIPT`].
-fn lock_args(service: &str, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> String {
-    serde_json::json!({
+/// The one argument of [`LOCK_SCRIPT`]: lock `reads` (key → revision read), `exclusive` of
+/// them exclusively, the others shared.
+fn lock_args(service: &str, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> String {
+    let lock = serde_json::json!({
         "active": active_key(service),
         "expected": ns,
         "reads": reads,
+        "exclusive": exclusive,
         "revs": revisions_key(ns),
-        "locks": locks_key(ns),
-        "owner": owner,
         "ttl": LOCK_TTL.as_millis() as u64,
-    })
-    .to_string()
+    });
+    merged(lock, lock_fields(ns, owner, &Locks::new()))
 }
 
-/// Releases the locks of owner `ARGV[1]` on keys `ARGV[2..]` (a call that locked, then failed).
-const UNLOCK_SCRIPT: &str = r#"
-for i = 2, #ARGV do
-  local l = redis.call('HGET', KEYS[1], ARGV[i])
-  if l and string.sub(l, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then redis.call('HDEL', KEYS[1], ARGV[i]) end
-end
+/// Releases the locks of an owner (a call that locked, then failed): `ARGV[1]` as
+/// [`lock_fields`] makes it.
+const UNLOCK_SCRIPT: &str = concat!(
+    lua_locks!(),
+    r#"
+release(cjson.decode(ARGV[1]))
 return 0
-"#;
+"#
+);
 
 /// Makes a rebuilt namespace the active one, but only if it has applied at least everything the
 /// current one has, partition by partition (live instances keep applying to the old one while
@@ -375,9 +503,9 @@ impl Store {
     }
 
     /// Checks that `reads` (script key → revision) are current in the active namespace `ns` and
-    /// locks them for `owner` (see [`LOCK_SCRIPT`]).
-    pub async fn lock_reads(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
-        let args = lock_args(&self.service, ns, reads, owner);
+    /// locks them for `owner`, `exclusive` of them exclusively (see [`LOCK_SCRIPT`]).
+    pub async fn lock_reads(&self, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> redis::RedisResult<Commit> {
+        let args = lock_args(&self.service, ns, reads, exclusive, owner);
         let (code, detail): (i64, String) = self.lock.key(active_key(&self.service)).arg(args).invoke_async(&mut self.con.clone()).await?;
         Ok(match code {
             1 => Commit::Applied,
@@ -389,11 +517,11 @@ impl Store {
 
     /// [`Store::lock_reads`], waiting (up to [`LOCK_TTL`]) while another call holds a lock on a
     /// key read: it commits soon, or its lock expires.
-    pub async fn lock_reads_waiting(&self, ns: &str, reads: &std::collections::HashMap<String, u64>, owner: &str) -> redis::RedisResult<Commit> {
+    pub async fn lock_reads_waiting(&self, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> redis::RedisResult<Commit> {
         let deadline = tokio::time::Instant::now() + LOCK_TTL;
         let mut pause = Duration::from_millis(1);
         loop {
-            match self.lock_reads(ns, reads, owner).await? {
+            match self.lock_reads(ns, reads, exclusive, owner).await? {
                 Commit::Locked(key) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(key, "a key read is locked by another call that sent on it; waiting");
                     tokio::time::sleep(pause).await;
@@ -421,28 +549,32 @@ impl Store {
         }
     }
 
-    /// Releases `owner`'s locks on `keys` (a call that locked its reads, then failed).
-    pub async fn unlock(&self, ns: &str, owner: &str, keys: impl IntoIterator<Item = &String>) -> redis::RedisResult<()> {
-        let mut invocation = self.unlock.key(locks_key(ns));
-        invocation.arg(owner);
-        for k in keys {
-            invocation.arg(k);
+    /// Releases `owner`'s locks (a call that locked its reads, then failed).
+    pub async fn unlock(&self, ns: &str, owner: &str, locked: &Locks) -> redis::RedisResult<()> {
+        if locked.is_empty() {
+            return Ok(());
         }
-        invocation.invoke_async(&mut self.con.clone()).await
+        let args = lock_fields(ns, owner, locked).to_string();
+        self.unlock.key(locks_key(ns)).arg(args).invoke_async(&mut self.con.clone()).await
     }
 
     /// Marks `keys` as watched by a `bus:wait` until `deadline_ms` (Unix ms): commits that
-    /// write one of them announce it on the commits channel.
+    /// write one of them announce it on the commits channel. Drops the marks past their
+    /// deadline (here rather than in every commit).
     pub async fn watch(&self, keys: &[String], deadline_ms: u64) -> redis::RedisResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(watch_key(&self.service)).arg("GT");
+        let watch = watch_key(&self.service);
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
+        let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
         for k in keys {
-            cmd.arg(deadline_ms).arg(k);
+            zadd.arg(deadline_ms).arg(k);
         }
-        cmd.query_async(&mut self.con.clone()).await
+        zadd.ignore();
+        pipe.query_async(&mut self.con.clone()).await
     }
 
     /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`

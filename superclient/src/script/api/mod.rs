@@ -186,6 +186,9 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
                     for (name, revision) in revisions.iter().zip(values) {
                         c.overlay.note_read(name, revision);
                     }
+                    if let Some(t) = type_read(cmd) {
+                        c.overlay.note_type(depends.key(), t);
+                    }
                     if let Some(watching) = c.watching.as_mut() {
                         watching.push(depends.key().to_string());
                     }
@@ -199,9 +202,32 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
     }
 }
 
+/// The Redis type a read command proves its key has (or that there is no such key) by not
+/// failing: a command of one type fails with WRONGTYPE on a key of another.
+fn type_read(cmd: &::redis::Cmd) -> Option<&'static str> {
+    let name = match cmd.args_iter().next() {
+        Some(::redis::Arg::Simple(b)) => b,
+        _ => return None,
+    };
+    match name {
+        b"GET" => Some("string"),
+        b"HGET" | b"HGETALL" => Some("hash"),
+        b"LRANGE" | b"LLEN" => Some("list"),
+        b"SMEMBERS" | b"SISMEMBER" => Some("set"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::retarget;
+    use super::{retarget, type_read};
+
+    #[test]
+    fn reads_that_prove_a_type() {
+        assert_eq!(type_read(::redis::cmd("HGET").arg("k").arg("f")), Some("hash"));
+        assert_eq!(type_read(::redis::cmd("GET").arg("k")), Some("string"));
+        assert_eq!(type_read(::redis::cmd("EXISTS").arg("k")), None, "EXISTS takes any type");
+    }
 
     #[test]
     fn retarget_moves_the_key_and_nothing_else() {

@@ -210,18 +210,19 @@ async fn known_version(lua: &Lua, key: &str) -> LResult<Option<u64>> {
 /// decision was taken on old state: a route that has sent nothing yet runs again; one that has
 /// sent fails with a retryable error.
 async fn lock_reads(lua: &Lua, what: &str) -> LResult<()> {
-    let (ns, owner, has_reads, sent) = with_call(lua, what, |c| {
+    // A route goes on running after its send and may write anything it read: it locks its
+    // reads exclusively.
+    let (ns, owner, (reads, exclusive), sent) = with_call(lua, what, |c| {
         let owner = c.owner.get_or_insert_with(|| format!("{}/{}", shared_name(lua), uuid::Uuid::now_v7().simple())).clone();
-        Ok((c.ns.clone(), owner, !c.overlay.reads().is_empty(), c.sent))
+        Ok((c.ns.clone(), owner, c.lock_request(true), c.sent))
     })?;
-    if !has_reads {
+    if reads.is_empty() {
         return Ok(());
     }
     let store = redis_store(lua)?;
-    let reads = with_call(lua, what, |c| Ok(c.overlay.reads().clone()))?;
-    match store.lock_reads_waiting(&ns, &reads, &owner).await {
+    match store.lock_reads_waiting(&ns, &reads, &exclusive, &owner).await {
         Ok(Commit::Applied) => with_call(lua, what, |c| {
-            c.locked.extend(reads.into_keys());
+            c.note_locked(reads, &exclusive);
             Ok(())
         }),
         Ok(Commit::Stale(key)) => {

@@ -98,13 +98,12 @@ async fn wait_for(lua: &Lua, values: MultiValue) -> LResult<bool> {
 
 /// Releases the locks the route took before its sends and forgets its reads so far.
 async fn end_serializable_section(lua: &Lua, store: &crate::state::Store) -> LResult<()> {
-    let (ns, owner, reads) = with_call(lua, "bus:wait", |c| {
-        let reads: Vec<String> = c.overlay.reads().keys().cloned().collect();
+    let (ns, owner, locked) = with_call(lua, "bus:wait", |c| {
         c.overlay.forget_reads();
-        Ok((c.ns.clone(), c.owner.clone(), reads))
+        Ok((c.ns.clone(), c.owner.clone(), std::mem::take(&mut c.locked)))
     })?;
     if let Some(owner) = owner {
-        if let Err(e) = store.unlock(&ns, &owner, &reads).await {
+        if let Err(e) = store.unlock(&ns, &owner, &locked).await {
             tracing::warn!(error = %e, "bus:wait: could not release the route's locks (they expire by themselves)");
         }
     }
