@@ -148,34 +148,61 @@ end
 return {1, ''}
 "#;
 
-/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON.
+/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON (written straight from
+/// the overlay: a rebuild's batch holds hundreds of commands).
 fn commit_args(service: &str, changes: &Changes<'_>) -> String {
+    #[derive(serde::Serialize)]
+    struct Args<'a> {
+        active: String,
+        expected: &'a str,
+        freeze: String,
+        gkind: &'a str,
+        gkey: String,
+        gfirst: String,
+        glast: String,
+        gval: String,
+        reads: &'a std::collections::HashMap<String, u64>,
+        written: Vec<String>,
+        bumps: Vec<String>,
+        ops: &'a [super::overlay::Cmd],
+        revs: String,
+        locks: String,
+        owner: &'a str,
+        locked: &'a [String],
+        watch: String,
+        channel: String,
+    }
     let ns = changes.ns;
-    let (kind, gkey, first, last, head) = match &changes.guard {
+    let (gkind, gkey, first, last, gval) = match &changes.guard {
         Guard::None => ("", String::new(), 0, 0, String::new()),
         Guard::Checkpoint { partition, first, last } => ("ckpt", applied_key(ns, *partition), *first, *last, String::new()),
         Guard::HeldHead { key, seq } => ("head", held_key(ns, key), 0, 0, seq.to_string()),
     };
     let overlay = changes.overlay;
     let live = changes.expected_active.is_some();
-    serde_json::json!({
-        "active": active_key(service),
-        "expected": changes.expected_active.unwrap_or(""),
-        "freeze": swap_freeze_key(service),
-        "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
-        "reads": if live { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
+    let no_reads = std::collections::HashMap::new();
+    let args = Args {
+        active: active_key(service),
+        expected: changes.expected_active.unwrap_or(""),
+        freeze: swap_freeze_key(service),
+        gkind,
+        gkey,
+        gfirst: first.to_string(),
+        glast: last.to_string(),
+        gval,
+        reads: if live { overlay.reads() } else { &no_reads },
         // A rebuild's namespace is read by nobody: no revisions, no announcements.
-        "written": if live { overlay.written() } else { Vec::new() },
-        "bumps": if live { overlay.revisions_written() } else { Vec::new() },
-        "ops": overlay.ops(),
-        "revs": revisions_key(ns),
-        "locks": locks_key(ns),
-        "owner": changes.owner.unwrap_or(""),
-        "locked": changes.locked,
-        "watch": watch_key(service),
-        "channel": commits_channel(service),
-    })
-    .to_string()
+        written: if live { overlay.written() } else { Vec::new() },
+        bumps: if live { overlay.revisions_written() } else { Vec::new() },
+        ops: overlay.ops(),
+        revs: revisions_key(ns),
+        locks: locks_key(ns),
+        owner: changes.owner.unwrap_or(""),
+        locked: changes.locked,
+        watch: watch_key(service),
+        channel: commits_channel(service),
+    };
+    serde_json::to_string(&args).expect("strings and numbers serialise")
 }
 
 /// Before a call sends events decided on what it read: checks the reads are still current and
