@@ -516,6 +516,8 @@ struct Progress {
     done: std::cell::Cell<u64>,
     /// The service's shared counters (done, expected), read by `consume::rebuild_requests`.
     counters: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// `sequent_rebuild_events_total`, looked up once (it moves with every event).
+    events_total: metrics::Counter,
 }
 
 impl Drop for Progress {
@@ -546,6 +548,7 @@ impl Progress {
             last_log: std::cell::Cell::new(Instant::now()),
             done: std::cell::Cell::new(0),
             counters: svc.rebuild_progress.clone(),
+            events_total: metrics::counter!("sequent_rebuild_events_total"),
         }
     }
 
@@ -562,7 +565,7 @@ impl Progress {
             let left = pending as f64 / rate.max(0.001);
             tracing::info!(done, pending, rate = format!("{rate:.0}/s"), left = format!("{left:.0}s"), "rebuild progress");
         }
-        metrics::counter!("sequent_rebuild_events_total").increment(1);
+        self.events_total.increment(1);
         if done % 256 == 0 || pending == 0 {
             metrics::gauge!("sequent_rebuild_events_done", "service" => self.service.clone()).set(done as f64);
             metrics::gauge!("sequent_rebuild_events_expected", "service" => self.service.clone()).set((done + pending) as f64);
