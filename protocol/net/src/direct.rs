@@ -125,7 +125,7 @@ impl DirectReader {
     async fn single(&self, body: serde_json::Value) -> Result<Option<Stored>, ReadError> {
         let request = async_nats::Request::new().payload(body.to_string().into()).timeout(Some(IDLE));
         let msg = self.client.send_request(self.api.clone(), request).await.map_err(|e| self.unavailable(e))?;
-        match self.classify(&msg)? {
+        match self.classify(msg)? {
             Answer::Message(stored) => Ok(Some(stored)),
             Answer::NotFound | Answer::End(_) => Ok(None),
         }
@@ -164,7 +164,7 @@ impl DirectReader {
 
     async fn next_answer(&self, rx: &mut Receiving) -> Result<Answer, ReadError> {
         match tokio::time::timeout(IDLE, rx.rx.recv()).await {
-            Ok(Some(msg)) => self.classify(&msg),
+            Ok(Some(msg)) => self.classify(msg),
             Ok(None) => Err(self.unavailable("the reply subscription ended")),
             Err(_) => Err(self.unavailable(format!("no answer within {IDLE:?} (is the stream's leader reachable?)"))),
         }
@@ -272,9 +272,10 @@ impl DirectReader {
             .map_err(|e| self.unavailable(format!("subscribing to the reply inbox: {e}")))
     }
 
-    fn classify(&self, msg: &async_nats::Message) -> Result<Answer, ReadError> {
+    /// Takes the message: a replay reads a million, and their headers are moved, not copied.
+    fn classify(&self, msg: async_nats::Message) -> Result<Answer, ReadError> {
         let headers = msg.headers.as_ref();
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
         if let Some(status) = msg.status {
             let code = status.as_u16();
             return match code {
@@ -295,14 +296,10 @@ impl DirectReader {
         let seq = header("Nats-Sequence")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| self.unavailable("a direct read answer without Nats-Sequence"))?;
-        Ok(Answer::Message(Stored {
-            seq,
-            subject: header("Nats-Subject").unwrap_or_default(),
-            time: header("Nats-Time-Stamp").unwrap_or_default(),
-            payload: msg.payload.clone(),
-            headers: msg.headers.clone(),
-            pending: header("Nats-Num-Pending").and_then(|v| v.parse().ok()),
-        }))
+        let subject = header("Nats-Subject").unwrap_or_default().to_string();
+        let time = header("Nats-Time-Stamp").unwrap_or_default().to_string();
+        let pending = header("Nats-Num-Pending").and_then(|v| v.parse().ok());
+        Ok(Answer::Message(Stored { seq, subject, time, payload: msg.payload, headers: msg.headers, pending }))
     }
 }
 

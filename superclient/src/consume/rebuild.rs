@@ -336,8 +336,8 @@ fn reached(applied: &[u64], left: &[Option<u64>], p: usize, seq: u64) -> u64 {
 
 /// Replayed events not yet committed. Events are handed to Lua [`DISPATCH`] at a time, all
 /// on one state and one overlay (each handler reads what the earlier ones wrote); the batch
-/// commits with the checkpoint each partition reached and one note of the highest version of
-/// each key (not one per event).
+/// commits with the checkpoint each partition reached and the highest version of each key (one
+/// command, not one per event).
 struct Batch {
     call: Option<Call>,
     lease: Lease,
@@ -367,8 +367,12 @@ impl Batch {
 
     async fn add(&mut self, event: Event, partition: u32) -> Result<(), Stop> {
         self.checkpoints.insert(partition, event.seq);
-        let v = self.versions.entry(event.key.clone()).or_insert(event.version);
-        *v = (*v).max(event.version);
+        match self.versions.get_mut(&event.key) {
+            Some(v) => *v = (*v).max(event.version),
+            None => {
+                self.versions.insert(event.key.clone(), event.version);
+            }
+        }
         self.waiting.push((event, partition));
         self.events += 1;
         if self.waiting.len() >= DISPATCH {
@@ -415,9 +419,15 @@ impl Batch {
         }
         let ns = self.ns.clone();
         let call = self.call.as_mut().expect("present between dispatches");
-        let versions = state::versions_key(&ns);
-        for (key, version) in self.versions.drain() {
-            call.overlay.note_version(&versions, &key, version);
+        // One HSET of the batch's keys, not a compare per key: a replay applies each key's events
+        // once, in stream order (a key stays in one partition), so the last version is the highest.
+        if !self.versions.is_empty() {
+            let mut hset = Vec::with_capacity(2 + 2 * self.versions.len());
+            hset.extend(["HSET".to_string(), state::versions_key(&ns)]);
+            for (key, version) in self.versions.drain() {
+                hset.extend([key, version.to_string()]);
+            }
+            call.overlay.push_op(hset);
         }
         for (partition, seq) in std::mem::take(&mut self.checkpoints) {
             call.overlay.push_op(vec!["SET".into(), state::applied_key(&ns, partition), seq.to_string()]);
@@ -526,6 +536,8 @@ struct Progress {
     done: std::cell::Cell<u64>,
     /// The service's shared counters (done, expected), read by `consume::rebuild_requests`.
     counters: std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// `sequent_rebuild_events_total`, looked up once (it moves with every event).
+    events_total: metrics::Counter,
 }
 
 impl Drop for Progress {
@@ -556,6 +568,7 @@ impl Progress {
             last_log: std::cell::Cell::new(Instant::now()),
             done: std::cell::Cell::new(0),
             counters: svc.rebuild_progress.clone(),
+            events_total: metrics::counter!("sequent_rebuild_events_total"),
         }
     }
 
@@ -572,7 +585,7 @@ impl Progress {
             let left = pending as f64 / rate.max(0.001);
             tracing::info!(done, pending, rate = format!("{rate:.0}/s"), left = format!("{left:.0}s"), "rebuild progress");
         }
-        metrics::counter!("sequent_rebuild_events_total").increment(1);
+        self.events_total.increment(1);
         if done % 256 == 0 || pending == 0 {
             metrics::gauge!("sequent_rebuild_events_done", "service" => self.service.clone()).set(done as f64);
             metrics::gauge!("sequent_rebuild_events_expected", "service" => self.service.clone()).set((done + pending) as f64);

@@ -141,3 +141,19 @@ impl Budget {
         }
     }
 }
+
+/// Runs `f`, which builds values of a bounded size in `lua` from Rust (a batch's handler
+/// arguments), with the state's memory limit lifted: under a limit mlua makes every string push
+/// and table set a protected call (a fifth of a rebuild's CPU), without one they are plain
+/// stores. What `f` allocates still counts against the limit once it is back.
+pub(crate) fn unlimited<R>(lua: &mlua::Lua, f: impl FnOnce() -> R) -> R {
+    let limit = lua.app_data_ref::<MemoryLimit>().map(|l| l.0);
+    if limit.is_some() {
+        let _ = lua.set_memory_limit(0);
+    }
+    let out = f();
+    if let Some(limit) = limit {
+        let _ = lua.set_memory_limit(limit);
+    }
+    out
+}

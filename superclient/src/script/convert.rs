@@ -46,7 +46,13 @@ pub struct Delivery {
 /// The handler's arguments: `(event_type, key, correlation, data, meta)`.
 pub fn handler_args(lua: &Lua, event: &Event, delivery: Delivery) -> mlua::Result<(String, String, String, Value, Table)> {
     let data = data_to_lua(lua, event.data.get())?;
-    let meta = lua.create_table()?;
+    let meta = meta_table(lua, event, delivery)?;
+    Ok((event.event_type.clone(), event.key.clone(), event.correlation.clone(), data, meta))
+}
+
+/// The handler's `meta` argument.
+pub fn meta_table(lua: &Lua, event: &Event, delivery: Delivery) -> mlua::Result<Table> {
+    let meta = lua.create_table_with_capacity(0, 12)?;
     meta.raw_set("id", event.id.as_str())?;
     meta.raw_set("seq", event.seq)?;
     meta.raw_set("version", event.version)?;
@@ -68,14 +74,25 @@ pub fn handler_args(lua: &Lua, event: &Event, delivery: Delivery) -> mlua::Resul
         meta.raw_set("released", true)?;
     }
     meta.raw_set("redelivered", delivery.redelivered || delivery.released)?;
-    Ok((event.event_type.clone(), event.key.clone(), event.correlation.clone(), data, meta))
+    Ok(meta)
 }
 
 /// JSON text (an event's data) straight into Lua values, without a `serde_json::Value` between.
 pub fn data_to_lua(lua: &Lua, json: &str) -> mlua::Result<Value> {
     let mut de = serde_json::Deserializer::from_str(json);
     let options = mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false);
-    lua.to_value_with(&serde_transcode::Transcoder::new(&mut de), options)
+    let value = lua.to_value_with(&serde_transcode::Transcoder::new(&mut de), options)?;
+    de.end().map_err(mlua::Error::external)?;
+    Ok(value)
+}
+
+/// A stored state value into Lua: its JSON, or the text itself when it is not JSON (written by
+/// something else than a script), as `state::decode` reads it.
+pub fn stored_to_lua(lua: &Lua, text: &str) -> mlua::Result<Value> {
+    match data_to_lua(lua, text) {
+        Ok(value) => Ok(value),
+        Err(_) => lua.create_string(text).map(Value::String),
+    }
 }
 
 /// The status a receipt listener is called with: `ok`, `conflict`, `aborted` or `invalid`; for a

@@ -3,13 +3,14 @@
 //! one trip through the async machinery) instead of one per event. Handler errors stop the batch
 //! and name the event.
 
-use super::convert::{handler_args, Delivery};
-use super::budget::Budget;
+use super::budget::{unlimited, Budget};
+use super::convert::{data_to_lua, meta_table, Delivery};
 use super::handlers::Handlers;
-use std::sync::Arc;
-use super::{Call, CallError, Lease};
-use mlua::{Function, Lua, Table};
+use super::{Call, CallError, Lease, ALL_TYPES};
+use mlua::{Function, Lua, Table, Value};
 use sequent_protocol::Event;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Loops over `events` (`{type, key, correlation, data, meta}` each), calling the handler of
 /// each type (else the `*` one; `false`: none), each with a whole instruction budget (as if it were a call of its own); `at.i`
@@ -32,7 +33,32 @@ const DISPATCH_KEY: &str = "sequent_replay_dispatch";
 const HANDLERS_KEY: &str = "sequent_replay_handlers";
 const FRESH_BUDGET_KEY: &str = "sequent_replay_fresh_budget";
 
-/// The dispatcher, the table type → rebuild handler and the budget reset of this state, made once.
+/// How many of the five arguments the rebuild handler of each type can see (its parameters, 5
+/// if it takes `...`; 0: no handler), with `*`'s for the others. Arguments a handler has no
+/// parameter for are not built: most rebuild handlers never name `meta`.
+struct Seen {
+    by_type: HashMap<String, u8>,
+    any: u8,
+}
+
+impl Seen {
+    fn of(&self, event_type: &str) -> u8 {
+        self.by_type.get(event_type).copied().unwrap_or(self.any)
+    }
+}
+
+fn arity(handler: &Value) -> u8 {
+    match handler {
+        Value::Function(f) => {
+            let info = f.info();
+            if info.is_vararg { 5 } else { info.num_params.min(5) }
+        }
+        _ => 0,
+    }
+}
+
+/// The dispatcher, the table type → rebuild handler and the budget reset of this state, made
+/// once (with the handlers' [`Seen`], kept as the state's app data).
 fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
     if let (Ok(f), Ok(t), Ok(b)) = (
         lua.named_registry_value::<Function>(DISPATCH_KEY),
@@ -67,21 +93,39 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
             t.raw_set(event_type.as_str(), handler.clone())?;
         }
     }
+    let mut seen = Seen { by_type: HashMap::new(), any: 0 };
+    for pair in t.pairs::<String, Value>() {
+        let (event_type, handler) = pair?;
+        match event_type.as_str() {
+            ALL_TYPES => seen.any = arity(&handler),
+            _ => {
+                seen.by_type.insert(event_type, arity(&handler));
+            }
+        }
+    }
+    lua.set_app_data(seen);
     lua.set_named_registry_value(DISPATCH_KEY, &f)?;
     lua.set_named_registry_value(HANDLERS_KEY, &t)?;
     lua.set_named_registry_value(FRESH_BUDGET_KEY, &fresh_budget)?;
     Ok((f, t, fresh_budget))
 }
 
-fn event_args(lua: &Lua, event: &Event, partition: u32) -> mlua::Result<Table> {
-    let delivery = Delivery { partition: Some(partition), rebuild: true, ..Default::default() };
-    let (event_type, key, correlation, data, meta) = handler_args(lua, event, delivery)?;
-    let e = lua.create_table_with_capacity(5, 0)?;
-    e.raw_set(1, event_type)?;
-    e.raw_set(2, key)?;
-    e.raw_set(3, correlation)?;
-    e.raw_set(4, data)?;
-    e.raw_set(5, meta)?;
+/// `{type, key, correlation, data, meta}`, as far as the event's handler can see them.
+fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8) -> mlua::Result<Table> {
+    let e = lua.create_table_with_capacity(seen.max(1) as usize, 0)?;
+    e.raw_set(1, event.event_type.as_str())?;
+    if seen >= 2 {
+        e.raw_set(2, event.key.as_str())?;
+    }
+    if seen >= 3 {
+        e.raw_set(3, event.correlation.as_str())?;
+    }
+    if seen >= 4 {
+        e.raw_set(4, data_to_lua(lua, event.data.get())?)?;
+    }
+    if seen >= 5 {
+        e.raw_set(5, meta_table(lua, event, Delivery { partition: Some(partition), rebuild: true, ..Default::default() })?)?;
+    }
     Ok(e)
 }
 
@@ -91,10 +135,14 @@ pub async fn replay(lease: &mut Lease, events: &[(Event, u32)], call: Call) -> (
     let lua = lease.lua();
     let prepared = (|| -> mlua::Result<_> {
         let (dispatch, handlers, fresh_budget) = prepared(lua)?;
-        let list = lua.create_table_with_capacity(events.len(), 0)?;
-        for (i, (event, partition)) in events.iter().enumerate() {
-            list.raw_set(i + 1, event_args(lua, event, *partition)?)?;
-        }
+        let list = unlimited(lua, || -> mlua::Result<Table> {
+            let seen = lua.app_data_ref::<Seen>().expect("prepared with the dispatcher");
+            let list = lua.create_table_with_capacity(events.len(), 0)?;
+            for (i, (event, partition)) in events.iter().enumerate() {
+                list.raw_set(i + 1, event_args(lua, event, *partition, seen.of(&event.event_type))?)?;
+            }
+            Ok(list)
+        })?;
         let at = lua.create_table()?;
         at.raw_set("i", 0)?;
         Ok((dispatch, handlers, list, at, fresh_budget))
@@ -128,7 +176,7 @@ mod tests {
 
     /// A script whose handler burns `data.work` loop turns, fails when `data.fail`, and
     /// swallows the budget's error when `data.catch`.
-    const SCRIPT: &str = r#"
+    const SCRIPT: &str = r##"
 bus:register("replayed")
 local seen = 0
 bus:add_rebuild_handler("Work", function(event_type, key, correlation, data, meta)
@@ -138,13 +186,25 @@ bus:add_rebuild_handler("Work", function(event_type, key, correlation, data, met
   seen = seen + 1
   assert(meta.rebuild and meta.seq > 0 and not meta.redelivered)
 end)
-"#;
+-- Arguments are built as far as a handler has parameters for them, all of them for `...`.
+bus:add_rebuild_handler("Few", function(event_type, key)
+  assert(event_type == "Few" and key == "k")
+end)
+bus:add_rebuild_handler("Any", function(...)
+  local event_type, key, correlation, data, meta = ...
+  assert(select("#", ...) == 5 and key == "k" and correlation == "c-" .. meta.seq and data.work == 1 and meta.rebuild)
+end)
+"##;
 
     fn event(seq: u64, data: &str) -> (Event, u32) {
+        typed(seq, "Work", data)
+    }
+
+    fn typed(seq: u64, event_type: &str, data: &str) -> (Event, u32) {
         let event = Event {
             seq,
             id: format!("e-{seq}"),
-            event_type: "Work".into(),
+            event_type: event_type.into(),
             key: "k".into(),
             version: seq,
             correlation: format!("c-{seq}"),
@@ -168,6 +228,12 @@ end)
     async fn each_event_has_a_whole_budget() {
         // Each handler uses about half of the budget; together far more than one.
         let events: Vec<_> = (1..=8).map(|s| event(s, r#"{"work": 120000}"#)).collect();
+        run(&events).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handlers_get_the_arguments_they_take() {
+        let events = vec![typed(1, "Few", r#"{"work": 1}"#), typed(2, "Any", r#"{"work": 1}"#), event(3, r#"{"work": 1}"#)];
         run(&events).await.unwrap();
     }
 

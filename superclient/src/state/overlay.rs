@@ -98,6 +98,9 @@ pub struct Overlay {
     versions: HashMap<String, u64>,
     /// Written once the first mark is taken: a rebuild never rolls back and pays nothing.
     undo: Option<Vec<Undo>>,
+    /// Keys that may hold something relative to what Redis held (increments, pushes), for
+    /// [`Overlay::settle`], which then looks at these and not at every key it knows.
+    relative: Vec<String>,
 }
 
 pub type TypeError = String;
@@ -332,6 +335,7 @@ impl Overlay {
             (_, None) => return Err(format!("incr of {key:?} needs the stored value")),
         };
         self.remember(key, full);
+        self.relative.push(key.to_string());
         self.ops.push(vec!["INCRBY".into(), full.to_string(), by.to_string()]);
         self.known.insert(key.to_string(), next);
         Ok(value)
@@ -402,6 +406,7 @@ impl Overlay {
             (_, None) => return Err(format!("hincr of {key:?} needs the stored value")),
         };
         self.remember_field(key, full, field);
+        self.relative.push(key.to_string());
         self.ops.push(vec!["HINCRBY".into(), full.to_string(), field.to_string(), by.to_string()]);
         self.hash_entry(key).insert(field.to_string(), next);
         Ok(value)
@@ -445,6 +450,7 @@ impl Overlay {
     pub fn rpush(&mut self, key: &str, full: &str, json: String) -> Result<(), TypeError> {
         self.check_type(key, "list")?;
         self.remember(key, full);
+        self.relative.push(key.to_string());
         self.ops.push(vec!["RPUSH".into(), full.to_string(), json.clone()]);
         match self.known.entry(key.to_string()).or_insert_with(|| Known::List { cleared: false, pushed: Vec::new() }) {
             Known::List { pushed, .. } => pushed.push(json),
@@ -599,17 +605,20 @@ impl Overlay {
         self.reads.clear();
         self.proven.clear();
         self.undo = None;
-        self.known.retain(|_, k| match k {
-            Known::Incr(_) => false,
-            Known::List { cleared, .. } => *cleared,
-            Known::Hash { cleared, fields } => {
-                if !*cleared {
+        for key in std::mem::take(&mut self.relative) {
+            let keep = match self.known.get_mut(&key) {
+                Some(Known::Incr(_)) => false,
+                Some(Known::List { cleared, .. }) => *cleared,
+                Some(Known::Hash { cleared: false, fields }) => {
                     fields.retain(|_, f| !matches!(f, Field::Incr(_)));
+                    true
                 }
-                true
+                _ => true,
+            };
+            if !keep {
+                self.known.remove(&key);
             }
-            _ => true,
-        });
+        }
     }
 
     /// Takes the commands out (the overlay keeps what it knows).

@@ -222,6 +222,18 @@ fn install_log(lua: &Lua) -> LResult<()> {
             if matches!(values.front(), Some(Value::Table(t)) if t.raw_get::<bool>("__is_log").unwrap_or(false)) {
                 values.pop_front();
             }
+            let enabled = match level {
+                "trace" => tracing::enabled!(target: "lua", tracing::Level::TRACE),
+                "debug" => tracing::enabled!(target: "lua", tracing::Level::DEBUG),
+                "info" => tracing::enabled!(target: "lua", tracing::Level::INFO),
+                "warn" => tracing::enabled!(target: "lua", tracing::Level::WARN),
+                _ => tracing::enabled!(target: "lua", tracing::Level::ERROR),
+            };
+            // Nothing to write and nothing that could be wrong (tables are still checked): a
+            // rebuild handler's log:debug costs no formatting.
+            if !enabled && !values.is_empty() && values.iter().all(|v| matches!(v, Value::String(_) | Value::Integer(_) | Value::Number(_) | Value::Boolean(_))) {
+                return Ok(());
+            }
             let mut parts = Vec::with_capacity(values.len());
             for v in values.iter() {
                 parts.push(match v {

@@ -4,7 +4,7 @@
 //! the commit checks (serializable handler and route state).
 
 use super::{args, err, infra, offline, read, redis_store, with_call, LResult};
-use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::script::convert::{lua_to_json, stored_to_lua};
 use crate::script::Mode;
 use crate::state::{self, StrView};
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
@@ -29,7 +29,7 @@ fn encode(value: &Value, what: &str) -> LResult<String> {
 }
 
 fn decode(lua: &Lua, s: &str) -> LResult<Value> {
-    json_to_lua(lua, &state::decode(s))
+    stored_to_lua(lua, s)
 }
 
 fn parse_int(s: &str, what: &str) -> LResult<i64> {
