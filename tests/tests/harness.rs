@@ -276,26 +276,26 @@ async fn cluster_of_three_keeps_a_replicated_stream_through_a_node_kill() {
     let js = jetstream::new(cluster.admin().await.unwrap());
     let config = stream::Config { name: "R3".into(), subjects: vec!["r3.>".into()], num_replicas: 3, ..Default::default() };
     js.create_stream(config).await.unwrap();
-    // A new R3 stream may answer its first publish "stream not found" until its leader is up.
-    wait_until("the first publish to the new R3 stream", Duration::from_secs(30), || async {
-        match js.publish("r3.a", "1".into()).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    // Publishes until one is stored (a stream without a leader answers with an error).
+    let publish_until_stored = |what: &'static str, subject: &'static str, payload: &'static str| {
+        let js = js.clone();
+        async move {
+            wait_until(what, Duration::from_secs(30), || async {
+                match js.publish(subject, payload.into()).await {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .unwrap();
         }
-    })
-    .await
-    .unwrap();
+    };
+    // A new R3 stream may answer its first publish "stream not found" until its leader is up.
+    publish_until_stored("the first publish to the new R3 stream", "r3.a", "1").await;
 
     cluster.kill9(0).await.unwrap();
     // Publishes fail until the survivors elect a leader (if n1 led): retry until one lands.
-    wait_until("a publish to the R3 stream with n1 dead", Duration::from_secs(30), || async {
-        match js.publish("r3.b", "2".into()).await {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await
-    .unwrap();
+    publish_until_stored("a publish to the R3 stream with n1 dead", "r3.b", "2").await;
 
     cluster.restart(0).await.unwrap();
     let n1 = jetstream::new(sequent_tests::connect(&cluster.urls[0], ADMIN.0, ADMIN.1).await.unwrap());

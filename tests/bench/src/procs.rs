@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+#[derive(Default)]
 pub struct Proc {
     pub name: String,
     pub url: String,
@@ -63,12 +64,10 @@ impl Proc {
         Ok(Proc {
             name: "nats-server".into(),
             url: format!("nats://127.0.0.1:{port}"),
-            urls: Default::default(),
-            hosts: 0,
-            metrics: String::new(),
             monitor: Some(format!("http://127.0.0.1:{monitor_port}")),
             child: Some(child),
             _dir: Some(TempDir(dir)),
+            ..Default::default()
         })
     }
 
@@ -86,12 +85,12 @@ impl Proc {
             .spawn()
             .context("starting redis-server (is it on PATH? apt-get install redis-server)")?;
         wait_port(port).await?;
-        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: Some(child), _dir: Some(TempDir(dir)) })
+        Ok(Proc { name: "redis-server".into(), url: format!("redis://127.0.0.1:{port}/"), child: Some(child), _dir: Some(TempDir(dir)), ..Default::default() })
     }
 
     /// This benchmark process (its client side: readers, HTTP clients), measured like the others.
     pub fn this(name: &str) -> Proc {
-        Proc { name: name.into(), url: String::new(), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: None, _dir: None }
+        Proc { name: name.into(), ..Default::default() }
     }
 
     /// A superclient running `scripts` (several: cohosted in one process), its log in
@@ -110,7 +109,7 @@ impl Proc {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p superclient)", bin.display()))?;
-        Ok(Proc { name: name.into(), url: String::new(), urls: Default::default(), hosts: scripts.len(), metrics: String::new(), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: name.into(), hosts: scripts.len(), child: Some(child), ..Default::default() })
     }
 
     /// Waits until this superclient logged "superclient ready" for each service it hosts (or
@@ -161,7 +160,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("starting {} (cargo build --release -p bus-gateway)", bin.display()))?;
         wait_port(port).await?;
-        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), urls: Default::default(), hosts: 0, metrics: String::new(), monitor: None, child: Some(child), _dir: None })
+        Ok(Proc { name: "bus-gateway".into(), url: format!("http://127.0.0.1:{port}"), child: Some(child), ..Default::default() })
     }
 
     fn pid(&self) -> Option<u32> {
