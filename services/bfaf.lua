@@ -146,6 +146,21 @@ local function own_account(user, id)
   return nil, { unavailable() }
 end
 
+-- Whether the account is the user's (false, or false plus a response when a service failed). An
+-- account's owner never changes, so a yes is kept (per Lua state, at most OWNERS_KEPT accounts):
+-- a customer's later transfers from the same account need no call to accounts, which checks the
+-- owner again when it decides the transfer.
+local OWNERS_KEPT = 10000
+local owners, owners_kept = {}, 0
+local function owns(user, id)
+  if owners[id] == user then return true end
+  local account, failed = own_account(user, id)
+  if not account then return false, failed end
+  if owners_kept >= OWNERS_KEPT then owners, owners_kept = {}, 0 end
+  owners[id], owners_kept = user, owners_kept + 1
+  return true
+end
+
 local function user_account_ids(user)
   local r = call("users", "GET", "/users/" .. enc(user) .. "/accounts")
   if not r then return nil end
@@ -271,9 +286,9 @@ bus:add_route("/api/transfers", "POST", function(method, path, params, body, que
     return bad("Enter the account number to send the money to (acc-...).", "invalid account")
   end
   if not is_amount(body.amount_cents) then return invalid_amount() end
-  local source, failed = own_account(user, body.from_account)
+  local mine, failed = owns(user, body.from_account)
   if failed then return table.unpack(failed) end
-  if not source then return not_found("You can only send money from your own accounts.") end
+  if not mine then return not_found("You can only send money from your own accounts.") end
   local r = call("transfers", "POST", "/transfers", {
     from_account = body.from_account, to_account = body.to_account, amount_cents = body.amount_cents,
     requested_by = user, request_id = request_id(user, headers, "transfer"),

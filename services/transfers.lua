@@ -116,10 +116,10 @@ bus:add_route("/transfers", "POST", function(method, path, params, body)
     amount_cents = body.amount_cents, requested_by = body.requested_by,
   })
   if receipt.status ~= "ok" and not rid then error("a fresh transfer id conflicted: " .. json.encode(receipt)) end
-  if not bus:wait(10000, function() return redis:exists("transfer:" .. id) end) then
+  local t
+  if not bus:wait(10000, function() t = redis:get("transfer:" .. id); return t ~= nil end) then
     return problem(HTTP_GATEWAY_TIMEOUT, "timeout", "The transfer was sent; check its status in a moment.", { transfer_id = id })
   end
-  local t = redis:get("transfer:" .. id)
   if t.from_account ~= body.from_account or t.to_account ~= body.to_account or t.amount_cents ~= body.amount_cents then
     return problem(HTTP_CONFLICT, "conflict", "That request id was used for another transfer.")
   end

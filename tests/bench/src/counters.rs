@@ -19,6 +19,8 @@ pub struct Probe {
 #[derive(Clone, Default, Debug)]
 pub struct Sample {
     nats_msgs: u64,
+    /// In + out messages by client connection name (the instance after `/` left out).
+    nats_by_client: BTreeMap<String, u64>,
     redis_cmds: BTreeMap<String, u64>,
     /// By the metric's `kind` label: handler, receipt, route, live, replay.
     lua_calls: BTreeMap<String, u64>,
@@ -28,6 +30,8 @@ pub struct Sample {
 #[derive(Clone, Debug, Serialize)]
 pub struct Counts {
     pub nats_msgs: f64,
+    /// Which clients made `nats_msgs`, per item (JetStream's own messages are not a client's).
+    pub nats_top: Vec<(String, f64)>,
     pub redis_cmds: f64,
     pub lua_calls: f64,
     /// The Redis commands that made most of `redis_cmds`, per item.
@@ -43,6 +47,11 @@ impl Probe {
             if let Ok(v) = http.get(format!("{url}/varz")).send().await.and_then(|r| r.error_for_status()) {
                 if let Ok(v) = v.json::<serde_json::Value>().await {
                     s.nats_msgs = v["in_msgs"].as_u64().unwrap_or(0) + v["out_msgs"].as_u64().unwrap_or(0);
+                }
+            }
+            if let Ok(v) = http.get(format!("{url}/connz?limit=4096")).send().await.and_then(|r| r.error_for_status()) {
+                if let Ok(v) = v.json::<serde_json::Value>().await {
+                    s.nats_by_client = by_client(&v);
                 }
             }
         }
@@ -64,6 +73,17 @@ impl Probe {
         }
         s
     }
+}
+
+/// `/connz` → client name (without its instance) → messages in and out.
+fn by_client(connz: &serde_json::Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for c in connz["connections"].as_array().into_iter().flatten() {
+        let name = c["name"].as_str().unwrap_or("unnamed");
+        let name = name.split_once('/').map_or(name, |(service, _)| service);
+        *out.entry(name.to_string()).or_default() += c["in_msgs"].as_u64().unwrap_or(0) + c["out_msgs"].as_u64().unwrap_or(0);
+    }
+    out
 }
 
 /// `cmdstat_get:calls=12,usec=...` lines → command → calls.
@@ -106,8 +126,11 @@ pub fn per_item(before: &Sample, after: &Sample, items: usize) -> Counts {
     let total: f64 = by_cmd.iter().map(|(_, v)| v).sum();
     by_cmd.truncate(5);
     let lua_kinds = deltas(&before.lua_calls, &after.lua_calls, n);
+    let mut nats_top = deltas(&before.nats_by_client, &after.nats_by_client, n);
+    nats_top.truncate(6);
     Counts {
         nats_msgs: after.nats_msgs.saturating_sub(before.nats_msgs) as f64 / n,
+        nats_top,
         redis_cmds: total,
         lua_calls: lua_kinds.iter().fold(0.0, |sum, (_, v)| sum + v),
         redis_top: by_cmd,
@@ -123,6 +146,20 @@ mod tests {
         let m = super::commandstats(info);
         assert_eq!(m.get("get"), Some(&12));
         assert_eq!(m.get("evalsha"), Some(&3));
+    }
+
+    #[test]
+    fn sums_messages_by_client_without_the_instance() {
+        let connz = serde_json::json!({"connections": [
+            {"name": "superclient accounts/a1", "in_msgs": 5, "out_msgs": 7},
+            {"name": "superclient accounts/a2", "in_msgs": 1, "out_msgs": 2},
+            {"name": "bus-gateway", "in_msgs": 3, "out_msgs": 4},
+            {"in_msgs": 1, "out_msgs": 0}
+        ]});
+        let m = super::by_client(&connz);
+        assert_eq!(m.get("superclient accounts"), Some(&15));
+        assert_eq!(m.get("bus-gateway"), Some(&7));
+        assert_eq!(m.get("unnamed"), Some(&1));
     }
 
     #[test]

@@ -81,10 +81,11 @@ pub fn print_table(rows: &[Row]) {
         if let Some(c) = &r.counts {
             let list = |v: &[(String, f64)]| v.iter().map(|(name, n)| format!("{name} {n:.1}")).collect::<Vec<_>>().join(", ");
             println!(
-                "{:<9} {:<32} per item: {:.1} NATS messages, {:.1} Redis commands ({}), {:.1} Lua calls ({})",
+                "{:<9} {:<32} per item: {:.1} NATS messages ({}), {:.1} Redis commands ({}), {:.1} Lua calls ({})",
                 "",
                 "",
                 c.nats_msgs,
+                list(&c.nats_top),
                 c.redis_cmds,
                 list(&c.redis_top),
                 c.lua_calls,
