@@ -20,6 +20,7 @@ use std::time::Duration;
 
 pub async fn serve(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     ensure_members_bucket(&app).await?;
+    tokio::spawn(keep_members_bucket(app.clone(), stop.clone()));
     let requests = app
         .client
         .queue_subscribe(PROVISION_WILDCARD, subjects::GATEWAY_QUEUE_GROUP.to_string())
@@ -116,6 +117,21 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
         group: PIN_GROUP.into(),
         members_bucket: MEMBERS_BUCKET.into(),
         error: None,
+    }
+}
+
+/// The members bucket is kept in memory (heartbeats need no disk), so a nats-server that
+/// restarts has lost it, and the instances' heartbeats fail until it is back: made again here
+/// within seconds.
+async fn keep_members_bucket(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = ensure_members_bucket(&app).await {
+            tracing::debug!(error = %e, "the members bucket could not be checked; trying again");
+        }
     }
 }
 

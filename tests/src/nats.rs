@@ -33,21 +33,31 @@ pub async fn nats() -> anyhow::Result<NatsServer> {
             let container = docker::nats(files, "test-server.conf").await?;
             Ok(NatsServer { url: format!("nats://127.0.0.1:{}", container.port), handle: Handle::Docker(container) })
         }
-        Backend::Process => {
-            let dir = TempDir::new("nats")?;
-            write_configs(dir.path())?;
-            // Port -1: the server picks a free port itself and logs it, so there is no race
-            // with other tests over a port chosen in advance.
-            let store = dir.path().join("jetstream");
-            let config = dir.path().join("test-server.conf");
-            std::fs::write(&config, server_config("127.0.0.1:-1", &store.to_string_lossy(), ""))?;
-            let mut child = spawn_server("nats", &config)?;
-            let line = child.wait_for_line("Listening for client connections on", START_TIMEOUT).await?;
-            let address = line.rsplit(' ').next().unwrap_or_default().to_string();
-            child.wait_for_line("Server is ready", START_TIMEOUT).await?;
-            Ok(NatsServer { url: format!("nats://{address}"), handle: Handle::Process { child, _dir: dir } })
-        }
+        Backend::Process => nats_process().await,
     }
+}
+
+/// A fresh single-node nats-server as a process whatever the backend: one that
+/// [`NatsServer::restart`] can restart on its port with its data.
+pub async fn nats_process() -> anyhow::Result<NatsServer> {
+    let dir = TempDir::new("nats")?;
+    write_configs(dir.path())?;
+    // Port -1: the server picks a free port itself and logs it, so there is no race with other
+    // tests over a port chosen in advance.
+    let (child, address) = start_process(dir.path(), "127.0.0.1:-1").await?;
+    Ok(NatsServer { url: format!("nats://{address}"), handle: Handle::Process { child, _dir: dir } })
+}
+
+/// Starts a nats-server process listening on `listen`, its store in `dir`; its address.
+async fn start_process(dir: &Path, listen: &str) -> anyhow::Result<(Child, String)> {
+    let store = dir.join("jetstream");
+    let config = dir.join("test-server.conf");
+    std::fs::write(&config, server_config(listen, &store.to_string_lossy(), ""))?;
+    let mut child = spawn_server("nats", &config)?;
+    let line = child.wait_for_line("Listening for client connections on", START_TIMEOUT).await?;
+    let address = line.rsplit(' ').next().unwrap_or_default().to_string();
+    child.wait_for_line("Server is ready", START_TIMEOUT).await?;
+    Ok((child, address))
 }
 
 /// A fresh single-node nats-server (always a process) that requires TLS from its clients,
@@ -95,6 +105,17 @@ impl NatsServer {
             Handle::Docker(c) => c.kill9().await,
             Handle::Process { child, .. } => child.kill9().await,
         }
+    }
+
+    /// SIGKILL the server, then start it again on the same port with the same data (a crash
+    /// and restart: what it kept only in memory is gone). Process servers only.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let Handle::Process { child, _dir: dir } = &mut self.handle else { anyhow::bail!("only a process server restarts (nats_process)") };
+        child.kill9().await?;
+        let listen = self.url.trim_start_matches("nats://").to_string();
+        let (started, _) = start_process(dir.path(), &listen).await?;
+        *child = started;
+        Ok(())
     }
 
     /// Freeze the server (SIGSTOP, or the cgroup freezer in docker): connections stay open

@@ -1,6 +1,6 @@
 //! Sticky per-key delivery across several real superclient processes: one instance per key at a
 //! time, in order; kill -9 of an instance mid-stream loses and duplicates nothing; a later
-//! instance takes its share.
+//! instance takes its share; a nats-server crash and restart loses nothing and membership recovers.
 
 mod superclient_common;
 
@@ -159,4 +159,46 @@ async fn an_instance_started_later_takes_a_share() {
         }
     }
     assert!(late_keys > 0, "the late instance handled no key");
+}
+
+/// nats-server crashes (kill -9) while the services work through a stream, and comes back
+/// with its data: nothing is lost or applied twice, and the instances' membership works again
+/// (its bucket lives in the server's memory and was lost with it): an instance started after
+/// the restart takes a share of the partitions.
+#[tokio::test]
+async fn a_nats_server_crash_and_restart_loses_nothing_and_membership_recovers() {
+    let _serial = serial().await;
+    let mut stack = stack_on(sequent_tests::nats_process().await.expect("nats-server starts"), &[]).await;
+    let a = stack.instance(SCRIPT, "restart-a", &[]).await;
+    let b = stack.instance(SCRIPT, "restart-b", &[]).await;
+    wait_balanced(&[&a, &b], Duration::from_secs(30)).await;
+
+    let (first, mut expected) = events(60, 100, "rs");
+    stack.append_many("test", first, 32).await;
+    sequent_tests::wait_until("the services to have applied 500 events", Duration::from_secs(60), || async { total_events(&stack).await.unwrap_or(0) >= 500 })
+        .await
+        .unwrap();
+    stack.nats.restart().await.expect("nats-server restarts");
+
+    let c = stack.instance(SCRIPT, "restart-c", &[]).await;
+    wait_balanced(&[&a, &b, &c], Duration::from_secs(60)).await;
+    let (second, more) = events(60, 20, "rs");
+    for (k, n) in more {
+        *expected.entry(k).or_default() += n;
+    }
+    stack.append_many("test", second, 32).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(180)).await;
+    assert_eq!(total_events(&stack).await, Some(7_200), "each event was handled once");
+    for (key, n) in &expected {
+        let s = seqs(&stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "key {key}");
+        assert_ordered(key, &s);
+    }
+    drop((a, b, c));
+}
+
+/// The events the counter script handled (its `total` hash).
+async fn total_events(stack: &Stack) -> Option<i64> {
+    let ns = stack.active_ns("test").await?;
+    redis::cmd("HGET").arg(format!("{ns}:total")).arg("events").query_async::<Option<i64>>(&mut stack.redis_con().await).await.ok()?
 }

@@ -29,7 +29,11 @@ pub async fn stack() -> Stack {
 
 /// [`stack`] with more environment for the gateway (e.g. `SEQUENT_PARTITIONS`).
 pub async fn stack_with(gateway_env: &[(&str, &str)]) -> Stack {
-    let nats = nats().await.expect("nats-server starts");
+    stack_on(nats().await.expect("nats-server starts"), gateway_env).await
+}
+
+/// [`stack_with`] on a nats-server of the caller's (e.g. `nats_process`, to restart it).
+pub async fn stack_on(nats: NatsServer, gateway_env: &[(&str, &str)]) -> Stack {
     let redis = redis().await.expect("redis starts");
     let port = free_port();
     let mut env = vec![
