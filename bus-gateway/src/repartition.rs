@@ -62,8 +62,8 @@ pub async fn run(client: async_nats::Client, config: &Config, from: &str) -> any
             bail!("stream {} exists and is not (the start of) a copy of {from} up to {last}; choose another name", config.stream);
         }
     }
-    let new = ensure_stream(&js, want).await?;
-    let copied = copy(&js, from, &new, last).await?;
+    let mut new = ensure_stream(&js, want).await?;
+    let copied = copy(&js, from, &mut new, last, config.repartition_stop_at).await?;
     tracing::info!(from, to = config.stream, before, partitions = config.partitions, last, copied, "repartitioned: every event copied");
     println!("copied {copied} events of {from} (up to sequence {last}) into {} with {} partitions", config.stream, config.partitions);
     Ok(())
@@ -128,13 +128,19 @@ async fn wait_drained(js: &jetstream::Context, from: &str, wait: Duration) -> an
     }
 }
 
-/// Copies OLD's events after NEW's last one, up to `last`, each at its own sequence.
-async fn copy(js: &jetstream::Context, from: &str, new: &stream::Stream, last: u64) -> anyhow::Result<u64> {
-    let start = new.cached_info().state.last_sequence + 1;
+/// Copies OLD's events after NEW's last one, up to `last`, each at its own sequence and with
+/// its headers (`carried`). What NEW holds already must be the start of OLD: its last event
+/// is checked against OLD's (the sequences guard those before it, see below).
+async fn copy(js: &jetstream::Context, from: &str, new: &mut stream::Stream, last: u64, stop_at: Option<u64>) -> anyhow::Result<u64> {
+    let old = js.get_stream(from).await?;
+    let have = new.info().await?.state.last_sequence;
+    if have > 0 {
+        same_event(&old, new, have.min(last)).await?;
+    }
+    let start = have + 1;
     if start > last {
         return Ok(0);
     }
-    let old = js.get_stream(from).await?;
     let reader = old.create_consumer(ordered_config(Vec::new(), start)).await.context("opening a reader")?;
     let mut messages = reader.messages().await.context("reading")?;
     let mut acks = VecDeque::new();
@@ -147,27 +153,75 @@ async fn copy(js: &jetstream::Context, from: &str, new: &stream::Stream, last: u
         }
         let (_, key, event_type) = subjects::parse_stored_subject(&msg.subject)
             .with_context(|| format!("sequence {seq} has subject {} (not ev.<p>.<key>.<type>)", msg.subject))?;
-        // No stored header is carried over: the expectations and batch headers were checked
-        // when the event was appended, and an id seen twice would be dropped as a duplicate;
-        // here the sequence is the check.
-        let mut headers = async_nats::HeaderMap::new();
+        // Each copy expects the one before it: nothing else can slip in between, and a copy
+        // that failed stops the ones after it, so NEW is always a start of OLD.
+        let mut headers = carried(msg.headers.as_ref());
         headers.insert("Nats-Expected-Last-Sequence", (seq - 1).to_string().as_str());
         let ack = js.publish_with_headers(subjects::publish_subject(key, event_type), headers, msg.payload.clone()).await?;
         acks.push_back((seq, ack));
         if acks.len() >= WINDOW {
-            confirm(acks.pop_front()).await?;
+            confirm(acks.pop_front(), from).await?;
+        }
+        if stop_at == Some(seq) {
+            while let Some(next) = acks.pop_front() {
+                confirm(Some(next), from).await?;
+            }
+            println!("stopped after sequence {seq} (--repartition-stop-at); run again without it to finish the copy");
+            std::process::exit(STOPPED);
         }
         expect += 1;
     }
     while let Some(next) = acks.pop_front() {
-        confirm(Some(next)).await?;
+        confirm(Some(next), from).await?;
     }
     Ok(last + 1 - start)
 }
 
-async fn confirm(next: Option<(u64, jetstream::context::PublishAckFuture)>) -> anyhow::Result<()> {
+/// The exit status of a run stopped by `--repartition-stop-at`.
+const STOPPED: i32 = 3;
+
+/// The stored headers a copy carries: all but the append's instructions (the event id
+/// `Nats-Msg-Id` among them), so the copy is the same event. Its time is the copy's (JetStream
+/// sets it); the event's own `time` is in its payload, which is what readers use.
+fn carried(headers: Option<&async_nats::HeaderMap>) -> async_nats::HeaderMap {
+    let mut out = async_nats::HeaderMap::new();
+    for (name, values) in headers.into_iter().flat_map(|h| h.iter()) {
+        if !subjects::is_append_instruction(name.as_ref()) {
+            values.iter().for_each(|v| out.append(name.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+/// NEW's event at `seq` is OLD's: same key, type, payload and carried headers.
+async fn same_event(old: &stream::Stream, new: &stream::Stream, seq: u64) -> anyhow::Result<()> {
+    let (a, b) = (old.get_raw_message(seq).await?, new.get_raw_message(seq).await?);
+    let event = |m: &jetstream::message::StreamMessage| {
+        let (_, key, event_type) = subjects::parse_stored_subject(&m.subject).unwrap_or_default();
+        (key.to_string(), event_type.to_string(), m.payload.clone(), carried(Some(&m.headers)))
+    };
+    if event(&a) != event(&b) {
+        let (from, to) = (&old.cached_info().config.name, &new.cached_info().config.name);
+        bail!(
+            "stream {to} holds at sequence {seq} another event than {from} ({} rather than {}), so it is no start of a copy \
+             of {from} and the copy cannot go on; delete it (nats stream rm {to}) and run again",
+            b.subject,
+            a.subject
+        );
+    }
+    Ok(())
+}
+
+async fn confirm(next: Option<(u64, jetstream::context::PublishAckFuture)>, from: &str) -> anyhow::Result<()> {
     let Some((seq, ack)) = next else { return Ok(()) };
     let stored = ack.await.with_context(|| format!("copying sequence {seq}"))?;
+    if stored.duplicate {
+        bail!(
+            "the copy of sequence {seq} was dropped as a duplicate of sequence {}: {from} holds its event id (Nats-Msg-Id) twice, \
+             which the gateway never stores; the copy cannot keep every sequence",
+            stored.sequence
+        );
+    }
     if stored.sequence != seq {
         bail!("the copy of sequence {seq} was stored at {}", stored.sequence);
     }
