@@ -250,4 +250,20 @@ mod tests {
         config.metadata.insert(RETIRED_PARTITIONS.into(), "16".into());
         assert_eq!(partitions_of(&config).unwrap(), 16, "a retired stream keeps its count in its metadata");
     }
+
+    #[test]
+    fn a_copy_carries_the_events_headers_but_not_the_appends_instructions() {
+        let mut stored = async_nats::HeaderMap::new();
+        stored.insert("Nats-Msg-Id", "01-id");
+        stored.insert("Nats-Expected-Last-Subject-Sequence", "7");
+        stored.insert("Nats-Batch-Id", "b1");
+        stored.insert("traceparent", "00-a");
+        stored.append("traceparent", "00-b");
+        let mut want = async_nats::HeaderMap::new();
+        want.insert("Nats-Msg-Id", "01-id");
+        want.insert("traceparent", "00-a");
+        want.append("traceparent", "00-b");
+        assert_eq!(carried(Some(&stored)), want);
+        assert!(carried(None).is_empty());
+    }
 }
