@@ -6,15 +6,18 @@
 //! 2. retires OLD: its input subjects (and its index's) are renamed, so no gateway can append
 //!    to it any more; its partition count is kept in its metadata; then waits as in 1 again
 //!    for appends made meanwhile. Each service's state then covers the whole of OLD;
-//! 3. creates NEW with `--partitions` and copies OLD into it in order, keeping every sequence
-//!    (each copy is published with `Nats-Expected-Last-Sequence`), so checkpoints, held
-//!    lists and the sequences in events stay true;
-//! 4. records in NEW's metadata what it is a copy of, and up to which sequence.
+//! 3. creates NEW with `--partitions`, recording in its metadata what it is a copy of and up
+//!    to which sequence, and copies OLD into it in order, keeping every sequence (each copy is
+//!    published with `Nats-Expected-Last-Sequence`), so checkpoints, held lists and the
+//!    sequences in events stay true. A copy is the same event: key, type, payload and headers,
+//!    the event id (`Nats-Msg-Id`) among them, bar the append's instructions (`carried`).
 //!
 //! Services started against NEW then move their checkpoints to that sequence in every new
 //! partition (superclient `state::migrate::repartition`) instead of rebuilding: nothing is
 //! applied twice or skipped, and state written only by routes (TTL keys) stays. A run that
-//! stopped half-way is run again: it continues where the copy stopped.
+//! stopped half-way (killed, or the connection lost) is run again: NEW then holds a start of
+//! OLD (each copy expects the one before it), which it checks at NEW's last event, and it
+//! copies the rest. Until the copy is complete no gateway serves NEW (`store::Store::open`).
 
 use crate::config::Config;
 use crate::store::{ensure_stream, events_stream_config, ordered_config, INDEXER};
