@@ -60,9 +60,13 @@ pub async fn run(client: async_nats::Client, config: &Config, from: &str) -> any
     want.metadata.insert(META_PARTITIONS_BEFORE.into(), before.to_string());
     want.metadata.insert(META_COPIED_TO.into(), last.to_string());
     if let Ok(mut existing) = js.get_stream(&config.stream).await {
-        let have = existing.info().await?.config.metadata.clone();
-        if have.get(META_COPIED_FROM).map(String::as_str) != Some(from) || have.get(META_COPIED_TO) != want.metadata.get(META_COPIED_TO) {
+        let have = existing.info().await?.config.clone();
+        if have.metadata.get(META_COPIED_FROM).map(String::as_str) != Some(from) || have.metadata.get(META_COPIED_TO) != want.metadata.get(META_COPIED_TO) {
             bail!("stream {} exists and is not (the start of) a copy of {from} up to {last}; choose another name", config.stream);
+        }
+        let made = partitions_of(&have)?;
+        if made != config.partitions {
+            bail!("stream {} was made with {made} partitions, not {}: continue its copy with --partitions {made}", config.stream, config.partitions);
         }
     }
     let mut new = ensure_stream(&js, want).await?;
@@ -83,24 +87,27 @@ fn partitions_of(config: &stream::Config) -> anyhow::Result<u32> {
         .with_context(|| format!("stream {} has no partitioning transform ({transform:?})", config.name))
 }
 
-/// Renames OLD's input subjects (and its index's), so appends stop, and keeps its partition
-/// count in its metadata. Does nothing to a stream retired already.
+/// Renames OLD's input subjects and its index's, so appends stop (and NEW's index can take
+/// `ix.>`), and keeps OLD's partition count in its metadata. Leaves alone what is retired
+/// already, so a run stopped in between is completed by the next.
 async fn retire(js: &jetstream::Context, mut config: stream::Config, before: u32) -> anyhow::Result<()> {
-    if config.metadata.contains_key(RETIRED_PARTITIONS) {
-        return Ok(());
-    }
     let from = config.name.clone();
-    config.subjects = vec![format!("retired.{from}")];
-    config.subject_transform = None;
-    config.metadata.insert(RETIRED_PARTITIONS.into(), before.to_string());
-    js.update_stream(&config).await.with_context(|| format!("retiring stream {from}"))?;
+    if !config.metadata.contains_key(RETIRED_PARTITIONS) {
+        config.subjects = vec![format!("retired.{from}")];
+        config.subject_transform = None;
+        config.metadata.insert(RETIRED_PARTITIONS.into(), before.to_string());
+        js.update_stream(&config).await.with_context(|| format!("retiring stream {from}"))?;
+        tracing::info!(stream = from, before, "retired: no more appends to it");
+    }
     let index = format!("{from}{INDEX_STREAM_SUFFIX}");
     if let Ok(mut ix) = js.get_stream(&index).await {
         let mut ix_config = ix.info().await?.config.clone();
-        ix_config.subjects = vec![format!("retired.{index}")];
-        js.update_stream(&ix_config).await.with_context(|| format!("retiring stream {index}"))?;
+        let retired = vec![format!("retired.{index}")];
+        if ix_config.subjects != retired {
+            ix_config.subjects = retired;
+            js.update_stream(&ix_config).await.with_context(|| format!("retiring stream {index}"))?;
+        }
     }
-    tracing::info!(stream = from, before, "retired: no more appends to it");
     Ok(())
 }
 

@@ -252,11 +252,20 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     let mut early = sequent_tests::Child::spawn("gateway-early", sequent_tests::binary("bus-gateway"), &[] as &[&str], &gateway_env(&stack, "EVENTS2", 32)).unwrap();
     early.wait_for_line(&format!("stream EVENTS2 is an unfinished copy of EVENTS (up to sequence {half} of {last})"), Duration::from_secs(30)).await.unwrap();
     assert!(!early.wait().await.unwrap().success());
+    // Continuing it with another count is refused.
+    assert!(!repartition(&stack, "EVENTS", "EVENTS2", 64, "stream EVENTS2 was made with 32 partitions, not 64").await);
+    // A run stopped between retiring the old stream and its index (left so by hand here): the
+    // next retires the index too, so the copy's index can take its subjects.
+    let mut ix = js.get_stream("EVENTS_IX").await.unwrap().cached_info().config.clone();
+    assert_eq!(ix.subjects, ["retired.EVENTS_IX"]);
+    ix.subjects = vec!["ix.>".into()];
+    js.update_stream(&ix).await.unwrap();
     // Run again, it finishes the copy: every event once, at its own sequence, the same event.
     let copied = format!("copied {} events of EVENTS (up to sequence {last}) into EVENTS2 with 32 partitions", last - last / 2);
     assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, &copied).await);
     assert!(repartition(&stack, "EVENTS", "EVENTS2", 32, "copied 0 events").await, "a second run finds the copy done");
     assert!(assert_copied(&js, "EVENTS", "EVENTS2", last, 32).await >= 48, "the batches' events were copied too");
+    assert_eq!(js.get_stream("EVENTS_IX").await.unwrap().cached_info().config.subjects, ["retired.EVENTS_IX"]);
     let mut copy = js.get_stream("EVENTS2").await.unwrap();
 
     // The service restarts against the copy, with its own credentials (the gateway on the copy
