@@ -39,18 +39,8 @@ pub async fn stack() -> Stack {
 /// [`stack`] with more environment for the gateway (e.g. `SEQUENT_PARTITIONS`).
 pub async fn stack_with(gateway_env: &[(&str, &str)]) -> Stack {
     let nats = nats().await.expect("nats-server starts");
-    let redis = redis().await.expect("redis starts");
-    let port = free_port();
-    let mut env = vec![
-        ("NATS_URL".to_string(), nats.url.clone()),
-        ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
-        ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
-    ];
-    env.extend(gateway_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
-    gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
-    let admin = nats.admin().await.expect("admin connects");
-    Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin, callout: None }
+    let env: Vec<(String, String)> = gateway_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    start(nats, env, None).await
 }
 
 /// A stack made as a deployment is: nats-server with the auth callout (nats/callout.conf), a
@@ -61,6 +51,23 @@ pub async fn stack_with_callout(scripts: &[&str]) -> Stack {
     let account = sequent_auth::KeyPair::new_account();
     let callout = Callout { seed: account.seed().unwrap(), credentials: TempDir::new("credentials").unwrap() };
     let nats = sequent_tests::nats_with_callout(&account.public_key()).await.expect("nats-server starts");
+    let mut args = vec!["register".to_string(), "--credentials-dir".into(), callout.credentials.path().to_string_lossy().to_string()];
+    args.extend(scripts.iter().map(|s| script(s).to_string_lossy().to_string()));
+    let stack = start(nats, callout.gateway_env(), Some(callout)).await;
+    // The registry bucket is the gateway's: registered once it runs.
+    let out = tokio::process::Command::new(binary("superclient"))
+        .args(&args)
+        .env("NATS_URL", &stack.nats.url)
+        .env("SEQUENT_ADMIN_NATS_CREDENTIALS", format!("{}:{}", sequent_tests::ADMIN.0, sequent_tests::ADMIN.1))
+        .output()
+        .await
+        .expect("superclient register runs");
+    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+    stack
+}
+
+/// Redis and a gateway (with `gateway_env`) beside `nats`.
+async fn start(nats: NatsServer, gateway_env: Vec<(String, String)>, callout: Option<Callout>) -> Stack {
     let redis = redis().await.expect("redis starts");
     let port = free_port();
     let mut env = vec![
@@ -68,21 +75,11 @@ pub async fn stack_with_callout(scripts: &[&str]) -> Stack {
         ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
         ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
     ];
-    env.extend(callout.gateway_env());
+    env.extend(gateway_env);
     let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
     gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
     let admin = nats.admin().await.expect("admin connects");
-    let mut args = vec!["register".to_string(), "--credentials-dir".into(), callout.credentials.path().to_string_lossy().to_string()];
-    args.extend(scripts.iter().map(|s| script(s).to_string_lossy().to_string()));
-    let out = tokio::process::Command::new(binary("superclient"))
-        .args(&args)
-        .env("NATS_URL", &nats.url)
-        .env("SEQUENT_ADMIN_NATS_CREDENTIALS", format!("{}:{}", sequent_tests::ADMIN.0, sequent_tests::ADMIN.1))
-        .output()
-        .await
-        .expect("superclient register runs");
-    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
-    Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin, callout: Some(callout) }
+    Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin, callout }
 }
 
 impl Callout {
