@@ -344,3 +344,43 @@ async fn the_partition_count_is_raised_by_copying_the_stream_and_moving_the_chec
     let after: Vec<Option<u64>> = redis::cmd("MGET").arg((0..64).map(|p| format!("{ns}:__applied:{p}")).collect::<Vec<_>>()).query_async(&mut con).await.unwrap();
     assert_eq!(before, after, "the refused state is untouched");
 }
+
+/// The copy keeps every event id (`Nats-Msg-Id`), so the copy's duplicate window would drop
+/// an id seen twice: a stream holding one twice (published outside the gateway, which never
+/// stores an id twice) is refused with the two sequences named.
+#[tokio::test]
+async fn a_copy_of_a_stream_holding_an_event_id_twice_is_refused_and_names_it() {
+    let _serial = serial().await;
+    let nats = sequent_tests::nats().await.unwrap();
+    let js = async_nats::jetstream::new(nats.admin().await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "TWICE".into(),
+        subjects: vec![sequent_protocol::subjects::STREAM_INPUT.into()],
+        subject_transform: Some(async_nats::jetstream::stream::SubjectTransform {
+            source: sequent_protocol::subjects::STREAM_INPUT.into(),
+            destination: sequent_protocol::subjects::stream_transform_destination(4),
+        }),
+        duplicate_window: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let publish = || async {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "the-same-id");
+        js.publish_with_headers("ev.k.Counted", headers, "{}".into()).await.unwrap().await.unwrap()
+    };
+    assert_eq!(publish().await.sequence, 1);
+    // Stored again once the short duplicate window has passed.
+    wait_until("the id to be stored a second time", Duration::from_secs(30), || async { !publish().await.duplicate }).await.unwrap();
+    let env = vec![
+        ("NATS_URL".to_string(), nats.url.clone()),
+        ("SEQUENT_STREAM".to_string(), "TWICE2".to_string()),
+        ("SEQUENT_PARTITIONS".to_string(), "8".to_string()),
+        ("RUST_LOG".to_string(), "warn".to_string()),
+    ];
+    let mut run = sequent_tests::Child::spawn("repartition", sequent_tests::binary("bus-gateway"), &["--repartition-from", "TWICE"], &env).unwrap();
+    run.wait_for_line("the copy of sequence 2 was dropped as a duplicate of sequence 1", Duration::from_secs(60)).await.expect("the duplicate is named");
+    assert!(!run.wait().await.unwrap().success());
+    assert_eq!(js.get_stream("TWICE2").await.unwrap().cached_info().state.last_sequence, 1, "the copy stops before it");
+}
