@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "SEQUENT_REPARTITION_WAIT", default_value = "2m", value_parser = parse_duration)]
     pub repartition_wait: Duration,
 
+    /// With --repartition-from, for tests of an interrupted copy: exit (status 3) once the
+    /// event at this sequence is copied, as a run killed there would have left it.
+    #[arg(long, hide = true)]
+    pub repartition_stop_at: Option<u64>,
+
     /// How long JetStream remembers event ids to absorb retries, e.g. "2m", "10m".
     #[arg(long, env = "SEQUENT_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration)]
     pub dedup_window: Duration,

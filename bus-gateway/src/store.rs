@@ -92,6 +92,7 @@ impl Store {
                 config.partitions
             );
         }
+        unfinished_copy(events.cached_info())?;
         let index = ensure_stream(&js, index_stream_config(config)).await?;
         let cache = NonZeroUsize::new(config.version_cache.max(1)).expect("max(1) is non-zero");
         Ok(Store {
@@ -507,6 +508,22 @@ impl Store {
             .await
             .map(|i| i.state.last_sequence)
             .map_err(|e| StoreError::Unavailable(format!("stream info: {e}")))
+    }
+}
+
+/// Refuses a stream that is a copy still short of its end (`--repartition-from` stopped or
+/// still running): an append would take a sequence the copy needs.
+fn unfinished_copy(info: &stream::Info) -> anyhow::Result<()> {
+    let meta = &info.config.metadata;
+    let to = meta.get(subjects::META_COPIED_TO).and_then(|v| v.parse::<u64>().ok());
+    match (meta.get(subjects::META_COPIED_FROM), to) {
+        (Some(from), Some(to)) if info.state.last_sequence < to => anyhow::bail!(
+            "stream {} is an unfinished copy of {from} (up to sequence {} of {to}): run bus-gateway --repartition-from {from} \
+             again to finish it before serving",
+            info.config.name,
+            info.state.last_sequence
+        ),
+        _ => Ok(()),
     }
 }
 

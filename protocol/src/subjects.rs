@@ -75,6 +75,15 @@ pub const META_COPIED_FROM: &str = "sequent.copied_from";
 pub const META_PARTITIONS_BEFORE: &str = "sequent.partitions_before";
 pub const META_COPIED_TO: &str = "sequent.copied_to_seq";
 
+/// Whether a stored header was an instruction to JetStream's append rather than part of the
+/// event: its expectations (`Nats-Expected-*`, checked when the event was stored) and its
+/// atomic batch's framing (`Nats-Batch-*`). A copy carries every other header (the event id
+/// `Nats-Msg-Id` among them) and is checked by its sequence instead.
+pub fn is_append_instruction(header: &str) -> bool {
+    let h = header.to_ascii_lowercase();
+    h.starts_with("nats-expected-") || h.starts_with("nats-batch-")
+}
+
 /// Correlation index: one subject per unit of work, holding the stream sequences of its events.
 pub fn correlation_index_subject(correlation: &str) -> String {
     format!("ix.c.{correlation}")
@@ -175,6 +184,16 @@ mod tests {
         assert!(read_filters(&["A.B"], &none).is_err());
         let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
         assert!(read_filters(&none, &many).is_err());
+    }
+
+    #[test]
+    fn append_instructions_are_told_from_the_events_headers() {
+        for h in ["Nats-Expected-Last-Subject-Sequence", "nats-expected-last-sequence", "Nats-Batch-Id", "Nats-Batch-Commit"] {
+            assert!(is_append_instruction(h), "{h}");
+        }
+        for h in ["Nats-Msg-Id", "Nats-TTL", "traceparent"] {
+            assert!(!is_append_instruction(h), "{h}");
+        }
     }
 
     #[test]

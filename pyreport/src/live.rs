@@ -90,6 +90,29 @@ pub struct StreamSummary {
     pub last_time_us: i64,
     pub created_us: i64,
     pub replicas: usize,
+    /// For a copy of another stream (`bus-gateway --repartition-from`): the last sequence
+    /// copied, whose stored times are the copy's; else 0.
+    pub copied_to: u64,
+}
+
+/// Where a scan bounded by `until` may stop: at a message stored after it (plus the clock
+/// skew), since events are stored in time order. Not within a copy (`bus-gateway
+/// --repartition-from`): all its messages were stored at the copy's time, later than their
+/// events, so there the events' own times alone decide.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at_us: Option<i64>,
+    copied_to: u64,
+}
+
+impl Cut {
+    fn new(until_us: Option<i64>, copied_to: u64) -> Cut {
+        Cut { at_us: until_us.map(|u| u.saturating_add(CLOCK_SKEW_US)), copied_to }
+    }
+
+    fn passed(&self, seq: u64, stored_at_us: i64) -> bool {
+        seq > self.copied_to && self.at_us.is_some_and(|c| stored_at_us > c)
+    }
 }
 
 pub struct Live {
@@ -359,6 +382,7 @@ impl Live {
             last_time_us: to_us(info.state.last_timestamp),
             created_us: to_us(info.created),
             replicas: info.config.num_replicas,
+            copied_to: info.config.metadata.get(sequent_protocol::subjects::META_COPIED_TO).and_then(|v| v.parse().ok()).unwrap_or(0),
         })
     }
 
@@ -546,7 +570,8 @@ impl Live {
     ) -> Result<Option<String>> {
         self.rt.block_on(async {
             let mut collector = Collector::new(q.row_filter(), q.limit, sink);
-            let upto = self.summary_async().await?.last_seq;
+            let summary = self.summary_async().await?;
+            let (upto, cut) = (summary.last_seq, Cut::new(q.until_us, summary.copied_to));
             if !q.matches_nothing() && upto > 0 {
                 if let Some(correlations) = &q.correlations {
                     self.scan_correlations(correlations, upto, progress, &mut |seq, payload| collector.push(seq, payload))
@@ -557,17 +582,16 @@ impl Live {
                         (None, Some(t)) => Start::Time(t.saturating_sub(CLOCK_SKEW_US)),
                         (None, None) => Start::All,
                     };
-                    let cut = q.until_us.map(|u| u.saturating_add(CLOCK_SKEW_US));
                     let mut start = start;
                     if let Start::Seq(from) = match start { Start::All => Start::Seq(1), other => other } {
                         let from = from.max(1);
                         if q.limit.is_none() && upto >= from && upto - from + 1 >= parallel_min(self.wire_enabled()) {
-                            return self.scan_parallel(q, from, upto, progress, collector).await;
+                            return self.scan_parallel(q, from, upto, cut, progress, collector).await;
                         }
                         start = Start::Seq(from);
                     }
                     self.read(&self.stream_name, q.subject_filters(), start, upto, progress, &mut |seq, payload, stored_at| {
-                        if cut.is_some_and(|c| stored_at > c) {
+                        if cut.passed(seq, stored_at) {
                             return Ok(Flow::Stop);
                         }
                         collector.push(seq, payload)
@@ -589,6 +613,7 @@ impl Live {
         q: &Query,
         from: u64,
         upto: u64,
+        cut: Cut,
         progress: &mut Progress,
         mut collector: Collector<'_, F>,
     ) -> Result<Option<String>> {
@@ -600,7 +625,6 @@ impl Live {
         let cancel = Arc::new(AtomicBool::new(false));
         let handle = self.rt.handle().clone();
         let filters = q.subject_filters();
-        let cut = q.until_us.map(|u| u.saturating_add(CLOCK_SKEW_US));
         // Totals: what each range's consumer reports as pending, summed, for the progress bar.
         let results: Vec<Result<PartResult>> = tokio::task::block_in_place(|| {
             std::thread::scope(|scope| {
@@ -622,7 +646,7 @@ impl Live {
                                 b,
                                 &mut progress,
                                 &mut |seq, payload, stored_at| {
-                                    if cut.is_some_and(|c| stored_at > c) {
+                                    if cut.passed(seq, stored_at) {
                                         return Ok(Flow::Stop);
                                     }
                                     part.push(seq, payload)
@@ -777,3 +801,21 @@ impl Live {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_stops_at_a_message_stored_after_until_but_not_within_a_copy() {
+        let until = 1_000 * 1_000_000;
+        let later = until + CLOCK_SKEW_US + 1;
+        let plain = Cut::new(Some(until), 0);
+        assert!(plain.passed(5, later) && !plain.passed(5, until + CLOCK_SKEW_US));
+        // A copy up to sequence 10 was stored later than all its events.
+        let copy = Cut::new(Some(until), 10);
+        assert!(!copy.passed(10, later), "the copy's stored times say nothing of its events");
+        assert!(copy.passed(11, later), "after the copy they do again");
+        assert!(!Cut::new(None, 0).passed(5, later));
+    }
+}

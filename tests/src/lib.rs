@@ -26,7 +26,7 @@ mod redis;
 mod redis_cluster;
 
 pub use child::Child;
-pub use nats::{nats, nats_cluster, nats_process, nats_with_tls, NatsCluster, NatsServer};
+pub use nats::{nats, nats_cluster, nats_process, nats_with_callout, nats_with_tls, NatsCluster, NatsServer};
 pub use redis::{redis, RedisServer};
 pub use redis_cluster::{redis_cluster, RedisCluster};
 

@@ -174,6 +174,27 @@ mod tests {
     }
 
     #[test]
+    fn a_service_on_a_repartitioned_stream_gets_its_rights_there_and_not_on_the_old_one() {
+        // The layout of a gateway started on a copy (`--repartition-from EVENTS --stream
+        // EVENTS2 --partitions 32`): what the auth callout gives a service then.
+        let p = Permissions::of(&Principal::new("accounts", Kind::Service, "x", None), &Layout::new("EVENTS2", 32));
+        for own in [
+            "$JS.API.CONSUMER.MSG.NEXT.EVENTS2.accounts-p31",
+            "$JS.ACK.EVENTS2.accounts-p00.1.2.3.4.5",
+            "$JS.API.CONSUMER.INFO.EVENTS2.accounts-p31",
+            "$JS.API.STREAM.INFO.EVENTS2",
+            "$JS.API.DIRECT.GET.EVENTS2.ev.3.acc-1.AccountDebited",
+            "sequent.append.accounts",
+            "sequent.provision.accounts",
+        ] {
+            assert!(p.may_publish(own), "{own}");
+        }
+        for gone in ["$JS.API.CONSUMER.MSG.NEXT.EVENTS2.accounts-p32", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.accounts-p00", "$JS.API.DIRECT.GET.EVENTS", "$JS.API.STREAM.INFO.EVENTS"] {
+            assert!(!p.may_publish(gone), "{gone} must be refused");
+        }
+    }
+
+    #[test]
     fn everyone_receives_only_under_its_own_inbox() {
         let p = perms("bfaf", Kind::Service);
         assert!(p.may_subscribe("_INBOX_bfaf.abc.1"));

@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use sequent_protocol::AppendReply;
-use sequent_tests::{binary, free_port, nats, redis, repo_root, wait_until, Child, NatsServer, RedisServer};
+use sequent_tests::{binary, free_port, nats, redis, repo_root, wait_until, Child, NatsServer, RedisServer, TempDir};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +21,15 @@ pub struct Stack {
     pub gateway: Child,
     pub gateway_http: String,
     pub admin: async_nats::Client,
+    /// On a stack with the auth callout ([`stack_with_callout`]).
+    pub callout: Option<Callout>,
+}
+
+/// What a stack with the auth callout adds: the account seed its gateways answer with, and the
+/// registered services' credentials.
+pub struct Callout {
+    pub seed: String,
+    pub credentials: TempDir,
 }
 
 pub async fn stack() -> Stack {
@@ -34,6 +43,35 @@ pub async fn stack_with(gateway_env: &[(&str, &str)]) -> Stack {
 
 /// [`stack_with`] on a nats-server of the caller's (e.g. `nats_process`, to restart it).
 pub async fn stack_on(nats: NatsServer, gateway_env: &[(&str, &str)]) -> Stack {
+    let env: Vec<(String, String)> = gateway_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    start(nats, env, None).await
+}
+
+/// A stack made as a deployment is: nats-server with the auth callout (nats/callout.conf), a
+/// gateway answering it, and the services of `scripts` registered (`superclient register`),
+/// so their instances connect with their own credentials and the permissions the gateway gives
+/// them (`sequent_auth::Permissions::of` for its --stream and --partitions).
+pub async fn stack_with_callout(scripts: &[&str]) -> Stack {
+    let account = sequent_auth::KeyPair::new_account();
+    let callout = Callout { seed: account.seed().unwrap(), credentials: TempDir::new("credentials").unwrap() };
+    let nats = sequent_tests::nats_with_callout(&account.public_key()).await.expect("nats-server starts");
+    let mut args = vec!["register".to_string(), "--credentials-dir".into(), callout.credentials.path().to_string_lossy().to_string()];
+    args.extend(scripts.iter().map(|s| script(s).to_string_lossy().to_string()));
+    let stack = start(nats, callout.gateway_env(), Some(callout)).await;
+    // The registry bucket is the gateway's: registered once it runs.
+    let out = tokio::process::Command::new(binary("superclient"))
+        .args(&args)
+        .env("NATS_URL", &stack.nats.url)
+        .env("SEQUENT_ADMIN_NATS_CREDENTIALS", format!("{}:{}", sequent_tests::ADMIN.0, sequent_tests::ADMIN.1))
+        .output()
+        .await
+        .expect("superclient register runs");
+    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+    stack
+}
+
+/// Redis and a gateway (with `gateway_env`) beside `nats`.
+async fn start(nats: NatsServer, gateway_env: Vec<(String, String)>, callout: Option<Callout>) -> Stack {
     let redis = redis().await.expect("redis starts");
     let port = free_port();
     let mut env = vec![
@@ -41,11 +79,21 @@ pub async fn stack_on(nats: NatsServer, gateway_env: &[(&str, &str)]) -> Stack {
         ("SEQUENT_GATEWAY_LISTEN".to_string(), format!("127.0.0.1:{port}")),
         ("RUST_LOG".to_string(), "warn,bus_gateway=info".to_string()),
     ];
-    env.extend(gateway_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env.extend(gateway_env);
     let mut gateway = Child::spawn("gateway", binary("bus-gateway"), &[] as &[&str], &env).expect("bus-gateway starts");
     gateway.wait_for_line("bus-gateway ready", Duration::from_secs(30)).await.expect("bus-gateway gets ready");
     let admin = nats.admin().await.expect("admin connects");
-    Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin }
+    Stack { nats, redis, gateway, gateway_http: format!("http://127.0.0.1:{port}"), admin, callout }
+}
+
+impl Callout {
+    /// The environment of a gateway answering the callout.
+    pub fn gateway_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SEQUENT_CALLOUT_SEED".to_string(), self.seed.clone()),
+            ("SEQUENT_SYS_NATS_CREDENTIALS".to_string(), format!("{}:{}", sequent_tests::SYS.0, sequent_tests::SYS.1)),
+        ]
+    }
 }
 
 pub fn script(name: &str) -> PathBuf {
@@ -67,11 +115,15 @@ pub struct Instance {
 
 impl Stack {
     pub fn superclient_env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("NATS_URL".into(), self.nats.url.clone()),
             ("REDIS_URL".into(), self.redis.url.clone()),
             ("RUST_LOG".into(), "info,async_nats=warn,lua=warn".into()),
-        ]
+        ];
+        if let Some(c) = &self.callout {
+            env.push(("SEQUENT_CREDENTIALS_DIR".into(), c.credentials.path().to_string_lossy().to_string()));
+        }
+        env
     }
 
     /// Starts `superclient SCRIPT --instance NAME ARGS...` and waits until it serves.
