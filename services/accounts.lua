@@ -36,18 +36,7 @@ local function opened_by(account)
   return owner
 end
 
--- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
--- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
--- `detail` is for a person, `extra` adds extension members.
-local function problem(status, code, detail, extra)
-  local body = {
-    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
-    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
-    status = status, detail = detail, code = code,
-  }
-  for k, v in pairs(extra or {}) do body[k] = v end
-  return status, body
-end
+-- Errors are RFC 9457 problem details: the runtime's `problem(status, code, detail, extra)`.
 local function bad(message, error_code) return problem(HTTP_BAD_REQUEST, error_code or "invalid request", message) end
 local function not_found() return problem(HTTP_NOT_FOUND, "not found", "That account does not exist.") end
 

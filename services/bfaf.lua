@@ -26,21 +26,8 @@ bus:serve_static("/api/openapi", "openapi")
 -- ---------------------------------------------------------------------------------------------
 -- Helpers
 
--- Errors are RFC 9457 problem details (protocol/src/problem.rs): `code` is the machine-readable
--- reason, `type` and `title` are derived from it, `detail` is for a person; `extra` adds
--- extension members (balance_cents, ...). Sent as application/json: routes cannot set headers.
-local PROBLEM_MEMBERS = { type = true, title = true, status = true, detail = true, instance = true, code = true }
-local function problem(status, code, detail, extra)
-  local body = {
-    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
-    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
-    status = status, detail = detail, code = code,
-  }
-  for k, v in pairs(extra or {}) do
-    if not PROBLEM_MEMBERS[k] then body[k] = v end
-  end
-  return status, body
-end
+-- Errors are RFC 9457 problem details: the runtime's `problem(status, code, detail, extra)`
+-- (sent as application/json: routes cannot set headers).
 local err = problem
 local function bad(message, code) return err(HTTP_BAD_REQUEST, code or "invalid request", message) end
 local function unauthorized() return err(HTTP_UNAUTHORIZED, "unauthorized", "Your session expired, please log in again.") end

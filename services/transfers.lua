@@ -19,18 +19,7 @@ bus:register("transfers", {
 
 local MAX_AMOUNT = 100000000000
 
--- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
--- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
--- `detail` is for a person, `extra` adds extension members.
-local function problem(status, code, detail, extra)
-  local body = {
-    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
-    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
-    status = status, detail = detail, code = code,
-  }
-  for k, v in pairs(extra or {}) do body[k] = v end
-  return status, body
-end
+-- Errors are RFC 9457 problem details: the runtime's `problem(status, code, detail, extra)`.
 local function bad(message, code) return problem(HTTP_BAD_REQUEST, code or "invalid request", message) end
 local function is_amount(x) return math.type(x) == "integer" and x > 0 and x <= MAX_AMOUNT end
 local function is_ref(s) return type(s) == "string" and #s >= 1 and #s <= 128 and not s:find("[%s%c]") end

@@ -108,18 +108,7 @@ local function record_failure(key, f, now)
   redis:set(key, f, { ttl_ms = math.max(1, f.ends - now) * 1000 })
 end
 
--- Errors are RFC 9457 problem details (protocol/src/problem.rs; the same helper is in each
--- service): `code` is the machine-readable reason, `type` and `title` are derived from it,
--- `detail` is for a person, `extra` adds extension members.
-local function problem(status, code, detail, extra)
-  local body = {
-    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
-    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
-    status = status, detail = detail, code = code,
-  }
-  for k, v in pairs(extra or {}) do body[k] = v end
-  return status, body
-end
+-- Errors are RFC 9457 problem details: the runtime's `problem(status, code, detail, extra)`.
 local function bad(message) return problem(HTTP_BAD_REQUEST, "invalid request", message) end
 local function too_many(retry_after)
   return problem(HTTP_TOO_MANY_REQUESTS, "too many attempts",

@@ -346,6 +346,16 @@ function admin.rebuild_status(service) end
 ---@return table events the events with those fields "[redacted]"
 function admin.redact(events, rules) end
 
+---A route's error answer as RFC 9457 problem details, shaped as every Sequent API's: `type` and
+---`title` are derived from `code`; `extra`'s members go beside them.
+---@param status integer an error status, 400 to 599
+---@param code string the machine-readable reason, e.g. "insufficient funds"
+---@param detail? string for a person
+---@param extra? table extension members (they cannot replace type, title, status, detail, code)
+---@return integer status
+---@return table body
+function problem(status, code, detail, extra) end
+
 -- HTTP status codes, named as in the Rust `http` crate.
 HTTP_CONTINUE = 100
 HTTP_SWITCHING_PROTOCOLS = 101

@@ -22,14 +22,7 @@ bus:serve_static("/", bus:env("SEQUENT_UI_DIR") or "../../ui/dist", { fallback =
 -- The API's OpenAPI 3.1 description (openapi/explorer.json).
 bus:serve_static("/api/openapi", "openapi")
 
--- Errors are RFC 9457 problem details (protocol/src/problem.rs), like every Sequent API's.
-local function problem(status, code, detail)
-  return status, {
-    type = "urn:sequent:problem:" .. (code:lower():gsub("[^%w]+", "-"):gsub("^%-+", ""):gsub("%-+$", "")),
-    title = (code:gsub("[_%-]", " "):gsub("^%l", string.upper)),
-    status = status, detail = detail, code = code,
-  }
-end
+-- Errors are RFC 9457 problem details: the runtime's `problem(status, code, detail, extra)`.
 local function unauthorized() return problem(HTTP_UNAUTHORIZED, "unauthorized", "Your session expired, please log in again.") end
 local function unavailable(why) return problem(HTTP_SERVICE_UNAVAILABLE, "unavailable", why or "The gateway did not answer; try again.") end
 

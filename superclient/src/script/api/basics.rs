@@ -1,5 +1,5 @@
 //! The basics every script has: the sandboxed standard library, `json`, `log` (and `print`),
-//! and the `HTTP_*` status constants.
+//! the `HTTP_*` status constants and `problem` (an error answer).
 
 use super::{args, err, LResult};
 use crate::script::convert::{json_to_lua, lua_to_json};
@@ -10,7 +10,8 @@ pub fn install(lua: &Lua) -> LResult<()> {
     sandbox(lua)?;
     install_json(lua)?;
     install_log(lua)?;
-    install_http_constants(lua)
+    install_http_constants(lua)?;
+    install_problem(lua)
 }
 
 /// Removes what a service script must not reach: files, processes, the debug library,
@@ -270,6 +271,35 @@ fn install_http_constants(lua: &Lua) -> LResult<()> {
     Ok(())
 }
 
+/// `problem(status, code, detail[, extra])` → `status, body`: a route's error answer as RFC 9457
+/// problem details, shaped as every Sequent API's (`sequent_protocol::problem`): `type` and
+/// `title` derived from `code`, `extra`'s members beside them (they cannot replace those five).
+fn install_problem(lua: &Lua) -> LResult<()> {
+    let f = lua.create_function(|lua, values: MultiValue| {
+        let (status, code, detail, extra): (i64, String, Option<String>, Option<Table>) = args(lua, values, "problem")?;
+        if !(400..=599).contains(&status) {
+            return err(format!("problem: the status must be an error status (400 to 599), got {status}"));
+        }
+        if code.is_empty() {
+            return err("problem: the code must not be empty".to_string());
+        }
+        let body = lua.create_table()?;
+        if let Some(extra) = extra {
+            for pair in extra.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                body.raw_set(k, v)?;
+            }
+        }
+        body.raw_set("type", sequent_protocol::problem::type_uri(&code))?;
+        body.raw_set("title", sequent_protocol::problem::title(&code))?;
+        body.raw_set("status", status)?;
+        body.raw_set("detail", detail)?;
+        body.raw_set("code", code)?;
+        Ok((status, body))
+    })?;
+    lua.globals().raw_set("problem", f)
+}
+
 /// Standard status codes, named as in the Rust `http` crate.
 const HTTP_STATUS: &[(&str, u16)] = &[
     ("CONTINUE", 100), ("SWITCHING_PROTOCOLS", 101), ("PROCESSING", 102),
@@ -289,3 +319,35 @@ const HTTP_STATUS: &[(&str, u16)] = &[
     ("LOOP_DETECTED", 508), ("NOT_EXTENDED", 510), ("NETWORK_AUTHENTICATION_REQUIRED", 511),
 ];
 
+
+#[cfg(test)]
+mod tests {
+    use mlua::{Lua, Table};
+
+    fn lua() -> Lua {
+        let lua = Lua::new();
+        super::install(&lua).unwrap();
+        lua
+    }
+
+    #[test]
+    fn problem_answers_rfc_9457_details_shaped_as_the_protocols() {
+        let lua = lua();
+        let (status, body): (i64, Table) =
+            lua.load(r#"return problem(HTTP_CONFLICT, "insufficient funds", "Not enough.", { balance_cents = 5, type = "mine" })"#).eval().unwrap();
+        assert_eq!(status, 409);
+        let expected = sequent_protocol::problem::Problem::new(409, "insufficient funds", "Not enough.").with("balance_cents", 5);
+        let expected: serde_json::Value = serde_json::from_str(&expected.to_json()).unwrap();
+        let got = crate::script::convert::lua_to_json(&mlua::Value::Table(body)).unwrap();
+        assert_eq!(got, expected, "extras cannot replace a standard member");
+    }
+
+    #[test]
+    fn problem_refuses_a_status_that_is_no_error_and_an_empty_code() {
+        let lua = lua();
+        let e = lua.load(r#"return problem(HTTP_OK, "fine")"#).exec().unwrap_err().to_string();
+        assert!(e.contains("400 to 599"), "{e}");
+        let e = lua.load(r#"return problem(400, "")"#).exec().unwrap_err().to_string();
+        assert!(e.contains("code must not be empty"), "{e}");
+    }
+}
