@@ -479,7 +479,17 @@ impl Store {
 
     /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
-        let args = commit_args(&self.service, changes);
+        self.commit_prepared(self.prepare_commit(changes)).await
+    }
+
+    /// The commit of `changes` as the script's argument, made now: the overlay may change
+    /// before [`Store::commit_prepared`] runs it (a rebuild's next batch runs meanwhile).
+    pub fn prepare_commit(&self, changes: &Changes<'_>) -> String {
+        commit_args(&self.service, changes)
+    }
+
+    /// Runs a commit made by [`Store::prepare_commit`].
+    pub async fn commit_prepared(&self, args: String) -> redis::RedisResult<Commit> {
         let mut invocation = self.commit.prepare_invoke();
         // KEYS[1] only routes the script to the service's slot on a cluster.
         invocation.key(active_key(&self.service)).arg(args);
