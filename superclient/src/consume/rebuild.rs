@@ -63,7 +63,13 @@ pub async fn rebuild(svc: &Service, why: &str) -> anyhow::Result<String> {
     let mut delay = Duration::from_millis(200);
     loop {
         let mut started = None;
-        let result = attempt(svc, why, &mut started).await;
+        let mut in_flight = None;
+        let result = attempt(svc, why, &mut started, &mut in_flight).await;
+        // A failed attempt's last commit may still be running: it must not write into the
+        // namespace after the namespace is dropped.
+        if let Some(commit) = in_flight {
+            let _ = commit.await;
+        }
         if let (Err(_), Some(ns)) = (&result, started) {
             drop_unused(svc, &ns).await;
         }
@@ -94,8 +100,9 @@ async fn drop_unused(svc: &Service, ns: &str) {
     }
 }
 
-/// One replay into a new namespace (named in `started` as soon as it exists).
-async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Result<String, Stop> {
+/// One replay into a new namespace (named in `started` as soon as it exists; its last commit,
+/// if still running, in `in_flight`).
+async fn attempt(svc: &Service, why: &str, started: &mut Option<String>, in_flight: &mut InFlight) -> Result<String, Stop> {
     let old = svc.store.active().await?;
     let ns = svc.store.new_namespace(&svc.active_ns()).await?;
     *started = Some(ns.clone());
@@ -136,7 +143,7 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
         }
     } else {
         let mut messages = reader.follow(&filter, 1, FOLLOW_POLL);
-        let mut batch = Batch::new(svc, &ns).await;
+        let mut batch = Batch::new(svc, &ns, in_flight).await;
         // Per partition: the last event applied to the new namespace, and the first event left
         // to live delivery in this pass (every later one of the partition is left too: a
         // partition's events apply in order).
@@ -211,6 +218,8 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>) -> Resu
                     }
                 }
                 batch.flush(svc).await?;
+                // The swap compares the new namespace's checkpoints: every commit must be in.
+                batch.settled().await?;
                 let behind: Vec<usize> = (0..applied.len()).filter(|&p| floors[p] > applied[p]).collect();
                 if behind.is_empty() {
                     match svc.store.swap(Some(old), &ns, svc.partitions).await? {
@@ -334,11 +343,16 @@ fn reached(applied: &[u64], left: &[Option<u64>], p: usize, seq: u64) -> u64 {
     }
 }
 
+/// The commit of a batch running in Redis while the next batch runs in Lua.
+type InFlight = Option<tokio::task::JoinHandle<redis::RedisResult<state::Commit>>>;
+
 /// Replayed events not yet committed. Events are handed to Lua [`DISPATCH`] at a time, all
 /// on one state and one overlay (each handler reads what the earlier ones wrote); the batch
 /// commits with the checkpoint each partition reached and the highest version of each key (one
-/// command, not one per event).
-struct Batch {
+/// command, not one per event). A batch's commit runs while the next batch runs in Lua; the
+/// next commit waits for it (commits apply in order), and so does a read of a key the overlay
+/// forgot (see [`Batch::flush`]).
+struct Batch<'a> {
     call: Option<Call>,
     lease: Lease,
     ns: String,
@@ -347,13 +361,14 @@ struct Batch {
     checkpoints: BTreeMap<u32, u64>,
     versions: HashMap<String, u64>,
     events: usize,
+    in_flight: &'a mut InFlight,
 }
 
 /// Events per call into Lua.
 const DISPATCH: usize = 128;
 
-impl Batch {
-    async fn new(svc: &Service, ns: &str) -> Batch {
+impl<'a> Batch<'a> {
+    async fn new(svc: &Service, ns: &str, in_flight: &'a mut InFlight) -> Batch<'a> {
         Batch {
             call: Some(Call::new(Mode::Rebuild, ns)),
             lease: svc.pool.get().await,
@@ -362,6 +377,7 @@ impl Batch {
             checkpoints: BTreeMap::new(),
             versions: HashMap::new(),
             events: 0,
+            in_flight,
         }
     }
 
@@ -411,7 +427,8 @@ impl Batch {
         }
     }
 
-    /// Commits the buffered writes with the partitions' checkpoints, atomically.
+    /// Commits the buffered writes with the partitions' checkpoints, atomically: starts the
+    /// commit once the previous one is in, and returns (see [`Batch::settled`]).
     async fn flush(&mut self, svc: &Service) -> Result<(), Stop> {
         self.dispatch().await?;
         if self.events == 0 && self.checkpoints.is_empty() {
@@ -434,17 +451,34 @@ impl Batch {
         }
         self.events = 0;
         let changes = Changes { expected_active: None, ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: None, locked: &state::Locks::new() };
-        match svc.store.commit(&changes).await.map_err(redis_failure) {
-            Ok(_) => {
-                // Keep what the overlay knows as a read cache: most events touch a key an
-                // earlier batch wrote, and a Redis read per event is most of a replay's cost.
-                call.overlay.settle();
-                if call.overlay.len() > CACHED_KEYS {
-                    call.overlay = Overlay::new();
-                }
-                Ok(())
-            }
-            Err(e) if e.is_script() => Err(Stop::Script(anyhow::anyhow!("committing replayed events: {e}"))),
+        let args = svc.store.prepare_commit(&changes);
+        // Keep what the overlay knows as a read cache: most events touch a key an earlier batch
+        // wrote, and a Redis read per event is most of a replay's cost. What it knows is what
+        // Redis holds once this commit is in; keys it forgets (or all, past the cache's size)
+        // are read from Redis, so only after the commit.
+        let forgot = call.overlay.settle();
+        let reset = call.overlay.len() > CACHED_KEYS;
+        if reset {
+            call.overlay = Overlay::new();
+        }
+        self.settled().await?;
+        let store = svc.store.clone();
+        *self.in_flight = Some(tokio::spawn(async move { store.commit_prepared(args).await }));
+        if forgot || reset {
+            self.settled().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn settled(&mut self) -> Result<(), Stop> {
+        let Some(commit) = self.in_flight.take() else { return Ok(()) };
+        match commit.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => match redis_failure(e) {
+                e if e.is_script() => Err(Stop::Script(anyhow::anyhow!("committing replayed events: {e}"))),
+                e => Err(Stop::Infra(anyhow::anyhow!("committing replayed events: {e}"))),
+            },
             Err(e) => Err(Stop::Infra(anyhow::anyhow!("committing replayed events: {e}"))),
         }
     }

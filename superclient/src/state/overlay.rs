@@ -599,26 +599,32 @@ impl Overlay {
 
     /// After the ops committed: drops them, the reads, and what is relative to what Redis held
     /// before (increments over an unread base, pushes onto an unread list), which would count
-    /// twice. What is left states values Redis now holds.
-    pub fn settle(&mut self) {
+    /// twice. What is left states values Redis now holds. Returns whether it forgot anything
+    /// written: reads of it must then wait until the commit is in.
+    pub fn settle(&mut self) -> bool {
         self.ops.clear();
         self.reads.clear();
         self.proven.clear();
         self.undo = None;
+        let mut forgot = false;
         for key in std::mem::take(&mut self.relative) {
             let keep = match self.known.get_mut(&key) {
                 Some(Known::Incr(_)) => false,
                 Some(Known::List { cleared, .. }) => *cleared,
                 Some(Known::Hash { cleared: false, fields }) => {
+                    let before = fields.len();
                     fields.retain(|_, f| !matches!(f, Field::Incr(_)));
+                    forgot |= fields.len() < before;
                     true
                 }
                 _ => true,
             };
             if !keep {
+                forgot = true;
                 self.known.remove(&key);
             }
         }
+        forgot
     }
 
     /// Takes the commands out (the overlay keeps what it knows).
@@ -793,7 +799,7 @@ mod tests {
         o.hset("h", "n:h", "f", "1".into()).unwrap();
         o.hincr("h", "n:h", "n", 1, Some(0)).unwrap();
         o.note_read("a", 1);
-        o.settle();
+        assert!(o.settle(), "it forgot the increments and the pushes");
         assert!(o.is_empty());
         assert!(o.reads().is_empty());
         assert_eq!(o.string("a"), StrView::Local(Some("1".into())));
@@ -801,6 +807,11 @@ mod tests {
         assert_eq!(o.list("l"), None);
         assert_eq!(o.hash_field("h", "f"), StrView::Local(Some("1".into())));
         assert_eq!(o.hash_field("h", "n"), StrView::Stored);
+        o.set("a", "n:a", "2".into());
+        o.hset("h", "n:h", "g", "2".into()).unwrap();
+        o.sadd("s", "n:s", "m".into()).unwrap();
+        assert!(!o.settle(), "absolute values only: nothing forgotten");
+        assert_eq!(o.string("a"), StrView::Local(Some("2".into())));
     }
 
     #[test]

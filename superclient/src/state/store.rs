@@ -19,6 +19,7 @@
 use super::keys::*;
 use super::overlay::Overlay;
 use super::connection::{Con, Target};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -239,16 +240,16 @@ fn merged(mut a: serde_json::Value, b: serde_json::Value) -> String {
 
 /// The overlay's commands, with its version notes (`VMAX`, which only ever touch the versions
 /// hash) joined into one per hash at the end, keeping each key's highest version.
-fn commit_ops(overlay: &Overlay) -> Vec<Vec<String>> {
+fn commit_ops(overlay: &Overlay) -> Vec<Cow<'_, [String]>> {
     let mut highest: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(overlay.ops().len());
     for op in overlay.ops() {
         if op[0] == "VMAX" {
             let v = op[3].parse().unwrap_or(0);
             let e = highest.entry(&op[1]).or_default().entry(&op[2]).or_insert(v);
             *e = (*e).max(v);
         } else {
-            out.push(op.clone());
+            out.push(Cow::Borrowed(op.as_slice()));
         }
     }
     for (hash, fields) in highest {
@@ -256,12 +257,35 @@ fn commit_ops(overlay: &Overlay) -> Vec<Vec<String>> {
         for (f, v) in fields {
             op.extend([f.to_string(), v.to_string()]);
         }
-        out.push(op);
+        out.push(Cow::Owned(op));
     }
     out
 }
 
-/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON.
+/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON, written from borrowed
+/// parts (a rebuild's batch commits hundreds of ops).
+#[derive(serde::Serialize)]
+struct CommitArgs<'a> {
+    active: String,
+    expected: &'a str,
+    freeze: String,
+    gkind: &'a str,
+    gkey: String,
+    gfirst: String,
+    glast: String,
+    gval: String,
+    reads: &'a HashMap<String, u64>,
+    written: Vec<String>,
+    bumps: Vec<String>,
+    checks: Vec<(String, &'static str)>,
+    ops: Vec<Cow<'a, [String]>>,
+    revs: String,
+    watch: String,
+    channel: String,
+    #[serde(flatten)]
+    locks: serde_json::Value,
+}
+
 fn commit_args(service: &str, changes: &Changes<'_>) -> String {
     let ns = changes.ns;
     let (kind, gkey, first, last, head) = match &changes.guard {
@@ -271,22 +295,28 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
     };
     let overlay = changes.overlay;
     let live = changes.expected_active.is_some();
-    let commit = serde_json::json!({
-        "active": active_key(service),
-        "expected": changes.expected_active.unwrap_or(""),
-        "freeze": swap_freeze_key(service),
-        "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
-        "reads": if live { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
+    let no_reads = HashMap::new();
+    let commit = CommitArgs {
+        active: active_key(service),
+        expected: changes.expected_active.unwrap_or(""),
+        freeze: swap_freeze_key(service),
+        gkind: kind,
+        gkey,
+        gfirst: first.to_string(),
+        glast: last.to_string(),
+        gval: head,
+        reads: if live { overlay.reads() } else { &no_reads },
         // A rebuild's namespace is read by nobody: no revisions, no announcements.
-        "written": if live { overlay.written() } else { Vec::new() },
-        "bumps": if live { overlay.revisions_written() } else { Vec::new() },
-        "checks": overlay.type_checks(),
-        "ops": commit_ops(overlay),
-        "revs": revisions_key(ns),
-        "watch": watch_key(service),
-        "channel": commits_channel(service),
-    });
-    merged(commit, lock_fields(ns, changes.owner.unwrap_or(""), changes.locked))
+        written: if live { overlay.written() } else { Vec::new() },
+        bumps: if live { overlay.revisions_written() } else { Vec::new() },
+        checks: overlay.type_checks(),
+        ops: commit_ops(overlay),
+        revs: revisions_key(ns),
+        watch: watch_key(service),
+        channel: commits_channel(service),
+        locks: lock_fields(ns, changes.owner.unwrap_or(""), changes.locked),
+    };
+    serde_json::to_string(&commit).expect("strings and numbers serialise")
 }
 
 /// Before a call sends events decided on what it read: checks the reads are still current and
@@ -479,7 +509,17 @@ impl Store {
 
     /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
-        let args = commit_args(&self.service, changes);
+        self.commit_prepared(self.prepare_commit(changes)).await
+    }
+
+    /// The commit of `changes` as the script's argument, made now: the overlay may change
+    /// before [`Store::commit_prepared`] runs it (a rebuild's next batch runs meanwhile).
+    pub fn prepare_commit(&self, changes: &Changes<'_>) -> String {
+        commit_args(&self.service, changes)
+    }
+
+    /// Runs a commit made by [`Store::prepare_commit`].
+    pub async fn commit_prepared(&self, args: String) -> redis::RedisResult<Commit> {
         let mut invocation = self.commit.prepare_invoke();
         // KEYS[1] only routes the script to the service's slot on a cluster.
         invocation.key(active_key(&self.service)).arg(args);

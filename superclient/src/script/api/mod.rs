@@ -35,8 +35,23 @@ pub fn install(lua: &Lua) -> LResult<()> {
     crypto::install(lua)?;
     http::install(lua)?;
     admin::install(lua)?;
+    let (mut modules, kept) = (std::collections::HashMap::new(), lua.create_table()?);
+    for pair in lua.globals().pairs::<String, Value>() {
+        if let (name, Value::Table(t)) = pair? {
+            modules.insert(name, t.to_pointer() as usize);
+            kept.raw_push(t)?;
+        }
+    }
+    // Kept alive with the state, so that no other table ever takes their addresses.
+    lua.set_named_registry_value("sequent_modules", kept)?;
+    lua.set_app_data(Modules(modules));
     Ok(())
 }
+
+/// The addresses of the global tables as installed, by name: [`args`] knows a colon call by
+/// them without a lookup in the globals (a Lua string made and a protected call, on every API
+/// call).
+struct Modules(std::collections::HashMap<String, usize>);
 
 fn err<T>(msg: impl Into<String>) -> LResult<T> {
     Err(mlua::Error::runtime(msg.into()))
@@ -47,7 +62,8 @@ fn args<A: FromLuaMulti>(lua: &Lua, mut values: MultiValue, what: &str) -> LResu
     if let Some(Value::Table(t)) = values.front() {
         // Only the module itself (`bus:send(...)`), never a table argument (`json.array(t)`).
         let module = what.split(['.', ':']).next().unwrap_or_default();
-        if lua.globals().raw_get::<Value>(module).ok().is_some_and(|m| m == Value::Table(t.clone())) {
+        let is_module = lua.app_data_ref::<Modules>().is_some_and(|m| m.0.get(module) == Some(&(t.to_pointer() as usize)));
+        if is_module {
             values.pop_front();
         }
     }
