@@ -261,8 +261,10 @@ fn commit_ops(overlay: &Overlay) -> Vec<Vec<String>> {
     out
 }
 
-/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON.
-fn commit_args(service: &str, changes: &Changes<'_>) -> String {
+/// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON. `ops` and `checks`
+/// are the overlay's ([`commit_ops`], [`Overlay::type_checks`]), or the part of them in `ns`.
+/// The active pointer, freeze and watch set checked are those of `ns`'s slot.
+fn commit_args(service: &str, changes: &Changes<'_>, ops: &[Vec<String>], checks: &[(String, &'static str)]) -> String {
     let ns = changes.ns;
     let (kind, gkey, first, last, head) = match &changes.guard {
         Guard::None => ("", String::new(), 0, 0, String::new()),
@@ -272,18 +274,18 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
     let overlay = changes.overlay;
     let live = changes.expected_active.is_some();
     let commit = serde_json::json!({
-        "active": active_key(service),
+        "active": slot_key(ns, "active"),
         "expected": changes.expected_active.unwrap_or(""),
-        "freeze": swap_freeze_key(service),
+        "freeze": slot_key(ns, "swap-freeze"),
         "gkind": kind, "gkey": gkey, "gfirst": first.to_string(), "glast": last.to_string(), "gval": head,
         "reads": if live { serde_json::to_value(overlay.reads()).expect("maps serialise") } else { serde_json::json!({}) },
         // A rebuild's namespace is read by nobody: no revisions, no announcements.
         "written": if live { overlay.written() } else { Vec::new() },
         "bumps": if live { overlay.revisions_written() } else { Vec::new() },
-        "checks": overlay.type_checks(),
-        "ops": commit_ops(overlay),
+        "checks": checks,
+        "ops": ops,
         "revs": revisions_key(ns),
-        "watch": watch_key(service),
+        "watch": slot_key(ns, "watch"),
         "channel": commits_channel(service),
     });
     merged(commit, lock_fields(ns, changes.owner.unwrap_or(""), changes.locked))
@@ -329,9 +331,9 @@ return {1, ''}
 
 /// The one argument of [`LOCK_SCRIPT`]: lock `reads` (key → revision read), `exclusive` of
 /// them exclusively, the others shared.
-fn lock_args(service: &str, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> String {
+fn lock_args(ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> String {
     let lock = serde_json::json!({
-        "active": active_key(service),
+        "active": slot_key(ns, "active"),
         "expected": ns,
         "reads": reads,
         "exclusive": exclusive,
@@ -355,13 +357,19 @@ return 0
 /// current one has, partition by partition (live instances keep applying to the old one while
 /// the rebuild runs), and lifts the rebuild's freeze. Returns -1 on success, or the first
 /// partition that is still behind. The new namespace notes the partition count its checkpoints
-/// are for (`keys::partitions_key`).
+/// are for (`keys::partitions_key`). ARGV: pointer, old namespace ('' none), new namespace,
+/// partition count, freeze, first and last partition compared, and '1' when a pointer found
+/// missing is taken as the old one (a partition of partitioned state whose shard was lost, or
+/// a rebuild from nothing replacing whatever is there). A partitioned service swaps each
+/// partition's pointer (its partition alone compared), then the service's (none compared).
 const SWAP_SCRIPT: &str = r#"
 local cur = redis.call('GET', ARGV[1])
 if cur == false then cur = '' end
-if cur ~= ARGV[2] then return redis.error_reply('the active namespace changed from ' .. ARGV[2] .. ' to ' .. cur .. ' during the rebuild') end
+if cur ~= ARGV[2] and not (ARGV[8] == '1' and (cur == '' or ARGV[2] == '')) then
+  return redis.error_reply('the active namespace changed from ' .. ARGV[2] .. ' to ' .. cur .. ' during the rebuild')
+end
 if ARGV[2] ~= '' then
-  for p = 0, tonumber(ARGV[4]) - 1 do
+  for p = tonumber(ARGV[6]), tonumber(ARGV[7]) do
     local old = tonumber(redis.call('GET', ARGV[2] .. ':__applied:' .. p) or '0')
     local new = tonumber(redis.call('GET', ARGV[3] .. ':__applied:' .. p) or '0')
     if new < old then return p end
@@ -388,8 +396,9 @@ if g <= tonumber(ARGV[1]) then g = tonumber(ARGV[1]) + 1; redis.call('SET', KEYS
 return g
 "#;
 
-/// One SCAN step, in a script so that a cluster runs it on the node of `KEYS[1]`'s slot, where
-/// every key of the service is (a plain SCAN would go to any node).
+/// One SCAN step, in a script so that a cluster runs it on the node of `KEYS[1]`'s slot (the
+/// pattern itself, whose hash tag is the namespace's), where every key of the namespace is (a
+/// plain SCAN would go to any node).
 const SCAN_SCRIPT: &str = r#"
 return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 "#;
@@ -398,6 +407,10 @@ return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 pub struct Store {
     pub con: Con,
     pub service: String,
+    /// The partition count when the service's state is partitioned (`state = "partitioned"`):
+    /// namespace `{<svc>}@<g>` then names the generation, and partition p's keys are in
+    /// `{<svc>.<p>}@<g>` ([`partition_namespace`]).
+    pub partitioned: Option<u32>,
     commit: std::sync::Arc<redis::Script>,
     lock: std::sync::Arc<redis::Script>,
     unlock: std::sync::Arc<redis::Script>,
@@ -430,6 +443,7 @@ impl Store {
         Ok(Store {
             con,
             service: service.to_string(),
+            partitioned: None,
             commit: std::sync::Arc::new(redis::Script::new(COMMIT_SCRIPT)),
             lock: std::sync::Arc::new(redis::Script::new(LOCK_SCRIPT)),
             unlock: std::sync::Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
@@ -438,6 +452,43 @@ impl Store {
             generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
             scan: std::sync::Arc::new(redis::Script::new(SCAN_SCRIPT)),
         })
+    }
+
+    /// The store of a service whose state is partitioned over `partitions` slots (or not: None).
+    pub fn with_partitions(mut self, partitions: Option<u32>) -> Store {
+        self.partitioned = partitions;
+        self
+    }
+
+    /// The layout a service's state was last built in (for tools that do not load its script:
+    /// `superclient dump`): partitioned when the service key `partitioned` holds a count.
+    pub async fn detect_layout(self) -> redis::RedisResult<Store> {
+        let n: Option<u32> = redis::cmd("GET").arg(service_key(&self.service, "partitioned")).query_async(&mut self.con.clone()).await?;
+        Ok(self.with_partitions(n))
+    }
+
+    /// The namespace of partition `p` of namespace `ns`: `ns` itself unless partitioned.
+    pub fn partition_ns(&self, ns: &str, p: u32) -> String {
+        match self.partitioned {
+            Some(_) => partition_namespace(ns, p),
+            None => ns.to_string(),
+        }
+    }
+
+    /// The namespace holding the state of event key (or script key) `key`.
+    pub fn key_ns(&self, ns: &str, key: &str) -> String {
+        match self.partitioned {
+            Some(n) => partition_namespace(ns, key_partition(key, n)),
+            None => ns.to_string(),
+        }
+    }
+
+    /// Every namespace whose keys make up namespace `ns`: its partitions' when partitioned.
+    pub fn namespaces(&self, ns: &str) -> Vec<String> {
+        match self.partitioned {
+            Some(n) => (0..n).map(|p| partition_namespace(ns, p)).collect(),
+            None => vec![ns.to_string()],
+        }
     }
 
     /// A new namespace name, `{<service>}@<generation>`, never one of `known` or before it.
@@ -453,7 +504,7 @@ impl Store {
     /// be wrong, not merely old.
     pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd, revisions: &[String]) -> redis::RedisResult<Option<(T, Vec<u64>)>> {
         let mut pipe = redis::pipe();
-        pipe.atomic().get(active_key(&self.service)).add_command(cmd.clone());
+        pipe.atomic().get(slot_key(ns, "active")).add_command(cmd.clone());
         if !revisions.is_empty() {
             pipe.cmd("HMGET").arg(revisions_key(ns)).arg(revisions);
         }
@@ -468,21 +519,84 @@ impl Store {
         Ok(Some((redis::from_redis_value(value)?, revs.into_iter().map(|r| r.unwrap_or(0)).collect())))
     }
 
+    /// The active namespace. Partitioned state is active only while every partition's pointer
+    /// is there (a shard may be lost alone): then the service's pointer names it.
     pub async fn active(&self) -> redis::RedisResult<Option<String>> {
-        redis::cmd("GET").arg(active_key(&self.service)).query_async(&mut self.con.clone()).await
+        let active: Option<String> = self.pointer(&namespace(&self.service, 0)).await?;
+        let (Some(ns), Some(_)) = (active.clone(), self.partitioned) else { return Ok(active) };
+        for p in self.namespaces(&ns) {
+            if self.pointer(&p).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(ns))
+    }
+
+    /// The active pointer of the slot of namespace `ns` (the service's, or a partition's).
+    pub async fn pointer(&self, ns: &str) -> redis::RedisResult<Option<String>> {
+        redis::cmd("GET").arg(slot_key(ns, "active")).query_async(&mut self.con.clone()).await
+    }
+
+    /// Deletes the active pointers of partitioned state (some partition's is gone with its
+    /// shard): every live commit stops, as when the whole state is lost, until it is rebuilt.
+    pub async fn drop_pointers(&self, ns: &str) -> redis::RedisResult<()> {
+        let mut con = self.con.clone();
+        for n in self.namespaces(ns).iter().chain([&namespace(&self.service, 0)]) {
+            let _: () = redis::cmd("DEL").arg(slot_key(n, "active")).query_async(&mut con).await?;
+        }
+        Ok(())
     }
 
     pub async fn applied(&self, ns: &str, partition: u32) -> redis::RedisResult<u64> {
-        let v: Option<u64> = redis::cmd("GET").arg(applied_key(ns, partition)).query_async(&mut self.con.clone()).await?;
+        let key = applied_key(&self.partition_ns(ns, partition), partition);
+        let v: Option<u64> = redis::cmd("GET").arg(key).query_async(&mut self.con.clone()).await?;
         Ok(v.unwrap_or(0))
     }
 
     /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
+    /// Partitioned state: the ops go to their namespace's slot, one script each. A live commit
+    /// (`expected_active`) writes in `changes.ns` only, with the reads it checks; elsewhere it
+    /// may only note versions of event keys (`VMAX`, which keep the highest and are hints for
+    /// `expect = false`), committed after it. A rebuild's batch commits per partition.
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
-        let args = commit_args(&self.service, changes);
+        let (ops, checks) = (commit_ops(changes.overlay), changes.overlay.type_checks());
+        if self.partitioned.is_none() {
+            return self.commit_in(changes, &ops, &checks).await;
+        }
+        let mut groups: BTreeMap<String, (Vec<Vec<String>>, Vec<(String, &'static str)>)> = BTreeMap::new();
+        for op in ops {
+            groups.entry(namespace_of_stored(&op[1]).to_string()).or_default().0.push(op);
+        }
+        for check in checks {
+            groups.entry(namespace_of_stored(&check.0).to_string()).or_default().1.push(check);
+        }
+        let live = changes.expected_active.is_some();
+        let (main_ops, main_checks) = groups.remove(changes.ns).unwrap_or_default();
+        if let Some((ns, _)) = groups.iter().find(|(_, (ops, checks))| live && (!checks.is_empty() || ops.iter().any(|op| op[0] != "VMAX"))) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a commit of partitioned state writes outside its partition",
+                format!("{} and {ns}", changes.ns),
+            )));
+        }
+        let outcome = if live || !main_ops.is_empty() { self.commit_in(changes, &main_ops, &main_checks).await? } else { Commit::Applied };
+        if outcome != Commit::Applied {
+            return Ok(outcome);
+        }
+        let none = Locks::new();
+        for (ns, (ops, checks)) in &groups {
+            let side = Changes { expected_active: changes.expected_active.map(|_| ns.as_str()), ns, guard: Guard::None, overlay: changes.overlay, owner: None, locked: &none };
+            self.commit_in(&side, ops, checks).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One commit script on the slot of `changes.ns`.
+    async fn commit_in(&self, changes: &Changes<'_>, ops: &[Vec<String>], checks: &[(String, &'static str)]) -> redis::RedisResult<Commit> {
+        let args = commit_args(&self.service, changes, ops, checks);
         let mut invocation = self.commit.prepare_invoke();
-        // KEYS[1] only routes the script to the service's slot on a cluster.
-        invocation.key(active_key(&self.service)).arg(args);
+        // KEYS[1] only routes the script to the namespace's slot on a cluster.
+        invocation.key(slot_key(changes.ns, "active")).arg(args);
         loop {
             let (code, detail): (i64, String) = invocation.invoke_async(&mut self.con.clone()).await?;
             return Ok(match code {
@@ -505,8 +619,8 @@ impl Store {
     /// Checks that `reads` (script key → revision) are current in the active namespace `ns` and
     /// locks them for `owner`, `exclusive` of them exclusively (see [`LOCK_SCRIPT`]).
     pub async fn lock_reads(&self, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> redis::RedisResult<Commit> {
-        let args = lock_args(&self.service, ns, reads, exclusive, owner);
-        let (code, detail): (i64, String) = self.lock.key(active_key(&self.service)).arg(args).invoke_async(&mut self.con.clone()).await?;
+        let args = lock_args(ns, reads, exclusive, owner);
+        let (code, detail): (i64, String) = self.lock.key(slot_key(ns, "active")).arg(args).invoke_async(&mut self.con.clone()).await?;
         Ok(match code {
             1 => Commit::Applied,
             -3 => Commit::Stale(detail),
@@ -562,62 +676,95 @@ impl Store {
     /// write one of them announce it on the commits channel. Drops the marks past their
     /// deadline (here rather than in every commit).
     pub async fn watch(&self, keys: &[String], deadline_ms: u64) -> redis::RedisResult<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let watch = watch_key(&self.service);
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
-        let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
+        // Partitioned state: each key's mark is in its partition's slot, where its commits look.
+        let mut by_set: BTreeMap<String, Vec<&String>> = BTreeMap::new();
         for k in keys {
-            zadd.arg(deadline_ms).arg(k);
+            by_set.entry(slot_key(&self.key_ns(&namespace(&self.service, 0), k), "watch")).or_default().push(k);
         }
-        zadd.ignore();
-        pipe.query_async(&mut self.con.clone()).await
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        for (watch, keys) in by_set {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
+            let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
+            for k in keys {
+                zadd.arg(deadline_ms).arg(k);
+            }
+            zadd.ignore();
+            let _: () = pipe.query_async(&mut self.con.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`
     /// catches up with it (see rebuild.rs). Setting it again extends it.
+    /// (Partitioned state: each partition's freeze, set one after the other.)
     pub async fn freeze(&self, ns: &str, ttl: Duration) -> redis::RedisResult<()> {
-        redis::cmd("SET")
-            .arg(swap_freeze_key(&self.service))
-            .arg(ns)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.con.clone())
-            .await
+        for n in self.namespaces(ns) {
+            let _: () = redis::cmd("SET")
+                .arg(slot_key(&n, "swap-freeze"))
+                .arg(&n)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut self.con.clone())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Lifts the freeze of namespace `ns` (a swap lifts it by itself).
     pub async fn unfreeze(&self, ns: &str) -> redis::RedisResult<()> {
-        self.unfreeze.key(swap_freeze_key(&self.service)).arg(ns).invoke_async(&mut self.con.clone()).await
+        for n in self.namespaces(ns) {
+            let _: () = self.unfreeze.key(slot_key(&n, "swap-freeze")).arg(&n).invoke_async(&mut self.con.clone()).await?;
+        }
+        Ok(())
     }
 
     /// See [`SWAP_SCRIPT`]. Ok(None) when swapped, Ok(Some(p)) when partition p is still behind.
+    /// Partitioned state swaps partition by partition, each only if the new namespace has
+    /// applied at least what the old one had in that partition, then the service's pointer.
+    /// A partition swapped first is complete for itself; commits never span partitions.
     pub async fn swap(&self, old: Option<&str>, new: &str, partitions: u32) -> anyhow::Result<Option<u32>> {
-        let r: i64 = self
-            .swap
-            .key(active_key(&self.service))
-            .arg(active_key(&self.service))
-            .arg(old.unwrap_or(""))
-            .arg(new)
-            .arg(partitions)
-            .arg(swap_freeze_key(&self.service))
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(u32::try_from(r).ok())
+        let run = |pointer_ns: &str, old: &str, new: &str, range: (i64, i64), missing_ok: bool| {
+            let mut invocation = self.swap.prepare_invoke();
+            invocation
+                .key(slot_key(pointer_ns, "active"))
+                .arg(slot_key(pointer_ns, "active"))
+                .arg(old)
+                .arg(new)
+                .arg(partitions)
+                .arg(slot_key(pointer_ns, "swap-freeze"))
+                .arg(range.0)
+                .arg(range.1)
+                .arg(if missing_ok { "1" } else { "" });
+            invocation
+        };
+        let Some(_) = self.partitioned else {
+            let r: i64 = run(new, old.unwrap_or(""), new, (0, i64::from(partitions) - 1), false).invoke_async(&mut self.con.clone()).await?;
+            if r < 0 {
+                let _: () = redis::cmd("DEL").arg(service_key(&self.service, "partitioned")).query_async(&mut self.con.clone()).await?;
+            }
+            return Ok(u32::try_from(r).ok());
+        };
+        for p in 0..partitions {
+            let (from, to) = (old.map(|o| partition_namespace(o, p)).unwrap_or_default(), partition_namespace(new, p));
+            let r: i64 = run(&to, &from, &to, (i64::from(p), i64::from(p)), true).invoke_async(&mut self.con.clone()).await?;
+            if let Ok(behind) = u32::try_from(r) {
+                return Ok(Some(behind));
+            }
+        }
+        let _: i64 = run(new, old.unwrap_or(""), new, (0, -1), true).invoke_async(&mut self.con.clone()).await?;
+        let _: () = redis::cmd("SET").arg(service_key(&self.service, "partitioned")).arg(partitions).query_async(&mut self.con.clone()).await?;
+        Ok(None)
     }
 
-    /// All keys matching `pattern` (a full Redis glob of this service's keys), by SCAN of the
-    /// node that holds the service's slot.
+    /// All keys matching `pattern` (a full Redis glob of one namespace's keys), by SCAN of the
+    /// node that holds the namespace's slot.
     pub async fn scan(&self, pattern: &str, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut con = self.con.clone();
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                self.scan.key(active_key(&self.service)).arg(cursor).arg(pattern).invoke_async(&mut con).await?;
+            let (next, keys): (u64, Vec<String>) = self.scan.key(pattern).arg(cursor).arg(pattern).invoke_async(&mut con).await?;
             out.extend(keys);
             if next == 0 || out.len() >= limit {
                 break;
@@ -631,23 +778,31 @@ impl Store {
 
     /// Deletes every key of a namespace (a failed rebuild's leftovers, or a replaced namespace).
     pub async fn drop_namespace(&self, ns: &str) -> redis::RedisResult<usize> {
-        let keys = self.scan(&format!("{}:*", glob_escape(ns)), usize::MAX).await?;
         let mut con = self.con.clone();
-        for chunk in keys.chunks(500) {
-            let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut con).await?;
+        let mut dropped = 0;
+        for n in self.namespaces(ns) {
+            let keys = self.scan(&format!("{}:*", glob_escape(&n)), usize::MAX).await?;
+            for chunk in keys.chunks(500) {
+                let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut con).await?;
+            }
+            dropped += keys.len();
         }
-        Ok(keys.len())
+        Ok(dropped)
     }
 
     /// The script's keys of a namespace and their values (strings JSON-decoded where they are
     /// JSON, hashes as objects, lists as arrays, sets sorted), for `superclient dump` and tests.
+    /// Partitioned state: the keys of every partition, together.
     pub async fn dump(&self, ns: &str) -> redis::RedisResult<BTreeMap<String, serde_json::Value>> {
-        let prefix = format!("{ns}:");
-        let keys = self.scan(&format!("{}*", glob_escape(&prefix)), usize::MAX).await?;
+        let mut keys = Vec::new();
+        for n in self.namespaces(ns) {
+            keys.extend(self.scan(&format!("{}:*", glob_escape(&n)), usize::MAX).await?);
+        }
         let mut con = self.con.clone();
         let mut out = BTreeMap::new();
         for full in keys {
-            let Some(key) = script_name(&full[prefix.len()..]).map(str::to_string) else { continue };
+            let stored = &full[namespace_of_stored(&full).len() + 1..];
+            let Some(key) = script_name(stored).map(str::to_string) else { continue };
             let kind: String = redis::cmd("TYPE").arg(&full).query_async(&mut con).await?;
             let value = match kind.as_str() {
                 "string" => {
