@@ -430,4 +430,39 @@ mod tests {
         call.note_locked(reads, &exclusive);
         assert!(!call.writes_shared_locked());
     }
+
+    /// Partitioned state: a handler keeps to its partition's keys; a route reaches any key in
+    /// its partition, reads several, and commits (or locks before a send) in one only.
+    #[test]
+    fn partitioned_state_keeps_handlers_to_their_partition_and_route_commits_to_one() {
+        let of = |k: &str| state::key_partition(k, 16);
+        let (a, b) = ("acc-1", (2..).map(|i| format!("acc-{i}")).find(|k| of(k) != of("acc-1")).unwrap());
+        let ns_a = state::partition_namespace("{ledger}@2", of(a));
+        let handler = Call::new(Mode::Handler, &ns_a).partitioned(Some(16));
+        assert_eq!(handler.key_namespace("count:{acc-1}"), Ok(ns_a.clone()));
+        assert_eq!(handler.key_namespace(a), Ok(ns_a.clone()), "a key without a tag: its whole name");
+        let refused = handler.key_namespace(&format!("count:{{{b}}}")).unwrap_err();
+        assert!(refused.contains(&format!("partition {}", of(&b))) && refused.contains(&format!("partition {}", of(a))), "{refused}");
+        assert!(refused.contains(&format!("hash tag {{{b}}}")), "{refused}");
+        assert_eq!(handler.versions_namespace(&b), state::partition_namespace("{ledger}@2", of(&b)), "versions of any event key");
+        assert_eq!(handler.commit_namespace(false), Ok(ns_a.clone()));
+
+        let mut route = Call::new(Mode::Route, "{ledger}@2").partitioned(Some(16));
+        let kb = format!("count:{{{b}}}");
+        let ns_b = route.key_namespace(&kb).unwrap();
+        assert_eq!(ns_b, state::partition_namespace("{ledger}@2", of(&b)));
+        route.overlay.note_read("count:{acc-1}", 1);
+        route.overlay.note_read(&state::field_revision(&kb, "f"), 1);
+        assert_eq!(route.commit_namespace(false), Ok("{ledger}@2".to_string()), "reading two partitions, writing nothing: nothing checked");
+        let two = route.commit_namespace(true).unwrap_err();
+        assert!(two.contains("two partitions") && two.contains(&ns_a) && two.contains(&ns_b), "locking reads of two: {two}");
+        route.overlay.set(&kb, &state::script_key(&ns_b, &kb), "1".into());
+        assert!(route.commit_namespace(false).unwrap_err().contains("two partitions"), "a write checks the reads of the other");
+        let mut one = Call::new(Mode::Route, "{ledger}@2").partitioned(Some(16));
+        one.overlay.note_read(&kb, 1);
+        one.overlay.set(&kb, &state::script_key(&ns_b, &kb), "1".into());
+        assert_eq!(one.commit_namespace(false), Ok(ns_b), "one partition: its namespace");
+        let plain = Call::new(Mode::Route, "{ledger}@2");
+        assert_eq!((plain.key_namespace(&kb), plain.commit_namespace(true)), (Ok("{ledger}@2".to_string()), Ok("{ledger}@2".to_string())));
+    }
 }
