@@ -42,3 +42,12 @@ bus:add_route("/copy/{from}/{to}", "POST", function(method, path, params)
   redis:set("audited:{" .. params.to .. "}", redis:get("balance:{" .. params.from .. "}") or 0)
   return HTTP_OK, {}
 end)
+
+-- Waits until a key's balance reaches a value (woken by the commit of its partition).
+bus:add_route("/await/{key}/{at_least}", "GET", function(method, path, params)
+  local want = tonumber(params.at_least)
+  local reached = bus:wait(20000, function()
+    return (redis:get("balance:{" .. params.key .. "}") or 0) >= want
+  end)
+  return HTTP_OK, { reached = reached }
+end)

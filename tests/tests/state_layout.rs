@@ -280,10 +280,54 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     stack.append_many("test", entries(8..10, &mut expected), 32).await;
     exact(expected.clone(), 10).await;
 
+    let of = |k: &str| sequent_protocol::subjects::partition_of(k, 16);
+    // `bus:wait` is woken by the commit of the key's partition: the commit script on that
+    // partition's master announces the watched key on the service's channel (a waiting route
+    // marked it in the partition's watch set), heard on another master.
+    let key = "acct-5";
+    let watch = format!("sequent:{{test.{}}}:watch", of(key));
+    let pointer = format!("sequent:{{test.{}}}:active", of(key));
+    let mut home = None;
+    for i in 0..cluster.nodes.len() {
+        if cluster.keys_of(i).await.unwrap().contains(&pointer) {
+            home = Some(i);
+        }
+    }
+    let home = home.expect("the partition has a pointer");
+    let at_least = expected[key] + 1;
+    let url = format!("{}/await/{key}/{at_least}", two.http);
+    let waiting = tokio::spawn(async move { superclient_common::get_json(&url).await });
+    let watched = format!("balance:{{{key}}}");
+    let mut con = redis::Client::open(cluster.nodes[home].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    sequent_tests::wait_until("the waiting route to mark its key watched in the partition's slot", Duration::from_secs(20), || {
+        let (mut con, watch, watched) = (con.clone(), watch.clone(), watched.clone());
+        async move { redis::cmd("ZSCORE").arg(&watch).arg(&watched).query_async::<Option<f64>>(&mut con).await.unwrap().is_some() }
+    })
+    .await
+    .unwrap();
+    let mut pubsub = redis::Client::open(cluster.nodes[(home + 1) % cluster.nodes.len()].as_str()).unwrap().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("sequent:{test}:commits").await.unwrap();
+    let mut announcements = pubsub.on_message();
+    stack.append_many("test", vec![("Entered".to_string(), key.to_string(), json!({ "amount": 1 }))], 1).await;
+    *expected.get_mut(key).unwrap() += 1;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = announcements.next().await {
+            let keys: String = message.get_payload().unwrap();
+            if keys.split('\n').any(|k| k == watched) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(heard, Ok(true)), "the commit announces {watched}");
+    drop(announcements);
+    let (status, v) = waiting.await.unwrap();
+    assert_eq!((status, &v["reached"]), (200, &json!(true)), "{v}");
+
     // A route commits in one partition; one writing two is refused with the partitions named,
     // and writes nothing.
     assert_eq!(post(&one, "/audit/acct-1").await, 200);
-    let of = |k: &str| sequent_protocol::subjects::partition_of(k, 16);
     let other = keys.iter().find(|k| of(k) != of("acct-1")).unwrap();
     assert_eq!(post(&one, &format!("/copy/acct-1/{other}")).await, 500);
     let line = one.child.wait_for_line("two partitions", Duration::from_secs(10)).await.expect("the refusal is logged");

@@ -20,6 +20,8 @@
 //! | `<ns>:__parked:<key>` | JSON: why and where the key is parked |
 //! | `<ns>:__held:<key>` | list of stream sequences of the key not yet applied (head = parked one) |
 //! | `<ns>:__release` | set of keys an operator asked to release |
+//! | `sequent:{<svc>}:partitioned` | partitioned state only: its partition count (set by the swap; read by tools) |
+//! | `sequent:{<svc>.<p>}:active`, `:swap-freeze`, `:watch` | partitioned state only: partition `p`'s own copy of the pointer (`{<svc>.<p>}@<g>`), freeze and watch set |
 //!
 //! Every key of a service carries the Redis Cluster hash tag `{<svc>}` (the first `{...}` of a
 //! key name picks its slot), so all of them share one slot: a commit touches the active
@@ -28,6 +30,14 @@
 //! which Redis Cluster allows only within one slot. Different services hash to different
 //! slots, so services spread over a cluster's shards; one service's state is on one shard
 //! (SCALING.md says why and where that stops). On a single Redis the tag changes nothing.
+//!
+//! Partitioned state (`bus:register(name, {state = "partitioned"})`): `{<svc>}@<g>` names the
+//! generation, and every `<ns>` key above is kept per partition, in namespace `{<svc>.<p>}@<g>`
+//! ([`partition_namespace`]) with its own slot, beside the partition's own pointer, freeze and
+//! watch set ([`slot_key`]). A script key is in the partition of its hash tag read as an event
+//! key, or of its whole name without one ([`key_partition`]); `__versions` entries are in the
+//! partition of their event key. The generation counter, rebuild lock and request, the
+//! service's pointer and the commits channel stay in `{<svc>}`.
 //!
 //! Script keys are mapped so that they never collide with the framework's ([`script_key`]).
 //! The layout before hash tags ([`legacy`]) is migrated at start ([`super::migrate`]).
