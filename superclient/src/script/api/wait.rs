@@ -1,6 +1,8 @@
 //! `bus:wait(timeout_ms, fn)`, routes only: read-your-writes. Calls `fn` until it returns true
 //! (then true) or the timeout passes (false). The script keys `fn` read are marked as watched
-//! (`sequent:{<svc>}:watch`); commits that write one of them announce it and wake the waiter,
+//! (`sequent:{<svc>}:watch`, or the key's partition's `sequent:{<svc>.<p>}:watch` with
+//! partitioned state, beside the commits that write it); commits that write one of them
+//! announce it on the service's channel and wake the waiter,
 //! whichever instance committed. A one-second re-check covers an announcement lost while the
 //! Redis subscription reconnects.
 //!
