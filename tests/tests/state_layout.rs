@@ -298,7 +298,7 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     let url = format!("{}/await/{key}/{at_least}", two.http);
     let waiting = tokio::spawn(async move { superclient_common::get_json(&url).await });
     let watched = format!("balance:{{{key}}}");
-    let mut con = redis::Client::open(cluster.nodes[home].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let con = redis::Client::open(cluster.nodes[home].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     sequent_tests::wait_until("the waiting route to mark its key watched in the partition's slot", Duration::from_secs(20), || {
         let (mut con, watch, watched) = (con.clone(), watch.clone(), watched.clone());
         async move { redis::cmd("ZSCORE").arg(&watch).arg(&watched).query_async::<Option<f64>>(&mut con).await.unwrap().is_some() }
