@@ -173,6 +173,20 @@ async fn state_in_the_layout_before_hash_tags_is_migrated_at_start_nothing_lost(
     assert_eq!(statement.len(), 1 + 5, "one deposit and five debits: {statement:?}");
 }
 
+/// The active pointers of the test service on a cluster (the service's and its partitions'):
+/// (key, namespace).
+async fn pointers(cluster: &sequent_tests::RedisCluster) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for i in 0..cluster.nodes.len() {
+        let mut con = redis::Client::open(cluster.nodes[i].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        for key in cluster.keys_of(i).await.unwrap().into_iter().filter(|k| k.starts_with("sequent:{test") && k.ends_with("}:active")) {
+            let ns: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut con).await.unwrap();
+            out.extend(ns.map(|ns| (key, ns)));
+        }
+    }
+    out
+}
+
 /// `GET path` of an instance: (status, JSON).
 async fn get(instance: &superclient_common::Instance, path: &str) -> (u16, Value) {
     superclient_common::get_json(&format!("{}{path}", instance.http)).await
@@ -186,7 +200,9 @@ async fn post(instance: &superclient_common::Instance, path: &str) -> u16 {
 /// own slot `{test.<p>}`, so one service spreads over the three masters. Two instances
 /// share the partitions; every entry applies once; routes read one partition or several,
 /// commit in one, and a commit writing two is refused; a rebuild (per-partition commits and
-/// swaps) gives the same state; a handler reaching another partition's key parks it.
+/// swaps) gives the same state, also under new entries; a lost partition pointer rebuilds
+/// the whole state; `bus:wait` wakes on a partition's commit; a handler reaching another
+/// partition's key parks it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_and_rebuilds_the_same() {
     let _serial = serial().await;
@@ -266,19 +282,42 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
     assert!(ok && out.contains("rebuilt test into {test}@2"), "{out}");
     assert_eq!(stack.dump("test").await, before, "the rebuilt state differs from the live one");
-    let mut pointers = BTreeSet::new();
-    for i in 0..cluster.nodes.len() {
-        let mut con = redis::Client::open(cluster.nodes[i].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        for key in cluster.keys_of(i).await.unwrap().into_iter().filter(|k| k.starts_with("sequent:{test") && k.ends_with("}:active")) {
-            let ns: String = redis::cmd("GET").arg(&key).query_async(&mut con).await.unwrap();
-            pointers.insert((key, ns));
-        }
-    }
-    assert_eq!(pointers.len(), 17, "the service's pointer and each partition's: {pointers:?}");
-    assert!(pointers.iter().all(|(_, ns)| ns.ends_with("@2")), "every pointer swapped: {pointers:?}");
-    // Live delivery goes on in the new state.
-    stack.append_many("test", entries(8..10, &mut expected), 32).await;
+    let swapped = pointers(&cluster).await;
+    assert_eq!(swapped.len(), 17, "the service's pointer and each partition's: {swapped:?}");
+    assert!(swapped.iter().all(|(_, ns)| ns.ends_with("@2")), "every pointer swapped: {swapped:?}");
+
+    // A rebuild while entries keep coming (live commits frozen for the catch-up, partitions
+    // swapped one by one): every entry applies once, in the old or the new state.
+    let more = entries(8..10, &mut expected);
+    let producer = {
+        let admin = stack.admin.clone();
+        tokio::spawn(async move {
+            for (t, k, d) in more {
+                assert!(superclient_common::append_with(&admin, "test", &t, &k, d).await.all_stored());
+            }
+        })
+    };
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
+    assert!(ok && out.contains("rebuilt test into {test}@3"), "{out}");
+    producer.await.unwrap();
     exact(expected.clone(), 10).await;
+
+    // One partition's pointer lost (as with its shard): the others' are dropped too and the
+    // whole state is rebuilt from the stream, the same.
+    let lost = format!("sequent:{{test.{}}}:active", sequent_protocol::subjects::partition_of("acct-7", 16));
+    for node in &cluster.nodes {
+        let mut con = redis::Client::open(node.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&lost).query_async(&mut con).await;
+    }
+    sequent_tests::wait_until("the state to be rebuilt after a partition's pointer is lost", Duration::from_secs(60), || async {
+        let p = pointers(&cluster).await;
+        let generations: BTreeSet<&str> = p.iter().map(|(_, ns)| ns.rsplit('@').next().unwrap()).collect();
+        p.len() == 17 && generations.len() == 1 && !generations.contains("3")
+    })
+    .await
+    .unwrap();
+    exact(expected.clone(), 10).await;
+    let generation = pointers(&cluster).await.first().map(|(_, ns)| ns.rsplit('@').next().unwrap().to_string()).unwrap();
 
     let of = |k: &str| sequent_protocol::subjects::partition_of(k, 16);
     // `bus:wait` is woken by the commit of the key's partition: the commit script on that
@@ -331,7 +370,7 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     let other = keys.iter().find(|k| of(k) != of("acct-1")).unwrap();
     assert_eq!(post(&one, &format!("/copy/acct-1/{other}")).await, 500);
     let line = one.child.wait_for_line("two partitions", Duration::from_secs(10)).await.expect("the refusal is logged");
-    assert!(line.contains(&format!("{{test.{}}}@2", of("acct-1"))) && line.contains(&format!("{{test.{}}}@2", of(other))), "{line}");
+    assert!(line.contains(&format!("{{test.{}}}@{generation}", of("acct-1"))) && line.contains(&format!("{{test.{}}}@{generation}", of(other))), "{line}");
     let dump = stack.dump("test").await;
     assert!(dump.contains_key("audited:{acct-1}") && !dump.contains_key(&format!("audited:{{{other}}}")), "{:?}", dump.keys().collect::<Vec<_>>());
 

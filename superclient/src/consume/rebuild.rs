@@ -527,8 +527,12 @@ pub async fn watch(svc: std::sync::Arc<Service>) {
             Ok(None) => {
                 tracing::error!(service = svc.name, lost = svc.active_ns(), "the service's state is gone from Redis (restarted empty or flushed): rebuilding it from the stream; meanwhile routes answer 503 and events wait");
                 // Partitioned state may lose one partition's shard alone: the others' pointers
-                // go too, so that no live commit moves on while the rebuild reads its bounds.
-                if svc.store.partitioned.is_some() {
+                // go too, so that no live commit moves on while the rebuild reads its bounds
+                // (unless an instance is rebuilding already: its swap sets them one by one).
+                let rebuilding = async {
+                    redis::cmd("EXISTS").arg(state::rebuild_lock_key(&svc.name)).query_async::<bool>(&mut svc.store.con.clone()).await.unwrap_or(true)
+                };
+                if svc.store.partitioned.is_some() && !rebuilding.await {
                     if let Err(e) = svc.store.drop_pointers(&svc.active_ns()).await {
                         tracing::warn!(error = %e, "could not drop the remaining partitions' pointers");
                         continue;
