@@ -39,7 +39,9 @@ end)
 
 -- Writes two partitions: refused at commit.
 bus:add_route("/copy/{from}/{to}", "POST", function(method, path, params)
-  redis:set("audited:{" .. params.to .. "}", redis:get("balance:{" .. params.from .. "}") or 0)
+  local b = redis:get("balance:{" .. params.from .. "}") or 0
+  redis:set("audited:{" .. params.from .. "}", b)
+  redis:set("audited:{" .. params.to .. "}", b)
   return HTTP_OK, {}
 end)
 
