@@ -386,4 +386,10 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     assert!(out.contains(&format!("is in partition {}", of(other))) && out.contains(&format!("runs for partition {}", of("acct-1"))), "{out}");
     let (_, v) = get(&two, &format!("/balance/{other}")).await;
     assert_eq!(v["balance"].as_i64(), Some(expected[other.as_str()]), "the other partition's key is untouched: {v}");
+
+    // A rebuild replays that event in its partition too: it stops there, and the state stays.
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
+    assert!(!ok && out.contains("rebuild stopped at seq") && out.contains(&format!("runs for partition {}", of("acct-1"))), "{out}");
+    let kept = pointers(&cluster).await;
+    assert!(kept.len() == 17 && kept.iter().all(|(_, ns)| ns.ends_with(&format!("@{generation}"))), "{kept:?}");
 }

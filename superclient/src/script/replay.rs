@@ -72,15 +72,18 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
     }
     let f = lua.load(DISPATCH).set_name("=replay").into_function()?;
     // A handler that caught the budget's error with pcall still fails, as in a call of its own.
-    let fresh_budget = lua.create_function(|lua, partition: u32| {
+    let fresh_budget = lua.create_function(|lua, partition: Option<u32>| {
         let budget = lua.app_data_ref::<Arc<Budget>>().expect("every state has a budget");
         if budget.exceeded.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(mlua::Error::runtime(budget.message()));
         }
         budget.fresh_instructions();
-        let slot = lua.app_data_ref::<Slot>().expect("the call slot is installed").clone();
-        if let Some(call) = slot.lock().as_mut().filter(|c| c.partitions.is_some()) {
-            call.ns = state::partition_namespace(&call.ns, partition);
+        if let Some(p) = partition {
+            let slot = lua.app_data_ref::<Slot>().expect("the call slot is installed").clone();
+            let mut call = slot.lock();
+            if let Some(call) = call.as_mut() {
+                call.ns = state::partition_namespace(&call.ns, p);
+            }
         }
         Ok(())
     })?;
@@ -117,11 +120,14 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
     Ok((f, t, fresh_budget))
 }
 
-/// `{type, key, correlation, data, meta}`, as far as the event's handler can see them.
-fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8) -> mlua::Result<Table> {
-    let e = lua.create_table_with_capacity(6, 0)?;
+/// `{type, key, correlation, data, meta}`, as far as the event's handler can see them, and the
+/// partition 6th when the state is `partitioned` (the handler runs in its namespace).
+fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8, partitioned: bool) -> mlua::Result<Table> {
+    let e = lua.create_table_with_capacity(if partitioned { 6 } else { seen.max(1) as usize }, 0)?;
     e.raw_set(1, event.event_type.as_str())?;
-    e.raw_set(6, partition)?;
+    if partitioned {
+        e.raw_set(6, partition)?;
+    }
     if seen >= 2 {
         e.raw_set(2, event.key.as_str())?;
     }
@@ -141,13 +147,14 @@ fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8) -> mlua::Resul
 /// rebuild's call). On failure: the index of the event that failed, and why.
 pub async fn replay(lease: &mut Lease, events: &[(Event, u32)], call: Call) -> (Result<(), (usize, CallError)>, Call) {
     let lua = lease.lua();
+    let partitioned = call.partitions.is_some();
     let prepared = (|| -> mlua::Result<_> {
         let (dispatch, handlers, fresh_budget) = prepared(lua)?;
         let list = unlimited(lua, || -> mlua::Result<Table> {
             let seen = lua.app_data_ref::<Seen>().expect("prepared with the dispatcher");
             let list = lua.create_table_with_capacity(events.len(), 0)?;
             for (i, (event, partition)) in events.iter().enumerate() {
-                list.raw_set(i + 1, event_args(lua, event, *partition, seen.of(&event.event_type))?)?;
+                list.raw_set(i + 1, event_args(lua, event, *partition, seen.of(&event.event_type), partitioned)?)?;
             }
             Ok(list)
         })?;
