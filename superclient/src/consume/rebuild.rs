@@ -467,12 +467,12 @@ pub async fn ensure_namespace(svc: &Service) -> anyhow::Result<String> {
         if svc.opts.no_auto_rebuild || svc.spec.types().is_empty() {
             let ns = svc.store.new_namespace(&svc.active_ns()).await?;
             if svc.store.partitioned.is_some() {
-                // The instance that sets the service's pointer sets the partitions' (to the
-                // same generation); the others wait for them.
-                let won: Option<String> = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(&ns).arg("NX").query_async(&mut con).await?;
-                match won {
-                    Some(_) => drop(svc.store.swap(None, &ns, svc.partitions).await?),
-                    None => tokio::time::sleep(Duration::from_millis(100)).await,
+                // The first to set the service's pointer picks the generation; every instance
+                // then points the partitions at it (the same namespace: a repeat changes
+                // nothing, and one that died half-way is finished by the next).
+                let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(&ns).arg("NX").query_async(&mut con).await?;
+                if let Some(picked) = redis::cmd("GET").arg(state::active_key(&svc.name)).query_async::<Option<String>>(&mut con).await? {
+                    svc.store.swap(None, &picked, svc.partitions).await?;
                 }
                 continue;
             }
