@@ -387,6 +387,11 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     let (_, v) = get(&two, &format!("/balance/{other}")).await;
     assert_eq!(v["balance"].as_i64(), Some(expected[other.as_str()]), "the other partition's key is untouched: {v}");
 
+    // An operator's release reaches the worker of the key's partition (its release set is in
+    // that partition's slot); the event fails again and the key stays parked.
+    let (ok, out) = stack.command(&["parked", "release", "test", "acct-1"]).await;
+    assert!(!ok && out.contains("acct-1: still parked"), "{out}");
+
     // A rebuild replays that event in its partition too: it stops there, and the state stays.
     let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
     assert!(!ok && out.contains("rebuild stopped at seq") && out.contains(&format!("runs for partition {}", of("acct-1"))), "{out}");
