@@ -170,6 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn the_state_layout_is_optional_and_named() {
+        let d: Declaration = serde_json::from_value(serde_json::json!({"service": "ledger", "state": "partitioned"})).unwrap();
+        assert_eq!(d.state, StateLayout::Partitioned);
+        assert!(serde_json::from_value::<Declaration>(serde_json::json!({"service": "ledger", "state": "sharded"})).is_err());
+        let plain = users();
+        assert_eq!(plain.state, StateLayout::Service);
+        assert!(serde_json::to_value(&plain).unwrap().get("state").is_none(), "a declaration without it reads as before");
+    }
+
+    #[test]
     fn bad_names_are_refused_with_what_is_wrong() {
         let mut d = users();
         d.service = "Users".into();
