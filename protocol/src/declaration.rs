@@ -7,6 +7,7 @@
 //!   env = { "SEQUENT_USERS_MIN_PASSWORD" },         -- what bus:env may read
 //!   mints_tokens = true,                            -- crypto.token is its right
 //!   http = "internal",                              -- "internal" (default), "public", "none"
+//!   state = "partitioned",                          -- optional: one Redis Cluster slot per partition
 //! })
 //! ```
 //!
@@ -53,6 +54,27 @@ pub struct Declaration {
     pub mints_tokens: bool,
     #[serde(default)]
     pub http: Exposure,
+    /// Where its state lives in a Redis Cluster (superclient/README.md, "Redis Cluster").
+    #[serde(default, skip_serializing_if = "StateLayout::is_default")]
+    pub state: StateLayout,
+}
+
+/// How a service's state is laid out over Redis Cluster slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateLayout {
+    /// All of it in one slot (`{<svc>}`): a handler or route may use any key with any other.
+    #[default]
+    Service,
+    /// One slot per partition (`{<svc>.<p>}`): a handler uses its partition's keys only, and
+    /// the state spreads over the shards.
+    Partitioned,
+}
+
+impl StateLayout {
+    fn is_default(&self) -> bool {
+        *self == StateLayout::Service
+    }
 }
 
 /// The longest list a declaration may hold of anything.
@@ -145,6 +167,16 @@ mod tests {
         assert_eq!(d.sensitive_fields("UserRegistered").collect::<Vec<_>>(), ["password_hash"]);
         assert_eq!(d.sensitive_fields("Other").count(), 0);
         assert_eq!(d.http, Exposure::Internal);
+    }
+
+    #[test]
+    fn the_state_layout_is_optional_and_named() {
+        let d: Declaration = serde_json::from_value(serde_json::json!({"service": "ledger", "state": "partitioned"})).unwrap();
+        assert_eq!(d.state, StateLayout::Partitioned);
+        assert!(serde_json::from_value::<Declaration>(serde_json::json!({"service": "ledger", "state": "sharded"})).is_err());
+        let plain = users();
+        assert_eq!(plain.state, StateLayout::Service);
+        assert!(serde_json::to_value(&plain).unwrap().get("state").is_none(), "a declaration without it reads as before");
     }
 
     #[test]

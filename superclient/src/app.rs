@@ -61,7 +61,6 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     if let Some((old, new, n)) = state::migrate::migrate_legacy(&store).await.context("migrating the state to the hash-tagged key layout")? {
         tracing::info!(service = spec.service, old, new, keys = n, "migrated the state to the hash-tagged key layout");
     }
-    let _ = shared.redis.set(store.clone());
 
     // Credentials in the URL are taken out of it (async-nats logs server URLs at debug level).
     let (servers, in_url) = sequent_net::nats_servers(&conn.nats_url)?;
@@ -103,7 +102,36 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
         tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
         (reply.stream, reply.partitions)
     };
-    if partitions > 0 {
+    let partitioned = spec.declaration.state == sequent_protocol::declaration::StateLayout::Partitioned;
+    if partitioned && partitions == 0 {
+        anyhow::bail!("service {:?} declares state = \"partitioned\" but handles no event types: its state has no partitions to spread over", spec.service);
+    }
+    let built = store.clone().detect_layout().await?.partitioned;
+    if !partitioned && built.is_some() && store.active().await?.is_some() {
+        anyhow::bail!(
+            "the state of service {:?} was built partitioned (state = \"partitioned\"), which its script no longer declares; \
+             delete its pointers (redis-cli DEL {} {}) so that it is rebuilt from the stream in one slot",
+            spec.service,
+            state::active_key(&spec.service),
+            state::service_key(&spec.service, "partitioned")
+        );
+    }
+    let store = store.with_partitions(partitioned.then_some(partitions));
+    let _ = shared.redis.set(store.clone());
+    if partitioned {
+        // Its keys are laid out by partition: another partition count cannot take them over.
+        if let Some(ns) = store.active().await? {
+            let built: Option<u32> = redis::cmd("GET").arg(state::partitions_key(&ns)).query_async(&mut store.con.clone()).await?;
+            if built.is_some_and(|b| b != partitions) {
+                anyhow::bail!(
+                    "the partitioned state {ns} was built for {} partitions, but the stream has {partitions}: a partitioned state cannot be repartitioned; \
+                     delete its pointers (redis-cli DEL {}) so that it is rebuilt from the stream",
+                    built.unwrap_or_default(),
+                    state::active_key(&spec.service)
+                );
+            }
+        }
+    } else if partitions > 0 {
         let stream = partitioning(&client, &stream_name, partitions).await?;
         let (what, ns) = state::migrate::repartition(&store, stream).await.context("fitting the state's checkpoints to the stream's partitions")?;
         if what == "moved" {
@@ -271,7 +299,7 @@ pub async fn rebuild(script: &Path, conn: Conn, opts: RunOpts) -> anyhow::Result
 
 /// `superclient dump SERVICE`.
 pub async fn dump(service: &str, redis_url: &str) -> anyhow::Result<()> {
-    let store = Store::connect(redis_url, service).await?;
+    let store = Store::connect(redis_url, service).await?.detect_layout().await?;
     let ns = store.active().await?.with_context(|| format!("service {service:?} has no state in Redis"))?;
     println!("{}", serde_json::to_string_pretty(&store.dump(&ns).await?)?);
     Ok(())

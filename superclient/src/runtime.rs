@@ -4,7 +4,7 @@
 use crate::cli::RunOpts;
 use crate::error::Failure;
 use crate::script::{Pool, Shared, Spec};
-use crate::state::Store;
+use crate::state::{self, Store};
 use crate::stream::EventReader;
 use async_nats::jetstream;
 use parking_lot::RwLock;
@@ -93,8 +93,34 @@ impl Service {
         self.active.read().clone()
     }
 
+    /// The active namespace of partition `p`'s state: the service's, or with partitioned state
+    /// its partition's.
+    pub fn active_ns_of(&self, p: u32) -> String {
+        self.store.partition_ns(&self.active_ns(), p)
+    }
+
+    /// A call of this service (its state partitioned or not).
+    pub fn call(&self, mode: crate::script::Mode, ns: &str) -> crate::script::Call {
+        crate::script::Call::new(mode, ns).partitioned(self.store.partitioned)
+    }
+
     pub fn set_active(&self, ns: &str) {
         *self.active.write() = ns.to_string();
+    }
+
+    /// Re-reads the active namespace of the slot of namespace `ns` (a partition's pointer moves
+    /// before the service's, so a partition's worker follows its own) and returns it.
+    pub async fn refresh_active_of(&self, ns: &str) -> Result<String, Failure> {
+        let Some(p) = state::namespace_partition(ns) else { return self.refresh_active().await };
+        match self.store.pointer(ns).await {
+            Ok(Some(now)) => {
+                // The service's too, for the next batches (it moves right after the partitions).
+                let _ = self.refresh_active().await;
+                Ok(now)
+            }
+            Ok(None) => Err(Failure::infra(format!("partition {p} of the service {} has no active namespace in Redis (was its shard flushed?)", self.name))),
+            Err(e) => Err(Failure::infra("reading the active namespace").with_source(e)),
+        }
     }
 
     /// Re-reads the active namespace from Redis.

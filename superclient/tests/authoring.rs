@@ -55,7 +55,7 @@ fn a_failing_expectation_fails_the_run_and_says_why() {
 
 #[test]
 fn the_talks_scripts_and_an_all_types_listener_pass_their_tests_without_servers() {
-    for script in ["seed/nectar.lua", "seed/account.lua", "seed/deposit_route.lua", "all_types.lua"] {
+    for script in ["seed/nectar.lua", "seed/account.lua", "seed/deposit_route.lua", "all_types.lua", "partitioned_ledger.lua"] {
         let (ok, out) = superclient(&["test", &lua(script)]);
         assert!(ok, "{script}:\n{out}");
         assert!(out.contains(" passed, 0 failed"), "{out}");

@@ -1,8 +1,10 @@
 //! Where the services keep their state: the bank on a three-master Redis Cluster (every key of
-//! a service in its one slot, the services spread over the masters), and a deployment's state
-//! in the layout before hash tags migrated when the new version starts, nothing lost.
+//! a service in its one slot, the services spread over the masters), a service whose state is
+//! partitioned spread over the three masters, and a deployment's state in the layout before
+//! hash tags migrated when the new version starts, nothing lost.
 
 mod bank_common;
+mod superclient_common;
 
 use bank_common::*;
 use futures::StreamExt;
@@ -169,4 +171,230 @@ async fn state_in_the_layout_before_hash_tags_is_migrated_at_start_nothing_lost(
     assert_eq!((balance(&api, &alice, &a).await, balance(&api, &bob, &b).await), (950, 50));
     let statement = api.statement(&alice, &a).await;
     assert_eq!(statement.len(), 1 + 5, "one deposit and five debits: {statement:?}");
+}
+
+/// The active pointers of the test service on a cluster (the service's and its partitions'):
+/// (key, namespace).
+async fn pointers(cluster: &sequent_tests::RedisCluster) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for i in 0..cluster.nodes.len() {
+        let mut con = redis::Client::open(cluster.nodes[i].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        for key in cluster.keys_of(i).await.unwrap().into_iter().filter(|k| k.starts_with("sequent:{test") && k.ends_with("}:active")) {
+            let ns: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut con).await.unwrap();
+            out.extend(ns.map(|ns| (key, ns)));
+        }
+    }
+    out
+}
+
+/// `GET path` of an instance: (status, JSON).
+async fn get(instance: &superclient_common::Instance, path: &str) -> (u16, Value) {
+    superclient_common::get_json(&format!("{}{path}", instance.http)).await
+}
+
+async fn post(instance: &superclient_common::Instance, path: &str) -> u16 {
+    reqwest::Client::new().post(format!("{}{path}", instance.http)).send().await.unwrap().status().as_u16()
+}
+
+/// A ledger (tests/lua/partitioned_ledger.lua, service `test`) declares `state = "partitioned"`: each partition's state is in its
+/// own slot `{test.<p>}`, so one service spreads over the three masters. Two instances
+/// share the partitions; every entry applies once; routes read one partition or several,
+/// commit in one, and a commit writing two is refused; a rebuild (per-partition commits and
+/// swaps) gives the same state, also under new entries; a lost partition pointer rebuilds
+/// the whole state; `bus:wait` wakes on a partition's commit; a handler reaching another
+/// partition's key parks it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_and_rebuilds_the_same() {
+    let _serial = serial().await;
+    let cluster = sequent_tests::redis_cluster().await.expect("a three-master Redis Cluster starts");
+    let mut stack = superclient_common::stack().await;
+    stack.redis.url = cluster.url.clone();
+    const SCRIPT: &str = "partitioned_ledger.lua";
+    let mut one = stack.instance(SCRIPT, "ledger-1", &[]).await;
+    let two = stack.instance(SCRIPT, "ledger-2", &[]).await;
+    superclient_common::wait_balanced(&[&one, &two], Duration::from_secs(60)).await;
+
+    let keys: Vec<String> = (0..48).map(|k| format!("acct-{k}")).collect();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let entries = |rounds: std::ops::Range<i64>, expected: &mut BTreeMap<String, i64>| {
+        let mut out = Vec::new();
+        for round in rounds {
+            for key in &keys {
+                out.push(("Entered".to_string(), key.clone(), json!({ "amount": round + 1 })));
+                *expected.entry(key.clone()).or_default() += round + 1;
+            }
+        }
+        out
+    };
+    stack.append_many("test", entries(0..8, &mut expected), 32).await;
+    let exact = |expected: BTreeMap<String, i64>, rounds: usize| {
+        let (one, two) = (&one, &two);
+        async move {
+            sequent_tests::wait_until("every key's balance to reach its entries", Duration::from_secs(90), || {
+                let expected = expected.clone();
+                async move {
+                    for (key, want) in &expected {
+                        let (status, v) = get(one, &format!("/balance/{key}")).await;
+                        if status != 200 || v["balance"].as_i64() != Some(*want) {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await
+            .unwrap();
+            for (i, key) in expected.keys().enumerate() {
+                let (status, v) = get(if i % 2 == 0 { one } else { two }, &format!("/balance/{key}")).await;
+                assert_eq!(status, 200, "{v}");
+                assert_eq!(v["balance"].as_i64(), Some(expected[key]), "{key}: lost or applied twice: {v}");
+                let seqs: Vec<u64> = v["seqs"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+                assert_eq!(seqs.len(), rounds, "{key}: {v}");
+                superclient_common::assert_ordered(key, &seqs);
+                assert_eq!(v["entries"].as_u64(), Some(rounds as u64), "{key}: the event key itself is in its partition: {v}");
+            }
+        }
+    };
+    exact(expected.clone(), 8).await;
+
+    // A route reading every partition (and writing nothing) works, on either instance.
+    let total: i64 = expected.values().sum();
+    let (status, v) = get(&two, &format!("/total?keys={}", keys.join(","))).await;
+    assert_eq!((status, v["total"].as_i64(), v["keys"].as_u64()), (200, Some(total), Some(keys.len() as u64)), "{v}");
+
+    // The service's keys, tagged by partition, are on all three masters.
+    let mut masters: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..cluster.nodes.len() {
+        for key in cluster.keys_of(i).await.unwrap() {
+            if let Some(tag) = key.split('{').nth(1).and_then(|t| t.split('}').next()).filter(|t| t.starts_with("test.")) {
+                assert_eq!(*masters.entry(tag.to_string()).or_insert(i), i, "{tag}'s keys are on one master");
+            }
+        }
+    }
+    let used: BTreeSet<usize> = masters.values().copied().collect();
+    assert_eq!(masters.len(), 16, "every partition has state: {masters:?}");
+    assert_eq!(used.len(), 3, "the partitions spread over the three masters: {masters:?}");
+
+    // A rebuild while the instances run: per-partition commits and swaps, the same state.
+    let before = stack.dump("test").await;
+    assert_eq!(before.len(), 3 * keys.len(), "balance, seqs and the event key's hash per key: {:?}", before.keys().collect::<Vec<_>>());
+    let script = superclient_common::script(SCRIPT).to_string_lossy().to_string();
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
+    assert!(ok && out.contains("rebuilt test into {test}@2"), "{out}");
+    assert_eq!(stack.dump("test").await, before, "the rebuilt state differs from the live one");
+    let swapped = pointers(&cluster).await;
+    assert_eq!(swapped.len(), 17, "the service's pointer and each partition's: {swapped:?}");
+    assert!(swapped.iter().all(|(_, ns)| ns.ends_with("@2")), "every pointer swapped: {swapped:?}");
+
+    // A rebuild while entries keep coming (live commits frozen for the catch-up, partitions
+    // swapped one by one): every entry applies once, in the old or the new state.
+    let more = entries(8..10, &mut expected);
+    let producer = {
+        let admin = stack.admin.clone();
+        tokio::spawn(async move {
+            for (t, k, d) in more {
+                assert!(superclient_common::append_with(&admin, "test", &t, &k, d).await.all_stored());
+            }
+        })
+    };
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
+    assert!(ok && out.contains("rebuilt test into {test}@3"), "{out}");
+    producer.await.unwrap();
+    exact(expected.clone(), 10).await;
+
+    // One partition's pointer lost (as with its shard): the others' are dropped too and the
+    // whole state is rebuilt from the stream, the same.
+    let lost = format!("sequent:{{test.{}}}:active", sequent_protocol::subjects::partition_of("acct-7", 16));
+    for node in &cluster.nodes {
+        let mut con = redis::Client::open(node.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&lost).query_async(&mut con).await;
+    }
+    sequent_tests::wait_until("the state to be rebuilt after a partition's pointer is lost", Duration::from_secs(60), || async {
+        let p = pointers(&cluster).await;
+        let generations: BTreeSet<&str> = p.iter().map(|(_, ns)| ns.rsplit('@').next().unwrap()).collect();
+        p.len() == 17 && generations.len() == 1 && !generations.contains("3")
+    })
+    .await
+    .unwrap();
+    exact(expected.clone(), 10).await;
+    let generation = pointers(&cluster).await.first().map(|(_, ns)| ns.rsplit('@').next().unwrap().to_string()).unwrap();
+
+    let of = |k: &str| sequent_protocol::subjects::partition_of(k, 16);
+    // `bus:wait` is woken by the commit of the key's partition: the commit script on that
+    // partition's master announces the watched key on the service's channel (a waiting route
+    // marked it in the partition's watch set), heard on another master.
+    let key = "acct-5";
+    let watch = format!("sequent:{{test.{}}}:watch", of(key));
+    let pointer = format!("sequent:{{test.{}}}:active", of(key));
+    let mut home = None;
+    for i in 0..cluster.nodes.len() {
+        if cluster.keys_of(i).await.unwrap().contains(&pointer) {
+            home = Some(i);
+        }
+    }
+    let home = home.expect("the partition has a pointer");
+    let at_least = expected[key] + 1;
+    let url = format!("{}/await/{key}/{at_least}", two.http);
+    let waiting = tokio::spawn(async move { superclient_common::get_json(&url).await });
+    let watched = format!("balance:{{{key}}}");
+    let con = redis::Client::open(cluster.nodes[home].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    sequent_tests::wait_until("the waiting route to mark its key watched in the partition's slot", Duration::from_secs(20), || {
+        let (mut con, watch, watched) = (con.clone(), watch.clone(), watched.clone());
+        async move { redis::cmd("ZSCORE").arg(&watch).arg(&watched).query_async::<Option<f64>>(&mut con).await.unwrap().is_some() }
+    })
+    .await
+    .unwrap();
+    let mut pubsub = redis::Client::open(cluster.nodes[(home + 1) % cluster.nodes.len()].as_str()).unwrap().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("sequent:{test}:commits").await.unwrap();
+    let mut announcements = pubsub.on_message();
+    stack.append_many("test", vec![("Entered".to_string(), key.to_string(), json!({ "amount": 1 }))], 1).await;
+    *expected.get_mut(key).unwrap() += 1;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = announcements.next().await {
+            let keys: String = message.get_payload().unwrap();
+            if keys.split('\n').any(|k| k == watched) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(heard, Ok(true)), "the commit announces {watched}");
+    drop(announcements);
+    let (status, v) = waiting.await.unwrap();
+    assert_eq!((status, &v["reached"]), (200, &json!(true)), "{v}");
+
+    // A route commits in one partition; one writing two is refused with the partitions named,
+    // and writes nothing.
+    assert_eq!(post(&one, "/audit/acct-1").await, 200);
+    let other = keys.iter().find(|k| of(k) != of("acct-1")).unwrap();
+    assert_eq!(post(&one, &format!("/copy/acct-1/{other}")).await, 500);
+    let line = one.child.wait_for_line("two partitions", Duration::from_secs(10)).await.expect("the refusal is logged");
+    assert!(line.contains(&format!("{{test.{}}}@{generation}", of("acct-1"))) && line.contains(&format!("{{test.{}}}@{generation}", of(other))), "{line}");
+    let dump = stack.dump("test").await;
+    assert!(dump.contains_key("audited:{acct-1}") && !dump.contains_key(&format!("audited:{{{other}}}")), "{:?}", dump.keys().collect::<Vec<_>>());
+
+    // A handler reaching a key of another partition fails, naming both; the key parks.
+    stack.append_many("test", vec![("Entered".to_string(), "acct-1".to_string(), json!({ "amount": 1, "reach": other }))], 1).await;
+    let parked = sequent_tests::wait_until("the reaching event to park its key", Duration::from_secs(60), || async {
+        let (_, out) = stack.command(&["parked", "list", "test"]).await;
+        out.contains("acct-1 ")
+    })
+    .await;
+    parked.unwrap();
+    let (_, out) = stack.command(&["parked", "list", "test"]).await;
+    assert!(out.contains(&format!("is in partition {}", of(other))) && out.contains(&format!("runs for partition {}", of("acct-1"))), "{out}");
+    let (_, v) = get(&two, &format!("/balance/{other}")).await;
+    assert_eq!(v["balance"].as_i64(), Some(expected[other.as_str()]), "the other partition's key is untouched: {v}");
+
+    // An operator's release reaches the worker of the key's partition (its release set is in
+    // that partition's slot); the event fails again and the key stays parked.
+    let (ok, out) = stack.command(&["parked", "release", "test", "acct-1"]).await;
+    assert!(!ok && out.contains("acct-1: still parked"), "{out}");
+
+    // A rebuild replays that event in its partition too: it stops there, and the state stays.
+    let (ok, out) = stack.command(&["rebuild", &script, "--instance", "ledger-rebuilder"]).await;
+    assert!(!ok && out.contains("rebuild stopped at seq") && out.contains(&format!("runs for partition {}", of("acct-1"))), "{out}");
+    let kept = pointers(&cluster).await;
+    assert!(kept.len() == 17 && kept.iter().all(|(_, ns)| ns.ends_with(&format!("@{generation}"))), "{kept:?}");
 }

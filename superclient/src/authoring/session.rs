@@ -34,6 +34,9 @@ pub struct Session {
     pub spec: Spec,
     pub offline: Arc<Offline>,
     ns: String,
+    /// [`PARTITIONS`] when the service's state is partitioned: the partition rules hold
+    /// offline too (a handler keeps to its partition, a route commits in one).
+    partitions: Option<u32>,
     producer: Producer,
     /// Events of the stream looked at for delivery so far.
     delivered: usize,
@@ -55,7 +58,8 @@ impl Session {
         let (engine, spec) = Engine::load(source, shared.clone(), limits)?;
         let _ = shared.service.set(spec.service.clone());
         let producer = Producer { service: spec.service.clone(), instance: Some(shared.instance.clone()) };
-        Ok(Session { engine, ns: crate::state::namespace(&spec.service, 1), spec, offline, producer, delivered: 0 })
+        let partitions = (spec.declaration.state == sequent_protocol::declaration::StateLayout::Partitioned).then_some(PARTITIONS);
+        Ok(Session { engine, ns: crate::state::namespace(&spec.service, 1), partitions, spec, offline, producer, delivered: 0 })
     }
 
     /// Appends an event from outside (a command, another service's event) to the stream, then
@@ -98,7 +102,7 @@ impl Session {
     async fn deliver(&mut self, event: &Event) -> Result<(), String> {
         let mut reruns = 0;
         loop {
-            let mut call = Call::new(Mode::Handler, &self.ns);
+            let mut call = self.call(Mode::Handler, Some(&event.key));
             call.next_event(Handled { id: event.id.clone(), correlation: event.correlation.clone() });
             if let Some((handler, _)) = self.engine.listener(&event.event_type) {
                 let delivery = Delivery { partition: Some(subjects::partition_of(&event.key, PARTITIONS)), attempt: Some(1), ..Default::default() };
@@ -200,7 +204,7 @@ impl Session {
             Ok((method.clone(), path.to_string(), p, b, q, h, Value::Nil))
         })()
         .map_err(|e| e.to_string())?;
-        let (result, call) = self.engine.call::<MultiValue>(&f, args, Call::new(Mode::Route, &self.ns)).await;
+        let (result, call) = self.engine.call::<MultiValue>(&f, args, self.call(Mode::Route, None)).await;
         let values = result.map_err(|e| format!("the route {method} {path} failed: {e} (deployed: a 500)"))?;
         let status = match values.front() {
             Some(Value::Integer(n)) => u16::try_from(*n).ok(),
@@ -215,23 +219,41 @@ impl Session {
             Some(v @ Value::Table(_)) => lua_to_json(v).map_err(|e| format!("the route {method} {path} returned {e}"))?,
             Some(other) => return Err(format!("the route {method} {path} returned a {} as body", other.type_name())),
         };
+        call.commit_namespace(false).map_err(|e| format!("the route {method} {path} failed: {e} (deployed: a 500)"))?;
         self.commit(&call)?;
         self.settle().await?;
         Ok(Answer { status, body })
+    }
+
+    /// A call of the service: a handler's in its event key's partition (partitioned state).
+    fn call(&self, mode: Mode, event_key: Option<&str>) -> Call {
+        let ns = match event_key {
+            Some(key) => self.key_ns(key),
+            None => self.ns.clone(),
+        };
+        Call::new(mode, &ns).partitioned(self.partitions)
+    }
+
+    /// The namespace of script (or event) key `key`.
+    fn key_ns(&self, key: &str) -> String {
+        match self.partitions {
+            Some(n) => state::partition_namespace(&self.ns, state::key_partition(key, n)),
+            None => self.ns.clone(),
+        }
     }
 
     /// Sets script key `key` to `value` (JSON) before the test's events: state the service
     /// would have had (set by an operator, or by an earlier version of it).
     pub fn set_state(&self, key: &str, value: &serde_json::Value) -> Result<(), String> {
         state::check_user_key(key)?;
-        let full = state::script_key(&self.ns, key);
+        let full = state::script_key(&self.key_ns(key), key);
         self.offline.state.lock().apply(&[vec!["SET".into(), full, value.to_string()]])
     }
 
     /// The value of script key `key` (a string's JSON, a hash's fields, a list's or set's
     /// members), or None.
     pub fn state(&self, key: &str) -> Option<serde_json::Value> {
-        let full = state::script_key(&self.ns, key);
+        let full = state::script_key(&self.key_ns(key), key);
         let memory = self.offline.state.lock();
         Some(match memory.get(&full)? {
             Stored::Str(s) => state::decode(s),
@@ -243,11 +265,16 @@ impl Session {
 
     /// Every script key of the state with its value.
     pub fn dump(&self) -> serde_json::Map<String, serde_json::Value> {
-        let prefix = format!("{}:", self.ns);
-        let names: Vec<String> = {
-            let memory = self.offline.state.lock();
-            memory.with_prefix(&prefix).filter_map(|(k, _)| state::script_name(&k[prefix.len()..]).map(str::to_string)).collect()
+        let namespaces: Vec<String> = match self.partitions {
+            Some(n) => (0..n).map(|p| state::partition_namespace(&self.ns, p)).collect(),
+            None => vec![self.ns.clone()],
         };
+        let mut names: Vec<String> = Vec::new();
+        for ns in namespaces {
+            let prefix = format!("{ns}:");
+            let memory = self.offline.state.lock();
+            names.extend(memory.with_prefix(&prefix).filter_map(|(k, _)| state::script_name(&k[prefix.len()..]).map(str::to_string)));
+        }
         names.into_iter().filter_map(|k| self.state(&k).map(|v| (k, v))).collect()
     }
 

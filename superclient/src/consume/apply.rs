@@ -28,7 +28,7 @@ use crate::script::convert::{handler_args, receipt_status, receipt_table, Delive
 use crate::script::{api, Call, CallError, Handled, Lease, Mode};
 use crate::state::{self, Changes, Commit, Guard};
 use crate::stream::AppendError;
-use sequent_protocol::{Event, Receipt};
+use sequent_protocol::{subjects, Event, Receipt};
 use std::collections::HashSet;
 
 /// Most rounds of "append, then run receipt listeners that send again" for one event.
@@ -83,10 +83,16 @@ impl Service {
         let started = std::time::Instant::now();
         let mut again = false;
         let mut runs = 0;
+        let partition = match target {
+            Target::Live { partition } => *partition,
+            Target::Release { key } => subjects::partition_of(key, self.partitions),
+        };
+        // After a commit found its namespace moved: where the partition's state is now.
+        let mut moved_to: Option<String> = None;
         loop {
             runs += 1;
-            let ns = self.active_ns();
-            let mut call = Call::new(Mode::Handler, &ns);
+            let ns = moved_to.take().unwrap_or_else(|| self.active_ns_of(partition));
+            let mut call = self.call(Mode::Handler, &ns);
             let mut lease = self.pool.get().await;
             let (mut count, mut ran, mut failure) = (0, 0, None);
             for (event, delivery) in events {
@@ -122,7 +128,7 @@ impl Service {
             // A rebuild swapped the state in while a handler ran: its failure may come from
             // reading vanished keys. Run the batch again on the new state.
             if failure.as_ref().is_some_and(Failure::is_script) && self.moved(&ns).await && runs < MAX_BATCH_RUNS {
-                tracing::info!(from = ns, to = self.active_ns(), "a handler failed while a rebuild was swapped in; running the batch again");
+                tracing::info!(from = ns, to = self.active_ns_of(partition), "a handler failed while a rebuild was swapped in; running the batch again");
                 self.unlock(&call).await;
                 again = true;
                 continue;
@@ -184,7 +190,7 @@ impl Service {
                 Ok(moved @ (Commit::NamespaceMoved | Commit::Stale(_) | Commit::Locked(_))) if runs < MAX_BATCH_RUNS => {
                     self.unlock(&call).await;
                     if let Commit::NamespaceMoved = moved {
-                        let _ = self.refresh_active().await;
+                        moved_to = self.refresh_active_of(&ns).await.ok();
                     }
                     metrics::counter!("sequent_batch_reruns_total").increment(1);
                     tracing::debug!(?moved, "the state moved under the batch; running it again");
@@ -202,9 +208,9 @@ impl Service {
         }
     }
 
-    /// Whether the active namespace is no longer `ns`.
+    /// Whether the active namespace is no longer `ns` (a partition's, or the service's).
     async fn moved(&self, ns: &str) -> bool {
-        matches!(self.refresh_active().await, Ok(now) if now != ns)
+        matches!(self.refresh_active_of(ns).await, Ok(now) if now != ns)
     }
 
     /// Releases the locks a call took that will not commit.

@@ -132,10 +132,12 @@ pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
 pub async fn dispatch_releases(svc: std::sync::Arc<Service>, routes: ReleaseRoutes) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ns = svc.active_ns();
-        let keys: redis::RedisResult<Vec<String>> =
-            redis::cmd("SMEMBERS").arg(state::release_key(&ns)).query_async(&mut svc.store.con.clone()).await;
-        let Ok(keys) = keys else { continue };
+        let mut keys = Vec::new();
+        for ns in svc.store.namespaces(&svc.active_ns()) {
+            let some: redis::RedisResult<Vec<String>> =
+                redis::cmd("SMEMBERS").arg(state::release_key(&ns)).query_async(&mut svc.store.con.clone()).await;
+            keys.extend(some.unwrap_or_default());
+        }
         for key in keys {
             let p = subjects::partition_of(&key, svc.partitions);
             if let Some(tx) = routes.lock().get(&p) {
@@ -184,7 +186,8 @@ pub async fn cli_release(service: &str, key: Option<&str>, redis: &RedisOpt, wai
     let mut con = store.con.clone();
     let keys: Vec<String> = match key {
         Some(k) => {
-            let parked: bool = redis::cmd("SISMEMBER").arg(state::parked_set_key(&ns)).arg(k).query_async(&mut con).await?;
+            let kns = parked::key_namespace(&store, &ns, k).await?;
+            let parked: bool = redis::cmd("SISMEMBER").arg(state::parked_set_key(&kns)).arg(k).query_async(&mut con).await?;
             if !parked {
                 anyhow::bail!("key {k:?} is not parked in {ns}; `superclient parked list {service}` shows the parked keys");
             }
@@ -196,12 +199,21 @@ pub async fn cli_release(service: &str, key: Option<&str>, redis: &RedisOpt, wai
         println!("no parked keys in {ns}");
         return Ok(());
     }
-    let _: () = redis::cmd("SADD").arg(state::release_key(&ns)).arg(&keys).query_async(&mut con).await?;
+    let mut requested = Vec::new();
+    for k in &keys {
+        let release = state::release_key(&parked::key_namespace(&store, &ns, k).await?);
+        let _: () = redis::cmd("SADD").arg(&release).arg(k).query_async(&mut con).await?;
+        requested.push((release, k));
+    }
     println!("release requested for {} key(s); waiting for the owning instances...", keys.len());
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let pending: Vec<String> = redis::cmd("SMEMBERS").arg(state::release_key(&ns)).query_async(&mut con).await?;
-        if keys.iter().all(|k| !pending.contains(k)) {
+        let mut pending = false;
+        for (release, k) in &requested {
+            let is: bool = redis::cmd("SISMEMBER").arg(release).arg(k).query_async(&mut con).await?;
+            pending |= is;
+        }
+        if !pending {
             break;
         }
         if tokio::time::Instant::now() > deadline {

@@ -15,6 +15,7 @@ pub type ReleaseRoutes = Arc<parking_lot::Mutex<HashMap<u32, mpsc::Sender<String
 /// What a worker remembers about its partition in the active namespace.
 pub struct PartitionState {
     pub partition: u32,
+    /// The active namespace of the partition's state ([`Service::active_ns_of`]).
     pub ns: String,
     /// Checkpoint: the last applied stream sequence.
     pub applied: u64,
@@ -26,7 +27,7 @@ impl PartitionState {
     pub async fn load(svc: &Service, partition: u32) -> PartitionState {
         let mut delay = Duration::from_millis(100);
         loop {
-            let ns = svc.active_ns();
+            let ns = svc.active_ns_of(partition);
             let loaded = async {
                 let applied = svc.store.applied(&ns, partition).await?;
                 let parked = parked_keys(svc, &ns).await?;
@@ -49,7 +50,7 @@ impl PartitionState {
 
     /// Reloads after a rebuild swapped the namespace.
     pub async fn refresh_if_moved(&mut self, svc: &Service) {
-        if svc.active_ns() != self.ns {
+        if svc.active_ns_of(self.partition) != self.ns {
             *self = PartitionState::load(svc, self.partition).await;
         }
     }

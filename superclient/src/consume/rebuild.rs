@@ -370,7 +370,7 @@ const DISPATCH: usize = 128;
 impl<'a> Batch<'a> {
     async fn new(svc: &Service, ns: &str, in_flight: &'a mut InFlight) -> Batch<'a> {
         Batch {
-            call: Some(Call::new(Mode::Rebuild, ns)),
+            call: Some(svc.call(Mode::Rebuild, ns)),
             lease: svc.pool.get().await,
             ns: ns.to_string(),
             waiting: Vec::with_capacity(DISPATCH),
@@ -438,20 +438,22 @@ impl<'a> Batch<'a> {
         let call = self.call.as_mut().expect("present between dispatches");
         // One HSET of the batch's keys, not a compare per key: a replay applies each key's events
         // once, in stream order (a key stays in one partition), so the last version is the highest.
-        if !self.versions.is_empty() {
-            let mut hset = Vec::with_capacity(2 + 2 * self.versions.len());
-            hset.extend(["HSET".to_string(), state::versions_key(&ns)]);
-            for (key, version) in self.versions.drain() {
-                hset.extend([key, version.to_string()]);
-            }
-            call.overlay.push_op(hset);
+        // (Partitioned state: one HSET per partition, in its namespace; the commit runs one
+        // script per partition touched.)
+        let mut hsets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, version) in self.versions.drain() {
+            let hset = hsets.entry(state::versions_key(&svc.store.key_ns(&ns, &key))).or_default();
+            hset.extend([key, version.to_string()]);
+        }
+        for (hash, fields) in hsets {
+            call.overlay.push_op([vec!["HSET".to_string(), hash], fields].concat());
         }
         for (partition, seq) in std::mem::take(&mut self.checkpoints) {
-            call.overlay.push_op(vec!["SET".into(), state::applied_key(&ns, partition), seq.to_string()]);
+            call.overlay.push_op(vec!["SET".into(), state::applied_key(&svc.store.partition_ns(&ns, partition), partition), seq.to_string()]);
         }
         self.events = 0;
         let changes = Changes { expected_active: None, ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: None, locked: &state::Locks::new() };
-        let args = svc.store.prepare_commit(&changes);
+        let args = svc.store.prepare_commit(&changes).map_err(|e| Stop::Infra(anyhow::anyhow!("preparing the replayed events' commit: {e}")))?;
         // Keep what the overlay knows as a read cache: most events touch a key an earlier batch
         // wrote, and a Redis read per event is most of a replay's cost. What it knows is what
         // Redis holds once this commit is in; keys it forgets (or all, past the cache's size)
@@ -498,6 +500,16 @@ pub async fn ensure_namespace(svc: &Service) -> anyhow::Result<String> {
         }
         if svc.opts.no_auto_rebuild || svc.spec.types().is_empty() {
             let ns = svc.store.new_namespace(&svc.active_ns()).await?;
+            if svc.store.partitioned.is_some() {
+                // The first to set the service's pointer picks the generation; every instance
+                // then points the partitions at it (the same namespace: a repeat changes
+                // nothing, and one that died half-way is finished by the next).
+                let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(&ns).arg("NX").query_async(&mut con).await?;
+                if let Some(picked) = redis::cmd("GET").arg(state::active_key(&svc.name)).query_async::<Option<String>>(&mut con).await? {
+                    svc.store.swap(None, &picked, svc.partitions).await?;
+                }
+                continue;
+            }
             let _: () = redis::cmd("SET").arg(state::partitions_key(&ns)).arg(svc.partitions).query_async(&mut con).await?;
             let _: () = redis::cmd("SET").arg(state::active_key(&svc.name)).arg(ns).arg("NX").query_async(&mut con).await?;
             continue;
@@ -548,6 +560,18 @@ pub async fn watch(svc: std::sync::Arc<Service>) {
             }
             Ok(None) => {
                 tracing::error!(service = svc.name, lost = svc.active_ns(), "the service's state is gone from Redis (restarted empty or flushed): rebuilding it from the stream; meanwhile routes answer 503 and events wait");
+                // Partitioned state may lose one partition's shard alone: the others' pointers
+                // go too, so that no live commit moves on while the rebuild reads its bounds
+                // (unless an instance is rebuilding already: its swap sets them one by one).
+                let rebuilding = async {
+                    redis::cmd("EXISTS").arg(state::rebuild_lock_key(&svc.name)).query_async::<bool>(&mut svc.store.con.clone()).await.unwrap_or(true)
+                };
+                if svc.store.partitioned.is_some() && !rebuilding.await {
+                    if let Err(e) = svc.store.drop_pointers(&svc.active_ns()).await {
+                        tracing::warn!(error = %e, "could not drop the remaining partitions' pointers");
+                        continue;
+                    }
+                }
                 metrics::counter!("sequent_state_lost_total").increment(1);
                 match ensure_namespace(&svc).await {
                     Ok(ns) => tracing::info!(ns, "the state is back"),

@@ -158,8 +158,13 @@ pub struct Handled {
 /// The context of one call into Lua (or of a batch of handler calls).
 pub struct Call {
     pub mode: Mode,
-    /// Namespace the call reads and writes (`<service>@<generation>`).
+    /// Namespace the call reads and writes (`{<service>}@<generation>`). Partitioned state
+    /// (`partitions`): a handler's is its partition's (`{<service>.<p>}@<generation>`), and it
+    /// may touch that partition's keys only; a route's (or a rebuild's) is the service's, and
+    /// each key it touches is in its partition's namespace ([`Call::key_namespace`]).
     pub ns: String,
+    /// The partition count when the service's state is partitioned.
+    pub partitions: Option<u32>,
     pub overlay: Overlay,
     /// Sends of the running handler, not published yet.
     pub sends: Vec<NewEvent>,
@@ -189,6 +194,7 @@ impl Call {
         Call {
             mode,
             ns: ns.to_string(),
+            partitions: None,
             overlay: Overlay::new(),
             sends: Vec::new(),
             handled: None,
@@ -201,6 +207,74 @@ impl Call {
             watching: None,
             receipt_depth: 0,
         }
+    }
+
+    /// The call for a service whose state is partitioned over `partitions` (None: it is not).
+    pub fn partitioned(mut self, partitions: Option<u32>) -> Call {
+        self.partitions = partitions;
+        self
+    }
+
+    /// The namespace holding script key (or event key) `key` for this call. A handler of a
+    /// partition of partitioned state may reach no other partition's key: `Err` says which.
+    pub fn key_namespace(&self, key: &str) -> Result<String, String> {
+        let Some(n) = self.partitions else { return Ok(self.ns.clone()) };
+        let p = state::key_partition(key, n);
+        match state::namespace_partition(&self.ns) {
+            Some(own) if own != p => Err(format!(
+                "key {key:?} is in partition {p} ({}), but this handler runs for partition {own}: with state = \"partitioned\" a handler \
+                 reads and writes its partition's keys only (give a key the event key's hash tag, e.g. \"count:{{<event key>}}\"; reach other keys through events)",
+                match state::hash_tag(key) {
+                    Some(tag) => format!("that of its hash tag {{{tag}}}"),
+                    None => "that of its whole name, having no hash tag".to_string(),
+                }
+            )),
+            _ => Ok(state::partition_namespace(&self.ns, p)),
+        }
+    }
+
+    /// The namespace the call's commit (or, `locking`, its locks before a send) runs in.
+    /// Partitioned state: the partition of every key it wrote or locked, and of the reads the
+    /// commit checks (when it writes) or the lock does (a handler's is its own); a route
+    /// touching keys of several partitions so cannot commit atomically and is refused (`Err`
+    /// names two of them). A route that only read, several partitions or not, commits no check.
+    /// Notes of event versions go to their own partitions after the commit (`Store::commit`).
+    pub fn commit_namespace(&self, locking: bool) -> Result<String, String> {
+        if self.partitions.is_none() || state::namespace_partition(&self.ns).is_some() {
+            return Ok(self.ns.clone());
+        }
+        let written = self.overlay.written();
+        let reads = self.overlay.reads().keys().filter(|_| locking || !written.is_empty());
+        let keys = written.iter().cloned().chain(reads.chain(self.locked.keys()).map(|r| r.split('\0').next().unwrap_or(r).to_string()));
+        let mut found: BTreeMap<String, String> = BTreeMap::new();
+        for key in keys {
+            let ns = self.key_namespace(&key)?;
+            found.entry(ns).or_insert(key);
+            if found.len() > 1 {
+                let mut two = found.iter();
+                let ((a, ka), (b, kb)) = (two.next().expect("two"), two.next().expect("two"));
+                return Err(format!(
+                    "this route wrote or read keys of two partitions of partitioned state ({ka:?} in {a}, {kb:?} in {b}): a route's commit checks and writes \
+                     one partition only (a route may read several partitions when it writes nothing); send events to reach the others"
+                ));
+            }
+        }
+        Ok(found.into_keys().next().unwrap_or_else(|| self.ns.clone()))
+    }
+
+    /// The namespace holding what this service knows of event key `key` (its `__versions`
+    /// entry): partitioned state keeps it in the key's partition, whichever call notes it.
+    pub fn versions_namespace(&self, key: &str) -> String {
+        match self.partitions {
+            Some(n) => state::partition_namespace(&self.ns, state::key_partition(key, n)),
+            None => self.ns.clone(),
+        }
+    }
+
+    /// The namespace of the locks the call holds (all in one, see [`Call::commit_namespace`]).
+    pub fn locks_namespace(&self) -> String {
+        let first = self.locked.keys().next().map(|r| r.split('\0').next().unwrap_or(r));
+        first.and_then(|k| self.key_namespace(k).ok()).unwrap_or_else(|| self.ns.clone())
     }
 
     /// What this call must lock before a send (`state::store` explains the locks): its reads
@@ -355,5 +429,40 @@ mod tests {
         assert_eq!((reads.keys().collect::<Vec<_>>(), exclusive.clone()), (vec![&"a".to_string()], vec!["a".to_string()]));
         call.note_locked(reads, &exclusive);
         assert!(!call.writes_shared_locked());
+    }
+
+    /// Partitioned state: a handler keeps to its partition's keys; a route reaches any key in
+    /// its partition, reads several, and commits (or locks before a send) in one only.
+    #[test]
+    fn partitioned_state_keeps_handlers_to_their_partition_and_route_commits_to_one() {
+        let of = |k: &str| state::key_partition(k, 16);
+        let (a, b) = ("acc-1", (2..).map(|i| format!("acc-{i}")).find(|k| of(k) != of("acc-1")).unwrap());
+        let ns_a = state::partition_namespace("{ledger}@2", of(a));
+        let handler = Call::new(Mode::Handler, &ns_a).partitioned(Some(16));
+        assert_eq!(handler.key_namespace("count:{acc-1}"), Ok(ns_a.clone()));
+        assert_eq!(handler.key_namespace(a), Ok(ns_a.clone()), "a key without a tag: its whole name");
+        let refused = handler.key_namespace(&format!("count:{{{b}}}")).unwrap_err();
+        assert!(refused.contains(&format!("partition {}", of(&b))) && refused.contains(&format!("partition {}", of(a))), "{refused}");
+        assert!(refused.contains(&format!("hash tag {{{b}}}")), "{refused}");
+        assert_eq!(handler.versions_namespace(&b), state::partition_namespace("{ledger}@2", of(&b)), "versions of any event key");
+        assert_eq!(handler.commit_namespace(false), Ok(ns_a.clone()));
+
+        let mut route = Call::new(Mode::Route, "{ledger}@2").partitioned(Some(16));
+        let kb = format!("count:{{{b}}}");
+        let ns_b = route.key_namespace(&kb).unwrap();
+        assert_eq!(ns_b, state::partition_namespace("{ledger}@2", of(&b)));
+        route.overlay.note_read("count:{acc-1}", 1);
+        route.overlay.note_read(&state::field_revision(&kb, "f"), 1);
+        assert_eq!(route.commit_namespace(false), Ok("{ledger}@2".to_string()), "reading two partitions, writing nothing: nothing checked");
+        let two = route.commit_namespace(true).unwrap_err();
+        assert!(two.contains("two partitions") && two.contains(&ns_a) && two.contains(&ns_b), "locking reads of two: {two}");
+        route.overlay.set(&kb, &state::script_key(&ns_b, &kb), "1".into());
+        assert!(route.commit_namespace(false).unwrap_err().contains("two partitions"), "a write checks the reads of the other");
+        let mut one = Call::new(Mode::Route, "{ledger}@2").partitioned(Some(16));
+        one.overlay.note_read(&kb, 1);
+        one.overlay.set(&kb, &state::script_key(&ns_b, &kb), "1".into());
+        assert_eq!(one.commit_namespace(false), Ok(ns_b), "one partition: its namespace");
+        let plain = Call::new(Mode::Route, "{ledger}@2");
+        assert_eq!((plain.key_namespace(&kb), plain.commit_namespace(true)), (Ok("{ledger}@2".to_string()), Ok("{ledger}@2".to_string())));
     }
 }

@@ -5,7 +5,8 @@
 
 use super::budget::{unlimited, Budget};
 use super::convert::{data_to_lua, meta_table, Delivery};
-use super::handlers::Handlers;
+use super::handlers::{Handlers, Slot};
+use crate::state;
 use super::{Call, CallError, Lease, ALL_TYPES};
 use mlua::{Function, Lua, Table, Value};
 use sequent_protocol::Event;
@@ -14,7 +15,9 @@ use std::sync::Arc;
 
 /// Loops over `events` (`{type, key, correlation, data, meta}` each), calling the handler of
 /// each type (else the `*` one; `false`: none), each with a whole instruction budget (as if it were a call of its own); `at.i`
-/// says which one runs, for the error of a failing one.
+/// says which one runs, for the error of a failing one. `fresh_budget` also takes the event's
+/// partition: with partitioned state the handler runs in its partition's namespace, held to its
+/// partition's keys as live.
 const DISPATCH: &str = r#"
 local handlers, events, at, fresh_budget = ...
 for i = 1, #events do
@@ -22,7 +25,7 @@ for i = 1, #events do
   local f = handlers[e[1]]
   if f == nil then f = handlers["*"] end
   if f then
-    fresh_budget()
+    fresh_budget(e[6])
     at.i = i
     f(e[1], e[2], e[3], e[4], e[5])
   end
@@ -69,12 +72,19 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
     }
     let f = lua.load(DISPATCH).set_name("=replay").into_function()?;
     // A handler that caught the budget's error with pcall still fails, as in a call of its own.
-    let fresh_budget = lua.create_function(|lua, ()| {
+    let fresh_budget = lua.create_function(|lua, partition: Option<u32>| {
         let budget = lua.app_data_ref::<Arc<Budget>>().expect("every state has a budget");
         if budget.exceeded.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(mlua::Error::runtime(budget.message()));
         }
         budget.fresh_instructions();
+        if let Some(p) = partition {
+            let slot = lua.app_data_ref::<Slot>().expect("the call slot is installed").clone();
+            let mut call = slot.lock();
+            if let Some(call) = call.as_mut() {
+                call.ns = state::partition_namespace(&call.ns, p);
+            }
+        }
         Ok(())
     })?;
     let t = lua.create_table()?;
@@ -110,10 +120,14 @@ fn prepared(lua: &Lua) -> mlua::Result<(Function, Table, Function)> {
     Ok((f, t, fresh_budget))
 }
 
-/// `{type, key, correlation, data, meta}`, as far as the event's handler can see them.
-fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8) -> mlua::Result<Table> {
-    let e = lua.create_table_with_capacity(seen.max(1) as usize, 0)?;
+/// `{type, key, correlation, data, meta}`, as far as the event's handler can see them, and the
+/// partition 6th when the state is `partitioned` (the handler runs in its namespace).
+fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8, partitioned: bool) -> mlua::Result<Table> {
+    let e = lua.create_table_with_capacity(if partitioned { 6 } else { seen.max(1) as usize }, 0)?;
     e.raw_set(1, event.event_type.as_str())?;
+    if partitioned {
+        e.raw_set(6, partition)?;
+    }
     if seen >= 2 {
         e.raw_set(2, event.key.as_str())?;
     }
@@ -133,13 +147,14 @@ fn event_args(lua: &Lua, event: &Event, partition: u32, seen: u8) -> mlua::Resul
 /// rebuild's call). On failure: the index of the event that failed, and why.
 pub async fn replay(lease: &mut Lease, events: &[(Event, u32)], call: Call) -> (Result<(), (usize, CallError)>, Call) {
     let lua = lease.lua();
+    let partitioned = call.partitions.is_some();
     let prepared = (|| -> mlua::Result<_> {
         let (dispatch, handlers, fresh_budget) = prepared(lua)?;
         let list = unlimited(lua, || -> mlua::Result<Table> {
             let seen = lua.app_data_ref::<Seen>().expect("prepared with the dispatcher");
             let list = lua.create_table_with_capacity(events.len(), 0)?;
             for (i, (event, partition)) in events.iter().enumerate() {
-                list.raw_set(i + 1, event_args(lua, event, *partition, seen.of(&event.event_type))?)?;
+                list.raw_set(i + 1, event_args(lua, event, *partition, seen.of(&event.event_type), partitioned)?)?;
             }
             Ok(list)
         })?;

@@ -232,7 +232,7 @@ async fn run_route(
             Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("the request cannot be passed to Lua: {e}")),
         };
         metrics::counter!("sequent_lua_calls_total", "kind" => "route").increment(1);
-        let (result, mut call) = lease.call::<MultiValue>(&f, args, Call::new(Mode::Route, &ns)).await;
+        let (result, mut call) = lease.call::<MultiValue>(&f, args, svc.call(Mode::Route, &ns)).await;
         let values = match result {
             Ok(v) => v,
             Err(e) => {
@@ -261,13 +261,17 @@ async fn run_route(
             release_locks(svc, &call).await;
             return response;
         }
+        if let Err(e) = call.commit_namespace(false) {
+            release_locks(svc, &call).await;
+            return lua_failure(method, path, CallError::Script(e));
+        }
         // `bus:wait` may have moved the call to a state a rebuild swapped in meanwhile.
         let mut committed = commit_route(svc, &call).await;
         if let Ok(Commit::NamespaceMoved) = committed {
             // A swap while the commit waited (or raced it): notes of versions move along.
             if let Ok(now) = svc.refresh_active().await {
-                if call.overlay.move_version_notes(&state::versions_key(&now)) {
-                    call.ns = now;
+                if call.overlay.move_version_notes(state::generation_of(&now)) {
+                    call.ns = state::regenerate(&call.ns, state::generation_of(&now));
                     committed = commit_route(svc, &call).await;
                 }
             }
@@ -294,10 +298,11 @@ async fn run_route(
 }
 
 async fn commit_route(svc: &Service, call: &Call) -> redis::RedisResult<Commit> {
+    let ns = call.commit_namespace(false).map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "refused", e)))?;
     svc.store
         .commit_waiting(&Changes {
-            expected_active: Some(&call.ns),
-            ns: &call.ns,
+            expected_active: Some(&ns),
+            ns: &ns,
             guard: Guard::None,
             overlay: &call.overlay,
             owner: call.owner.as_deref(),
@@ -309,7 +314,7 @@ async fn commit_route(svc: &Service, call: &Call) -> redis::RedisResult<Commit> 
 /// Releases the locks of a route that will not commit (its sends were decided on them).
 async fn release_locks(svc: &Service, call: &Call) {
     if let Some(owner) = &call.owner {
-        if let Err(e) = svc.store.unlock(&call.ns, owner, &call.locked).await {
+        if let Err(e) = svc.store.unlock(&call.locks_namespace(), owner, &call.locked).await {
             tracing::warn!(error = %e, "could not release a route's locks (they expire by themselves)");
         }
     }

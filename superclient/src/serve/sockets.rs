@@ -16,7 +16,7 @@
 
 use crate::runtime::Service;
 use crate::script::convert::{handler_args, lua_to_json, Delivery};
-use crate::script::{live_topics, Call, CallError, Mode};
+use crate::script::{live_topics, CallError, Mode};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use mlua::{Table, Value};
 use sequent_protocol::subjects;
@@ -96,7 +96,7 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
         Ok((o.path.clone(), p, q, h))
     })()
     .map_err(|e| e.to_string())?;
-    let (result, call) = lease.call::<Value>(&f, args, Call::new(Mode::Route, &ns)).await;
+    let (result, call) = lease.call::<Value>(&f, args, svc.call(Mode::Route, &ns)).await;
     let value = match result {
         Ok(v) => v,
         Err(e) => {
@@ -282,7 +282,7 @@ async fn run_live(svc: &Service, event: &Event, partition: u32) {
         }
     };
     metrics::counter!("sequent_lua_calls_total", "kind" => "live").increment(1);
-    let (result, call) = lease.call::<()>(&f, args, Call::new(Mode::Live, &svc.active_ns())).await;
+    let (result, call) = lease.call::<()>(&f, args, svc.call(Mode::Live, &svc.active_ns())).await;
     if let Err(e) = result {
         if matches!(e, CallError::Resource(_)) {
             lease.renew();

@@ -20,6 +20,8 @@
 //! | `<ns>:__parked:<key>` | JSON: why and where the key is parked |
 //! | `<ns>:__held:<key>` | list of stream sequences of the key not yet applied (head = parked one) |
 //! | `<ns>:__release` | set of keys an operator asked to release |
+//! | `sequent:{<svc>}:partitioned` | partitioned state only: its partition count (set by the swap; read by tools) |
+//! | `sequent:{<svc>.<p>}:active`, `:swap-freeze`, `:watch` | partitioned state only: partition `p`'s own copy of the pointer (`{<svc>.<p>}@<g>`), freeze and watch set |
 //!
 //! Every key of a service carries the Redis Cluster hash tag `{<svc>}` (the first `{...}` of a
 //! key name picks its slot), so all of them share one slot: a commit touches the active
@@ -29,12 +31,61 @@
 //! slots, so services spread over a cluster's shards; one service's state is on one shard
 //! (SCALING.md says why and where that stops). On a single Redis the tag changes nothing.
 //!
+//! Partitioned state (`bus:register(name, {state = "partitioned"})`): `{<svc>}@<g>` names the
+//! generation, and every `<ns>` key above is kept per partition, in namespace `{<svc>.<p>}@<g>`
+//! ([`partition_namespace`]) with its own slot, beside the partition's own pointer, freeze and
+//! watch set ([`slot_key`]). A script key is in the partition of its hash tag read as an event
+//! key, or of its whole name without one ([`key_partition`]); `__versions` entries are in the
+//! partition of their event key. The generation counter, rebuild lock and request, the
+//! service's pointer and the commits channel stay in `{<svc>}`.
+//!
 //! Script keys are mapped so that they never collide with the framework's ([`script_key`]).
 //! The layout before hash tags ([`legacy`]) is migrated at start ([`super::migrate`]).
 
 /// `{<svc>}`: the hash tag that puts every key of a service into one cluster slot.
 pub fn tag(service: &str) -> String {
     format!("{{{service}}}")
+}
+/// The namespace of partition `p` of a partitioned service's namespace `ns` (the service's or
+/// another partition's): `{<svc>}@<g>` → `{<svc>.<p>}@<g>`, its own hash tag and so its own
+/// slot. (Service names have no `.`.)
+pub fn partition_namespace(ns: &str, p: u32) -> String {
+    match ns.strip_prefix('{').and_then(|rest| rest.split_once("}@")) {
+        Some((tag, generation)) => format!("{{{}.{p}}}@{generation}", tag.split('.').next().unwrap_or(tag)),
+        None => format!("{ns}.{p}"),
+    }
+}
+/// The partition of a partition namespace (`{<svc>.<p>}@<g>`), None for a service's namespace.
+pub fn namespace_partition(ns: &str) -> Option<u32> {
+    let (service, _) = ns.strip_prefix('{')?.split_once("}@")?;
+    service.rsplit_once('.')?.1.parse().ok()
+}
+/// Namespace `ns` in generation `generation` (same service, same partition).
+pub fn regenerate(ns: &str, generation: u64) -> String {
+    format!("{}@{generation}", ns.rsplit_once('@').map_or(ns, |(head, _)| head))
+}
+/// The namespace a stored key is in (the part before its first `:`; namespaces have none).
+pub fn namespace_of_stored(full: &str) -> &str {
+    full.split_once(':').map_or(full, |(ns, _)| ns)
+}
+/// Key `what` beside namespace `ns`, in its slot: `sequent:<ns's tag>:<what>`. For a service's
+/// namespace that is [`service_key`]; for a partition's, the partition's own copy (its active
+/// pointer, swap freeze and watch set), which its commits check in the same script.
+pub fn slot_key(ns: &str, what: &str) -> String {
+    format!("sequent:{}:{what}", ns.rsplit_once('@').map_or(ns, |(head, _)| head))
+}
+/// The hash tag of a key as Redis Cluster finds it: between the first `{` and the first `}`
+/// after it, if not empty.
+pub fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+/// The partition of a script key of a partitioned service: that of its hash tag taken as an
+/// event key (`count:{acc-1}` is in `acc-1`'s partition), or of its whole name without one
+/// (`acc-1` is in the partition of events of key `acc-1`).
+pub fn key_partition(key: &str, partitions: u32) -> u32 {
+    sequent_protocol::subjects::partition_of(hash_tag(key).unwrap_or(key), partitions)
 }
 /// The name of namespace `generation` of a service: `{<svc>}@<generation>`.
 pub fn namespace(service: &str, generation: u64) -> String {
@@ -200,13 +251,8 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
 /// The Redis Cluster slot of a key: CRC16 (XMODEM) of its hash tag (or of the whole key if it
 /// has none), modulo 16384, as Redis computes it. For tests and tools that check placement.
 pub fn slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
-        let close = bytes[open + 1..].iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
-    });
     let mut crc: u16 = 0;
-    for &b in tagged.unwrap_or(bytes) {
+    for &b in hash_tag(key).unwrap_or(key).as_bytes() {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
@@ -262,6 +308,54 @@ mod tests {
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), bank.len(), "the bank's services hash to different slots: {bank:?}");
+    }
+
+    #[test]
+    fn a_partitioned_services_partitions_each_have_one_slot() {
+        let ns = namespace("ledger", 3);
+        let p5 = partition_namespace(&ns, 5);
+        assert_eq!(p5, "{ledger.5}@3");
+        assert_eq!(partition_namespace(&p5, 5), p5);
+        assert_eq!(partition_namespace(&p5, 7), partition_namespace(&ns, 7), "from a partition's namespace to another's");
+        assert_eq!(namespace_partition(&p5), Some(5));
+        assert_eq!(namespace_partition(&ns), None, "a service's namespace is no partition's");
+        assert_eq!(regenerate(&p5, 4), "{ledger.5}@4");
+        assert_eq!(regenerate(&ns, 4), namespace("ledger", 4));
+        assert_eq!(slot_key(&ns, "active"), active_key("ledger"), "a service's namespace keeps today's keys");
+        assert_eq!(slot_key(&p5, "active"), "sequent:{ledger.5}:active");
+        let one = slot(&slot_key(&p5, "active"));
+        for key in [
+            slot_key(&p5, "swap-freeze"),
+            slot_key(&p5, "watch"),
+            applied_key(&p5, 5),
+            versions_key(&p5),
+            revisions_key(&p5),
+            locks_key(&p5),
+            read_locks_key(&p5, "count:{acc-1}"),
+            parked_set_key(&p5),
+            held_key(&p5, "acc-1"),
+            script_key(&p5, "count:{acc-1}"),
+            script_key(&regenerate(&p5, 9), "x"),
+        ] {
+            assert_eq!(slot(&key), one, "{key} is in partition 5's slot");
+        }
+        assert_eq!(namespace_of_stored(&script_key(&p5, "a:b:c")), p5);
+        let slots: std::collections::BTreeSet<u16> = (0..16).map(|p| slot(&slot_key(&partition_namespace(&ns, p), "active"))).collect();
+        assert_eq!(slots.len(), 16, "the partitions hash to different slots");
+    }
+
+    #[test]
+    fn a_script_keys_partition_is_its_hash_tags_as_an_event_key() {
+        let of = |k: &str| sequent_protocol::subjects::partition_of(k, 16);
+        assert_eq!(hash_tag("count:{acc-1}"), Some("acc-1"));
+        assert_eq!(hash_tag("a{}b{c}"), None, "an empty first tag means none, as in Redis");
+        assert_eq!(hash_tag("plain"), None);
+        assert_eq!(key_partition("count:{acc-1}", 16), of("acc-1"));
+        assert_eq!(key_partition("{acc-1}", 16), of("acc-1"));
+        assert_eq!(key_partition("acc-1", 16), of("acc-1"), "a key without a tag: its whole name");
+        assert_eq!(key_partition("balance:acc-1", 16), of("balance:acc-1"));
+        let spread: std::collections::BTreeSet<u32> = (0..200).map(|i| key_partition(&format!("n:{{k-{i}}}"), 16)).collect();
+        assert_eq!(spread.len(), 16);
     }
 
     #[test]

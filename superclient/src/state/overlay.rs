@@ -583,14 +583,15 @@ impl Overlay {
         self.versions.get(key).copied()
     }
 
-    /// Points the version notes (`VMAX`) at another namespace's hash. False (nothing changed)
-    /// if there are other writes, which belong to the state they were decided on.
-    pub fn move_version_notes(&mut self, versions_full: &str) -> bool {
+    /// Points the version notes (`VMAX`) at the hashes of namespace generation `generation`
+    /// (each stays in its partition). False (nothing changed) if there are other writes, which
+    /// belong to the state they were decided on.
+    pub fn move_version_notes(&mut self, generation: u64) -> bool {
         if !self.ops.iter().all(|op| op[0] == "VMAX") || !self.known.is_empty() {
             return false;
         }
         for op in self.ops.iter_mut() {
-            op[1] = versions_full.to_string();
+            op[1] = super::keys::versions_key(&super::keys::regenerate(super::keys::namespace_of_stored(&op[1]), generation));
         }
         true
     }
@@ -849,9 +850,9 @@ mod tests {
     fn version_notes_move_only_alone() {
         let mut o = Overlay::new();
         o.note_version("n@1:__versions", "k", 2);
-        assert!(o.move_version_notes("n@2:__versions"));
+        assert!(o.move_version_notes(2));
         assert_eq!(o.ops()[0][1], "n@2:__versions");
         o.set("a", "n@2:a", "1".into());
-        assert!(!o.move_version_notes("n@3:__versions"));
+        assert!(!o.move_version_notes(3));
     }
 }

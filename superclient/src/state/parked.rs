@@ -14,17 +14,37 @@ pub struct Parked {
     pub held: u64,
 }
 
-/// The parked keys of namespace `ns`, sorted.
+/// The partition count of a service's namespace `ns` if its state is partitioned, as its last
+/// rebuild left it (`sequent:{<svc>}:partitioned`): tools do not load the service's script.
+pub async fn partitioned(store: &Store, ns: &str) -> redis::RedisResult<Option<u32>> {
+    redis::cmd("GET").arg(slot_key(ns, "partitioned")).query_async(&mut store.con.clone()).await
+}
+
+/// The namespace where key `key`'s parking is kept (its partition's, when partitioned).
+pub async fn key_namespace(store: &Store, ns: &str, key: &str) -> redis::RedisResult<String> {
+    Ok(match partitioned(store, ns).await? {
+        Some(n) => partition_namespace(ns, key_partition(key, n)),
+        None => ns.to_string(),
+    })
+}
+
+/// The parked keys of namespace `ns` (of every partition, when partitioned), sorted.
 pub async fn list(store: &Store, ns: &str) -> redis::RedisResult<Vec<Parked>> {
     let mut con = store.con.clone();
-    let mut keys: Vec<String> = redis::cmd("SMEMBERS").arg(parked_set_key(ns)).query_async(&mut con).await?;
-    keys.sort();
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let record: Option<String> = redis::cmd("GET").arg(parked_key(ns, &key)).query_async(&mut con).await?;
-        let held: u64 = redis::cmd("LLEN").arg(held_key(ns, &key)).query_async(&mut con).await?;
-        out.push(Parked { key, record: record.map(|r| decode(&r)).unwrap_or_default(), held });
+    let namespaces: Vec<String> = match partitioned(store, ns).await? {
+        Some(n) => (0..n).map(|p| partition_namespace(ns, p)).collect(),
+        None => vec![ns.to_string()],
+    };
+    let mut out = Vec::new();
+    for ns in &namespaces {
+        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(parked_set_key(ns)).query_async(&mut con).await?;
+        for key in keys {
+            let record: Option<String> = redis::cmd("GET").arg(parked_key(ns, &key)).query_async(&mut con).await?;
+            let held: u64 = redis::cmd("LLEN").arg(held_key(ns, &key)).query_async(&mut con).await?;
+            out.push(Parked { key, record: record.map(|r| decode(&r)).unwrap_or_default(), held });
+        }
     }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
 }
 
@@ -61,6 +81,7 @@ pub async fn all(store: &Store, services: &[String]) -> redis::RedisResult<serde
 /// False when the key is not parked.
 pub async fn request_release(store: &Store, service: &str, key: &str) -> redis::RedisResult<bool> {
     let Some(ns) = active_of(store, service).await? else { return Ok(false) };
+    let ns = key_namespace(store, &ns, key).await?;
     let mut con = store.con.clone();
     let parked: bool = redis::cmd("SISMEMBER").arg(parked_set_key(&ns)).arg(key).query_async(&mut con).await?;
     if parked {

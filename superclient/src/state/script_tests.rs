@@ -115,13 +115,13 @@ impl FakeRedis {
     fn commit_answer(&self, overlay: &Overlay, owner: Option<&str>, locked: &[(&str, bool)]) -> (i64, String) {
         let locked = locks(locked);
         let changes = Changes { expected_active: Some(NS), ns: NS, guard: Guard::None, overlay, owner, locked: &locked };
-        self.eval(COMMIT_SCRIPT, commit_args(SVC, &changes))
+        self.eval(COMMIT_SCRIPT, commit_args(SVC, &changes, &commit_ops(overlay), &overlay.type_checks()))
     }
 
     /// Locks `reads` for `owner`, `exclusive` of them exclusively.
     fn lock(&self, reads: &HashMap<String, u64>, exclusive: &[&str], owner: &str) -> i64 {
         let exclusive: Vec<String> = exclusive.iter().map(|k| k.to_string()).collect();
-        self.eval(LOCK_SCRIPT, lock_args(SVC, NS, reads, &exclusive, owner)).0
+        self.eval(LOCK_SCRIPT, lock_args(NS, reads, &exclusive, owner)).0
     }
 
     fn unlock(&self, owner: &str, locked: &[(&str, bool)]) {
@@ -161,7 +161,7 @@ fn locks(held: &[(&str, bool)]) -> Locks {
 }
 
 const SVC: &str = "svc";
-const NS: &str = "svc@1";
+const NS: &str = "{svc}@1";
 
 fn fake() -> FakeRedis {
     let r = FakeRedis::new();
@@ -316,7 +316,7 @@ fn types_are_checked_before_anything_is_written_unless_a_read_proved_them() {
     o.hset("s", &script_key(NS, "s"), "f", "1".into()).unwrap();
     let (code, message) = r.commit_answer(&o, None, &[]);
     assert_eq!(code, i64::MIN, "an error");
-    assert!(message.contains("WRONGTYPE key svc@1:s holds a string"), "{message}");
+    assert!(message.contains("WRONGTYPE key {svc}@1:s holds a string"), "{message}");
     assert_eq!(r.get(&script_key(NS, "first")), None, "nothing written");
     assert_eq!(r.calls("TYPE"), 1);
     // A key the call read as a hash (its revision checked at commit) needs no look at its type;
@@ -357,7 +357,7 @@ fn version_notes_keep_the_highest_in_one_write() {
 #[test]
 fn a_frozen_namespace_holds_commits_and_a_commit_wakes_the_waits_on_what_it_wrote() {
     let r = fake();
-    r.set(&swap_freeze_key(SVC), "svc@2");
+    r.set(&swap_freeze_key(SVC), "{svc}@2");
     assert_eq!(r.commit(&rmw("count", 1, 0), None, &[]), -2);
     r.lua.load(format!("DB[{:?}] = nil", swap_freeze_key(SVC))).exec().unwrap();
     // Waits on count (valid) and on other (past its deadline).

@@ -35,6 +35,14 @@ pub enum Guard {
     HeldHead { key: String, seq: u64 },
 }
 
+/// A commit ready to run ([`Store::prepare_commit`]): the script argument for its namespace
+/// (none when a rebuild's batch wrote nothing there), and for each other partition it touched.
+pub struct Prepared {
+    main: Option<(String, String)>,
+    side: Vec<(String, String)>,
+    live: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Commit {
     Applied,
@@ -262,8 +270,13 @@ fn commit_ops(overlay: &Overlay) -> Vec<Cow<'_, [String]>> {
     out
 }
 
+/// A commit's commands and type checks in one namespace.
+type Part<'a> = (Vec<Cow<'a, [String]>>, Vec<(String, &'static str)>);
+
 /// The one argument of [`COMMIT_SCRIPT`]: everything it needs, as JSON, written from borrowed
-/// parts (a rebuild's batch commits hundreds of ops).
+/// parts (a rebuild's batch commits hundreds of ops). `ops` and `checks` are the overlay's
+/// ([`commit_ops`], [`Overlay::type_checks`]), or the part of them in one namespace; the active
+/// pointer, freeze and watch set checked are those of that namespace's slot.
 #[derive(serde::Serialize)]
 struct CommitArgs<'a> {
     active: String,
@@ -277,8 +290,8 @@ struct CommitArgs<'a> {
     reads: &'a HashMap<String, u64>,
     written: Vec<String>,
     bumps: Vec<String>,
-    checks: Vec<(String, &'static str)>,
-    ops: Vec<Cow<'a, [String]>>,
+    checks: &'a [(String, &'static str)],
+    ops: &'a [Cow<'a, [String]>],
     revs: String,
     watch: String,
     channel: String,
@@ -286,7 +299,7 @@ struct CommitArgs<'a> {
     locks: serde_json::Value,
 }
 
-fn commit_args(service: &str, changes: &Changes<'_>) -> String {
+fn commit_args(service: &str, changes: &Changes<'_>, ops: &[Cow<'_, [String]>], checks: &[(String, &'static str)]) -> String {
     let ns = changes.ns;
     let (kind, gkey, first, last, head) = match &changes.guard {
         Guard::None => ("", String::new(), 0, 0, String::new()),
@@ -297,9 +310,9 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
     let live = changes.expected_active.is_some();
     let no_reads = HashMap::new();
     let commit = CommitArgs {
-        active: active_key(service),
+        active: slot_key(ns, "active"),
         expected: changes.expected_active.unwrap_or(""),
-        freeze: swap_freeze_key(service),
+        freeze: slot_key(ns, "swap-freeze"),
         gkind: kind,
         gkey,
         gfirst: first.to_string(),
@@ -309,10 +322,10 @@ fn commit_args(service: &str, changes: &Changes<'_>) -> String {
         // A rebuild's namespace is read by nobody: no revisions, no announcements.
         written: if live { overlay.written() } else { Vec::new() },
         bumps: if live { overlay.revisions_written() } else { Vec::new() },
-        checks: overlay.type_checks(),
-        ops: commit_ops(overlay),
+        checks,
+        ops,
         revs: revisions_key(ns),
-        watch: watch_key(service),
+        watch: slot_key(ns, "watch"),
         channel: commits_channel(service),
         locks: lock_fields(ns, changes.owner.unwrap_or(""), changes.locked),
     };
@@ -359,9 +372,9 @@ return {1, ''}
 
 /// The one argument of [`LOCK_SCRIPT`]: lock `reads` (key → revision read), `exclusive` of
 /// them exclusively, the others shared.
-fn lock_args(service: &str, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> String {
+fn lock_args(ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> String {
     let lock = serde_json::json!({
-        "active": active_key(service),
+        "active": slot_key(ns, "active"),
         "expected": ns,
         "reads": reads,
         "exclusive": exclusive,
@@ -385,13 +398,21 @@ return 0
 /// current one has, partition by partition (live instances keep applying to the old one while
 /// the rebuild runs), and lifts the rebuild's freeze. Returns -1 on success, or the first
 /// partition that is still behind. The new namespace notes the partition count its checkpoints
-/// are for (`keys::partitions_key`).
+/// are for (`keys::partitions_key`). ARGV: pointer, old namespace ('' none), new namespace,
+/// partition count, freeze, first and last partition compared, and '1' when a pointer found
+/// missing is taken as the old one (a partition of partitioned state whose shard was lost, or
+/// a rebuild from nothing replacing whatever is there) and one found swapped already as done
+/// (an earlier try swapped it, then found a later partition behind). A partitioned service
+/// swaps each partition's pointer (its partition alone compared), then the service's (none
+/// compared).
 const SWAP_SCRIPT: &str = r#"
 local cur = redis.call('GET', ARGV[1])
 if cur == false then cur = '' end
-if cur ~= ARGV[2] then return redis.error_reply('the active namespace changed from ' .. ARGV[2] .. ' to ' .. cur .. ' during the rebuild') end
+if cur ~= ARGV[2] and not (ARGV[8] == '1' and (cur == '' or cur == ARGV[3] or ARGV[2] == '')) then
+  return redis.error_reply('the active namespace changed from ' .. ARGV[2] .. ' to ' .. cur .. ' during the rebuild')
+end
 if ARGV[2] ~= '' then
-  for p = 0, tonumber(ARGV[4]) - 1 do
+  for p = tonumber(ARGV[6]), tonumber(ARGV[7]) do
     local old = tonumber(redis.call('GET', ARGV[2] .. ':__applied:' .. p) or '0')
     local new = tonumber(redis.call('GET', ARGV[3] .. ':__applied:' .. p) or '0')
     if new < old then return p end
@@ -418,8 +439,9 @@ if g <= tonumber(ARGV[1]) then g = tonumber(ARGV[1]) + 1; redis.call('SET', KEYS
 return g
 "#;
 
-/// One SCAN step, in a script so that a cluster runs it on the node of `KEYS[1]`'s slot, where
-/// every key of the service is (a plain SCAN would go to any node).
+/// One SCAN step, in a script so that a cluster runs it on the node of `KEYS[1]`'s slot (the
+/// pattern itself, whose hash tag is the namespace's), where every key of the namespace is (a
+/// plain SCAN would go to any node).
 const SCAN_SCRIPT: &str = r#"
 return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 "#;
@@ -428,6 +450,10 @@ return redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', 1000)
 pub struct Store {
     pub con: Con,
     pub service: String,
+    /// The partition count when the service's state is partitioned (`state = "partitioned"`):
+    /// namespace `{<svc>}@<g>` then names the generation, and partition p's keys are in
+    /// `{<svc>.<p>}@<g>` ([`partition_namespace`]).
+    pub partitioned: Option<u32>,
     commit: std::sync::Arc<redis::Script>,
     lock: std::sync::Arc<redis::Script>,
     unlock: std::sync::Arc<redis::Script>,
@@ -460,6 +486,7 @@ impl Store {
         Ok(Store {
             con,
             service: service.to_string(),
+            partitioned: None,
             commit: std::sync::Arc::new(redis::Script::new(COMMIT_SCRIPT)),
             lock: std::sync::Arc::new(redis::Script::new(LOCK_SCRIPT)),
             unlock: std::sync::Arc::new(redis::Script::new(UNLOCK_SCRIPT)),
@@ -468,6 +495,43 @@ impl Store {
             generation: std::sync::Arc::new(redis::Script::new(GENERATION_SCRIPT)),
             scan: std::sync::Arc::new(redis::Script::new(SCAN_SCRIPT)),
         })
+    }
+
+    /// The store of a service whose state is partitioned over `partitions` slots (or not: None).
+    pub fn with_partitions(mut self, partitions: Option<u32>) -> Store {
+        self.partitioned = partitions;
+        self
+    }
+
+    /// The layout a service's state was last built in (for tools that do not load its script:
+    /// `superclient dump`): partitioned when the service key `partitioned` holds a count.
+    pub async fn detect_layout(self) -> redis::RedisResult<Store> {
+        let n: Option<u32> = redis::cmd("GET").arg(service_key(&self.service, "partitioned")).query_async(&mut self.con.clone()).await?;
+        Ok(self.with_partitions(n))
+    }
+
+    /// The namespace of partition `p` of namespace `ns`: `ns` itself unless partitioned.
+    pub fn partition_ns(&self, ns: &str, p: u32) -> String {
+        match self.partitioned {
+            Some(_) => partition_namespace(ns, p),
+            None => ns.to_string(),
+        }
+    }
+
+    /// The namespace holding the state of event key (or script key) `key`.
+    pub fn key_ns(&self, ns: &str, key: &str) -> String {
+        match self.partitioned {
+            Some(n) => partition_namespace(ns, key_partition(key, n)),
+            None => ns.to_string(),
+        }
+    }
+
+    /// Every namespace whose keys make up namespace `ns`: its partitions' when partitioned.
+    pub fn namespaces(&self, ns: &str) -> Vec<String> {
+        match self.partitioned {
+            Some(n) => (0..n).map(|p| partition_namespace(ns, p)).collect(),
+            None => vec![ns.to_string()],
+        }
     }
 
     /// A new namespace name, `{<service>}@<generation>`, never one of `known` or before it.
@@ -483,7 +547,7 @@ impl Store {
     /// be wrong, not merely old.
     pub async fn read<T: redis::FromRedisValue>(&self, ns: &str, cmd: &redis::Cmd, revisions: &[String]) -> redis::RedisResult<Option<(T, Vec<u64>)>> {
         let mut pipe = redis::pipe();
-        pipe.atomic().get(active_key(&self.service)).add_command(cmd.clone());
+        pipe.atomic().get(slot_key(ns, "active")).add_command(cmd.clone());
         if !revisions.is_empty() {
             pipe.cmd("HMGET").arg(revisions_key(ns)).arg(revisions);
         }
@@ -498,31 +562,111 @@ impl Store {
         Ok(Some((redis::from_redis_value(value)?, revs.into_iter().map(|r| r.unwrap_or(0)).collect())))
     }
 
+    /// The active namespace. Partitioned state is active only while every partition's pointer
+    /// is there (a shard may be lost alone): then the service's pointer names it.
     pub async fn active(&self) -> redis::RedisResult<Option<String>> {
-        redis::cmd("GET").arg(active_key(&self.service)).query_async(&mut self.con.clone()).await
+        let active: Option<String> = self.pointer(&namespace(&self.service, 0)).await?;
+        let (Some(ns), Some(_)) = (active.clone(), self.partitioned) else { return Ok(active) };
+        for p in self.namespaces(&ns) {
+            if self.pointer(&p).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(ns))
+    }
+
+    /// The active pointer of the slot of namespace `ns` (the service's, or a partition's).
+    pub async fn pointer(&self, ns: &str) -> redis::RedisResult<Option<String>> {
+        redis::cmd("GET").arg(slot_key(ns, "active")).query_async(&mut self.con.clone()).await
+    }
+
+    /// Deletes the active pointers of partitioned state (some partition's is gone with its
+    /// shard): every live commit stops, as when the whole state is lost, until it is rebuilt.
+    pub async fn drop_pointers(&self, ns: &str) -> redis::RedisResult<()> {
+        let mut con = self.con.clone();
+        for n in self.namespaces(ns).iter().chain([&namespace(&self.service, 0)]) {
+            let _: () = redis::cmd("DEL").arg(slot_key(n, "active")).query_async(&mut con).await?;
+        }
+        Ok(())
     }
 
     pub async fn applied(&self, ns: &str, partition: u32) -> redis::RedisResult<u64> {
-        let v: Option<u64> = redis::cmd("GET").arg(applied_key(ns, partition)).query_async(&mut self.con.clone()).await?;
+        let key = applied_key(&self.partition_ns(ns, partition), partition);
+        let v: Option<u64> = redis::cmd("GET").arg(key).query_async(&mut self.con.clone()).await?;
         Ok(v.unwrap_or(0))
     }
 
     /// Runs the commit script (see [`COMMIT_SCRIPT`]); waits while a rebuild freezes commits.
+    /// Partitioned state: the ops go to their namespace's slot, one script each. A live commit
+    /// (`expected_active`) writes in `changes.ns` only, with the reads it checks; elsewhere it
+    /// may only note versions of event keys (`VMAX`, which keep the highest and are hints for
+    /// `expect = false`), committed after it. A rebuild's batch commits per partition.
     pub async fn commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
-        self.commit_prepared(self.prepare_commit(changes)).await
+        self.commit_prepared(self.prepare_commit(changes)?).await
     }
 
-    /// The commit of `changes` as the script's argument, made now: the overlay may change
-    /// before [`Store::commit_prepared`] runs it (a rebuild's next batch runs meanwhile).
-    pub fn prepare_commit(&self, changes: &Changes<'_>) -> String {
-        commit_args(&self.service, changes)
+    /// The commit of `changes` as the scripts' arguments, made now: the overlay may change
+    /// before [`Store::commit_prepared`] runs them (a rebuild's next batch runs meanwhile).
+    /// Refused when a live commit of partitioned state writes outside its partition.
+    pub fn prepare_commit(&self, changes: &Changes<'_>) -> redis::RedisResult<Prepared> {
+        let (ops, checks) = (commit_ops(changes.overlay), changes.overlay.type_checks());
+        let live = changes.expected_active.is_some();
+        if self.partitioned.is_none() {
+            let main = Some((changes.ns.to_string(), commit_args(&self.service, changes, &ops, &checks)));
+            return Ok(Prepared { main, side: Vec::new(), live });
+        }
+        let mut groups: BTreeMap<String, Part> = BTreeMap::new();
+        for op in ops {
+            groups.entry(namespace_of_stored(&op[1]).to_string()).or_default().0.push(op);
+        }
+        for check in checks {
+            groups.entry(namespace_of_stored(&check.0).to_string()).or_default().1.push(check);
+        }
+        let (main_ops, main_checks) = groups.remove(changes.ns).unwrap_or_default();
+        if let Some((ns, _)) = groups.iter().find(|(_, (ops, checks))| live && (!checks.is_empty() || ops.iter().any(|op| op[0] != "VMAX"))) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a commit of partitioned state writes outside its partition",
+                format!("{} and {ns}", changes.ns),
+            )));
+        }
+        let main = (live || !main_ops.is_empty()).then(|| (changes.ns.to_string(), commit_args(&self.service, changes, &main_ops, &main_checks)));
+        let none = Locks::new();
+        let side = groups
+            .iter()
+            .map(|(ns, (ops, checks))| {
+                let side = Changes { expected_active: changes.expected_active.map(|_| ns.as_str()), ns, guard: Guard::None, overlay: changes.overlay, owner: None, locked: &none };
+                (ns.clone(), commit_args(&self.service, &side, ops, checks))
+            })
+            .collect();
+        Ok(Prepared { main, side, live })
     }
 
-    /// Runs a commit made by [`Store::prepare_commit`].
-    pub async fn commit_prepared(&self, args: String) -> redis::RedisResult<Commit> {
+    /// Runs a commit made by [`Store::prepare_commit`]: its namespace's script, then, once that
+    /// applied, the other partitions' (version notes of a live commit, a rebuild's batch).
+    pub async fn commit_prepared(&self, prepared: Prepared) -> redis::RedisResult<Commit> {
+        let outcome = match &prepared.main {
+            Some((ns, args)) => self.commit_in(ns, args).await?,
+            None => Commit::Applied,
+        };
+        if outcome != Commit::Applied {
+            return Ok(outcome);
+        }
+        for (ns, args) in &prepared.side {
+            match self.commit_in(ns, args).await {
+                // A live commit's notes elsewhere are hints: the commit itself applied.
+                Err(e) if prepared.live => tracing::warn!(ns, error = %e, "could not note event versions in another partition"),
+                other => drop(other?),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One commit script on the slot of namespace `ns`.
+    async fn commit_in(&self, ns: &str, args: &str) -> redis::RedisResult<Commit> {
         let mut invocation = self.commit.prepare_invoke();
-        // KEYS[1] only routes the script to the service's slot on a cluster.
-        invocation.key(active_key(&self.service)).arg(args);
+        // KEYS[1] only routes the script to the namespace's slot on a cluster.
+        invocation.key(slot_key(ns, "active")).arg(args);
         loop {
             let (code, detail): (i64, String) = invocation.invoke_async(&mut self.con.clone()).await?;
             return Ok(match code {
@@ -545,8 +689,8 @@ impl Store {
     /// Checks that `reads` (script key → revision) are current in the active namespace `ns` and
     /// locks them for `owner`, `exclusive` of them exclusively (see [`LOCK_SCRIPT`]).
     pub async fn lock_reads(&self, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> redis::RedisResult<Commit> {
-        let args = lock_args(&self.service, ns, reads, exclusive, owner);
-        let (code, detail): (i64, String) = self.lock.key(active_key(&self.service)).arg(args).invoke_async(&mut self.con.clone()).await?;
+        let args = lock_args(ns, reads, exclusive, owner);
+        let (code, detail): (i64, String) = self.lock.key(slot_key(ns, "active")).arg(args).invoke_async(&mut self.con.clone()).await?;
         Ok(match code {
             1 => Commit::Applied,
             -3 => Commit::Stale(detail),
@@ -602,62 +746,95 @@ impl Store {
     /// write one of them announce it on the commits channel. Drops the marks past their
     /// deadline (here rather than in every commit).
     pub async fn watch(&self, keys: &[String], deadline_ms: u64) -> redis::RedisResult<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let watch = watch_key(&self.service);
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
-        let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
+        // Partitioned state: each key's mark is in its partition's slot, where its commits look.
+        let mut by_set: BTreeMap<String, Vec<&String>> = BTreeMap::new();
         for k in keys {
-            zadd.arg(deadline_ms).arg(k);
+            by_set.entry(slot_key(&self.key_ns(&namespace(&self.service, 0), k), "watch")).or_default().push(k);
         }
-        zadd.ignore();
-        pipe.query_async(&mut self.con.clone()).await
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        for (watch, keys) in by_set {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("ZREMRANGEBYSCORE").arg(&watch).arg("-inf").arg(format!("({now_ms}")).ignore();
+            let zadd = pipe.cmd("ZADD").arg(&watch).arg("GT");
+            for k in keys {
+                zadd.arg(deadline_ms).arg(k);
+            }
+            zadd.ignore();
+            let _: () = pipe.query_async(&mut self.con.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Makes commits to the active namespace wait for up to `ttl` while rebuilt namespace `ns`
     /// catches up with it (see rebuild.rs). Setting it again extends it.
+    /// (Partitioned state: each partition's freeze, set one after the other.)
     pub async fn freeze(&self, ns: &str, ttl: Duration) -> redis::RedisResult<()> {
-        redis::cmd("SET")
-            .arg(swap_freeze_key(&self.service))
-            .arg(ns)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.con.clone())
-            .await
+        for n in self.namespaces(ns) {
+            let _: () = redis::cmd("SET")
+                .arg(slot_key(&n, "swap-freeze"))
+                .arg(&n)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut self.con.clone())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Lifts the freeze of namespace `ns` (a swap lifts it by itself).
     pub async fn unfreeze(&self, ns: &str) -> redis::RedisResult<()> {
-        self.unfreeze.key(swap_freeze_key(&self.service)).arg(ns).invoke_async(&mut self.con.clone()).await
+        for n in self.namespaces(ns) {
+            let _: () = self.unfreeze.key(slot_key(&n, "swap-freeze")).arg(&n).invoke_async(&mut self.con.clone()).await?;
+        }
+        Ok(())
     }
 
     /// See [`SWAP_SCRIPT`]. Ok(None) when swapped, Ok(Some(p)) when partition p is still behind.
+    /// Partitioned state swaps partition by partition, each only if the new namespace has
+    /// applied at least what the old one had in that partition, then the service's pointer.
+    /// A partition swapped first is complete for itself; commits never span partitions.
     pub async fn swap(&self, old: Option<&str>, new: &str, partitions: u32) -> anyhow::Result<Option<u32>> {
-        let r: i64 = self
-            .swap
-            .key(active_key(&self.service))
-            .arg(active_key(&self.service))
-            .arg(old.unwrap_or(""))
-            .arg(new)
-            .arg(partitions)
-            .arg(swap_freeze_key(&self.service))
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        Ok(u32::try_from(r).ok())
+        let run = |pointer_ns: &str, old: &str, new: &str, range: (i64, i64), missing_ok: bool| {
+            let mut invocation = self.swap.prepare_invoke();
+            invocation
+                .key(slot_key(pointer_ns, "active"))
+                .arg(slot_key(pointer_ns, "active"))
+                .arg(old)
+                .arg(new)
+                .arg(partitions)
+                .arg(slot_key(pointer_ns, "swap-freeze"))
+                .arg(range.0)
+                .arg(range.1)
+                .arg(if missing_ok { "1" } else { "" });
+            invocation
+        };
+        let Some(_) = self.partitioned else {
+            let r: i64 = run(new, old.unwrap_or(""), new, (0, i64::from(partitions) - 1), false).invoke_async(&mut self.con.clone()).await?;
+            if r < 0 {
+                let _: () = redis::cmd("DEL").arg(service_key(&self.service, "partitioned")).query_async(&mut self.con.clone()).await?;
+            }
+            return Ok(u32::try_from(r).ok());
+        };
+        for p in 0..partitions {
+            let (from, to) = (old.map(|o| partition_namespace(o, p)).unwrap_or_default(), partition_namespace(new, p));
+            let r: i64 = run(&to, &from, &to, (i64::from(p), i64::from(p)), true).invoke_async(&mut self.con.clone()).await?;
+            if let Ok(behind) = u32::try_from(r) {
+                return Ok(Some(behind));
+            }
+        }
+        let _: i64 = run(new, old.unwrap_or(""), new, (0, -1), true).invoke_async(&mut self.con.clone()).await?;
+        let _: () = redis::cmd("SET").arg(service_key(&self.service, "partitioned")).arg(partitions).query_async(&mut self.con.clone()).await?;
+        Ok(None)
     }
 
-    /// All keys matching `pattern` (a full Redis glob of this service's keys), by SCAN of the
-    /// node that holds the service's slot.
+    /// All keys matching `pattern` (a full Redis glob of one namespace's keys), by SCAN of the
+    /// node that holds the namespace's slot.
     pub async fn scan(&self, pattern: &str, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut con = self.con.clone();
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                self.scan.key(active_key(&self.service)).arg(cursor).arg(pattern).invoke_async(&mut con).await?;
+            let (next, keys): (u64, Vec<String>) = self.scan.key(pattern).arg(cursor).arg(pattern).invoke_async(&mut con).await?;
             out.extend(keys);
             if next == 0 || out.len() >= limit {
                 break;
@@ -671,23 +848,31 @@ impl Store {
 
     /// Deletes every key of a namespace (a failed rebuild's leftovers, or a replaced namespace).
     pub async fn drop_namespace(&self, ns: &str) -> redis::RedisResult<usize> {
-        let keys = self.scan(&format!("{}:*", glob_escape(ns)), usize::MAX).await?;
         let mut con = self.con.clone();
-        for chunk in keys.chunks(500) {
-            let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut con).await?;
+        let mut dropped = 0;
+        for n in self.namespaces(ns) {
+            let keys = self.scan(&format!("{}:*", glob_escape(&n)), usize::MAX).await?;
+            for chunk in keys.chunks(500) {
+                let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut con).await?;
+            }
+            dropped += keys.len();
         }
-        Ok(keys.len())
+        Ok(dropped)
     }
 
     /// The script's keys of a namespace and their values (strings JSON-decoded where they are
     /// JSON, hashes as objects, lists as arrays, sets sorted), for `superclient dump` and tests.
+    /// Partitioned state: the keys of every partition, together.
     pub async fn dump(&self, ns: &str) -> redis::RedisResult<BTreeMap<String, serde_json::Value>> {
-        let prefix = format!("{ns}:");
-        let keys = self.scan(&format!("{}*", glob_escape(&prefix)), usize::MAX).await?;
+        let mut keys = Vec::new();
+        for n in self.namespaces(ns) {
+            keys.extend(self.scan(&format!("{}:*", glob_escape(&n)), usize::MAX).await?);
+        }
         let mut con = self.con.clone();
         let mut out = BTreeMap::new();
         for full in keys {
-            let Some(key) = script_name(&full[prefix.len()..]).map(str::to_string) else { continue };
+            let stored = &full[namespace_of_stored(&full).len() + 1..];
+            let Some(key) = script_name(stored).map(str::to_string) else { continue };
             let kind: String = redis::cmd("TYPE").arg(&full).query_async(&mut con).await?;
             let value = match kind.as_str() {
                 "string" => {

@@ -42,7 +42,7 @@ pub fn install(lua: &Lua) -> LResult<()> {
             declaration.insert("service".into(), name.clone().into());
             let declaration: Declaration = serde_json::from_value(serde_json::Value::Object(declaration)).map_err(|e| {
                 mlua::Error::runtime(format!(
-                    "bus:register({name:?}, declaration): {e}; the fields are appends, env, sensitive, mints_tokens, http (see superclient/README.md)"
+                    "bus:register({name:?}, declaration): {e}; the fields are appends, env, sensitive, mints_tokens, http, state (see superclient/README.md)"
                 ))
             })?;
             declaration.validate().map_err(|e| mlua::Error::runtime(format!("bus:register({name:?}, declaration): {e}")))?;

@@ -127,13 +127,21 @@ fn redis_store(lua: &Lua) -> LResult<Store> {
 
 /// Moves a route's call to the active namespace if a rebuild swapped one in and the call has
 /// written nothing but notes of versions (the rebuilt state holds the same events; the call's
-/// own writes would pin it to the state they were decided on). Returns the namespace moved to.
-async fn follow_swap(lua: &Lua, what: &str, store: &Store) -> LResult<Option<String>> {
-    let Ok(Some(active)) = store.active().await else { return Ok(None) };
+/// own writes would pin it to the state they were decided on). `read`: the namespace a read
+/// found inactive, whose own pointer says where its slot's state is now (a partition of
+/// partitioned state swaps before the service's pointer moves); else the service's pointer
+/// is followed. Returns the namespace to read now (`read`'s, moved).
+async fn follow_swap(lua: &Lua, what: &str, store: &Store, read: Option<&str>) -> LResult<Option<String>> {
+    let pointer = match read {
+        Some(ns) => store.pointer(ns).await,
+        None => store.active().await,
+    };
+    let Ok(Some(active)) = pointer else { return Ok(None) };
+    let generation = state::generation_of(&active);
     with_call(lua, what, |c| {
-        let moved = c.mode == Mode::Route && c.ns != active && c.overlay.move_version_notes(&state::versions_key(&active));
+        let moved = c.mode == Mode::Route && state::generation_of(&c.ns) != generation && c.overlay.move_version_notes(generation);
         if moved {
-            c.ns = active.clone();
+            c.ns = state::regenerate(&c.ns, generation);
         }
         Ok(moved.then_some(active))
     })
@@ -169,7 +177,12 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
         };
     }
     let store = redis_store(lua)?;
-    let (mode, ns) = with_call(lua, what, |c| Ok((c.mode, c.ns.clone())))?;
+    let mode = with_call(lua, what, |c| Ok(c.mode))?;
+    // The namespace of the key read (the call's, or the key's partition's).
+    let ns = match cmd.args_iter().nth(1) {
+        Some(::redis::Arg::Simple(key)) => state::namespace_of_stored(&String::from_utf8_lossy(key)).to_string(),
+        _ => with_call(lua, what, |c| Ok(c.ns.clone()))?,
+    };
     let not_active = |ns: &str| format!("the state {ns} is not the active one (Redis lost it, or a rebuild is running or swapped another in); retry");
     let depends = depends.filter(|_| mode.serializable());
     let revisions = depends.map(|d| d.revisions()).unwrap_or_default();
@@ -177,7 +190,7 @@ async fn read<T: ::redis::FromRedisValue>(lua: &Lua, what: &str, cmd: &::redis::
         Mode::Rebuild => cmd.query_async(&mut store.con.clone()).await.map(|v| (v, Vec::new())),
         _ => match store.read(&ns, cmd, &revisions).await {
             Ok(Some(v)) => Ok(v),
-            Ok(None) => match follow_swap(lua, what, &store).await? {
+            Ok(None) => match follow_swap(lua, what, &store, Some(&ns)).await? {
                 Some(active) => {
                     // Reads of the old state say nothing of the new one.
                     with_call(lua, what, |c| {

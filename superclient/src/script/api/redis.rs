@@ -36,12 +36,13 @@ fn parse_int(s: &str, what: &str) -> LResult<i64> {
     s.trim().parse::<i64>().map_err(|_| mlua::Error::runtime(format!("{what}: the value {s:?} is not an integer")))
 }
 
-/// Resolves a script key to its full name in the call's namespace.
+/// Resolves a script key to its full name in the call's namespace (its partition's, when the
+/// state is partitioned: a handler reaching another partition's key fails here).
 fn full_key(lua: &Lua, what: &str, key: &str) -> LResult<String> {
     state::check_user_key(key).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     with_call(lua, what, |call| match call.mode {
         Mode::Load => err(format!("{what}: redis is not available while the script loads; use it in handlers and routes")),
-        _ => Ok(state::script_key(&call.ns, key)),
+        _ => call.key_namespace(key).map(|ns| state::script_key(&ns, key)).map_err(|e| mlua::Error::runtime(format!("{what}: {e}"))),
     })
 }
 
@@ -167,33 +168,39 @@ fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
         "keys",
         lua.create_async_function(|lua, values: MultiValue| async move {
             let pattern: String = args(&lua, values, "redis:keys")?;
-            let ns = with_call(&lua, "redis:keys", |c| match c.mode {
+            // Partitioned state: a handler's partition, or a route's every partition.
+            let namespaces = with_call(&lua, "redis:keys", |c| match c.mode {
                 Mode::Load => err("redis:keys: redis is not available while the script loads"),
-                _ => Ok(c.ns.clone()),
+                _ => Ok(match c.partitions.filter(|_| state::namespace_partition(&c.ns).is_none()) {
+                    Some(n) => (0..n).map(|p| state::partition_namespace(&c.ns, p)).collect(),
+                    None => vec![c.ns.clone()],
+                }),
             })?;
             const LIMIT: usize = 10_000;
-            let prefix = format!("{ns}:");
             // Stored names of script keys: as they are, or escaped with `~` (state::script_key).
             let mut found = Vec::new();
-            for stored_pattern in [pattern.clone(), format!("~{pattern}")] {
-                let glob = format!("{}{stored_pattern}", state::glob_escape(&prefix));
-                if let Some(offline) = offline(&lua) {
-                    found.extend(offline.state.lock().scan(&glob));
-                    continue;
+            for ns in &namespaces {
+                let prefix = format!("{ns}:");
+                for stored_pattern in [pattern.clone(), format!("~{pattern}")] {
+                    let glob = format!("{}{stored_pattern}", state::glob_escape(&prefix));
+                    if let Some(offline) = offline(&lua) {
+                        found.extend(offline.state.lock().scan(&glob));
+                        continue;
+                    }
+                    match redis_store(&lua)?.scan(&glob, LIMIT + 1).await {
+                        Ok(k) => found.extend(k),
+                        Err(e) => return infra(&lua, "redis:keys", e),
+                    }
                 }
-                match redis_store(&lua)?.scan(&glob, LIMIT + 1).await {
-                    Ok(k) => found.extend(k),
-                    Err(e) => return infra(&lua, "redis:keys", e),
+                // SCAN cannot join a transaction: look at the active namespace after it instead.
+                read::<redis::Value>(&lua, "redis:keys", redis::cmd("EXISTS").arg(&prefix), None).await?;
+                if found.len() > LIMIT {
+                    return err(format!("redis:keys({pattern:?}) matches more than {LIMIT} keys; use a narrower pattern or a hash"));
                 }
-            }
-            // SCAN cannot join a transaction: look at the active namespace after it instead.
-            read::<redis::Value>(&lua, "redis:keys", redis::cmd("EXISTS").arg(&prefix), None).await?;
-            if found.len() > LIMIT {
-                return err(format!("redis:keys({pattern:?}) matches more than {LIMIT} keys; use a narrower pattern or a hash"));
             }
             let mut keys: BTreeSet<String> = found
                 .iter()
-                .filter_map(|k| state::script_name(&k[prefix.len()..]))
+                .filter_map(|k| state::script_name(&k[state::namespace_of_stored(k).len() + 1..]))
                 .filter(|k| state::glob_match(&pattern, k))
                 .map(str::to_string)
                 .collect();

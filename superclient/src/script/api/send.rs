@@ -192,12 +192,12 @@ pub fn note_receipt(call: &mut Call, receipt: &Receipt) {
 
 /// Remembers that `key` has reached `version` (the commit keeps the maximum).
 pub fn note_version(call: &mut Call, key: &str, version: u64) {
-    let full = state::versions_key(&call.ns);
+    let full = state::versions_key(&call.versions_namespace(key));
     call.overlay.note_version(&full, key, version);
 }
 
 async fn known_version(lua: &Lua, key: &str) -> LResult<Option<u64>> {
-    let (full, buffered) = with_call(lua, "bus:send", |call| Ok((state::versions_key(&call.ns), call.overlay.known_version(key))))?;
+    let (full, buffered) = with_call(lua, "bus:send", |call| Ok((state::versions_key(&call.versions_namespace(key)), call.overlay.known_version(key))))?;
     let stored: Option<u64> = read(lua, "bus:send: reading the known version", ::redis::cmd("HGET").arg(&full).arg(key), None).await?;
     Ok(match (stored, buffered) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -214,11 +214,12 @@ async fn lock_reads(lua: &Lua, what: &str) -> LResult<()> {
     // reads exclusively.
     let (ns, owner, (reads, exclusive), sent) = with_call(lua, what, |c| {
         let owner = c.owner.get_or_insert_with(|| format!("{}/{}", shared_name(lua), uuid::Uuid::now_v7().simple())).clone();
-        Ok((c.ns.clone(), owner, c.lock_request(true), c.sent))
+        Ok((c.commit_namespace(true), owner, c.lock_request(true), c.sent))
     })?;
     if reads.is_empty() {
         return Ok(());
     }
+    let ns = ns.map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     let store = redis_store(lua)?;
     match store.lock_reads_waiting(&ns, &reads, &exclusive, &owner).await {
         Ok(Commit::Applied) => with_call(lua, what, |c| {

@@ -1,6 +1,8 @@
 //! `bus:wait(timeout_ms, fn)`, routes only: read-your-writes. Calls `fn` until it returns true
 //! (then true) or the timeout passes (false). The script keys `fn` read are marked as watched
-//! (`sequent:{<svc>}:watch`); commits that write one of them announce it and wake the waiter,
+//! (`sequent:{<svc>}:watch`, or the key's partition's `sequent:{<svc>.<p>}:watch` with
+//! partitioned state, beside the commits that write it); commits that write one of them
+//! announce it on the service's channel and wake the waiter,
 //! whichever instance committed. A one-second re-check covers an announcement lost while the
 //! Redis subscription reconnects.
 //!
@@ -52,7 +54,7 @@ async fn wait_for(lua: &Lua, values: MultiValue) -> LResult<bool> {
     loop {
         // A rebuild may swap the state in while we wait: read the active one (a call with
         // buffered writes keeps its namespace; its commit will notice the swap).
-        follow_swap(&lua, "bus:wait", &store).await?;
+        follow_swap(&lua, "bus:wait", &store, None).await?;
         with_call(&lua, "bus:wait", |c| {
             c.watching = Some(Vec::new());
             Ok(())
@@ -100,7 +102,7 @@ async fn wait_for(lua: &Lua, values: MultiValue) -> LResult<bool> {
 async fn end_serializable_section(lua: &Lua, store: &crate::state::Store) -> LResult<()> {
     let (ns, owner, locked) = with_call(lua, "bus:wait", |c| {
         c.overlay.forget_reads();
-        Ok((c.ns.clone(), c.owner.clone(), std::mem::take(&mut c.locked)))
+        Ok((c.locks_namespace(), c.owner.clone(), std::mem::take(&mut c.locked)))
     })?;
     if let Some(owner) = owner {
         if let Err(e) = store.unlock(&ns, &owner, &locked).await {

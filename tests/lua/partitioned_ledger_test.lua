@@ -1,0 +1,37 @@
+-- superclient test tests/lua/partitioned_ledger.lua: the partition rules of state =
+-- "partitioned", without servers (acct-1 and acct-0 are in different partitions).
+
+test("entries apply per key, in the key's partition", function()
+    given("Entered", "acct-1", { amount = 5 })
+    given("Entered", "acct-1", { amount = 2 })
+    expect_state("balance:{acct-1}", 7)
+    expect_state("acct-1", { entries = 2 })
+    local status, body = request("GET", "/balance/acct-1")
+    expect_equal(status, 200)
+    expect_equal(body.balance, 7)
+end)
+
+test("a route reads several partitions, and commits in one", function()
+    given("Entered", "acct-1", { amount = 1 })
+    given("Entered", "acct-0", { amount = 2 })
+    local status, body = request("GET", "/total?keys=acct-0,acct-1")
+    expect_equal(status, 200)
+    expect_equal(body.total, 3)
+    expect_equal(body.keys, 2)
+    expect_equal(request("POST", "/audit/acct-1"), 200)
+    expect_state("audited:{acct-1}", 1)
+end)
+
+test("a route writing two partitions fails, naming them, and writes nothing", function()
+    given("Entered", "acct-1", { amount = 1 })
+    local ok, err = pcall(request, "POST", "/copy/acct-1/acct-0")
+    assert(not ok and err:find("two partitions"), err)
+    expect_state("audited:{acct-0}", nil)
+    expect_state("audited:{acct-1}", nil)
+end)
+
+test("a handler reaching another partition's key fails, naming both", function()
+    local ok, err = pcall(given, "Entered", "acct-1", { amount = 1, reach = "acct-0" })
+    assert(not ok and err:find("is in partition 15") and err:find("runs for partition 12"), err)
+    expect_state("balance:{acct-0}", nil)
+end)
