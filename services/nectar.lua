@@ -17,8 +17,12 @@
 -- (its rebuild handlers only fold nectar's own events; transfers completed before nectar
 -- existed earn nothing), so adding it changes nothing that happened before.
 -- The declaration: what the platform derives this service's rights from (superclient/README.md).
+-- Its state is partitioned (superclient/README.md, "Redis Cluster"): an account's points sit in
+-- the slot of its nectar key's partition, so on a Redis Cluster nectar's partitions spread over
+-- the shards. Each key carries its nectar key as hash tag: `points:{nectar-<account id>}`.
 bus:register("nectar", {
   appends = { "NectarCredit", "NectarDebit", "AccountCredited" },
+  state = "partitioned",
 })
 
 local EARN_OVER, EARN_PERCENT = 10000, 10
@@ -27,9 +31,10 @@ local MAX_BALANCE = 100000000000
 
 local function is_account_id(s) return type(s) == "string" and #s <= 64 and s:match("^acc%-[0-9a-f]+$") ~= nil end
 
--- Projection: points:<account id> {account_id, points, version}.
+-- Projection: points:{nectar-<account id>} {account_id, points, version}.
+local function points_key(account) return "points:{nectar-" .. account .. "}" end
 local function apply_points(event_type, key, correlation, data, meta)
-  redis:set("points:" .. data.account_id, { account_id = data.account_id, points = data.points_balance, version = meta.version })
+  redis:set(points_key(data.account_id), { account_id = data.account_id, points = data.points_balance, version = meta.version })
 end
 bus:add_event_listener("NectarCredit", apply_points, { rebuild = true })
 bus:add_event_listener("NectarDebit", apply_points, { rebuild = true })
@@ -70,7 +75,8 @@ bus:add_event_listener("TransferCompleted", function(event_type, key, correlatio
 end, { rerun_on_conflict = true })
 
 bus:add_route("/points/{account}", "GET", function(method, path, params)
-  local p = redis:get("points:" .. params.account)
+  if not is_account_id(params.account) then return problem(HTTP_BAD_REQUEST, "invalid account", "Not an account id: " .. params.account) end
+  local p = redis:get(points_key(params.account))
   return HTTP_OK, { account_id = params.account, points = p and p.points or 0 }
 end)
 
@@ -81,9 +87,9 @@ local MAX_ACCOUNTS = 100
 bus:add_route("/points", "GET", function(method, path, params, body, query)
   local out = json.array {}
   for id in (query.accounts or ""):gmatch("[^,]+") do
-    if not is_account_id(id) then return HTTP_BAD_REQUEST, { error = "not an account id: " .. id } end
-    if #out == MAX_ACCOUNTS then return HTTP_BAD_REQUEST, { error = "at most " .. MAX_ACCOUNTS .. " accounts" } end
-    local p = redis:get("points:" .. id)
+    if not is_account_id(id) then return problem(HTTP_BAD_REQUEST, "invalid account", "Not an account id: " .. id) end
+    if #out == MAX_ACCOUNTS then return problem(HTTP_BAD_REQUEST, "invalid request", "At most " .. MAX_ACCOUNTS .. " accounts.") end
+    local p = redis:get(points_key(id))
     out[#out + 1] = { account_id = id, points = p and p.points or 0, version = p and p.version }
   end
   return HTTP_OK, { accounts = out }
