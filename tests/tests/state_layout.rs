@@ -40,7 +40,7 @@ async fn balance(api: &Api, token: &str, account: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_bank_runs_on_a_redis_cluster_each_service_in_one_slot_spread_over_the_masters() {
+async fn the_bank_runs_on_a_redis_cluster_its_services_and_nectars_partitions_spread_over_the_masters() {
     let _serial = serial().await;
     let cluster = sequent_tests::redis_cluster().await.expect("a three-master Redis Cluster starts");
     let mut bank = Bank::start(&[], &[]).await;
@@ -50,7 +50,9 @@ async fn the_bank_runs_on_a_redis_cluster_each_service_in_one_slot_spread_over_t
         bank.add(service, &format!("{service}-1"), &[]).await;
     }
     bank.add("accounts", "accounts-2", &[]).await;
-    for service in ["accounts", "transfers"] {
+    // nectar's state is partitioned: one slot per partition.
+    bank.add("nectar", "nectar-1", &[]).await;
+    for service in ["accounts", "transfers", "nectar"] {
         bank.wait_owned(service).await;
     }
     let api = bank.api();
@@ -71,8 +73,13 @@ async fn the_bank_runs_on_a_redis_cluster_each_service_in_one_slot_spread_over_t
     for service in BANK {
         assert_eq!(masters_of.get(service).map(BTreeSet::len), Some(1), "{service}'s keys are on one master: {masters_of:?}");
     }
-    let used: BTreeSet<usize> = masters_of.values().flatten().copied().collect();
+    let used: BTreeSet<usize> = masters_of.iter().filter(|(tag, _)| !tag.starts_with("nectar.")).flat_map(|(_, m)| m.iter().copied()).collect();
     assert_eq!(used.len(), 3, "the services spread over the three masters: {masters_of:?}");
+    let nectar: Vec<_> = masters_of.iter().filter(|(tag, _)| tag.starts_with("nectar.")).collect();
+    assert_eq!(nectar.len(), 16, "each of nectar's partitions has its own tag: {masters_of:?}");
+    assert!(nectar.iter().all(|(_, m)| m.len() == 1), "each partition's keys are on one master: {nectar:?}");
+    let nectar_masters: BTreeSet<usize> = nectar.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    assert_eq!(nectar_masters.len(), 3, "one service's partitions spread over the three masters: {nectar:?}");
 
     // `bus:wait` (read-your-writes answers) is woken by the commits that write a watched key:
     // the commit script on accounts' master announces it, and a subscriber on another master
