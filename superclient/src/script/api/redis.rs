@@ -4,7 +4,7 @@
 //! the commit checks (serializable handler and route state).
 
 use super::{args, err, infra, offline, read, redis_store, with_call, LResult};
-use crate::script::convert::{lua_to_json, stored_to_lua};
+use crate::script::convert::{lua_to_json_text, stored_to_lua};
 use crate::script::Mode;
 use crate::state::{self, StrView};
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
@@ -25,7 +25,7 @@ fn encode(value: &Value, what: &str) -> LResult<String> {
     if value.is_nil() {
         return err(format!("{what}: the value is nil (use redis:del to remove a key)"));
     }
-    lua_to_json(value).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
+    lua_to_json_text(value).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
 }
 
 fn decode(lua: &Lua, s: &str) -> LResult<Value> {
