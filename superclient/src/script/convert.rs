@@ -13,6 +13,13 @@ pub fn lua_to_json(value: &Value) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("the value cannot be written as JSON: {e}"))
 }
 
+/// [`lua_to_json`] as text, written straight from the Lua value (no `serde_json::Value`
+/// between): what `redis:set` stores, `json.encode` returns, `log:*` writes.
+pub fn lua_to_json_text(value: &Value) -> Result<String, String> {
+    serde_json::to_string(&value.to_serializable().sort_keys(true).deny_unsupported_types(true).deny_recursive_tables(true))
+        .map_err(|e| format!("the value cannot be written as JSON: {e}"))
+}
+
 /// An event as the Lua table scripts see from `bus:last_event` and `bus:events_after`.
 pub fn event_table(lua: &Lua, event: &Event) -> mlua::Result<Table> {
     let t = lua.create_table()?;

@@ -15,7 +15,7 @@
 //!   client reconnects and re-reads. The server pings every 20 s.
 
 use crate::runtime::Service;
-use crate::script::convert::{handler_args, lua_to_json, Delivery};
+use crate::script::convert::{handler_args, lua_to_json_text, Delivery};
 use crate::script::{live_topics, CallError, Mode};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use mlua::{Table, Value};
@@ -129,7 +129,7 @@ async fn connect(svc: &Arc<Service>, o: &Opening) -> Result<Decision, String> {
                 let m = m?;
                 first.push(match &m {
                     Value::String(s) => s.to_str()?.to_string(),
-                    _ => lua_to_json(&m).map_err(mlua::Error::runtime)?.to_string(),
+                    _ => lua_to_json_text(&m).map_err(mlua::Error::runtime)?,
                 });
             }
         }

@@ -2,7 +2,7 @@
 //! the `HTTP_*` status constants and `problem` (an error answer).
 
 use super::{args, err, LResult};
-use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::script::convert::{json_to_lua, lua_to_json_text};
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
 use std::sync::Arc;
 
@@ -187,7 +187,7 @@ fn install_json(lua: &Lua) -> LResult<()> {
         "encode",
         lua.create_function(|lua, values: MultiValue| {
             let value: Value = args(lua, values, "json.encode")?;
-            lua_to_json(&value).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("json.encode: {e}")))
+            lua_to_json_text(&value).map_err(|e| mlua::Error::runtime(format!("json.encode: {e}")))
         })?,
     )?;
     json.raw_set(
@@ -240,7 +240,7 @@ fn install_log(lua: &Lua) -> LResult<()> {
                 parts.push(match v {
                     Value::String(s) => s.to_string_lossy(),
                     Value::Integer(_) | Value::Number(_) | Value::Boolean(_) => v.to_string()?,
-                    Value::Table(_) => lua_to_json(v).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("log:{level}: {e}")))?,
+                    Value::Table(_) => lua_to_json_text(v).map_err(|e| mlua::Error::runtime(format!("log:{level}: {e}")))?,
                     other => return err(format!("log:{level}: cannot log a {} (log strings, numbers, booleans or tables)", other.type_name())),
                 });
             }

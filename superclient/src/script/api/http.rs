@@ -2,7 +2,7 @@
 //! the membership bucket; in process when this process runs that service).
 
 use super::{args, err, infra, shared, LResult};
-use crate::script::convert::{json_to_lua, lua_to_json};
+use crate::script::convert::{json_to_lua, lua_to_json_text};
 use mlua::{Lua, MultiValue, Table, Value};
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ fn outgoing(method: &str, body: Value, opts: Option<&Table>, what: &str) -> LRes
         Value::Nil => None,
         Value::String(s) => Some((s.as_bytes().to_vec(), "text/plain; charset=utf-8")),
         Value::Table(_) => Some((
-            lua_to_json(&body).map_err(|e| mlua::Error::runtime(format!("{what}: body: {e}")))?.to_string().into_bytes(),
+            lua_to_json_text(&body).map_err(|e| mlua::Error::runtime(format!("{what}: body: {e}")))?.into_bytes(),
             "application/json",
         )),
         other => return err(format!("{what}: the body must be a table (sent as JSON), a string or nil, not a {}", other.type_name())),

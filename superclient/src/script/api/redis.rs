@@ -4,7 +4,7 @@
 //! the commit checks (serializable handler and route state).
 
 use super::{args, err, infra, offline, read, redis_store, with_call, LResult};
-use crate::script::convert::{lua_to_json, stored_to_lua};
+use crate::script::convert::{lua_to_json_text, stored_to_lua};
 use crate::script::Mode;
 use crate::state::{self, StrView};
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
@@ -25,7 +25,7 @@ fn encode(value: &Value, what: &str) -> LResult<String> {
     if value.is_nil() {
         return err(format!("{what}: the value is nil (use redis:del to remove a key)"));
     }
-    lua_to_json(value).map(|j| j.to_string()).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
+    lua_to_json_text(value).map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))
 }
 
 fn decode(lua: &Lua, s: &str) -> LResult<Value> {
@@ -68,27 +68,46 @@ fn sequence(lua: &Lua, items: impl IntoIterator<Item = String>) -> LResult<Table
     Ok(t)
 }
 
+/// `redis:get`: what the call's overlay decides is answered by a plain function, and only
+/// the rest by the async one that reads Redis: a rebuild's reads are mostly of keys it wrote,
+/// and an async call costs more than the lookup.
+const GET: &str = r#"
+local decided, stored = ...
+return function(...)
+  local known, value = decided(...)
+  if known then return value end
+  return stored(...)
+end
+"#;
+
 fn install_strings(lua: &Lua, r: &Table) -> LResult<()> {
-    r.raw_set(
-        "get",
-        lua.create_async_function(|lua, values: MultiValue| async move {
-            let key: String = args(&lua, values, "redis:get")?;
-            let full = full_key(&lua, "redis:get", &key)?;
-            let view = overlay(&lua, "redis:get", |o| Ok(o.string(&key)))?;
-            match view {
-                StrView::Local(v) => v.map_or(Ok(Value::Nil), |v| decode(&lua, &v)),
-                StrView::Over(d) => {
-                    let base: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
-                    let base = base.map(|b| parse_int(&b, "redis:get")).transpose()?.unwrap_or(0);
-                    Ok(Value::Integer(base + d))
-                }
-                StrView::Stored => {
-                    let v: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
-                    v.map_or(Ok(Value::Nil), |v| decode(&lua, &v))
-                }
+    let decided = lua.create_function(|lua, values: MultiValue| {
+        let key: String = args(lua, values, "redis:get")?;
+        full_key(lua, "redis:get", &key)?;
+        match overlay(lua, "redis:get", |o| Ok(o.string(&key)))? {
+            StrView::Local(v) => Ok((true, v.map_or(Ok(Value::Nil), |v| decode(lua, &v))?)),
+            _ => Ok((false, Value::Nil)),
+        }
+    })?;
+    let stored = lua.create_async_function(|lua, values: MultiValue| async move {
+        let key: String = args(&lua, values, "redis:get")?;
+        let full = full_key(&lua, "redis:get", &key)?;
+        let view = overlay(&lua, "redis:get", |o| Ok(o.string(&key)))?;
+        match view {
+            StrView::Local(v) => v.map_or(Ok(Value::Nil), |v| decode(&lua, &v)),
+            StrView::Over(d) => {
+                let base: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
+                let base = base.map(|b| parse_int(&b, "redis:get")).transpose()?.unwrap_or(0);
+                Ok(Value::Integer(base + d))
             }
-        })?,
-    )?;
+            StrView::Stored => {
+                let v: Option<String> = read(&lua, "redis:get", redis::cmd("GET").arg(&full), Some(state::Depends::Key(&key))).await?;
+                v.map_or(Ok(Value::Nil), |v| decode(&lua, &v))
+            }
+        }
+    })?;
+    let get: mlua::Function = lua.load(GET).set_name("=redis:get").call((decided, stored))?;
+    r.raw_set("get", get)?;
     r.raw_set(
         "set",
         lua.create_function(|lua, values: MultiValue| {

@@ -3,7 +3,7 @@
 
 use super::{args, err, registering, shared, with_call, LResult};
 use crate::hub::HubOp;
-use crate::script::convert::lua_to_json;
+use crate::script::convert::lua_to_json_text;
 use crate::script::handlers::Handlers;
 use crate::script::live_topics::LiveTopics;
 use crate::script::Mode;
@@ -111,7 +111,7 @@ pub fn install(lua: &Lua, bus: &Table) -> LResult<()> {
             let (topics, message): (Value, Value) = args(lua, values, "bus:push")?;
             let topics = string_list(topics, "bus:push topics")?;
             let message = match &message {
-                Value::Table(_) => lua_to_json(&message).map_err(|e| mlua::Error::runtime(format!("bus:push: {e}")))?.to_string(),
+                Value::Table(_) => lua_to_json_text(&message).map_err(|e| mlua::Error::runtime(format!("bus:push: {e}")))?,
                 Value::String(s) => s.to_str()?.to_string(),
                 other => return err(format!("bus:push: the message must be a table (sent as JSON) or a string, not a {}", other.type_name())),
             };
