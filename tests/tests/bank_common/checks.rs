@@ -186,6 +186,9 @@ pub async fn check_checkpoints(bank: &Bank, events: &[Stored]) -> usize {
     for service in services {
         let active: String = redis::cmd("GET").arg(format!("sequent:{{{service}}}:active")).query_async(&mut redis).await.unwrap();
         for p in 0..16u32 {
+            // Partitioned state (nectar): each partition has its own pointer and checkpoint.
+            let own: Option<String> = redis::cmd("GET").arg(format!("sequent:{{{service}.{p}}}:active")).query_async(&mut redis).await.unwrap();
+            let active = own.unwrap_or_else(|| active.clone());
             let info = stream.consumer_info(subjects::consumer_name(service, p)).await.unwrap();
             // Filters are `ev.<p>.*.<type>`.
             let filters = if info.config.filter_subjects.is_empty() { vec![info.config.filter_subject.clone()] } else { info.config.filter_subjects.clone() };
