@@ -39,6 +39,20 @@ async fn balance(api: &Api, token: &str, account: &str) -> i64 {
     v["balance_cents"].as_i64().unwrap()
 }
 
+/// Whether a commit announcement naming `watched` arrives within 10 s.
+async fn heard(announcements: &mut (impl futures::Stream<Item = redis::Msg> + Unpin), watched: &str) -> bool {
+    let wait = async {
+        while let Some(message) = announcements.next().await {
+            let keys: String = message.get_payload().unwrap();
+            if keys.split('\n').any(|k| k == watched) {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap_or(false)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bank_runs_on_a_redis_cluster_its_services_and_nectars_partitions_spread_over_the_masters() {
     let _serial = serial().await;
@@ -100,17 +114,7 @@ async fn the_bank_runs_on_a_redis_cluster_its_services_and_nectars_partitions_sp
     pubsub.subscribe("sequent:{accounts}:commits").await.unwrap();
     let mut announcements = pubsub.on_message();
     assert_eq!(api.deposit(&alice, &a, 100).await["balance_cents"], 1_050);
-    let heard = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(message) = announcements.next().await {
-            let keys: String = message.get_payload().unwrap();
-            if keys.split('\n').any(|k| k == watched) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(heard, Ok(true)), "the deposit's commit announces {watched} to a subscriber on another master");
+    assert!(heard(&mut announcements, &watched).await, "the deposit's commit announces {watched} to a subscriber on another master");
     drop(announcements);
 
     // The dump works through the cluster too (SCAN on the service's node).
@@ -356,17 +360,7 @@ async fn a_partitioned_service_spreads_over_the_masters_applies_each_event_once_
     let mut announcements = pubsub.on_message();
     stack.append_many("test", vec![("Entered".to_string(), key.to_string(), json!({ "amount": 1 }))], 1).await;
     *expected.get_mut(key).unwrap() += 1;
-    let heard = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(message) = announcements.next().await {
-            let keys: String = message.get_payload().unwrap();
-            if keys.split('\n').any(|k| k == watched) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(heard, Ok(true)), "the commit announces {watched}");
+    assert!(heard(&mut announcements, &watched).await, "the commit announces {watched}");
     drop(announcements);
     let (status, v) = waiting.await.unwrap();
     assert_eq!((status, &v["reached"]), (200, &json!(true)), "{v}");
