@@ -8,16 +8,23 @@ pub fn json_to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> 
     lua.to_value_with(value, options)
 }
 
+/// A Lua value as serde sees it: tables with sorted keys, no functions or userdata, no cycles.
+fn serializable(value: &Value) -> mlua::SerializableValue<'_> {
+    value.to_serializable().sort_keys(true).deny_unsupported_types(true).deny_recursive_tables(true)
+}
+
+fn unwritable(e: serde_json::Error) -> String {
+    format!("the value cannot be written as JSON: {e}")
+}
+
 pub fn lua_to_json(value: &Value) -> Result<serde_json::Value, String> {
-    serde_json::to_value(value.to_serializable().sort_keys(true).deny_unsupported_types(true).deny_recursive_tables(true))
-        .map_err(|e| format!("the value cannot be written as JSON: {e}"))
+    serde_json::to_value(serializable(value)).map_err(unwritable)
 }
 
 /// [`lua_to_json`] as text, written straight from the Lua value (no `serde_json::Value`
 /// between): what `redis:set` stores, `json.encode` returns, `log:*` writes.
 pub fn lua_to_json_text(value: &Value) -> Result<String, String> {
-    serde_json::to_string(&value.to_serializable().sort_keys(true).deny_unsupported_types(true).deny_recursive_tables(true))
-        .map_err(|e| format!("the value cannot be written as JSON: {e}"))
+    serde_json::to_string(&serializable(value)).map_err(unwritable)
 }
 
 /// An event as the Lua table scripts see from `bus:last_event` and `bus:events_after`.
