@@ -54,8 +54,10 @@ bus:add_event_listener("TransferCompleted", finished("completed"), { rebuild = t
 bus:add_event_listener("TransferFailed", finished("failed"), { rebuild = true })
 
 -- The destination was credited (completed) or the debit was reversed (failed). Both terminal
--- events expect version 1 of the transfer's key, so a redelivery cannot end it twice (the
--- conflict is then simply the proof that it already ended).
+-- events expect version 1 of the transfer's key, so a transfer ends once. A redelivered
+-- handler sends the same event id again, which the gateway answers as stored; a conflict
+-- would mean another event ended the transfer first, and the runtime logs it as a warning
+-- (no receipt listener: a listener would cost a Lua call per transfer for nothing to do).
 bus:add_event_listener("AccountCredited", function(event_type, key, correlation, data, meta)
   if not data.transfer_id then return end
   if data.reason == "transfer" then
@@ -69,13 +71,6 @@ bus:add_event_listener("AccountCredited", function(event_type, key, correlation,
       amount_cents = data.amount_cents, reason = data.failure or "credit refused",
     })
   end
-end)
-
-bus:add_receipt_listener("TransferCompleted", function(status, event_type, key, correlation, data, receipt)
-  if status == "conflict" then log:info(key .. " had already ended; nothing to do") end
-end)
-bus:add_receipt_listener("TransferFailed", function(status, event_type, key, correlation, data, receipt)
-  if status == "conflict" then log:info(key .. " had already ended; nothing to do") end
 end)
 
 local function view(t)
