@@ -10,7 +10,7 @@
 //! locks are released, and neither what it read before nor what the condition read is checked
 //! at its commit or before its next send.
 
-use super::{args, err, follow_swap, mode, offline, redis_store, shared, with_call, LResult};
+use super::{args, err, mode, offline, redis_store, shared, with_call, LResult};
 use crate::script::Mode;
 use crate::state::notify;
 use mlua::{Function, Lua, MultiValue, Table, Value};
@@ -52,9 +52,9 @@ async fn wait_for(lua: &Lua, values: MultiValue) -> LResult<bool> {
     end_serializable_section(&lua, &store).await?;
     let mut watched: Vec<String> = Vec::new();
     loop {
-        // A rebuild may swap the state in while we wait: read the active one (a call with
-        // buffered writes keeps its namespace; its commit will notice the swap).
-        follow_swap(&lua, "bus:wait", &store, None).await?;
+        // A rebuild may swap the state in while we wait: the condition's reads follow it (a
+        // read that finds its namespace inactive moves the call to the active one, unless the
+        // call has buffered writes; then its commit notices the swap).
         with_call(&lua, "bus:wait", |c| {
             c.watching = Some(Vec::new());
             Ok(())
