@@ -4,9 +4,10 @@
 //! keeping the messages it received in hand, in stream order. It takes what is in hand (up to
 //! `--batch` events, without waiting for more) and applies it as one batch
 //! ([`Service::apply_batch`]: handlers in order on one overlay, each one's sends published right
-//! after it, one commit with the checkpoint), then acks once: the consumer acks all earlier
-//! messages with the last (`AckAll`). Events at or below the checkpoint (redeliveries) are
-//! skipped and acked; events of a parked key are held behind it.
+//! after it, one commit with the checkpoint), then acks: the consumer acks all earlier
+//! messages with the last (`AckAll`), so one ack may cover several batches ([`late_ack`]).
+//! Events at or below the checkpoint (redeliveries) are skipped and acked; events of a parked
+//! key are held behind it.
 //!
 //! A failing event in the middle of a batch: the events before it commit and are acked; the
 //! failing one is retried in place with a doubling delay (the messages behind it wait in hand,
@@ -31,6 +32,7 @@
 //! worker took the partition, or run here by a batch that did not commit.
 
 use super::apply::{Outcome, Target};
+use super::late_ack::LateAck;
 use super::parking;
 use super::partition::{PartitionState, ReleaseRoutes};
 use crate::cluster::membership::owner;
@@ -134,6 +136,8 @@ struct Hand {
     /// Deliveries received after one that skipped ahead of `next_delivery`, held back until
     /// [`resync`] decides.
     stash: Vec<Message>,
+    /// Committed deliveries whose ack waits, to cover several batches with one.
+    late: LateAck<Message>,
 }
 
 impl Hand {
@@ -219,7 +223,17 @@ impl Hand {
             self.attempts.remove(&seq);
             self.ran.remove(&seq);
         }
-        if let Some(last) = msgs.last() {
+        if let Some(last) = msgs.into_iter().last() {
+            let now = tokio::time::Instant::now();
+            if self.late.hold(last, n, now) || self.late.due().is_some_and(|due| due <= now) {
+                self.flush_ack().await;
+            }
+        }
+    }
+
+    /// Sends the ack that waits, if any: before the consumer's state is read or handed on.
+    async fn flush_ack(&mut self) {
+        if let Some(last) = self.late.take() {
             if let Err(e) = last.ack().await {
                 tracing::warn!(error = %e, "ack failed; the redeliveries will be skipped by the checkpoint");
             }
@@ -257,6 +271,8 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         next_delivery: 1,
         resyncing: false,
         stash: Vec::new(),
+        // Half of the consumer's max_ack_pending (twice the batch, see app.rs).
+        late: LateAck::new(svc.opts.batch.max(1)),
     };
     let batch = svc.opts.batch.max(1);
     let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
@@ -264,6 +280,7 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         if *stop.borrow() {
             break;
         }
+        hand.flush_ack().await;
         let consumer = match svc.events_stream().await {
             Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -306,6 +323,7 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                 Worked::Stopped => break 'outer,
                 Worked::StreamFailed(e) => Some(e),
             };
+            let ack_due = hand.late.due();
             let failed = match failed {
                 Some(e) => Some(e),
                 None => tokio::select! {
@@ -324,6 +342,10 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                         Some(Err(e)) => Some(e.to_string()),
                         None => continue 'outer,
                     },
+                    _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                        hand.flush_ack().await;
+                        None
+                    }
                 },
             };
             if let Some(e) = failed {
@@ -343,6 +365,7 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
     }
     // Hand over: release the pin so the next owner starts now. What this worker received and did
     // not ack is delivered again to it: it finds the gap and resets the consumer (see `resync`).
+    hand.flush_ack().await;
     if let Ok(stream) = svc.events_stream().await {
         if let Err(e) = stream.unpin_consumer(&name, PIN_GROUP).await {
             tracing::debug!(partition, error = %e, "unpin failed (the pin may have moved already)");
@@ -367,6 +390,8 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
     let mut delay = Duration::from_millis(100);
     while !hand.messages.is_empty() || !hand.stash.is_empty() {
         if hand.messages.is_empty() {
+            // Resync compares with the ack floor: what we committed must be acked first.
+            hand.flush_ack().await;
             resync(svc, hand).await;
             continue;
         }
@@ -516,6 +541,7 @@ async fn resync(svc: &Service, hand: &mut Hand) {
 
 /// Waits `wait` before a retry, keeping what is in hand alive and taking what arrives.
 async fn pause(svc: &Service, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>, wait: Duration) -> Option<Worked> {
+    hand.flush_ack().await;
     let mut stop = stop.clone();
     let until = tokio::time::sleep(wait);
     tokio::pin!(until);
