@@ -16,8 +16,13 @@ fn main() -> anyhow::Result<()> {
     // At least 4 worker threads: a Lua call inside a C function (table.sort, a pattern match)
     // cannot yield until its time limit stops it, and on a 2-core machine two such calls would
     // otherwise hold every worker and stall the other requests.
+    // TOKIO_WORKER_THREADS, when set, decides instead (tokio reads it).
     let workers = std::thread::available_parallelism().map_or(4, |n| n.get()).max(4);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             None => app::run(&cli.scripts, cli.conn, cli.run).await,
