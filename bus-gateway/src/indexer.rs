@@ -1,71 +1,203 @@
 //! Keeps the correlation index: for every stored event, `ix.c.<correlation>` gets its stream
-//! sequence. A durable consumer shared by all gateways does the work; index writes carry a
-//! message id derived from the sequence, so redeliveries add nothing.
+//! sequence, with the message id `ix-<seq>` so that writing an entry again adds nothing.
+//!
+//! One durable consumer serves all gateways, pinned to one of them at a time (priority group,
+//! pinned-client policy; the others wait on standby and take over `PIN_TIMEOUT` after the
+//! pinned one stops pulling). The pinned gateway takes what has arrived (waiting up to
+//! `LINGER` after the first event, at most `MAX_BATCH`), writes the entries as one atomic
+//! batch (one reply) and acks the last event only (`AckAll`): about two NATS messages per
+//! event (its delivery and its entry) instead of four.
+//!
+//! An `AckAll` ack covers every earlier event, including any delivered to another gateway (a
+//! pin that moved while that one still held events, which JetStream does not rule out). So a
+//! gateway acks only past sequences it has indexed itself or that were acked already: when its
+//! deliveries leave a gap above what it knows is indexed, it re-reads the ack floor and
+//! indexes the rest of the gap from the stream. Two gateways indexing the same events write
+//! the same message ids, which the index stream absorbs within its duplicate window.
 
+use crate::store::{backoff, Store, INDEXER as CONSUMER, MAX_ATTEMPTS};
+use crate::jsapi::PublishOutcome;
 use crate::App;
-use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use futures::StreamExt;
-use sequent_protocol::subjects;
+use sequent_protocol::subjects::{self, PIN_GROUP};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
-use crate::store::INDEXER as CONSUMER;
-const CONCURRENCY: usize = 256;
+/// Entries written in one atomic batch (JetStream takes at most 1000).
+const MAX_BATCH: usize = 500;
+/// How long the first event of a batch waits for others: the index lags by about this much,
+/// and each batch costs two messages (its commit's reply, one ack) whatever its size.
+const LINGER: Duration = Duration::from_millis(20);
+/// A standby gateway takes over this long after the pinned one stopped pulling.
+const PIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pull requests expire well within `PIN_TIMEOUT`, so a live gateway keeps its pin.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
-struct Correlated {
-    correlation: String,
+struct Correlated<'a> {
+    #[serde(borrow)]
+    correlation: std::borrow::Cow<'a, str>,
 }
 
-pub async fn run(app: Arc<App>) -> anyhow::Result<()> {
+/// Indexes until `stop`, then finishes the batch in hand and hands the pin over.
+pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut restarted = false;
     loop {
-        if let Err(e) = index(&app).await {
-            tracing::warn!(error = %e, "correlation indexer stopped; restarting");
+        match index(&app.store, restarted, &mut stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "correlation indexer stopped; restarting"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        restarted = true;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = stopped(&mut stop) => return Ok(()),
+        }
     }
 }
 
-async fn index(app: &App) -> anyhow::Result<()> {
-    let consumer = app
-        .store
-        .events
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.into()),
-                description: Some("bus-gateway: correlation index".into()),
-                ack_policy: AckPolicy::Explicit,
-                max_ack_pending: 20_000,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
-    messages
-        .for_each_concurrent(CONCURRENCY, |msg| async move {
-            let Ok(msg) = msg else { return };
-            let Ok(info) = msg.info() else { return };
-            let seq = info.stream_sequence;
-            let Ok(c) = serde_json::from_slice::<Correlated>(&msg.payload) else {
-                tracing::error!(seq, "event without a readable correlation; not indexed");
-                let _ = msg.ack().await;
-                return;
-            };
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", format!("ix-{seq}").as_str());
-            let subject = subjects::correlation_index_subject(&c.correlation);
-            let stored = match app.store.js.publish_with_headers(subject, headers, seq.to_string().into()).await {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            if stored {
-                let _ = msg.ack().await;
-            }
-        })
-        .await;
-    anyhow::bail!("the indexer's message stream ended")
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
+fn consumer_config() -> pull::Config {
+    pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        description: Some("bus-gateway: correlation index".into()),
+        ack_policy: AckPolicy::All,
+        max_ack_pending: 20_000,
+        ack_wait: Duration::from_secs(30),
+        priority_policy: PriorityPolicy::PinnedClient,
+        priority_groups: vec![PIN_GROUP.into()],
+        priority_timeout: PIN_TIMEOUT,
+        ..Default::default()
+    }
+}
+
+async fn index(store: &Store, restarted: bool, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    let consumer = store.ack_all_consumer(consumer_config()).await?;
+    if restarted {
+        // Our previous pull stream may hold the pin: the new one would wait `PIN_TIMEOUT`.
+        let _ = store.events.unpin_consumer(CONSUMER, PIN_GROUP).await;
+    }
+    let mut upto = consumer.cached_info().ack_floor.stream_sequence;
+    let mut messages = consumer
+        .stream()
+        .group(PIN_GROUP)
+        .max_messages_per_batch(1000)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_EXPIRES / 3)
+        .messages()
+        .await?;
+    let mut pinned = false;
+    loop {
+        let first = tokio::select! {
+            m = messages.next() => m.ok_or_else(|| anyhow::anyhow!("the indexer's message stream ended"))??,
+            () = stopped(stop) => {
+                // Let a standby gateway take over now rather than after `PIN_TIMEOUT`.
+                if pinned {
+                    let _ = store.events.unpin_consumer(CONSUMER, PIN_GROUP).await;
+                }
+                return Ok(());
+            }
+        };
+        pinned = true;
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(msg)) => batch.push(msg?),
+                Ok(None) => anyhow::bail!("the indexer's message stream ended"),
+                Err(_) => break,
+            }
+        }
+        upto = index_batch(store, batch, upto).await?;
+    }
+}
+
+/// Indexes the delivered events above `upto` (everything up to `upto` is indexed), filling
+/// gaps from the stream, then acks them all at once. Returns the new `upto`.
+async fn index_batch(store: &Store, batch: Vec<async_nats::jetstream::Message>, mut upto: u64) -> anyhow::Result<u64> {
+    let mut delivered: BTreeMap<u64, async_nats::jetstream::Message> = BTreeMap::new();
+    for msg in batch {
+        let seq = msg.info().map_err(|e| anyhow::anyhow!("a delivery without metadata: {e}"))?.stream_sequence;
+        delivered.insert(seq, msg);
+    }
+    let Some(&last) = delivered.keys().next_back() else { return Ok(upto) };
+    if last <= upto {
+        return Ok(upto); // redeliveries of what is indexed (and acked) already
+    }
+    let contiguous = delivered.range(upto + 1..).count() as u64 == last - upto;
+    let mut entries = Vec::new();
+    if contiguous {
+        entries.extend(delivered.range(upto + 1..).map(|(seq, m)| entry(*seq, &m.payload)));
+    } else {
+        // Some of these events went to another gateway (or to our previous pull stream): what is
+        // acked is indexed; the rest we index before acking past it.
+        upto = upto.max(indexer_floor(store).await?);
+        if last > upto {
+            tracing::info!(from = upto + 1, to = last, "indexer: a gap in the deliveries; indexing it from the stream");
+            let (events, _) = store.scan(&store.events, vec![], upto + 1, (last - upto) as usize).await?;
+            entries.extend(events.iter().filter_map(|m| Some(entry(m.info().ok()?.stream_sequence, &m.payload))));
+        }
+    }
+    let entries: Vec<_> = entries.into_iter().flatten().collect();
+    for chunk in entries.chunks(MAX_BATCH) {
+        write(store, chunk).await?;
+    }
+    if last > upto {
+        // AckAll: this covers every earlier event, all of which are now indexed.
+        delivered[&last].ack().await.map_err(|e| anyhow::anyhow!("acking up to {last}: {e}"))?;
+    }
+    Ok(upto.max(last))
+}
+
+/// The consumer's ack floor: every event up to it is indexed.
+async fn indexer_floor(store: &Store) -> anyhow::Result<u64> {
+    Ok(store.events.consumer_info(CONSUMER).await?.ack_floor.stream_sequence)
+}
+
+/// The index entry of the event stored at `seq`: subject, message id, payload.
+fn entry(seq: u64, payload: &[u8]) -> Option<(String, HeaderMap, Bytes)> {
+    let Ok(c) = serde_json::from_slice::<Correlated>(payload) else {
+        tracing::error!(seq, "event without a readable correlation; not indexed");
+        return None;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("ix-{seq}").as_str());
+    Some((subjects::correlation_index_subject(&c.correlation), headers, seq.to_string().into()))
+}
+
+/// Writes entries: several as one atomic batch. A batch holding an entry already written (a
+/// redelivery) is refused whole; then each is written alone, its message id absorbing it.
+async fn write(store: &Store, entries: &[(String, HeaderMap, Bytes)]) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    let mut alone = entries.len() == 1;
+    let mut pending = entries.to_vec();
+    while !pending.is_empty() {
+        let outcome = if alone {
+            let (subject, headers, payload) = pending[0].clone();
+            store.publish(subject, headers, payload).await
+        } else {
+            store.publish_atomic(pending.clone()).await
+        };
+        match outcome {
+            PublishOutcome::Stored { .. } if alone => drop(pending.remove(0)),
+            PublishOutcome::Stored { .. } => pending.clear(),
+            PublishOutcome::DuplicateInBatch => alone = true,
+            PublishOutcome::Retry(why) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(attempt, why, "retrying index write");
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            PublishOutcome::Retry(why) | PublishOutcome::Refused(why) => anyhow::bail!("writing the index: {why}"),
+            PublishOutcome::Conflict => anyhow::bail!("writing the index: an unexpected conflict"),
+        }
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::jsapi::PublishOutcome;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use sequent_protocol::subjects::INDEX_STREAM_SUFFIX as INDEX_SUFFIX;
-/// Attempts for one append when the key keeps moving ("any") or the server is briefly away.
-const MAX_ATTEMPTS: u32 = 12;
+/// Attempts for one append (or index write) when the key keeps moving ("any") or the server is briefly away.
+pub(crate) const MAX_ATTEMPTS: u32 = 12;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -216,7 +217,7 @@ impl Store {
             }
             p.event.version = version;
             let payload = Bytes::from(p.event.to_stored());
-            let headers = publish_headers(&p.event, Some(expected_seq), None);
+            let headers = publish_headers(&p.event, Some(expected_seq));
             let subject = subjects::publish_subject(&key, &p.event.event_type);
             match self.publish(subject, headers, payload).await {
                 PublishOutcome::Stored { seq, duplicate: false, .. } => {
@@ -243,6 +244,9 @@ impl Store {
                     backoff(attempt).await;
                 }
                 PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
+                PublishOutcome::DuplicateInBatch => {
+                    return Err(StoreError::Internal("the stream refused a batch holding an event id already stored".into()))
+                }
             }
         }
         match p.expect {
@@ -348,6 +352,9 @@ impl Store {
                     backoff(attempt).await;
                 }
                 PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
+                PublishOutcome::DuplicateInBatch => {
+                    return Err(StoreError::Internal("the stream refused a batch holding an event id already stored".into()))
+                }
             }
         }
         Err(StoreError::Unavailable(format!("the batch could not be committed in {MAX_ATTEMPTS} attempts")))
@@ -359,16 +366,29 @@ impl Store {
         first_of_key: &[(bool, u64)],
         heads: &std::collections::HashMap<String, Option<Head>>,
     ) -> PublishOutcome {
+        let messages = batch
+            .iter()
+            .zip(first_of_key)
+            .map(|(p, (is_first, _))| {
+                let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
+                let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
+                (subject, publish_headers(&p.event, expected), Bytes::from(p.event.to_stored()))
+            })
+            .collect();
+        self.publish_atomic(messages).await
+    }
+
+    /// Publishes messages as one atomic batch (ADR-50): all are stored, contiguously, or none.
+    /// Only the commit is answered.
+    pub(crate) async fn publish_atomic(&self, messages: Vec<(String, HeaderMap, Bytes)>) -> PublishOutcome {
         let batch_id = new_event_id().replace('-', "");
-        let n = batch.len();
+        let n = messages.len();
         // JetStream takes at most 50 open batches per stream and answers 429 beyond: queue here
         // rather than make hundreds of writers retry against the server.
         let _slot = self.batch_slots.acquire().await.expect("the semaphore is never closed");
-        for (i, (p, (is_first, _))) in batch.iter().zip(first_of_key).enumerate() {
-            let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
-            let mut headers = publish_headers(&p.event, expected, Some((&batch_id, i + 1)));
-            let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
-            let payload = Bytes::from(p.event.to_stored());
+        for (i, (subject, mut headers, payload)) in messages.into_iter().enumerate() {
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
             if i + 1 == n {
                 // Only the commit is a request: an error on an earlier message (a refused
                 // header, a stale expectation) fails the commit, whose reply names it. Waiting
@@ -380,7 +400,7 @@ impl Store {
                 return PublishOutcome::Retry(format!("sending batch message: {e}"));
             }
         }
-        unreachable!("the loop returns at the last message")
+        PublishOutcome::Refused("an empty batch".into())
     }
 
     async fn stored_batch_receipts(
@@ -402,6 +422,31 @@ impl Store {
             receipts.push(stored(&original, original.seq, original.version, true));
         }
         Ok(receipts)
+    }
+
+    /// Creates (or keeps) the durable pull consumer `config` describes, acked in batches
+    /// (`AckAll`). A consumer of that name acking each message (made by an older gateway)
+    /// cannot be changed in place (JetStream refuses to change an ack policy): it is replaced
+    /// by one starting right after its ack floor, so whatever it had not acked is delivered
+    /// again and nothing is skipped.
+    pub async fn ack_all_consumer(&self, mut config: pull::Config) -> Result<PullConsumer, StoreError> {
+        let name = config.durable_name.clone().unwrap_or_default();
+        if let Ok(existing) = self.events.consumer_info(&name).await {
+            if existing.config.ack_policy != AckPolicy::All {
+                let floor = existing.ack_floor.stream_sequence;
+                if existing.delivered.stream_sequence > 0 {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+                }
+                tracing::warn!(consumer = name, ack_floor = floor, "migrating a consumer to batched acks: replacing it with one that starts after its ack floor");
+                if let Err(e) = self.events.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway migrated it?)");
+                }
+            } else {
+                // The start position of an existing consumer cannot change; keep it as it is.
+                config.deliver_policy = existing.config.deliver_policy;
+            }
+        }
+        self.events.create_consumer(config).await.map_err(|e| StoreError::Unavailable(format!("creating consumer {name}: {e}")))
     }
 
     /// Waits until the index covers stream sequence `upto`, or the timeout passes.
@@ -458,7 +503,7 @@ impl Store {
 
     /// Publishes one message as a request and classifies the reply; transport trouble is
     /// `Retry` because the same ids make the retry safe.
-    async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> PublishOutcome {
+    pub(crate) async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> PublishOutcome {
         let started = Instant::now();
         let request = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(self.timeout));
         let outcome = match self.client.send_request(subject, request).await {
@@ -563,6 +608,8 @@ fn index_stream_config(config: &Config) -> stream::Config {
         num_replicas: config.replicas,
         duplicate_window: config.dedup_window,
         allow_direct: true,
+        // The indexer writes its entries in batches.
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -612,16 +659,12 @@ pub fn ordered_config(filters: Vec<String>, from_seq: u64) -> jetstream::consume
     }
 }
 
-fn publish_headers(event: &Event, expected_seq: Option<u64>, batch: Option<(&str, usize)>) -> HeaderMap {
+fn publish_headers(event: &Event, expected_seq: Option<u64>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Nats-Msg-Id", event.id.as_str());
     if let Some(seq) = expected_seq {
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
         h.insert("Nats-Expected-Last-Subject-Sequence-Subject", subjects::key_filter(&event.key).as_str());
-    }
-    if let Some((id, n)) = batch {
-        h.insert("Nats-Batch-Id", id);
-        h.insert("Nats-Batch-Sequence", n.to_string().as_str());
     }
     h
 }
@@ -676,7 +719,7 @@ fn batch_already_stored(batch: &[Prepared], heads: &std::collections::HashMap<St
 }
 
 /// Exponential back-off from 1 ms, with jitter so racing writers do not retry in lockstep.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let max_us = 1000u64 << attempt.min(8);
     let jitter = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos());
     tokio::time::sleep(Duration::from_micros(max_us / 2 + jitter % (max_us / 2))).await;
