@@ -6,7 +6,8 @@
 //! pinned one stops pulling). The pinned gateway takes what has arrived (waiting up to
 //! `LINGER` after the first event, at most `MAX_BATCH`), writes the entries as one atomic
 //! batch (one reply) and acks the last event only (`AckAll`): about two NATS messages per
-//! event (its delivery and its entry) instead of four.
+//! event (its delivery and its entry) instead of four. Up to `MAX_WRITING` batches are written
+//! at once; they are acked in order.
 //!
 //! An `AckAll` ack covers every earlier event, including any delivered to another gateway (a
 //! pin that moved while that one still held events, which JetStream does not rule out). So a
@@ -21,6 +22,8 @@ use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use async_nats::jetstream::Message;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use sequent_protocol::subjects::{self, PIN_GROUP};
 use serde::Deserialize;
@@ -36,6 +39,9 @@ const MAX_BATCH: usize = 500;
 const LINGER: Duration = Duration::from_millis(20);
 /// A standby gateway takes over this long after the pinned one stopped pulling.
 const PIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Batches written at once: JetStream syncs each atomic batch to disk, and overlapping
+/// batches share the syncs.
+const MAX_WRITING: usize = 4;
 /// Pull requests expire well within `PIN_TIMEOUT`, so a live gateway keeps its pin.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
@@ -95,47 +101,67 @@ async fn index(store: &Store, restarted: bool, stop: &mut watch::Receiver<bool>)
         .messages()
         .await?;
     let mut pinned = false;
+    // Batches being written, oldest first. Each is acked once written, in order, so that an
+    // ack (covering everything before it) never runs ahead of an unwritten batch.
+    let mut writing = FuturesOrdered::new();
     loop {
-        let first = tokio::select! {
-            m = messages.next() => m.ok_or_else(|| anyhow::anyhow!("the indexer's message stream ended"))??,
+        tokio::select! {
+            biased;
+            Some(written) = writing.next() => ack(written?).await?,
+            m = messages.next(), if writing.len() < MAX_WRITING => {
+                pinned = true;
+                let mut batch = vec![m.ok_or_else(|| anyhow::anyhow!("the indexer's message stream ended"))??];
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(deadline, messages.next()).await {
+                        Ok(Some(msg)) => batch.push(msg?),
+                        Ok(None) => anyhow::bail!("the indexer's message stream ended"),
+                        Err(_) => break,
+                    }
+                }
+                let (entries, last, now_upto) = prepare(store, batch, upto).await?;
+                upto = now_upto;
+                writing.push_back(async move { write(store, &entries).await.map(|()| last) });
+            }
             () = stopped(stop) => {
+                while let Some(written) = writing.next().await {
+                    ack(written?).await?;
+                }
                 // Let a standby gateway take over now rather than after `PIN_TIMEOUT`.
                 if pinned {
                     let _ = store.events.unpin_consumer(CONSUMER, PIN_GROUP).await;
                 }
                 return Ok(());
             }
-        };
-        pinned = true;
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(msg)) => batch.push(msg?),
-                Ok(None) => anyhow::bail!("the indexer's message stream ended"),
-                Err(_) => break,
-            }
         }
-        upto = index_batch(store, batch, upto).await?;
     }
 }
 
-/// Indexes the delivered events above `upto` (everything up to `upto` is indexed), filling
-/// gaps from the stream, then acks them all at once. Returns the new `upto`.
-async fn index_batch(store: &Store, batch: Vec<async_nats::jetstream::Message>, mut upto: u64) -> anyhow::Result<u64> {
-    let mut delivered: BTreeMap<u64, async_nats::jetstream::Message> = BTreeMap::new();
+/// AckAll: acking the batch's last delivery covers every earlier event, all indexed by now.
+async fn ack(last: Option<Message>) -> anyhow::Result<()> {
+    match last {
+        Some(m) => m.ack().await.map_err(|e| anyhow::anyhow!("acking the index batch: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// The entries of the delivered events above `upto` (everything up to `upto` is indexed or
+/// being written), with gaps filled from the stream; the delivery to ack once they are
+/// written (none if all were redeliveries); and the new `upto`.
+async fn prepare(store: &Store, batch: Vec<Message>, mut upto: u64) -> anyhow::Result<(Vec<Entry>, Option<Message>, u64)> {
+    let mut delivered: BTreeMap<u64, Message> = BTreeMap::new();
     for msg in batch {
         let seq = msg.info().map_err(|e| anyhow::anyhow!("a delivery without metadata: {e}"))?.stream_sequence;
         delivered.insert(seq, msg);
     }
-    let Some(&last) = delivered.keys().next_back() else { return Ok(upto) };
+    let last = delivered.keys().next_back().copied().unwrap_or(0);
     if last <= upto {
-        return Ok(upto); // redeliveries of what is indexed (and acked) already
+        return Ok((Vec::new(), None, upto)); // redeliveries of what is indexed already
     }
     let contiguous = delivered.range(upto + 1..).count() as u64 == last - upto;
     let mut entries = Vec::new();
     if contiguous {
-        entries.extend(delivered.range(upto + 1..).map(|(seq, m)| entry(*seq, &m.payload)));
+        entries.extend(delivered.range(upto + 1..).filter_map(|(seq, m)| entry(*seq, &m.payload)));
     } else {
         // Some of these events went to another gateway (or to our previous pull stream): what is
         // acked is indexed; the rest we index before acking past it.
@@ -143,18 +169,11 @@ async fn index_batch(store: &Store, batch: Vec<async_nats::jetstream::Message>, 
         if last > upto {
             tracing::info!(from = upto + 1, to = last, "indexer: a gap in the deliveries; indexing it from the stream");
             let (events, _) = store.scan(&store.events, vec![], upto + 1, (last - upto) as usize).await?;
-            entries.extend(events.iter().filter_map(|m| Some(entry(m.info().ok()?.stream_sequence, &m.payload))));
+            entries.extend(events.iter().filter_map(|m| entry(m.info().ok()?.stream_sequence, &m.payload)));
         }
     }
-    let entries: Vec<_> = entries.into_iter().flatten().collect();
-    for chunk in entries.chunks(MAX_BATCH) {
-        write(store, chunk).await?;
-    }
-    if last > upto {
-        // AckAll: this covers every earlier event, all of which are now indexed.
-        delivered[&last].ack().await.map_err(|e| anyhow::anyhow!("acking up to {last}: {e}"))?;
-    }
-    Ok(upto.max(last))
+    let ack = (last > upto).then(|| delivered.remove(&last)).flatten();
+    Ok((entries, ack, upto.max(last)))
 }
 
 /// The consumer's ack floor: every event up to it is indexed.
@@ -162,8 +181,11 @@ async fn indexer_floor(store: &Store) -> anyhow::Result<u64> {
     Ok(store.events.consumer_info(CONSUMER).await?.ack_floor.stream_sequence)
 }
 
-/// The index entry of the event stored at `seq`: subject, message id, payload.
-fn entry(seq: u64, payload: &[u8]) -> Option<(String, HeaderMap, Bytes)> {
+/// An index entry: subject, headers (the message id), payload.
+type Entry = (String, HeaderMap, Bytes);
+
+/// The index entry of the event stored at `seq`.
+fn entry(seq: u64, payload: &[u8]) -> Option<Entry> {
     let Ok(c) = serde_json::from_slice::<Correlated>(payload) else {
         tracing::error!(seq, "event without a readable correlation; not indexed");
         return None;
@@ -175,7 +197,14 @@ fn entry(seq: u64, payload: &[u8]) -> Option<(String, HeaderMap, Bytes)> {
 
 /// Writes entries: several as one atomic batch. A batch holding an entry already written (a
 /// redelivery) is refused whole; then each is written alone, its message id absorbing it.
-async fn write(store: &Store, entries: &[(String, HeaderMap, Bytes)]) -> anyhow::Result<()> {
+async fn write(store: &Store, entries: &[Entry]) -> anyhow::Result<()> {
+    for chunk in entries.chunks(MAX_BATCH) {
+        write_batch(store, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn write_batch(store: &Store, entries: &[Entry]) -> anyhow::Result<()> {
     let mut attempt = 0;
     let mut alone = entries.len() == 1;
     let mut pending = entries.to_vec();

@@ -624,6 +624,7 @@ async fn indexer_upgrade_replaces_the_old_consumer_without_loss_or_duplicates() 
     let js = async_nats::jetstream::new(admin.clone());
     // The streams as a gateway makes them, then the old indexer's consumer in place of the new.
     let mut first = gateway(&nats, &[]).await;
+    wait_floor(&admin, 0, Duration::from_secs(10)).await; // its indexer made its consumer
     first._child.kill9().await.unwrap();
     let events = js.get_stream("EVENTS").await.unwrap();
     events.delete_consumer("sequent-indexer").await.unwrap();
