@@ -4,10 +4,13 @@
 //! One durable consumer serves all gateways, pinned to one of them at a time (priority group,
 //! pinned-client policy; the others wait on standby and take over `PIN_TIMEOUT` after the
 //! pinned one stops pulling). The pinned gateway takes what has arrived (waiting up to
-//! `LINGER` after the first event, at most `MAX_BATCH`), writes the entries as one atomic
-//! batch (one reply) and acks the last event only (`AckAll`): about two NATS messages per
-//! event (its delivery and its entry) instead of four. Up to `MAX_WRITING` batches are written
-//! at once; they are acked in order.
+//! `LINGER` after the first event, at most `MAX_BATCH`), writes the entries all at once and,
+//! when the stream has acknowledged them all, acks the batch's last event only (`AckAll`):
+//! about three NATS messages per event (its delivery, its entry and the entry's
+//! acknowledgement) instead of four. Up to `MAX_WRITING` batches are written at once; they are
+//! acked in order. (One atomic batch per batch of entries would save the entries'
+//! acknowledgements too, but nats-server 2.15.1 syncs each atomic batch of a file stream to
+//! disk: it cost nats-server more CPU than the messages it saved, see BENCHMARKS.md.)
 //!
 //! An `AckAll` ack covers every earlier event, including any delivered to another gateway (a
 //! pin that moved while that one still held events, which JetStream does not rule out). So a
@@ -17,12 +20,11 @@
 //! the same message ids, which the index stream absorbs within its duplicate window.
 
 use crate::store::{backoff, Store, INDEXER as CONSUMER, MAX_ATTEMPTS};
-use crate::jsapi::PublishOutcome;
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
+use async_nats::jetstream::Message;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use async_nats::jetstream::Message;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use sequent_protocol::subjects::{self, PIN_GROUP};
@@ -32,15 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Entries written in one atomic batch (JetStream takes at most 1000).
+/// Events indexed (and acked) as one batch.
 const MAX_BATCH: usize = 500;
 /// How long the first event of a batch waits for others: the index lags by about this much,
-/// and each batch costs two messages (its commit's reply, one ack) whatever its size.
+/// and each batch costs one ack whatever its size.
 const LINGER: Duration = Duration::from_millis(20);
 /// A standby gateway takes over this long after the pinned one stopped pulling.
 const PIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Batches written at once: JetStream syncs each atomic batch to disk, and overlapping
-/// batches share the syncs.
+/// Batches being written at once (the next one gathers while the previous are answered).
 const MAX_WRITING: usize = 4;
 /// Pull requests expire well within `PIN_TIMEOUT`, so a live gateway keeps its pin.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
@@ -195,38 +196,27 @@ fn entry(seq: u64, payload: &[u8]) -> Option<Entry> {
     Some((subjects::correlation_index_subject(&c.correlation), headers, seq.to_string().into()))
 }
 
-/// Writes entries: several as one atomic batch. A batch holding an entry already written (a
-/// redelivery) is refused whole; then each is written alone, its message id absorbing it.
+/// Writes entries, all at once, each acknowledged by the stream. Its message id makes writing
+/// an entry again (a retry, a redelivery, a gap filled by two gateways) add nothing.
 async fn write(store: &Store, entries: &[Entry]) -> anyhow::Result<()> {
-    for chunk in entries.chunks(MAX_BATCH) {
-        write_batch(store, chunk).await?;
-    }
-    Ok(())
+    futures::future::try_join_all(entries.iter().map(|e| write_one(store, e))).await.map(drop)
 }
 
-async fn write_batch(store: &Store, entries: &[Entry]) -> anyhow::Result<()> {
+async fn write_one(store: &Store, (subject, headers, payload): &Entry) -> anyhow::Result<()> {
     let mut attempt = 0;
-    let mut alone = entries.len() == 1;
-    let mut pending = entries.to_vec();
-    while !pending.is_empty() {
-        let outcome = if alone {
-            let (subject, headers, payload) = pending[0].clone();
-            store.publish(subject, headers, payload).await
-        } else {
-            store.publish_atomic(pending.clone()).await
+    loop {
+        let stored = match store.js.publish_with_headers(subject.clone(), headers.clone(), payload.clone()).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        match outcome {
-            PublishOutcome::Stored { .. } if alone => drop(pending.remove(0)),
-            PublishOutcome::Stored { .. } => pending.clear(),
-            PublishOutcome::DuplicateInBatch => alone = true,
-            PublishOutcome::Retry(why) if attempt < MAX_ATTEMPTS => {
-                tracing::debug!(attempt, why, "retrying index write");
+        match stored {
+            Ok(()) => return Ok(()),
+            Err(why) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(attempt, why, subject, "retrying an index write");
                 backoff(attempt).await;
                 attempt += 1;
             }
-            PublishOutcome::Retry(why) | PublishOutcome::Refused(why) => anyhow::bail!("writing the index: {why}"),
-            PublishOutcome::Conflict => anyhow::bail!("writing the index: an unexpected conflict"),
+            Err(why) => anyhow::bail!("writing the index entry on {subject}: {why}"),
         }
     }
-    Ok(())
 }

@@ -7,8 +7,6 @@ pub const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// Another conditional write to the same key is still being replicated (clustered streams).
 pub const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
 pub const DUPLICATE_IN_PROCESS: u64 = 10158;
-/// An atomic batch holds a message id already stored (or twice): nothing of it was stored.
-pub const DUPLICATE_IN_BATCH: u64 = 10201;
 
 #[derive(Debug, Deserialize)]
 pub struct ApiError {
@@ -38,8 +36,6 @@ pub enum PublishOutcome {
     Stored { seq: u64, duplicate: bool, count: u64 },
     /// The key moved on (10071) or another write to it is in flight (10164).
     Conflict,
-    /// An atomic batch was refused whole: one of its message ids is already stored (10201).
-    DuplicateInBatch,
     /// Transient: retry with the same ids.
     Retry(String),
     /// The server refused the message for a reason retrying will not fix.
@@ -61,7 +57,6 @@ impl PublishOutcome {
             Some(e) if e.err_code == WRONG_LAST_SEQUENCE || e.err_code == WRONG_LAST_SEQUENCE_IN_FLIGHT => {
                 PublishOutcome::Conflict
             }
-            Some(e) if e.err_code == DUPLICATE_IN_BATCH => PublishOutcome::DuplicateInBatch,
             Some(e) if e.err_code == DUPLICATE_IN_PROCESS || e.code == 503 || e.code == 429 => {
                 PublishOutcome::Retry(format!("{} ({})", e.description, e.err_code))
             }
@@ -91,10 +86,6 @@ mod tests {
         assert!(matches!(
             PublishOutcome::from_reply(br#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#),
             PublishOutcome::Refused(_)
-        ));
-        assert!(matches!(
-            PublishOutcome::from_reply(br#"{"error":{"code":400,"err_code":10201,"description":"atomic publish batch contains duplicate message id"},"stream":"IX","seq":0}"#),
-            PublishOutcome::DuplicateInBatch
         ));
     }
 }

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use sequent_protocol::subjects::INDEX_STREAM_SUFFIX as INDEX_SUFFIX;
-/// Attempts for one append (or index write) when the key keeps moving ("any") or the server is briefly away.
+/// Attempts for one append (or index write) when the key keeps moving ("any") or the server is
+/// briefly away.
 pub(crate) const MAX_ATTEMPTS: u32 = 12;
 
 #[derive(Debug, Error)]
@@ -217,7 +218,7 @@ impl Store {
             }
             p.event.version = version;
             let payload = Bytes::from(p.event.to_stored());
-            let headers = publish_headers(&p.event, Some(expected_seq));
+            let headers = publish_headers(&p.event, Some(expected_seq), None);
             let subject = subjects::publish_subject(&key, &p.event.event_type);
             match self.publish(subject, headers, payload).await {
                 PublishOutcome::Stored { seq, duplicate: false, .. } => {
@@ -244,9 +245,6 @@ impl Store {
                     backoff(attempt).await;
                 }
                 PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
-                PublishOutcome::DuplicateInBatch => {
-                    return Err(StoreError::Internal("the stream refused a batch holding an event id already stored".into()))
-                }
             }
         }
         match p.expect {
@@ -352,9 +350,6 @@ impl Store {
                     backoff(attempt).await;
                 }
                 PublishOutcome::Refused(why) => return Err(StoreError::Internal(why)),
-                PublishOutcome::DuplicateInBatch => {
-                    return Err(StoreError::Internal("the stream refused a batch holding an event id already stored".into()))
-                }
             }
         }
         Err(StoreError::Unavailable(format!("the batch could not be committed in {MAX_ATTEMPTS} attempts")))
@@ -366,29 +361,16 @@ impl Store {
         first_of_key: &[(bool, u64)],
         heads: &std::collections::HashMap<String, Option<Head>>,
     ) -> PublishOutcome {
-        let messages = batch
-            .iter()
-            .zip(first_of_key)
-            .map(|(p, (is_first, _))| {
-                let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
-                let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
-                (subject, publish_headers(&p.event, expected), Bytes::from(p.event.to_stored()))
-            })
-            .collect();
-        self.publish_atomic(messages).await
-    }
-
-    /// Publishes messages as one atomic batch (ADR-50): all are stored, contiguously, or none.
-    /// Only the commit is answered.
-    pub(crate) async fn publish_atomic(&self, messages: Vec<(String, HeaderMap, Bytes)>) -> PublishOutcome {
         let batch_id = new_event_id().replace('-', "");
-        let n = messages.len();
+        let n = batch.len();
         // JetStream takes at most 50 open batches per stream and answers 429 beyond: queue here
         // rather than make hundreds of writers retry against the server.
         let _slot = self.batch_slots.acquire().await.expect("the semaphore is never closed");
-        for (i, (subject, mut headers, payload)) in messages.into_iter().enumerate() {
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        for (i, (p, (is_first, _))) in batch.iter().zip(first_of_key).enumerate() {
+            let expected = is_first.then(|| heads[&p.event.key].as_ref().map_or(0, |h| h.seq));
+            let mut headers = publish_headers(&p.event, expected, Some((&batch_id, i + 1)));
+            let subject = subjects::publish_subject(&p.event.key, &p.event.event_type);
+            let payload = Bytes::from(p.event.to_stored());
             if i + 1 == n {
                 // Only the commit is a request: an error on an earlier message (a refused
                 // header, a stale expectation) fails the commit, whose reply names it. Waiting
@@ -400,7 +382,7 @@ impl Store {
                 return PublishOutcome::Retry(format!("sending batch message: {e}"));
             }
         }
-        PublishOutcome::Refused("an empty batch".into())
+        unreachable!("the loop returns at the last message")
     }
 
     async fn stored_batch_receipts(
@@ -503,7 +485,7 @@ impl Store {
 
     /// Publishes one message as a request and classifies the reply; transport trouble is
     /// `Retry` because the same ids make the retry safe.
-    pub(crate) async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> PublishOutcome {
+    async fn publish(&self, subject: String, headers: HeaderMap, payload: Bytes) -> PublishOutcome {
         let started = Instant::now();
         let request = async_nats::Request::new().headers(headers).payload(payload).timeout(Some(self.timeout));
         let outcome = match self.client.send_request(subject, request).await {
@@ -608,8 +590,6 @@ fn index_stream_config(config: &Config) -> stream::Config {
         num_replicas: config.replicas,
         duplicate_window: config.dedup_window,
         allow_direct: true,
-        // The indexer writes its entries in batches.
-        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -659,12 +639,16 @@ pub fn ordered_config(filters: Vec<String>, from_seq: u64) -> jetstream::consume
     }
 }
 
-fn publish_headers(event: &Event, expected_seq: Option<u64>) -> HeaderMap {
+fn publish_headers(event: &Event, expected_seq: Option<u64>, batch: Option<(&str, usize)>) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Nats-Msg-Id", event.id.as_str());
     if let Some(seq) = expected_seq {
         h.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
         h.insert("Nats-Expected-Last-Subject-Sequence-Subject", subjects::key_filter(&event.key).as_str());
+    }
+    if let Some((id, n)) = batch {
+        h.insert("Nats-Batch-Id", id);
+        h.insert("Nats-Batch-Sequence", n.to_string().as_str());
     }
     h
 }
