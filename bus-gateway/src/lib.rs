@@ -247,7 +247,7 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut nats = tokio::spawn(nats_api::serve(app.clone(), stop_rx.clone()));
-    let mut index = tokio::spawn(indexer::run(app.clone()));
+    let mut index = tokio::spawn(indexer::run(app.clone(), stop_rx.clone()));
     let mut provisioning = tokio::spawn(provision::serve(app.clone(), stop_rx.clone()));
     let mut tailing = tokio::spawn(tails::serve(app.clone(), stop_rx.clone()));
     // Answering the callout goes on while the gateway drains: other principals' connections
@@ -282,9 +282,9 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
     // Each part keeps to --shutdown-timeout itself; the margin covers what it does after.
     let bound = config.http.shutdown_timeout + Duration::from_secs(2);
     let drained = tokio::time::timeout(bound, async {
-        let (h, n, p, t) = tokio::join!(http, nats, provisioning, tailing);
+        let (h, n, p, t, i) = tokio::join!(http, nats, provisioning, tailing, index);
         let flat = |r: Result<anyhow::Result<()>, tokio::task::JoinError>| r.map_err(anyhow::Error::from).and_then(|r| r);
-        for (what, r) in [("HTTP server", flat(h)), ("NATS appends", flat(n)), ("provisioning", flat(p)), ("tails", flat(t))] {
+        for (what, r) in [("HTTP server", flat(h)), ("NATS appends", flat(n)), ("provisioning", flat(p)), ("tails", flat(t)), ("the correlation indexer", flat(i))] {
             if let Err(e) = r {
                 tracing::warn!(error = format!("{e:#}"), "{what} did not stop cleanly");
             }
@@ -294,7 +294,6 @@ pub async fn run_until(config: Config, stop: impl Future<Output = ()>) -> anyhow
     if drained.is_err() {
         tracing::warn!("bus-gateway: work still in hand after --shutdown-timeout; exiting anyway");
     }
-    index.abort();
     if let Some(a) = answering {
         a.abort();
     }

@@ -11,7 +11,7 @@
 //! pulling the old consumer fail their pulls and must be restarted with the new superclient.
 
 use crate::App;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PriorityPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
 use sequent_protocol::subjects::{self, MEMBERS_BUCKET, PIN_GROUP, PROVISION_WILDCARD};
 use sequent_protocol::validate::{validate_id, validate_type};
 use sequent_protocol::{ErrorBody, ErrorCode, ProvisionReply, ProvisionRequest};
@@ -77,7 +77,7 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
         };
         filters.sort();
         filters.dedup();
-        let mut config = pull::Config {
+        let config = pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("{service}: partition {p} of {partitions}")),
             filter_subjects: filters,
@@ -89,22 +89,7 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
             priority_timeout: Duration::from_millis(req.pin_timeout_ms.unwrap_or(5_000)),
             ..Default::default()
         };
-        if let Ok(existing) = app.store.events.consumer_info(&name).await {
-            if existing.config.ack_policy != AckPolicy::All {
-                let floor = existing.ack_floor.stream_sequence;
-                if existing.delivered.stream_sequence > 0 {
-                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
-                }
-                tracing::warn!(consumer = name, ack_floor = floor, "migrating a consumer to batched acks: replacing it with one that starts after its ack floor");
-                if let Err(e) = app.store.events.delete_consumer(&name).await {
-                    tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway migrated it?)");
-                }
-            } else {
-                // The start position of an existing consumer cannot change; keep it as it is.
-                config.deliver_policy = existing.config.deliver_policy;
-            }
-        }
-        if let Err(e) = app.store.events.create_consumer(config).await {
+        if let Err(e) = app.store.ack_all_consumer(config).await {
             return failed(ErrorCode::Unavailable, format!("creating consumer {name}: {e}"));
         }
         consumers.push(name);

@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::jsapi::PublishOutcome;
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use sequent_protocol::subjects::INDEX_STREAM_SUFFIX as INDEX_SUFFIX;
-/// Attempts for one append when the key keeps moving ("any") or the server is briefly away.
-const MAX_ATTEMPTS: u32 = 12;
+/// Attempts for one append (or index write) when the key keeps moving ("any") or the server is
+/// briefly away.
+pub(crate) const MAX_ATTEMPTS: u32 = 12;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -404,6 +406,31 @@ impl Store {
         Ok(receipts)
     }
 
+    /// Creates (or keeps) the durable pull consumer `config` describes, acked in batches
+    /// (`AckAll`). A consumer of that name acking each message (made by an older gateway)
+    /// cannot be changed in place (JetStream refuses to change an ack policy): it is replaced
+    /// by one starting right after its ack floor, so whatever it had not acked is delivered
+    /// again and nothing is skipped.
+    pub async fn ack_all_consumer(&self, mut config: pull::Config) -> Result<PullConsumer, StoreError> {
+        let name = config.durable_name.clone().unwrap_or_default();
+        if let Ok(existing) = self.events.consumer_info(&name).await {
+            if existing.config.ack_policy != AckPolicy::All {
+                let floor = existing.ack_floor.stream_sequence;
+                if existing.delivered.stream_sequence > 0 {
+                    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+                }
+                tracing::warn!(consumer = name, ack_floor = floor, "migrating a consumer to batched acks: replacing it with one that starts after its ack floor");
+                if let Err(e) = self.events.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway migrated it?)");
+                }
+            } else {
+                // The start position of an existing consumer cannot change; keep it as it is.
+                config.deliver_policy = existing.config.deliver_policy;
+            }
+        }
+        self.events.create_consumer(config).await.map_err(|e| StoreError::Unavailable(format!("creating consumer {name}: {e}")))
+    }
+
     /// Waits until the index covers stream sequence `upto`, or the timeout passes.
     pub async fn wait_indexed(&self, upto: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -676,7 +703,7 @@ fn batch_already_stored(batch: &[Prepared], heads: &std::collections::HashMap<St
 }
 
 /// Exponential back-off from 1 ms, with jitter so racing writers do not retry in lockstep.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let max_us = 1000u64 << attempt.min(8);
     let jitter = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos());
     tokio::time::sleep(Duration::from_micros(max_us / 2 + jitter % (max_us / 2))).await;

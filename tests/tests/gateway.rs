@@ -4,7 +4,10 @@
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sequent_tests::{binary, free_port, nats, nats_cluster, Child, NatsServer};
+use async_nats::jetstream::consumer;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TOKENS: &str = "ops:ops-token-0123456789:write,bi:bi-token-0123456789:read";
@@ -495,4 +498,191 @@ async fn replicated_stream_keeps_the_contract() {
     let wins = race(vec![a.base.clone(), b.base.clone()], "hot", 8, 4).await;
     assert_one_winner_per_version(&wins, 32);
     assert_eq!(count_with(cluster.admin().await.unwrap()).await, 33);
+}
+
+// --- the correlation indexer --------------------------------------------------------------
+
+/// The indexer's consumer as the admin sees it: its ack floor and ack policy.
+async fn indexer_state(admin: &async_nats::Client) -> (u64, consumer::AckPolicy) {
+    let stream = async_nats::jetstream::new(admin.clone()).get_stream_no_info("EVENTS").await.unwrap();
+    match stream.consumer_info("sequent-indexer").await {
+        Ok(info) => (info.ack_floor.stream_sequence, info.config.ack_policy),
+        Err(_) => (0, consumer::AckPolicy::None),
+    }
+}
+
+/// Waits until the indexer's ack floor reaches `seq` (its policy batched acks).
+async fn wait_floor(admin: &async_nats::Client, seq: u64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (floor, policy) = indexer_state(admin).await;
+        if floor >= seq && policy == consumer::AckPolicy::All {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the indexer's ack floor is {floor} ({policy:?}), not {seq}, after {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every entry of the correlation index: (subject, indexed sequence), in index order.
+async fn index_entries(admin: &async_nats::Client) -> Vec<(String, u64)> {
+    let js = async_nats::jetstream::new(admin.clone());
+    let mut ix = js.get_stream("EVENTS_IX").await.unwrap();
+    let total = ix.info().await.unwrap().state.messages as usize;
+    let mut out = Vec::with_capacity(total);
+    if total == 0 {
+        return out;
+    }
+    let reader = ix.create_consumer(consumer::pull::OrderedConfig::default()).await.unwrap();
+    let mut messages = reader.messages().await.unwrap();
+    while out.len() < total {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.unwrap().unwrap().unwrap();
+        out.push((m.subject.to_string(), std::str::from_utf8(&m.payload).unwrap().parse().unwrap()));
+    }
+    out
+}
+
+/// Every event `1..=last` is in the index exactly once, under its correlation.
+async fn assert_indexed_exactly_once(admin: &async_nats::Client, last: u64) {
+    let stream = async_nats::jetstream::new(admin.clone()).get_stream_no_info("EVENTS").await.unwrap();
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for (subject, seq) in index_entries(admin).await {
+        *count.entry(seq).or_default() += 1;
+        let event: Value = serde_json::from_slice(&stream.get_raw_message(seq).await.unwrap().payload).unwrap();
+        assert_eq!(subject, format!("ix.c.{}", event["correlation"].as_str().unwrap()), "entry of seq {seq}");
+    }
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<u64> = (1..=last).filter(|s| !count.contains_key(s)).collect();
+    assert!(twice.is_empty() && missing.is_empty(), "indexed twice: {twice:?}; not indexed: {missing:?} (of 1..={last})");
+    assert_eq!(count.keys().next_back().copied(), Some(last), "nothing beyond the stream is indexed");
+}
+
+/// Appends batches of 5 events, each batch its own unit of work `<name>-<n>`, through `base`
+/// until `stop` or until the gateway is gone; returns how many posts were stored.
+async fn append_until(name: &'static str, base: String, stop: Arc<AtomicBool>) -> usize {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let events: Vec<Value> = (0..5)
+            .map(|i| json!({"type": "Ticked", "key": format!("k-{i}"), "expect": "any", "correlation": format!("{name}-{n}"), "data": {"n": n}}))
+            .collect();
+        let Ok(r) = http().post(format!("{base}/v1/events")).json(&json!({"events": events})).send().await else { break };
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+        n += 1;
+    }
+    n
+}
+
+/// Waits until the index reaches `at`; returns the stream's last sequence then.
+async fn indexed_past(nats: &NatsServer, admin: &async_nats::Client, at: u64) -> u64 {
+    wait_floor(admin, at, Duration::from_secs(30)).await;
+    let last = stream_count(nats).await;
+    eprintln!("killing the pinned gateway with the index at {} of {last}", indexer_state(admin).await.0);
+    last
+}
+
+/// Two gateways share the indexer (one pinned, one on standby). The pinned one is killed in
+/// the middle of a steady stream of appends, restarted, then the other is killed: every event
+/// is still indexed, exactly once.
+#[tokio::test]
+async fn indexer_survives_gateway_kills_without_loss_or_duplicates() {
+    let nats = nats().await.unwrap();
+    let admin = nats.admin().await.unwrap();
+    let mut a = gateway(&nats, &[]).await;
+    post(&a, json!({"events": [ev("Opened", "first", json!("new"), json!({}))]})).await;
+    wait_floor(&admin, 1, Duration::from_secs(10)).await; // a is pinned: it received events
+    let mut b = gateway(&nats, &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = tokio::spawn(append_until("via-b", b.base.clone(), stop.clone()));
+    let before_a = indexed_past(&nats, &admin, 300).await;
+    a._child.kill9().await.unwrap();
+    // b takes over once a's pin lapses, and indexes what a held unacked.
+    wait_floor(&admin, before_a + 100, Duration::from_secs(30)).await;
+    let a2 = gateway(&nats, &[]).await;
+    let before_b = indexed_past(&nats, &admin, before_a + 300).await;
+    b._child.kill9().await.unwrap();
+    // The appends through b stop with it: go on through a2.
+    assert!(appender.await.unwrap() > 0);
+    let appender = tokio::spawn(append_until("via-a2", a2.base.clone(), stop.clone()));
+    wait_floor(&admin, before_b + 100, Duration::from_secs(30)).await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(appender.await.unwrap() > 0);
+    let last = stream_count(&nats).await;
+    wait_floor(&admin, last, Duration::from_secs(30)).await;
+    assert_indexed_exactly_once(&admin, last).await;
+    // And the trace of a unit of work written while gateways died is whole.
+    let (_, work) = get(&a2, "/v1/correlations/via-b-3/events").await;
+    assert_eq!(work["events"].as_array().unwrap().len(), 5, "{work}");
+}
+
+/// An older gateway's indexer consumer (`AckExplicit`, acked out of order, behind the stream) is
+/// replaced on upgrade by one starting after its ack floor: the events it had not indexed are
+/// indexed, those it had are not indexed again.
+#[tokio::test]
+async fn indexer_upgrade_replaces_the_old_consumer_without_loss_or_duplicates() {
+    let nats = nats().await.unwrap();
+    let admin = nats.admin().await.unwrap();
+    let js = async_nats::jetstream::new(admin.clone());
+    // The streams as a gateway makes them, then the old indexer's consumer in place of the new.
+    let mut first = gateway(&nats, &[]).await;
+    wait_floor(&admin, 0, Duration::from_secs(10)).await; // its indexer made its consumer
+    first._child.kill9().await.unwrap();
+    let events = js.get_stream("EVENTS").await.unwrap();
+    events.delete_consumer("sequent-indexer").await.unwrap();
+    let old = consumer::pull::Config {
+        durable_name: Some("sequent-indexer".into()),
+        description: Some("bus-gateway: correlation index".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: 20_000,
+        ack_wait: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let old = events.create_consumer(old).await.unwrap();
+    // 50 events stored by the old gateways, as they store them.
+    for i in 0..50u64 {
+        let event = sequent_protocol::Event {
+            seq: 0,
+            id: format!("old-{i}"),
+            event_type: "Ticked".into(),
+            key: format!("k-{}", i % 3),
+            version: i / 3,
+            correlation: format!("work-{}", i / 5),
+            causation: None,
+            producer: sequent_protocol::Producer { service: "http".into(), instance: None },
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        };
+        let subject = sequent_protocol::subjects::publish_subject(&event.key, &event.event_type);
+        js.publish(subject, event.to_stored().into()).await.unwrap().await.unwrap();
+    }
+    // The old indexer indexed and acked 1..=20 and 22..=25 (acks out of order), held 21 and
+    // 26..=30 unacked when it stopped, and never got to 31..=50.
+    let mut batch = old.fetch().max_messages(30).messages().await.unwrap();
+    let mut held = Vec::new();
+    while let Some(msg) = batch.next().await {
+        let msg = msg.unwrap();
+        let seq = msg.info().unwrap().stream_sequence;
+        if seq == 21 || seq > 25 {
+            held.push(msg);
+            continue;
+        }
+        let correlation = serde_json::from_slice::<Value>(&msg.payload).unwrap()["correlation"].as_str().unwrap().to_string();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("ix-{seq}").as_str());
+        js.publish_with_headers(format!("ix.c.{correlation}"), headers, seq.to_string().into()).await.unwrap().await.unwrap();
+        msg.double_ack().await.unwrap();
+    }
+    assert_eq!(held.len(), 6);
+    assert_eq!(indexer_state(&admin).await, (20, consumer::AckPolicy::Explicit));
+
+    let gw = gateway(&nats, &[]).await;
+    wait_floor(&admin, 50, Duration::from_secs(30)).await;
+    assert_indexed_exactly_once(&admin, 50).await;
+    let (_, work) = get(&gw, "/v1/correlations/work-4/events").await; // seqs 21..=25
+    let ids: Vec<&str> = work["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["old-20", "old-21", "old-22", "old-23", "old-24"]);
+    // New appends are indexed by the new consumer too.
+    let (s, body) = post(&gw, json!({"events": [{"type": "Ticked", "key": "k-9", "expect": "any", "correlation": "work-new", "data": {}}]})).await;
+    assert_eq!(s, 201, "{body}");
+    wait_floor(&admin, 51, Duration::from_secs(10)).await;
+    assert_indexed_exactly_once(&admin, 51).await;
 }
