@@ -329,21 +329,21 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                 None => {
                     let _idle = Waiting::mark(&svc, partition);
                     tokio::select! {
-                    biased;
-                    _ = stop.changed() => break 'outer,
-                    Some(key) = releases.recv() => {
-                        state.refresh_if_moved(&svc).await;
-                        parking::release(&svc, &mut state, &key).await;
-                        None
-                    }
-                    m = messages.next() => match m {
-                        Some(Ok(msg)) => {
-                            hand.push(msg);
-                            hand.fill(&mut messages, batch).err()
+                        biased;
+                        _ = stop.changed() => break 'outer,
+                        Some(key) = releases.recv() => {
+                            state.refresh_if_moved(&svc).await;
+                            parking::release(&svc, &mut state, &key).await;
+                            None
                         }
-                        Some(Err(e)) => Some(e.to_string()),
-                        None => continue 'outer,
-                    },
+                        m = messages.next() => match m {
+                            Some(Ok(msg)) => {
+                                hand.push(msg);
+                                hand.fill(&mut messages, batch).err()
+                            }
+                            Some(Err(e)) => Some(e.to_string()),
+                            None => continue 'outer,
+                        },
                     }
                 }
             };
