@@ -39,6 +39,9 @@ pub struct Service {
     active: RwLock<String>,
     /// Partitions this instance consumes now (for /health).
     pub owned: RwLock<Vec<u32>>,
+    /// Owned partitions whose worker waits on its pull with nothing in hand: their consumer has
+    /// nothing undelivered or unacked, so the lag gauge needs no consumer info for them.
+    pub waiting: RwLock<std::collections::HashSet<u32>>,
     /// The live instances of the service as this instance's partition assignment last saw
     /// them; it owns partitions only once it is among them (for /ready).
     pub live: RwLock<Vec<String>>,
@@ -83,6 +86,7 @@ impl Service {
             opts: p.opts,
             active: RwLock::new(String::new()),
             owned: RwLock::new(Vec::new()),
+            waiting: RwLock::default(),
             live: RwLock::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             rebuild_progress: Arc::default(),

@@ -175,3 +175,42 @@ async fn listener(child: &mut sequent_tests::Child) -> String {
     let addr = line.rsplit("metrics listening on ").next().unwrap().split_whitespace().next().unwrap().to_string();
     format!("http://{addr}")
 }
+
+/// `sequent_consumer_lag{partition}` of a metrics text (None: not exported yet).
+fn lag(text: &str, partition: u32) -> Option<f64> {
+    let label = format!("sequent_consumer_lag{{service=\"test\",partition=\"{partition}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&label)).and_then(|v| v.trim().parse().ok())
+}
+
+/// The lag gauge asks JetStream only about partitions whose worker has events in hand: a
+/// partition stuck on a failing handler shows its events, idle ones show 0, and the stuck one
+/// goes back to 0 once its events are handled.
+#[tokio::test]
+async fn the_lag_gauge_shows_a_stuck_partition_and_idle_ones_as_zero() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let mut inst = stack.instance("superclient_counter.lua", "lag-1", &["--max-attempts", "1000", "--retry-delay", "500ms"]).await;
+    let metrics = listener(&mut inst.child).await;
+    let ns = stack.active_ns("test").await.unwrap();
+    let mut con = stack.redis_con().await;
+    let _: () = redis::cmd("SET").arg(format!("{ns}:fail:stuck-1")).arg("true").query_async(&mut con).await.unwrap();
+    let stuck = sequent_protocol::subjects::partition_of("stuck-1", 16);
+    let free = (0..).map(|i| format!("free-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) != stuck).unwrap();
+    let idle = (0..16).find(|p| *p != stuck && *p != sequent_protocol::subjects::partition_of(&free, 16)).unwrap();
+    for (key, n) in [("stuck-1", 3), (free.as_str(), 1)] {
+        for i in 0..n {
+            assert!(stack.append("test", "Counted", key, json!({ "i": i })).await.all_stored());
+        }
+    }
+    stack.wait_counts("test", &BTreeMap::from([(free.clone(), 1)]), Duration::from_secs(30)).await;
+    let scrape = || async { reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap() };
+    wait_until("the stuck partition's lag to show its events, an idle one's 0", Duration::from_secs(20), || async {
+        let text = scrape().await;
+        lag(&text, stuck).is_some_and(|l| l >= 1.0) && lag(&text, idle) == Some(0.0)
+    })
+    .await
+    .unwrap();
+    let _: () = redis::cmd("DEL").arg(format!("{ns}:fail:stuck-1")).query_async(&mut con).await.unwrap();
+    stack.wait_counts("test", &BTreeMap::from([("stuck-1".to_string(), 3)]), Duration::from_secs(30)).await;
+    wait_until("the stuck partition's lag to go back to 0", Duration::from_secs(20), || async { lag(&scrape().await, stuck) == Some(0.0) }).await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! Which instances of the service are alive, and which partitions each owns.
 //!
 //! Each instance puts `<service>.<instance>` into the KV bucket `sequent_members` every
-//! `--heartbeat` and reads `<service>.*` back every half heartbeat (direct reads, no consumer). An instance is live while its last heartbeat is at
+//! `--heartbeat` and reads `<service>.*` back as often (direct reads, no consumer). An instance is live while its last heartbeat is at
 //! most `--member-timeout` older than the newest heartbeat seen (server timestamps only, so
 //! clocks of the instances do not matter). Partitions are assigned by rendezvous hashing over
 //! the live instances: everyone computes the same owner, and only the partitions of an
@@ -99,7 +99,7 @@ pub fn live(beats: &[Beat], timeout: Duration) -> Vec<String> {
 }
 
 /// Heartbeats and publishes the sorted live set of this instance's service, read back every
-/// half heartbeat, until `stop`: then the heartbeats end and the instance leaves the bucket
+/// heartbeat, until `stop`: then the heartbeats end and the instance leaves the bucket
 /// (after its last heartbeat, so none can land after the removal), and `run` returns.
 pub async fn run(
     js: jetstream::Context,
@@ -151,7 +151,9 @@ pub async fn run(
             return;
         }
     }
-    let mut tick = tokio::time::interval(heartbeat / 2);
+    // As often as the heartbeats (not twice as often): a death is seen at most one heartbeat
+    // after `member_timeout`, and a service's reads cost half the messages.
+    let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {

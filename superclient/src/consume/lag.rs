@@ -2,8 +2,10 @@
 //!
 //! - `sequent_consumer_lag{service, partition}`: events of the partition's durable consumer not
 //!   yet handled (`num_pending`, not delivered yet, plus `num_ack_pending`, delivered and not
-//!   acked). A partition this instance stopped owning is reported as 0 from here on, so that
-//!   `sum by (service, partition)` over all instances is the owner's value;
+//!   acked), asked of JetStream only for partitions whose worker has events in hand (one that
+//!   waits on its pull with an empty hand has nothing pending: 0). A partition this instance
+//!   stopped owning is reported as 0 from here on, so that `sum by (service, partition)` over
+//!   all instances is the owner's value;
 //! - `sequent_parked_keys{service}`: parked keys in the partitions this instance owns (summed
 //!   over the instances, every parked key counts once).
 //!
@@ -16,7 +18,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the gauges are sampled (one consumer-info request per owned partition).
+/// How often the gauges are sampled (one consumer-info request per owned partition in work).
 pub const EVERY: Duration = Duration::from_secs(2);
 
 /// Samples until the task is dropped.
@@ -27,17 +29,22 @@ pub async fn sample(svc: Arc<Service>) {
     loop {
         tick.tick().await;
         let owned: BTreeSet<u32> = svc.owned.read().iter().copied().collect();
+        let gauge = |p: &u32, lag: f64| metrics::gauge!("sequent_consumer_lag", "service" => svc.name.clone(), "partition" => p.to_string()).set(lag);
         for p in reported.difference(&owned) {
-            metrics::gauge!("sequent_consumer_lag", "service" => svc.name.clone(), "partition" => p.to_string()).set(0.0);
+            gauge(p, 0.0);
         }
         reported = owned.clone();
-        if let Ok(stream) = svc.events_stream().await {
-            for p in &owned {
+        // A worker waiting on its pull with an empty hand has been given everything: 0 without
+        // a consumer-info request (most partitions, most of the time).
+        let waiting = svc.waiting.read().clone();
+        let (idle, busy): (Vec<u32>, Vec<u32>) = owned.iter().partition(|p| waiting.contains(p));
+        for p in &idle {
+            gauge(p, 0.0);
+        }
+        if let (false, Ok(stream)) = (busy.is_empty(), svc.events_stream().await) {
+            for p in &busy {
                 match stream.consumer_info(subjects::consumer_name(&svc.name, *p)).await {
-                    Ok(info) => {
-                        let lag = info.num_pending + info.num_ack_pending as u64;
-                        metrics::gauge!("sequent_consumer_lag", "service" => svc.name.clone(), "partition" => p.to_string()).set(lag as f64);
-                    }
+                    Ok(info) => gauge(p, (info.num_pending + info.num_ack_pending as u64) as f64),
                     Err(e) => tracing::debug!(partition = p, error = %e, "consumer info for the lag gauge failed"),
                 }
             }

@@ -248,6 +248,22 @@ impl Hand {
     }
 }
 
+/// While alive, `partition` is in `svc.waiting` (the worker waits on its pull, hand empty).
+struct Waiting<'a>(&'a Service, u32);
+
+impl<'a> Waiting<'a> {
+    fn mark(svc: &'a Service, partition: u32) -> Self {
+        svc.waiting.write().insert(partition);
+        Waiting(svc, partition)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.write().remove(&self.1);
+    }
+}
+
 /// How working on the hand ended.
 enum Worked {
     /// The hand is empty.
@@ -304,7 +320,9 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             .group(PIN_GROUP)
             .max_messages_per_batch(batch)
             .expires(expires)
-            .heartbeat(expires / 3)
+            // The largest the server takes (twice it must not exceed the expiry): one idle
+            // heartbeat per pull instead of two; a lost pull is still seen within the expiry.
+            .heartbeat(expires / 2)
             .messages()
             .await;
         let mut messages = match messages {
@@ -326,27 +344,30 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             let ack_due = hand.late.due();
             let failed = match failed {
                 Some(e) => Some(e),
-                None => tokio::select! {
-                    biased;
-                    _ = stop.changed() => break 'outer,
-                    Some(key) = releases.recv() => {
-                        state.refresh_if_moved(&svc).await;
-                        parking::release(&svc, &mut state, &key).await;
-                        None
-                    }
-                    m = messages.next() => match m {
-                        Some(Ok(msg)) => {
-                            hand.push(msg);
-                            hand.fill(&mut messages, batch).err()
+                None => {
+                    let _idle = Waiting::mark(&svc, partition);
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => break 'outer,
+                        Some(key) = releases.recv() => {
+                            state.refresh_if_moved(&svc).await;
+                            parking::release(&svc, &mut state, &key).await;
+                            None
                         }
-                        Some(Err(e)) => Some(e.to_string()),
-                        None => continue 'outer,
-                    },
-                    _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
-                        hand.flush_ack().await;
-                        None
+                        m = messages.next() => match m {
+                            Some(Ok(msg)) => {
+                                hand.push(msg);
+                                hand.fill(&mut messages, batch).err()
+                            }
+                            Some(Err(e)) => Some(e.to_string()),
+                            None => continue 'outer,
+                        },
+                        _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                            hand.flush_ack().await;
+                            None
+                        }
                     }
-                },
+                }
             };
             if let Some(e) = failed {
                 tracing::debug!(partition, error = e, "pull stream error; restarting it");

@@ -75,6 +75,12 @@ pub async fn claim(store: &Store, service: &str, instance: &str) -> redis::Redis
         redis.call('HSET', KEYS[1], 'status', 'running', 'instance', ARGV[1], 'updated_at', ARGV[2])
         return 1
     "#;
+    // Nearly every poll finds nothing to take: one HGET then, the script (which checks again,
+    // atomically) only when a request waits.
+    let status: Option<String> = redis::cmd("HGET").arg(rebuild_request_key(service)).arg("status").query_async(&mut store.con.clone()).await?;
+    if status.as_deref() != Some("requested") {
+        return Ok(false);
+    }
     let took: i64 = redis::Script::new(SCRIPT).key(rebuild_request_key(service)).arg(instance).arg(now_ms()).invoke_async(&mut store.con.clone()).await?;
     Ok(took == 1)
 }

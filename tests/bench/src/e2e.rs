@@ -31,6 +31,8 @@ pub enum Mode {
     Open(f64),
     /// This many clients, each with one transfer in flight.
     Closed(usize),
+    /// No load for this many seconds: what the idle bank costs (a row's items are seconds).
+    Idle(u64),
 }
 
 impl Mode {
@@ -39,6 +41,7 @@ impl Mode {
         match self {
             Mode::Open(r) => format!("open {r:.0}/s, {instances} {hosts}"),
             Mode::Closed(c) => format!("closed {c} cl, {instances} {hosts}"),
+            Mode::Idle(s) => format!("idle {s} s, {instances} {hosts}"),
         }
     }
 }
@@ -211,6 +214,7 @@ where
     let mut latencies = Vec::with_capacity(n);
     let mut errors = Vec::new();
     match mode {
+        Mode::Idle(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
         Mode::Open(rate) => {
             let mut tasks = Vec::with_capacity(n);
             for i in 0..n {
@@ -333,6 +337,12 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
         traces.lock().unwrap().clear();
         let (secs, lat, errors) = drive(o.transfers, *mode, transfer.clone()).await?;
         failures += errors.len();
+        if let Mode::Idle(s) = mode {
+            // Per second of no load: CPU µs and counts.
+            let counts = per_item(&counted, &probe.sample(&http).await, *s as usize);
+            rows.push(Row::new("e2e", "bank idle (per second)", case(mode, o, &errors), *s as usize, secs, None, Usage::since(&before, &all)).with_counts(counts));
+            continue;
+        }
         let counts = per_item(&counted, &probe.sample(&http).await, lat.len());
         rows.push(
             Row::new("e2e", "bank: POST /api/transfers → live", case(mode, o, &errors), lat.len(), secs, Some(lat), Usage::since(&before, &all))
@@ -353,7 +363,7 @@ pub async fn run(bins: &Bins, o: &Opts) -> anyhow::Result<Vec<Row>> {
         let client = crate::load::admin(&bank.servers[0].url).await?;
         let accounts: Arc<Vec<tokio::sync::Mutex<u64>>> = Arc::new((0..customers.len() * 2).map(|_| tokio::sync::Mutex::new(0)).collect());
         let procs = [&bank.servers[0], &bank.servers[2], &me];
-        for (run, mode) in o.modes.iter().enumerate() {
+        for (run, mode) in o.modes.iter().enumerate().filter(|(_, m)| !matches!(m, Mode::Idle(_))) {
             let chain = {
                 let (client, accounts, c) = (client.clone(), accounts.clone(), customers.len());
                 move |i: usize| {

@@ -75,6 +75,12 @@ enum Scenario {
         /// Clients of the closed-loop load (saturation).
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// First measure the bank this many seconds with no load (CPU and counts per second).
+        #[arg(long, default_value_t = 0)]
+        idle: u64,
+        /// Skip the loads (with --idle: only the idle row).
+        #[arg(long)]
+        no_load: bool,
         /// Customers (two accounts each); transfer i is customer i % N's.
         #[arg(long, default_value_t = 64)]
         customers: usize,
@@ -136,8 +142,11 @@ async fn main() -> anyhow::Result<()> {
     let bins = &cli.bins;
     let rows = match cli.scenario {
         Scenario::Append { events, keys, batches } => append::run(bins, events, &keys, &batches).await?,
-        Scenario::E2e { transfers, rate, clients, customers, instances, nectar, cohost } => {
-            let modes = vec![Mode::Open(rate), Mode::Closed(clients)];
+        Scenario::E2e { transfers, rate, clients, idle, no_load, customers, instances, nectar, cohost } => {
+            let mut modes = if idle > 0 { vec![Mode::Idle(idle)] } else { vec![] };
+            if !no_load {
+                modes.extend([Mode::Open(rate), Mode::Closed(clients)]);
+            }
             e2e::run(bins, &e2e::Opts { transfers, modes, customers, instances, nectar, cohost, baseline: true, strict: false }).await?
         }
         Scenario::Rebuild { events } => rebuild::run(bins, events).await?,
