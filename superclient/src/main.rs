@@ -4,6 +4,11 @@ use clap::Parser;
 use superclient::cli::{Cli, Command, ParkedAction};
 use superclient::{app, authoring, consume::parking, registration};
 
+// Lua's allocations (mlua hands them to Rust's allocator) and the runtime's are a sixth of the
+// superclient's CPU with the system allocator; mimalloc's thread-local heaps cost less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let log_format = match &cli.command {
