@@ -59,12 +59,15 @@ struct Worker {
 /// then stops all workers (each finishes its batch and unpins) and returns.
 pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, mut shutdown: watch::Receiver<bool>) {
     let mut workers: HashMap<u32, Worker> = HashMap::new();
+    // Workers told to stop that may still be finishing their batch, by partition.
+    let mut stopping: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     let routes: ReleaseRoutes = Default::default();
     tokio::spawn(parking::dispatch_releases(svc.clone(), routes.clone()));
     let mut previous: Vec<String> = Vec::new();
     loop {
         let live = live_rx.borrow_and_update().clone();
         let owned: HashSet<u32> = (0..svc.partitions).filter(|p| owner(*p, &live) == Some(&svc.instance)).collect();
+        stopping.retain(|_, done| !done.is_finished());
         for p in &owned {
             if workers.contains_key(p) {
                 continue;
@@ -75,7 +78,25 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
             let (rel_tx, rel_rx) = mpsc::channel(64);
             routes.lock().insert(*p, rel_tx);
             let span = tracing::info_span!("partition", p = *p);
-            let done = tokio::spawn(worker(svc.clone(), *p, stop_rx, takeover, rel_rx).instrument(span));
+            // A partition lost and owned again at once (membership flapped, e.g. when the
+            // members bucket was lost with a nats-server restart): the worker told to stop may
+            // still be finishing its batch. The new one starts after it has acked and unpinned,
+            // never beside it: two workers of one partition would interleave their commits.
+            let previous_worker = stopping.remove(p);
+            let (svc2, p2) = (svc.clone(), *p);
+            let done = tokio::spawn(
+                async move {
+                    if let Some(previous_worker) = previous_worker {
+                        tracing::info!(partition = p2, "waiting for this partition's previous worker to finish");
+                        let _ = previous_worker.await;
+                        if *stop_rx.borrow() {
+                            return; // lost again meanwhile: nothing was taken, nothing to hand over
+                        }
+                    }
+                    worker(svc2, p2, stop_rx, takeover, rel_rx).await
+                }
+                .instrument(span),
+            );
             workers.insert(*p, Worker { stop: stop_tx, done });
         }
         let lost: Vec<u32> = workers.keys().filter(|p| !owned.contains(p)).copied().collect();
@@ -83,9 +104,7 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
             let w = workers.remove(&p).expect("listed");
             routes.lock().remove(&p);
             let _ = w.stop.send(true);
-            tokio::spawn(async move {
-                let _ = w.done.await;
-            });
+            stopping.insert(p, w.done);
         }
         metrics::gauge!("sequent_partitions_owned", "service" => svc.name.clone()).set(workers.len() as f64);
         let mut mine: Vec<u32> = workers.keys().copied().collect();
@@ -106,7 +125,7 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
         let _ = w.stop.send(true);
     }
     let bound = svc.opts.http.shutdown_timeout;
-    let all = futures::future::join_all(workers.into_values().map(|w| w.done));
+    let all = futures::future::join_all(workers.into_values().map(|w| w.done).chain(stopping.into_values()));
     match tokio::time::timeout(bound, all).await {
         Ok(_) => tracing::info!(partitions = n, "every partition worker finished its batch and released its partition"),
         Err(_) => tracing::warn!(partitions = n, "partition workers still busy after --shutdown-timeout {bound:?}: their unacked events are redelivered to the next owner"),

@@ -113,6 +113,22 @@ pub struct Instance {
     pub metrics: String,
 }
 
+impl Instance {
+    /// Fails if this process ever ran two workers of one partition at once: its log has a
+    /// worker "taking partition" P before the previous worker of P logged "released partition".
+    pub fn assert_one_worker_per_partition(&self) {
+        let mut running = std::collections::BTreeSet::new();
+        for line in self.child.output() {
+            let number = |marker: &str| line.split(marker).nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|p| p.parse::<u32>().ok());
+            if let Some(p) = number("taking partition partition=") {
+                assert!(running.insert(p), "{}: a second worker took partition {p} while the first still ran: {line}", self.name);
+            } else if let Some(p) = number("released partition partition=") {
+                running.remove(&p);
+            }
+        }
+    }
+}
+
 impl Stack {
     pub fn superclient_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
