@@ -555,6 +555,14 @@ fn unfinished_copy(info: &stream::Info) -> anyhow::Result<()> {
 }
 
 /// Settings of the events stream. Retention by limits with no limits: events are kept forever.
+/// How many consumers a stream of ours may have. nats-server 2.15 caps every stream at 1,000
+/// unless the stream sets its own limit (and reads 0 or -1 as "use the default"), while a
+/// deployment needs services x partitions durable consumers plus every open reader: each
+/// query, live feed and gap read is an ordered (ephemeral) consumer that the server keeps for
+/// 30 s after its last pull (async-nats' inactive threshold for them), so 34 queries a second
+/// were enough to be refused.
+pub const MAX_CONSUMERS: i32 = 100_000;
+
 pub(crate) fn events_stream_config(config: &Config) -> stream::Config {
     stream::Config {
         name: config.stream.clone(),
@@ -576,6 +584,7 @@ pub(crate) fn events_stream_config(config: &Config) -> stream::Config {
         deny_purge: true,
         allow_direct: true,
         allow_atomic_publish: true,
+        max_consumers: MAX_CONSUMERS,
         ..Default::default()
     }
 }
@@ -590,6 +599,7 @@ fn index_stream_config(config: &Config) -> stream::Config {
         num_replicas: config.replicas,
         duplicate_window: config.dedup_window,
         allow_direct: true,
+        max_consumers: MAX_CONSUMERS,
         ..Default::default()
     }
 }
@@ -605,13 +615,23 @@ pub(crate) async fn ensure_stream(js: &jetstream::Context, mut want: stream::Con
                 || !have.allow_direct
                 || !have.allow_atomic_publish
                 || have.subjects != want.subjects;
-            if drifted && have.subject_transform == want.subject_transform {
+            let limit_differs = have.max_consumers != want.max_consumers;
+            if (drifted || limit_differs) && have.subject_transform == want.subject_transform {
                 // Metadata set by others (a repartition's record) stays.
                 for (k, v) in have.metadata {
                     want.metadata.entry(k).or_insert(v);
                 }
-                tracing::info!(stream = want.name, "updating stream settings");
-                js.update_stream(&want).await?;
+                if drifted {
+                    tracing::info!(stream = want.name, "updating stream settings");
+                    js.update_stream(&want).await?;
+                } else {
+                    // Only the consumer limit (a stream made before it was set): not fatal, the
+                    // rest works without it.
+                    match js.update_stream(&want).await {
+                        Ok(_) => tracing::info!(stream = want.name, max_consumers = want.max_consumers, "raised the stream's consumer limit"),
+                        Err(e) => tracing::warn!(stream = want.name, error = %e, "could not raise the stream's consumer limit: readers past the server's default (1,000 on nats-server 2.15) are refused"),
+                    }
+                }
             }
             Ok(js.get_stream(&want.name).await?)
         }

@@ -108,6 +108,27 @@ async fn append_read_back_with_dense_versions() {
     assert_eq!(empty["next_version"], 0);
 }
 
+/// Every query reads through an ephemeral consumer that nats-server keeps for 30 s after its
+/// last pull, and nats-server 2.15 caps a stream at 1,000 consumers unless the stream sets its
+/// own limit: without the gateway's, the 1,001st query within 30 s was refused (503).
+#[tokio::test]
+async fn more_queries_in_30_s_than_the_servers_default_consumer_limit_are_all_answered() {
+    let nats = nats().await.unwrap();
+    let gw = gateway(&nats, &[]).await;
+    let (status, body) = post(&gw, json!({"events": [ev("Opened", "q-1", json!("new"), json!({}))]})).await;
+    assert_eq!(status, 201, "{body}");
+    let started = std::time::Instant::now();
+    let answers: Vec<(u16, Value)> = futures::stream::iter(0..1_100)
+        .map(|_| get(&gw, "/v1/keys/q-1/events?limit=10"))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let refused: Vec<&(u16, Value)> = answers.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(refused.is_empty(), "{} of 1,100 queries refused, the first: {:?}", refused.len(), refused.first());
+    assert!(started.elapsed() < Duration::from_secs(30), "the queries took {:?}: the readers of the first had expired, the limit was not tested", started.elapsed());
+    assert_eq!(answers[0].1["events"].as_array().map(Vec::len), Some(1));
+}
+
 #[tokio::test]
 async fn conflict_reports_current_version_and_stores_nothing() {
     let nats = nats().await.unwrap();
