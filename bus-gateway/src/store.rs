@@ -600,6 +600,8 @@ fn index_stream_config(config: &Config) -> stream::Config {
         duplicate_window: config.dedup_window,
         allow_direct: true,
         max_consumers: MAX_CONSUMERS,
+        // As the server stores "no limit" (0 would read as a change at every start).
+        max_message_size: -1,
         ..Default::default()
     }
 }
@@ -612,8 +614,8 @@ pub(crate) async fn ensure_stream(js: &jetstream::Context, mut want: stream::Con
             let drifted = have.duplicate_window != want.duplicate_window
                 || have.num_replicas != want.num_replicas
                 || have.max_message_size != want.max_message_size
-                || !have.allow_direct
-                || !have.allow_atomic_publish
+                || have.allow_direct != want.allow_direct
+                || have.allow_atomic_publish != want.allow_atomic_publish
                 || have.subjects != want.subjects;
             let limit_differs = have.max_consumers != want.max_consumers;
             if (drifted || limit_differs) && have.subject_transform == want.subject_transform {
