@@ -3,7 +3,9 @@
 //! Each instance puts `<service>.<instance>` into the KV bucket `sequent_members` every
 //! `--heartbeat` and reads `<service>.*` back as often (direct reads, no consumer). An instance is live while its last heartbeat is at
 //! most `--member-timeout` older than the newest heartbeat seen (server timestamps only, so
-//! clocks of the instances do not matter). Partitions are assigned by rendezvous hashing over
+//! clocks of the instances do not matter); one missing from the bucket altogether (lost with a
+//! nats-server restart) stays live while its heartbeat changed within `--member-timeout` on the
+//! reader's clock ([`Seen`]). Partitions are assigned by rendezvous hashing over
 //! the live instances: everyone computes the same owner, and only the partitions of an
 //! instance that joins or leaves move.
 
@@ -98,6 +100,44 @@ pub fn live(beats: &[Beat], timeout: Duration) -> Vec<String> {
     live
 }
 
+/// What an instance remembers of its service's members between reads: each one's last
+/// heartbeat time as read, and when (on this instance's clock) it last changed.
+///
+/// The members bucket is kept in memory: a nats-server restart loses it, and the gateway makes
+/// it again empty. Judged by the bucket alone, every instance would then see only the members
+/// whose heartbeat is back already (often just itself), take every partition, and give them
+/// back a heartbeat later: a storm of takeovers for nothing. So a member missing from a read is
+/// still live while its heartbeat changed within the timeout on this clock. A member whose
+/// heartbeat is in the bucket but stale is dead as before, and one that left (a removal) is gone
+/// at once.
+#[derive(Debug, Default)]
+pub struct Seen(std::collections::HashMap<String, (time::OffsetDateTime, std::time::Instant)>);
+
+impl Seen {
+    /// The live members, sorted: [`live`] over `beats`, plus those missing from `beats` whose
+    /// heartbeat changed less than `timeout` ago (`now`, this instance's clock).
+    pub fn live(&mut self, beats: &[Beat], timeout: Duration, now: std::time::Instant) -> Vec<String> {
+        let mut out: std::collections::BTreeSet<String> = live(beats, timeout).into_iter().collect();
+        for b in beats {
+            match b.at {
+                None => {
+                    self.0.remove(&b.instance);
+                }
+                Some(at) => {
+                    let seen = self.0.entry(b.instance.clone()).or_insert((at, now));
+                    if seen.0 != at {
+                        *seen = (at, now);
+                    }
+                }
+            }
+        }
+        self.0.retain(|_, (_, changed)| now.duration_since(*changed) < timeout);
+        let read: std::collections::HashSet<&str> = beats.iter().map(|b| b.instance.as_str()).collect();
+        out.extend(self.0.keys().filter(|name| !read.contains(name.as_str())).cloned());
+        out.into_iter().collect()
+    }
+}
+
 /// Heartbeats and publishes the sorted live set of this instance's service, read back every
 /// heartbeat, until `stop`: then the heartbeats end and the instance leaves the bucket
 /// (after its last heartbeat, so none can land after the removal), and `run` returns.
@@ -155,6 +195,7 @@ pub async fn run(
     // after `member_timeout`, and a service's reads cost half the messages.
     let mut tick = tokio::time::interval(heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen = Seen::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -167,7 +208,7 @@ pub async fn run(
                 continue;
             }
         };
-        let mut live = live(&beats, member_timeout);
+        let mut live = seen.live(&beats, member_timeout, std::time::Instant::now());
         // Until our own heartbeat shows up we own nothing.
         if !live.contains(&me.instance) {
             live.clear();
@@ -224,6 +265,31 @@ mod tests {
         let beats = vec![beat("a", 100), beat("b", 99), beat("c", 90), Beat { at: None, ..beat("d", 0) }];
         assert_eq!(live(&beats, Duration::from_secs(2)), ["a", "b"]);
         assert!(live(&[], Duration::from_secs(2)).is_empty());
+    }
+
+    #[test]
+    fn a_member_missing_from_the_bucket_stays_live_while_its_heartbeat_is_recent() {
+        let timeout = Duration::from_secs(2);
+        let t0 = std::time::Instant::now();
+        let mut seen = Seen::default();
+        assert_eq!(seen.live(&[beat("a", 100), beat("b", 100)], timeout, t0), ["a", "b"]);
+        // The bucket was lost and made again: only a's heartbeat is back.
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(seen.live(&[beat("a", 200)], timeout, later), ["a", "b"], "b's last change was 1.5 s ago");
+        // b never comes back: gone once its last change is older than the timeout.
+        assert_eq!(seen.live(&[beat("a", 201)], timeout, t0 + Duration::from_millis(2100)), ["a"]);
+    }
+
+    #[test]
+    fn a_stale_heartbeat_in_the_bucket_or_a_removal_is_not_kept() {
+        let timeout = Duration::from_secs(2);
+        let t0 = std::time::Instant::now();
+        let mut seen = Seen::default();
+        assert_eq!(seen.live(&[beat("a", 100), beat("b", 100), beat("c", 100)], timeout, t0), ["a", "b", "c"]);
+        let soon = t0 + Duration::from_millis(500);
+        // b stopped heartbeating (its beat is there, 5 s old); c left.
+        let beats = [beat("a", 105), beat("b", 100), Beat { at: None, ..beat("c", 0) }];
+        assert_eq!(seen.live(&beats, timeout, soon), ["a"]);
     }
 
     #[test]
