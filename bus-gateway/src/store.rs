@@ -554,7 +554,6 @@ fn unfinished_copy(info: &stream::Info) -> anyhow::Result<()> {
     }
 }
 
-/// Settings of the events stream. Retention by limits with no limits: events are kept forever.
 /// How many consumers a stream of ours may have. nats-server 2.15 caps every stream at 1,000
 /// unless the stream sets its own limit (and reads 0 or -1 as "use the default"), while a
 /// deployment needs services x partitions durable consumers plus every open reader: each
@@ -563,6 +562,7 @@ fn unfinished_copy(info: &stream::Info) -> anyhow::Result<()> {
 /// were enough to be refused.
 pub const MAX_CONSUMERS: i32 = 100_000;
 
+/// Settings of the events stream. Retention by limits with no limits: events are kept forever.
 pub(crate) fn events_stream_config(config: &Config) -> stream::Config {
     stream::Config {
         name: config.stream.clone(),
@@ -623,16 +623,12 @@ pub(crate) async fn ensure_stream(js: &jetstream::Context, mut want: stream::Con
                 for (k, v) in have.metadata {
                     want.metadata.entry(k).or_insert(v);
                 }
-                if drifted {
-                    tracing::info!(stream = want.name, "updating stream settings");
-                    js.update_stream(&want).await?;
-                } else {
-                    // Only the consumer limit (a stream made before it was set): not fatal, the
+                match js.update_stream(&want).await {
+                    Ok(_) => tracing::info!(stream = want.name, max_consumers = want.max_consumers, "updated the stream's settings"),
+                    Err(e) if drifted => return Err(e.into()),
+                    // Only the consumer limit differed (a stream made before it was set): the
                     // rest works without it.
-                    match js.update_stream(&want).await {
-                        Ok(_) => tracing::info!(stream = want.name, max_consumers = want.max_consumers, "raised the stream's consumer limit"),
-                        Err(e) => tracing::warn!(stream = want.name, error = %e, "could not raise the stream's consumer limit: readers past the server's default (1,000 on nats-server 2.15) are refused"),
-                    }
+                    Err(e) => tracing::warn!(stream = want.name, error = %e, "could not raise the stream's consumer limit: readers past the server's default (1,000 on nats-server 2.15) are refused"),
                 }
             }
             Ok(js.get_stream(&want.name).await?)
