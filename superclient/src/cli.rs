@@ -251,8 +251,7 @@ pub struct RunOpts {
     /// type): for an operators' backend such as the bfaf only.
     #[arg(long, env = "SEQUENT_ADMIN_API")]
     pub admin_api: bool,
-    /// Most events a partition's worker applies in one batch (one commit; acks may cover
-    /// several batches, see consume/late_ack.rs).
+    /// Most events a partition's worker applies in one batch (one commit, one ack).
     #[arg(long, env = "SEQUENT_BATCH", default_value_t = 64)]
     pub batch: usize,
     /// Attempts of a failing handler before its event is parked.

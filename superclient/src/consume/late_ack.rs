@@ -5,10 +5,13 @@
 //! delivering at `max_ack_pending`), or before anything that reads or moves the consumer's
 //! state (a resync, a pause, a new pull stream, a hand-over).
 //!
-//! Acking late loses nothing: an event is acked only after its commit, and one delivered again
-//! (its ack had not arrived when its worker died) is at or below the checkpoint and skipped.
-//! At a few events per second per partition, which is most of the bank's partitions most of the
-//! time, it turns one ack per event into one per `LINGER`.
+//! An event is acked only after its commit, and one delivered again (its ack had not arrived
+//! when its worker died) is at or below the checkpoint and skipped. But the rebuild after Redis
+//! lost the state replays each partition only up to its consumer's ack floor, and live delivery
+//! then skipped what had been committed to the lost state and not acked yet: so the worker uses
+//! a limit of 1 (every commit acked at once) until that rebuild bound no longer depends on acks.
+//! With a longer linger, at a few events per second per partition, one ack per event became one
+//! per `LINGER` (2 NATS messages fewer per bank transfer).
 
 use std::time::Duration;
 use tokio::time::Instant;

@@ -306,8 +306,11 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         next_delivery: 1,
         resyncing: false,
         stash: Vec::new(),
-        // Half of the consumer's max_ack_pending (twice the batch, see app.rs).
-        late: LateAck::new(svc.opts.batch.max(1)),
+        // Every commit is acked at once (a limit of 1). Acking later (up to 100 ms, or half the
+        // consumer's max_ack_pending) saved 2 NATS messages per transfer but broke the rebuild
+        // after Redis lost the state: it replays up to the consumer's ack floor, and live
+        // delivery then skipped the events committed to the lost state but not yet acked.
+        late: LateAck::new(1),
     };
     let batch = svc.opts.batch.max(1);
     let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
