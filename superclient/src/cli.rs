@@ -260,6 +260,11 @@ pub struct RunOpts {
     /// First retry delay of a failing handler; doubles per attempt (capped at 10 s).
     #[arg(long, env = "SEQUENT_RETRY_DELAY", default_value = "200ms", value_parser = parse_duration)]
     pub retry_delay: Duration,
+    /// How long a committed event's ack may wait, so that one ack covers several commits (the
+    /// consumer acks every earlier event with the last); `0` acks every commit at once. After a
+    /// crash, up to this much more of the events is delivered again and skipped.
+    #[arg(long, env = "SEQUENT_ACK_LINGER", default_value = "100ms", value_parser = parse_duration)]
+    pub ack_linger: Duration,
     /// How long an unacknowledged event waits before JetStream redelivers it. Long handlers
     /// keep their event with progress signals, so this only bounds recovery after a crash.
     #[arg(long, env = "SEQUENT_ACK_WAIT", default_value = "5s", value_parser = parse_duration)]

@@ -35,8 +35,9 @@ pub struct Service {
     pub stream_name: String,
     pub partitions: u32,
     pub opts: RunOpts,
-    /// The active namespace as last seen; refreshed when a commit finds it moved.
-    active: RwLock<String>,
+    /// The active namespace as last seen; refreshed when a commit finds it moved. A watch, so
+    /// that idle partition workers learn of a swap (see `consume::worker`).
+    active: tokio::sync::watch::Sender<String>,
     /// Partitions this instance consumes now (for /health).
     pub owned: RwLock<Vec<u32>>,
     /// Owned partitions whose worker waits on its pull with nothing in hand: their consumer has
@@ -84,7 +85,7 @@ impl Service {
             stream_name: p.stream_name,
             partitions: p.partitions,
             opts: p.opts,
-            active: RwLock::new(String::new()),
+            active: tokio::sync::watch::Sender::new(String::new()),
             owned: RwLock::new(Vec::new()),
             waiting: RwLock::default(),
             live: RwLock::new(Vec::new()),
@@ -94,7 +95,12 @@ impl Service {
     }
 
     pub fn active_ns(&self) -> String {
-        self.active.read().clone()
+        self.active.borrow().clone()
+    }
+
+    /// Wakes whoever waits on it when the active namespace changes.
+    pub fn active_changes(&self) -> tokio::sync::watch::Receiver<String> {
+        self.active.subscribe()
     }
 
     /// The active namespace of partition `p`'s state: the service's, or with partitioned state
@@ -109,7 +115,13 @@ impl Service {
     }
 
     pub fn set_active(&self, ns: &str) {
-        *self.active.write() = ns.to_string();
+        self.active.send_if_modified(|active| {
+            let moved = active != ns;
+            if moved {
+                *active = ns.to_string();
+            }
+            moved
+        });
     }
 
     /// Re-reads the active namespace of the slot of namespace `ns` (a partition's pointer moves

@@ -190,3 +190,44 @@ async fn a_rebuild_read_waits_for_the_previous_batchs_commit() {
     let out_of_order: Vec<_> = ranks.iter().zip(1..).filter(|((_, rank), want)| **rank != *want).take(5).collect();
     assert!(out_of_order.is_empty(), "ranks read before the previous batch's commit was in: {out_of_order:?}");
 }
+
+/// Redis loses the state while the workers hold acks back (`--ack-linger`): every event is
+/// committed, none is acked yet. The rebuild replays each partition up to its consumer's ack
+/// floor (nothing here), so the events committed to the lost state are in no state: each worker
+/// finds its checkpoint moved back and has its consumer deliver them again. Every count comes
+/// back exactly, every event once, the ones delivered again marked `meta.redelivered`. (Before,
+/// the late ack went out after the rebuild and the events were gone for good.)
+#[tokio::test]
+async fn events_committed_but_not_acked_when_redis_loses_the_state_are_applied_again() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let live = stack.instance(SCRIPT, "late-acks", &["--ack-linger", "10m", "--ack-wait", "10m"]).await;
+    let mut expected = BTreeMap::new();
+    stack.append_many("test", batch(20, 0..3, &mut expected), 16).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+
+    // The acks are held back: every partition has deliveries committed and not acked.
+    let stream = async_nats::jetstream::new(stack.admin.clone()).get_stream("EVENTS").await.unwrap();
+    let mut unacked = 0;
+    for p in 0..16 {
+        let info = stream.consumer_info(sequent_protocol::subjects::consumer_name("test", p)).await.unwrap();
+        unacked += info.num_ack_pending;
+    }
+    assert_eq!(unacked, 60, "every committed event still waits for its ack");
+
+    let mut con = stack.redis_con().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut con).await.unwrap();
+    let mut child = live.child;
+    child.wait_for_line("the state is back", Duration::from_secs(60)).await.expect("the lost state is rebuilt");
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    for (key, n) in &expected {
+        assert_eq!(stack.get_int("test", &format!("count:{key}")).await, Some(*n), "{key}: applied twice");
+        let s = seqs(&stack, "test", key).await;
+        assert_eq!(s.len() as i64, *n, "{key}: {s:?}");
+        assert_ordered(key, &s);
+    }
+    let ns = stack.active_ns("test").await.unwrap();
+    let redelivered: BTreeMap<u64, String> = redis::cmd("HGETALL").arg(format!("{ns}:redelivered")).query_async(&mut con).await.unwrap();
+    assert_eq!(redelivered.len(), 60);
+    assert!(redelivered.values().all(|v| v == "true"), "delivered again after the loss: {redelivered:?}");
+}

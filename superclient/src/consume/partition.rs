@@ -48,11 +48,17 @@ impl PartitionState {
         }
     }
 
-    /// Reloads after a rebuild swapped the namespace.
-    pub async fn refresh_if_moved(&mut self, svc: &Service) {
-        if svc.active_ns_of(self.partition) != self.ns {
-            *self = PartitionState::load(svc, self.partition).await;
+    /// Reloads after a rebuild swapped the namespace. True when the new checkpoint is behind the
+    /// one this worker had: the state was rebuilt from the stream after Redis lost it, up to the
+    /// consumer's ack floor, so what was committed to the lost state and not acked yet is not in
+    /// it, and must be delivered again (see `consume::worker`).
+    pub async fn refresh_if_moved(&mut self, svc: &Service) -> bool {
+        if svc.active_ns_of(self.partition) == self.ns {
+            return false;
         }
+        let before = self.applied;
+        *self = PartitionState::load(svc, self.partition).await;
+        self.applied < before
     }
 }
 

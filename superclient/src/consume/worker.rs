@@ -27,6 +27,13 @@
 //! vanished: unpin (its pin would otherwise last `--pin-timeout`) and reset the consumer to its
 //! ack floor so the events it held are redelivered now rather than after `--ack-wait`.
 //!
+//! Redis lost the state: it is rebuilt from the stream up to each consumer's ack floor, while
+//! workers wait. A worker that finds its checkpoint moved back (it committed events to the lost
+//! state whose ack was late or in flight) drops the ack that waits and resets its consumer to
+//! the event after the checkpoint, so those events are delivered again and applied to the new
+//! state. A worker that starts on a partition whose consumer acked past the checkpoint does the
+//! same.
+//!
 //! `meta.redelivered` is true for an event that may have been handled before (its sends
 //! stored): delivered more than once, delivered to this partition's consumer before this
 //! worker took the partition, or run here by a batch that did not commit.
@@ -291,6 +298,8 @@ enum Worked {
     Stopped,
     /// The pull stream failed while waiting to retry.
     StreamFailed(String),
+    /// The checkpoint moved back: what follows it must be delivered again.
+    Rewound,
 }
 
 async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<bool>, mut takeover: bool, mut releases: mpsc::Receiver<String>) {
@@ -306,17 +315,22 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         next_delivery: 1,
         resyncing: false,
         stash: Vec::new(),
-        // Every commit is acked at once (a limit of 1). Acking later (up to 100 ms, or half the
-        // consumer's max_ack_pending) saved 2 NATS messages per transfer but broke the rebuild
-        // after Redis lost the state: it replays up to the consumer's ack floor, and live
-        // delivery then skipped the events committed to the lost state but not yet acked.
-        late: LateAck::new(1),
+        // Acked at half the consumer's max_ack_pending (twice the batch, see app.rs) at most.
+        late: LateAck::new(svc.opts.batch.max(1), svc.opts.ack_linger),
     };
     let batch = svc.opts.batch.max(1);
+    let mut active_changes = svc.active_changes();
+    // The checkpoint moved back (see the module doc): deliver again what follows it.
+    let mut rewound = false;
     let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
     'outer: loop {
         if *stop.borrow() {
             break;
+        }
+        rewound |= state.refresh_if_moved(&svc).await;
+        if rewound {
+            // Its events' effects are gone with the lost state: they are delivered again.
+            hand.late.take();
         }
         hand.flush_ack().await;
         let consumer = match svc.events_stream().await {
@@ -330,8 +344,15 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
             }
         };
-        match consumer.info().await {
-            Ok(info) => hand.start(info.ack_floor.consumer_sequence),
+        let info = match consumer.info().await {
+            Ok(info) if rewound || info.ack_floor.stream_sequence > state.applied => deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info.clone()).await,
+            other => other.map(|i| i.clone()).map_err(|e| e.to_string()),
+        };
+        match info {
+            Ok(info) => {
+                rewound = false;
+                hand.start(info.ack_floor.consumer_sequence)
+            }
             Err(e) => {
                 tracing::warn!(partition, consumer = name, error = %e, "consumer info not available; retrying");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
@@ -362,6 +383,10 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                 Worked::Empty => None,
                 Worked::Stopped => break 'outer,
                 Worked::StreamFailed(e) => Some(e),
+                Worked::Rewound => {
+                    rewound = true;
+                    continue 'outer;
+                }
             };
             let ack_due = hand.late.due();
             let failed = match failed {
@@ -372,8 +397,19 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                         biased;
                         _ = stop.changed() => break 'outer,
                         Some(key) = releases.recv() => {
-                            state.refresh_if_moved(&svc).await;
+                            rewound |= state.refresh_if_moved(&svc).await;
                             parking::release(&svc, &mut state, &key).await;
+                            if rewound {
+                                continue 'outer;
+                            }
+                            None
+                        }
+                        // A rebuild swapped the state (an idle worker would not look otherwise).
+                        Ok(()) = active_changes.changed() => {
+                            if state.refresh_if_moved(&svc).await {
+                                rewound = true;
+                                continue 'outer;
+                            }
                             None
                         }
                         m = messages.next() => match m {
@@ -427,6 +463,34 @@ async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     }
 }
 
+/// Resets the consumer so that delivery starts again right after the checkpoint: the checkpoint
+/// moved back (the state was rebuilt from the stream after Redis lost it), or the consumer acked
+/// past it (an ack that was late or in flight when Redis lost the state, arriving after the
+/// rebuild read the ack floor). Every event after the checkpoint may have been handled, its
+/// sends stored: they all count as redelivered. Returns the consumer's info after the reset.
+async fn deliver_again_after_checkpoint(
+    svc: &Service,
+    name: &str,
+    state: &PartitionState,
+    hand: &mut Hand,
+    before: async_nats::jetstream::consumer::Info,
+) -> Result<async_nats::jetstream::consumer::Info, String> {
+    hand.delivered_before = hand.delivered_before.max(before.delivered.stream_sequence).max(hand.highest);
+    let from = state.applied + 1;
+    tracing::warn!(
+        partition = state.partition,
+        consumer = name,
+        checkpoint = state.applied,
+        ack_floor = before.ack_floor.stream_sequence,
+        delivered = before.delivered.stream_sequence,
+        "the state was rebuilt behind what this partition had delivered: delivering again from {from}"
+    );
+    metrics::counter!("sequent_partition_rewinds_total", "service" => svc.name.clone()).increment(1);
+    let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
+    stream.reset_consumer(name, Some(from)).await.map_err(|e| format!("resetting the consumer to {from}: {e}"))?;
+    stream.consumer_info(name).await.map_err(|e| e.to_string())
+}
+
 /// Applies what is in hand, batch by batch, until it is empty.
 async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messages: &mut pull::Stream, stop: &watch::Receiver<bool>) -> Worked {
     let batch_size = svc.opts.batch.max(1);
@@ -438,7 +502,9 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
             resync(svc, hand).await;
             continue;
         }
-        state.refresh_if_moved(svc).await;
+        if state.refresh_if_moved(svc).await {
+            return Worked::Rewound;
+        }
         // Redeliveries of what is applied already: ack them.
         let skip = hand.messages.iter().take_while(|m| Hand::seq(m) <= state.applied).count();
         if skip > 0 {
