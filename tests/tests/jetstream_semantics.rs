@@ -4,6 +4,8 @@
 //! - with `AckAll`, one ack covers every earlier delivery;
 //! - deliveries carry consecutive consumer sequences; a RESET sets the ack floor's consumer
 //!   sequence to 0, and the next deliveries are the first events not acked, numbered from 1;
+//! - a RESET to a stream sequence below the ack floor (a worker going back to its checkpoint)
+//!   delivers again from there, also on a filtered consumer;
 //! - a batched direct get answers each message with `Nats-Num-Pending` (how many match after
 //!   it), then an end-of-batch marker.
 
@@ -62,6 +64,40 @@ async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
         next.push((info.stream_sequence, info.consumer_sequence));
     }
     assert_eq!(next, vec![(4, 1), (5, 2), (6, 3)]);
+}
+
+#[tokio::test]
+async fn reset_to_a_sequence_below_the_ack_floor_delivers_again_from_it() {
+    let (_nats, _js, stream) = setup().await;
+    // sem.1 holds 1, 4, 7, 10.
+    let config = consumer::pull::Config {
+        durable_name: Some("f".into()),
+        filter_subject: "sem.1".into(),
+        ack_policy: consumer::AckPolicy::All,
+        max_ack_pending: 100,
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.unwrap();
+    let mut batch = consumer.fetch().max_messages(4).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut last = None;
+    while let Some(m) = batch.next().await {
+        last = Some(m.unwrap());
+    }
+    last.expect("four deliveries").double_ack().await.unwrap();
+    let mut c = stream.get_consumer::<consumer::pull::Config>("f").await.unwrap();
+    assert_eq!(c.info().await.unwrap().ack_floor.stream_sequence, 10);
+    // Back to the event after a checkpoint at 4 (between two of the consumer's events: 5).
+    stream.reset_consumer("f", Some(5)).await.unwrap();
+    let info = c.info().await.unwrap().clone();
+    assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (4, 0), "{info:?}");
+    let mut again = c.fetch().max_messages(4).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut next = Vec::new();
+    while let Some(m) = again.next().await {
+        let m = m.unwrap();
+        let info = m.info().unwrap();
+        next.push((info.stream_sequence, info.consumer_sequence));
+    }
+    assert_eq!(next, vec![(7, 1), (10, 2)]);
 }
 
 #[tokio::test]

@@ -19,8 +19,8 @@
 //! With several events in flight, a pin that moved while another instance still held
 //! deliveries (it is stopping, frozen, or its pin lapsed) would let newer events arrive first:
 //! the new holder sees the gap, and unless the ack floor shows the deliveries in between were
-//! acked meanwhile, it resets the consumer to its ack floor and takes everything again, in
-//! order ([`resync`]). The checkpoint makes the repeats harmless.
+//! acked meanwhile, it resets the consumer to the event after its checkpoint and takes
+//! everything again, in order ([`resync`]). The checkpoint makes the repeats harmless.
 //!
 //! Losing a partition (another instance joined): finish the batch in hand, stop pulling, then
 //! unpin the consumer so the new owner is pinned at once. Taking over from an instance that
@@ -499,7 +499,7 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         if hand.messages.is_empty() {
             // Resync compares with the ack floor: what we committed must be acked first.
             hand.flush_ack().await;
-            resync(svc, hand).await;
+            resync(svc, hand, state.applied).await;
             continue;
         }
         if state.refresh_if_moved(svc).await {
@@ -599,10 +599,12 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
 /// If the consumer's ack floor is right behind it, the deliveries before it were acked by
 /// whoever held them, or the consumer was reset and numbers its deliveries from the floor
 /// again: the held-back messages are taken. Otherwise another instance still holds deliveries
-/// before them (its pin lapsed, or it is stopping): the consumer is reset to its ack floor (this
-/// worker is pinned: it received them), so that everything not acked is delivered again, in
-/// order, here.
-async fn resync(svc: &Service, hand: &mut Hand) {
+/// before them (its pin lapsed, or it is stopping): the consumer is reset (this worker is
+/// pinned: it received them) so that everything after the checkpoint `applied` is delivered
+/// again, in order, here. Not to the ack floor: an ack numbered before an earlier reset (an old
+/// owner's, arriving late) can lift the floor above events never applied, which a reset to the
+/// floor would skip for good; the checkpoint is the truth, the events up to it are skipped.
+async fn resync(svc: &Service, hand: &mut Hand, applied: u64) {
     let stash = std::mem::take(&mut hand.stash);
     let Some(first) = stash.first().and_then(|m| m.info().ok().map(|i| i.consumer_sequence)) else { return };
     let name = stash[0].info().map(|i| i.consumer.to_string()).unwrap_or_default();
@@ -630,9 +632,9 @@ async fn resync(svc: &Service, hand: &mut Hand) {
             return;
         }
     }
-    tracing::info!(consumer = name, first, ?floor, "deliveries arrived out of the consumer's order: resetting it to its ack floor");
+    tracing::info!(consumer = name, first, ?floor, applied, "deliveries arrived out of the consumer's order: resetting it to the event after the checkpoint");
     metrics::counter!("sequent_partition_resyncs_total").increment(1);
-    if let Err(e) = stream.reset_consumer(&name, None).await {
+    if let Err(e) = stream.reset_consumer(&name, Some(applied + 1)).await {
         tracing::warn!(consumer = name, error = %e, "reset failed; the deliveries come back after --ack-wait");
     }
     match stream.consumer_info(&name).await {
