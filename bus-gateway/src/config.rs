@@ -6,6 +6,13 @@ use std::path::PathBuf;
 use sequent_protocol::duration::parse_duration;
 use std::time::Duration;
 
+/// See [`Config::consumer_storage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsumerStorage {
+    File,
+    Memory,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bus-gateway",
@@ -43,6 +50,14 @@ pub struct Config {
     /// Replicas of the streams (1 for a single node, 3 for a cluster).
     #[arg(long, env = "SEQUENT_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
+
+    /// Where the services' partition consumers keep their state (what was delivered and acked):
+    /// `file` survives a nats-server restart; `memory` writes no state file (a busy file consumer
+    /// rewrites one up to ten times a second, nats-server's largest cost under the bank), and
+    /// after a restart the consumers are made again and each partition resumes after the
+    /// service's checkpoint. Changing it replaces the existing consumers. See SCALING.md.
+    #[arg(long, env = "SEQUENT_CONSUMER_STORAGE", default_value = "file", value_enum)]
+    pub consumer_storage: ConsumerStorage,
 
     /// Number of key partitions. Fixed when the stream is created; changing it later would move
     /// keys between partitions, so the gateway refuses to start on a mismatch.

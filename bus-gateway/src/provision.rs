@@ -9,6 +9,10 @@
 //! effects committed, the next ones are delivered again, and the superclient skips those its
 //! checkpoint already covers. Nothing is lost and nothing applied twice; instances still
 //! pulling the old consumer fail their pulls and must be restarted with the new superclient.
+//!
+//! A consumer whose state moves between file and memory (`--consumer-storage`) is replaced by
+//! one delivering from the start; the superclient resets it to the event after its checkpoint
+//! before it pulls, as it does with a consumer made again after a nats-server restart lost it.
 
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
@@ -87,6 +91,7 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
             priority_policy: PriorityPolicy::PinnedClient,
             priority_groups: vec![PIN_GROUP.into()],
             priority_timeout: Duration::from_millis(req.pin_timeout_ms.unwrap_or(5_000)),
+            memory_storage: app.config.consumer_storage == crate::config::ConsumerStorage::Memory,
             ..Default::default()
         };
         if let Err(e) = app.store.ack_all_consumer(config).await {

@@ -423,6 +423,12 @@ impl Store {
                 if let Err(e) = self.events.delete_consumer(&name).await {
                     tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway migrated it?)");
                 }
+            } else if existing.config.memory_storage != config.memory_storage {
+                // JetStream cannot move a consumer's state between file and memory in place.
+                tracing::warn!(consumer = name, memory = config.memory_storage, "moving a consumer's state between file and memory: replacing it (the services resume each partition after their checkpoint)");
+                if let Err(e) = self.events.delete_consumer(&name).await {
+                    tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway replaced it?)");
+                }
             } else {
                 // The start position of an existing consumer cannot change; keep it as it is.
                 config.deliver_policy = existing.config.deliver_policy;

@@ -98,7 +98,7 @@ pub async fn start(script: &Path, conn: &Conn, opts: &RunOpts, cohosted: Arc<Coh
     let (stream_name, partitions) = if spec.types().is_empty() {
         ("EVENTS".to_string(), 0)
     } else {
-        let reply = provision::provision(&client, &spec.service, spec.types(), opts.ack_wait, opts.pin_timeout, opts.batch.max(1) * 2).await?;
+        let reply = provision::provision(&client, &spec.service, spec.types(), &opts).await?;
         tracing::info!(stream = reply.stream, partitions = reply.partitions, "consumers provisioned");
         (reply.stream, reply.partitions)
     };

@@ -50,6 +50,8 @@ pub struct Service {
     pub stopping: std::sync::atomic::AtomicBool,
     /// The running rebuild's events replayed and expected, for whoever reports them.
     pub rebuild_progress: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    /// When the consumers were last asked for again (`consume::provision::again`).
+    pub reprovisioned: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What [`Service::new`] puts together.
@@ -91,6 +93,7 @@ impl Service {
             live: RwLock::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             rebuild_progress: Arc::default(),
+            reprovisioned: tokio::sync::Mutex::new(None),
         }
     }
 

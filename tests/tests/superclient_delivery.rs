@@ -167,11 +167,27 @@ async fn an_instance_started_later_takes_a_share() {
 /// the restart takes a share of the partitions.
 #[tokio::test]
 async fn a_nats_server_crash_and_restart_loses_nothing_and_membership_recovers() {
+    crash_and_restart(&[]).await;
+}
+
+/// The same with the partition consumers kept in memory (`--consumer-storage memory`): the
+/// restart loses them. The instances have a gateway make them again and move each one to the
+/// event after their checkpoint; the events after it count as redelivered.
+#[tokio::test]
+async fn consumers_in_memory_are_made_again_after_a_nats_server_crash_and_lose_nothing() {
+    crash_and_restart(&[("SEQUENT_CONSUMER_STORAGE", "memory")]).await;
+}
+
+async fn crash_and_restart(gateway_env: &[(&str, &str)]) {
     let _serial = serial().await;
-    let mut stack = stack_on(sequent_tests::nats_process().await.expect("nats-server starts"), &[]).await;
-    let a = stack.instance(SCRIPT, "restart-a", &[]).await;
+    let mut stack = stack_on(sequent_tests::nats_process().await.expect("nats-server starts"), gateway_env).await;
+    let mut a = stack.instance(SCRIPT, "restart-a", &[]).await;
     let b = stack.instance(SCRIPT, "restart-b", &[]).await;
     wait_balanced(&[&a, &b], Duration::from_secs(30)).await;
+    let in_memory = gateway_env.contains(&("SEQUENT_CONSUMER_STORAGE", "memory"));
+    let stream = async_nats::jetstream::new(stack.admin.clone()).get_stream("EVENTS").await.unwrap();
+    let consumer = sequent_protocol::subjects::consumer_name("test", 0);
+    assert_eq!(stream.consumer_info(&consumer).await.unwrap().config.memory_storage, in_memory);
 
     let (first, mut expected) = events(60, 100, "rs");
     stack.append_many("test", first, 32).await;
@@ -179,6 +195,9 @@ async fn a_nats_server_crash_and_restart_loses_nothing_and_membership_recovers()
         .await
         .unwrap();
     stack.nats.restart().await.expect("nats-server restarts");
+    if in_memory {
+        a.child.wait_for_line("consumers made again", Duration::from_secs(60)).await.expect("the lost consumers are made again");
+    }
 
     let c = stack.instance(SCRIPT, "restart-c", &[]).await;
     wait_balanced(&[&a, &b, &c], Duration::from_secs(60)).await;

@@ -1,17 +1,20 @@
 //! The service's durable consumers are the gateway's to create (services may not create
 //! consumers): a service asks for them over NATS.
 
+use crate::cli::RunOpts;
+use crate::runtime::Service;
 use sequent_protocol::subjects;
 use sequent_protocol::{ProvisionReply, ProvisionRequest};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Asks a gateway for the service's consumers, retrying until one answers.
-pub async fn provision(client: &async_nats::Client, service: &str, types: Vec<String>, ack_wait: Duration, pin_timeout: Duration, in_hand: usize) -> anyhow::Result<ProvisionReply> {
+/// Asks a gateway for the service's consumers, retrying until one answers. A partition's worker
+/// holds up to twice `--batch` events unacked.
+pub async fn provision(client: &async_nats::Client, service: &str, types: Vec<String>, opts: &RunOpts) -> anyhow::Result<ProvisionReply> {
     let request = ProvisionRequest {
         types,
-        ack_wait_ms: Some(ack_wait.as_millis() as u64),
-        pin_timeout_ms: Some(pin_timeout.as_millis() as u64),
-        max_ack_pending: Some(in_hand as i64),
+        ack_wait_ms: Some(opts.ack_wait.as_millis() as u64),
+        pin_timeout_ms: Some(opts.pin_timeout.as_millis() as u64),
+        max_ack_pending: Some((opts.batch.max(1) * 2) as i64),
     };
     let body = serde_json::to_vec(&request).expect("provision requests serialise");
     let subject = subjects::provision_subject(service);
@@ -37,3 +40,20 @@ pub async fn provision(client: &async_nats::Client, service: &str, types: Vec<St
     }
 }
 
+
+/// A partition's consumer is gone: a nats-server that kept consumers in memory restarted
+/// (`bus-gateway --consumer-storage memory`), or someone deleted it. Asks a gateway to make the
+/// service's consumers again, at most once a second per instance (every worker of the instance
+/// finds its consumer gone at once); the workers then resume after their checkpoints.
+pub async fn again(svc: &Service) {
+    let mut last = svc.reprovisioned.lock().await;
+    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        return;
+    }
+    tracing::warn!(service = svc.name, "a partition consumer is gone: asking a gateway to make the service's consumers again");
+    match provision(&svc.client, &svc.name, svc.spec.types(), &svc.opts).await {
+        Ok(_) => tracing::info!(service = svc.name, "consumers made again"),
+        Err(e) => tracing::warn!(service = svc.name, error = %e, "making the consumers again failed"),
+    }
+    *last = Some(Instant::now());
+}

@@ -41,6 +41,7 @@
 use super::apply::{Outcome, Target};
 use super::late_ack::LateAck;
 use super::parking;
+use super::provision;
 use super::partition::{PartitionState, ReleaseRoutes};
 use crate::cluster::membership::owner;
 use crate::runtime::Service;
@@ -55,6 +56,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
+
+/// Whether getting a consumer failed because it does not exist (JetStream's error 10014).
+fn consumer_missing(error: &str) -> bool {
+    error.contains("consumer not found") || error.contains("error code 10014")
+}
 
 struct Worker {
     stop: watch::Sender<bool>,
@@ -337,27 +343,34 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let mut consumer = match consumer {
+        let consumer = match consumer {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(partition, consumer = name, error = e, "consumer not available; retrying");
+                if consumer_missing(&e) {
+                    tokio::select! { _ = provision::again(&svc) => {}, _ = stop.changed() => break }
+                }
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
             }
         };
-        let info = match consumer.info().await {
-            Ok(info) if rewound || info.ack_floor.stream_sequence > state.applied => deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info.clone()).await,
-            other => other.map(|i| i.clone()).map_err(|e| e.to_string()),
+        // Fresh: getting the consumer read its info.
+        let info = consumer.cached_info().clone();
+        // Behind the checkpoint: the consumer was made again (a nats-server that kept it in
+        // memory restarted) and would deliver from the stream's start.
+        let reborn = info.delivered.stream_sequence < state.applied;
+        let info = if rewound || reborn || info.ack_floor.stream_sequence > state.applied {
+            match deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info, reborn).await {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(partition, consumer = name, error = %e, "could not move the consumer to the checkpoint; retrying");
+                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
+                }
+            }
+        } else {
+            info
         };
-        match info {
-            Ok(info) => {
-                rewound = false;
-                hand.start(info.ack_floor.consumer_sequence)
-            }
-            Err(e) => {
-                tracing::warn!(partition, consumer = name, error = %e, "consumer info not available; retrying");
-                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
-            }
-        }
+        rewound = false;
+        hand.start(info.ack_floor.consumer_sequence);
         let messages = consumer
             .stream()
             .group(PIN_GROUP)
@@ -463,19 +476,31 @@ async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     }
 }
 
-/// Resets the consumer so that delivery starts again right after the checkpoint: the checkpoint
-/// moved back (the state was rebuilt from the stream after Redis lost it), or the consumer acked
-/// past it (an ack that was late or in flight when Redis lost the state, arriving after the
-/// rebuild read the ack floor). Every event after the checkpoint may have been handled, its
-/// sends stored: they all count as redelivered. Returns the consumer's info after the reset.
+/// Resets the consumer so that delivery starts again right after the checkpoint:
+/// - the checkpoint moved back (the state was rebuilt from the stream after Redis lost it), or
+///   the consumer acked past it (an ack that was late or in flight when Redis lost the state,
+///   arriving after the rebuild read the ack floor): every event the consumer delivered after
+///   the checkpoint may have been handled, its sends stored;
+/// - or the consumer is `reborn` (made again, it knows nothing of earlier deliveries): every
+///   event in the stream now may have been handled.
+///
+/// Those count as redelivered. Returns the consumer's info after the reset.
 async fn deliver_again_after_checkpoint(
     svc: &Service,
     name: &str,
     state: &PartitionState,
     hand: &mut Hand,
     before: async_nats::jetstream::consumer::Info,
+    reborn: bool,
 ) -> Result<async_nats::jetstream::consumer::Info, String> {
     hand.delivered_before = hand.delivered_before.max(before.delivered.stream_sequence).max(hand.highest);
+    if reborn {
+        let end = match svc.js.get_stream(&svc.stream_name).await {
+            Ok(stream) => stream.cached_info().state.last_sequence,
+            Err(_) => u64::MAX,
+        };
+        hand.delivered_before = hand.delivered_before.max(end);
+    }
     let from = state.applied + 1;
     tracing::warn!(
         partition = state.partition,
@@ -483,12 +508,26 @@ async fn deliver_again_after_checkpoint(
         checkpoint = state.applied,
         ack_floor = before.ack_floor.stream_sequence,
         delivered = before.delivered.stream_sequence,
-        "the state was rebuilt behind what this partition had delivered: delivering again from {from}"
+        reborn,
+        "the consumer is not where the checkpoint is (the state was rebuilt behind it, or the consumer was made again): delivering again from {from}"
     );
     metrics::counter!("sequent_partition_rewinds_total", "service" => svc.name.clone()).increment(1);
     let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
-    stream.reset_consumer(name, Some(from)).await.map_err(|e| format!("resetting the consumer to {from}: {e}"))?;
+    reset_to(&stream, name, from).await?;
     stream.consumer_info(name).await.map_err(|e| e.to_string())
+}
+
+/// Resets consumer `name` to deliver from stream sequence `from` on. A consumer made to start
+/// later (migrated from `AckExplicit`, see bus-gateway's provision.rs) refuses a sequence
+/// before its start: then it is reset to its ack floor, the best it allows.
+async fn reset_to(stream: &async_nats::jetstream::stream::Stream<()>, name: &str, from: u64) -> Result<(), String> {
+    match stream.reset_consumer(name, Some(from)).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(consumer = name, from, error = %e, "the consumer refused to go back to the checkpoint; resetting it to its ack floor");
+            stream.reset_consumer(name, None).await.map(|_| ()).map_err(|e| format!("resetting the consumer: {e}"))
+        }
+    }
 }
 
 /// Applies what is in hand, batch by batch, until it is empty.
@@ -634,8 +673,8 @@ async fn resync(svc: &Service, hand: &mut Hand, applied: u64) {
     }
     tracing::info!(consumer = name, first, ?floor, applied, "deliveries arrived out of the consumer's order: resetting it to the event after the checkpoint");
     metrics::counter!("sequent_partition_resyncs_total").increment(1);
-    if let Err(e) = stream.reset_consumer(&name, Some(applied + 1)).await {
-        tracing::warn!(consumer = name, error = %e, "reset failed; the deliveries come back after --ack-wait");
+    if let Err(e) = reset_to(&stream, &name, applied + 1).await {
+        tracing::warn!(consumer = name, error = e, "reset failed; the deliveries come back after --ack-wait");
     }
     match stream.consumer_info(&name).await {
         Ok(info) => {
