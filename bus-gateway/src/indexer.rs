@@ -87,7 +87,7 @@ fn consumer_config() -> pull::Config {
 }
 
 async fn index(store: &Store, restarted: bool, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-    let consumer = store.ack_all_consumer(consumer_config()).await?;
+    let consumer = store.ack_all_consumer(consumer_config(), None).await?;
     if restarted {
         // Our previous pull stream may hold the pin: the new one would wait `PIN_TIMEOUT`.
         let _ = store.events.unpin_consumer(CONSUMER, PIN_GROUP).await;

@@ -5,6 +5,7 @@ mod answers;
 pub mod auth;
 mod callout;
 pub mod config;
+mod floors;
 mod http;
 mod indexer;
 mod jsapi;

@@ -12,7 +12,8 @@
 //!
 //! A consumer whose state moves between file and memory (`--consumer-storage`) is replaced by
 //! one delivering from the start; the superclient resets it to the event after its checkpoint
-//! before it pulls, as it does with a consumer made again after a nats-server restart lost it.
+//! before it pulls. A consumer kept in memory and lost with a nats-server restart is made again
+//! after its recorded ack floor (`floors.rs`), or from the start if none was recorded.
 
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
@@ -25,6 +26,9 @@ use std::time::Duration;
 pub async fn serve(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     ensure_members_bucket(&app).await?;
     tokio::spawn(keep_members_bucket(app.clone(), stop.clone()));
+    if in_memory(&app) {
+        tokio::spawn(crate::floors::keep(app.clone(), stop.clone()));
+    }
     let requests = app
         .client
         .queue_subscribe(PROVISION_WILDCARD, subjects::GATEWAY_QUEUE_GROUP.to_string())
@@ -43,6 +47,10 @@ pub async fn serve(app: Arc<App>, stop: tokio::sync::watch::Receiver<bool>) -> a
         }
     })
     .await
+}
+
+fn in_memory(app: &App) -> bool {
+    app.config.consumer_storage == crate::config::ConsumerStorage::Memory
 }
 
 fn failed(code: ErrorCode, message: String) -> ProvisionReply {
@@ -91,10 +99,15 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
             priority_policy: PriorityPolicy::PinnedClient,
             priority_groups: vec![PIN_GROUP.into()],
             priority_timeout: Duration::from_millis(req.pin_timeout_ms.unwrap_or(5_000)),
-            memory_storage: app.config.consumer_storage == crate::config::ConsumerStorage::Memory,
+            memory_storage: in_memory(app),
             ..Default::default()
         };
-        if let Err(e) = app.store.ack_all_consumer(config).await {
+        // Lost with a nats-server restart: made again at its recorded floor (see floors.rs).
+        let resume = match in_memory(app) {
+            true => crate::floors::recorded(app, &name).await,
+            false => None,
+        };
+        if let Err(e) = app.store.ack_all_consumer(config, resume).await {
             return failed(ErrorCode::Unavailable, format!("creating consumer {name}: {e}"));
         }
         consumers.push(name);

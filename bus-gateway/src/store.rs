@@ -411,9 +411,24 @@ impl Store {
     /// cannot be changed in place (JetStream refuses to change an ack policy): it is replaced
     /// by one starting right after its ack floor, so whatever it had not acked is delivered
     /// again and nothing is skipped.
-    pub async fn ack_all_consumer(&self, mut config: pull::Config) -> Result<PullConsumer, StoreError> {
+    /// Creates a partition consumer, or updates it, replacing it where JetStream cannot change
+    /// it in place. A consumer that does not exist and has a `resume` point (its ack floor
+    /// recorded before it was lost) starts after it, its metadata saying where the stream ended
+    /// then ([`subjects::MADE_AGAIN_BELOW`]).
+    pub async fn ack_all_consumer(&self, mut config: pull::Config, resume: Option<u64>) -> Result<PullConsumer, StoreError> {
         let name = config.durable_name.clone().unwrap_or_default();
-        if let Ok(existing) = self.events.consumer_info(&name).await {
+        let existing = match self.events.consumer_info(&name).await {
+            Ok(existing) => Some(existing),
+            Err(e) if e.to_string().contains("consumer not found") || e.to_string().contains("error code 10014") => None,
+            Err(e) => return Err(StoreError::Unavailable(format!("reading consumer {name}: {e}"))),
+        };
+        if let (None, Some(floor)) = (&existing, resume) {
+            let end = self.js.get_stream(&self.stream_name).await.map(|s| s.cached_info().state.last_sequence).map_err(|e| StoreError::Unavailable(format!("reading stream {}: {e}", self.stream_name)))?;
+            tracing::warn!(consumer = name, after = floor, stream_end = end, "making a lost consumer again after its recorded ack floor");
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+            config.metadata.insert(subjects::MADE_AGAIN_BELOW.to_string(), end.to_string());
+        }
+        if let Some(existing) = existing {
             if existing.config.ack_policy != AckPolicy::All {
                 let floor = existing.ack_floor.stream_sequence;
                 if existing.delivered.stream_sequence > 0 {

@@ -172,6 +172,15 @@ mod tests {
     }
 
     #[test]
+    fn partition_consumers_are_told_apart() {
+        assert_eq!(partition_of_consumer(&consumer_name("accounts", 3)), Some(3));
+        assert_eq!(partition_of_consumer(&consumer_name("my-service", 15)), Some(15));
+        assert_eq!(partition_of_consumer("sequent-indexer"), None);
+        assert_eq!(partition_of_consumer("analyst-p"), None);
+        assert_eq!(partition_of_consumer("a-p1x"), None);
+    }
+
+    #[test]
     fn transform_destination_is_mustache() {
         assert_eq!(stream_transform_destination(16), "ev.{{partition(16,1)}}.{{wildcard(1)}}.{{wildcard(2)}}");
     }
@@ -269,6 +278,20 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
 pub fn consumer_name(service: &str, partition: u32) -> String {
     format!("{service}-p{partition:02}")
 }
+
+/// Whether `name` is a partition consumer's ([`consumer_name`]): its partition.
+pub fn partition_of_consumer(name: &str) -> Option<u32> {
+    let (_, p) = name.rsplit_once("-p")?;
+    if p.len() < 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
+/// Metadata of a partition consumer the gateway made again (it was lost, kept in memory by a
+/// nats-server that restarted): the stream's last sequence then. Every event up to it may have
+/// been handled before.
+pub const MADE_AGAIN_BELOW: &str = "sequent_made_again_below";
 
 /// The priority group through which one instance at a time is pinned to a partition.
 pub const PIN_GROUP: &str = "owner";

@@ -178,10 +178,63 @@ async fn consumers_in_memory_are_made_again_after_a_nats_server_crash_and_lose_n
     crash_and_restart(&[("SEQUENT_CONSUMER_STORAGE", "memory")]).await;
 }
 
+/// The worst case of consumers in memory: the service is stopped with events waiting for it,
+/// nats-server restarts (the consumers are gone) and Redis loses the state too. The rebuild
+/// stops at each consumer's ack floor, and the gateway made each consumer again after the floor
+/// it had recorded (`bus-gateway/src/floors.rs`), so the waiting events are handled live and make
+/// their sends. Made again from the start instead, the consumers would have let the rebuild
+/// checkpoint them without sending anything.
+#[tokio::test]
+async fn consumers_in_memory_lost_with_the_state_resume_after_their_recorded_floors() {
+    let _serial = serial().await;
+    let mut stack = stack_on(sequent_tests::nats_process().await.expect("nats-server starts"), &[("SEQUENT_CONSUMER_STORAGE", "memory")]).await;
+    let a = stack.instance(SCRIPT, "floors-a", &[]).await;
+    let (handled, expected) = events(20, 5, "fl");
+    stack.append_many("test", handled, 16).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    // The gateway records the consumers' ack floors every 5 s.
+    let js = async_nats::jetstream::new(stack.admin.clone());
+    let stream = js.get_stream("EVENTS").await.unwrap();
+    sequent_tests::wait_until("the gateway to record every partition's ack floor", Duration::from_secs(30), || async {
+        let Ok(kv) = js.get_key_value("sequent_floors").await else { return false };
+        for p in 0..16 {
+            let name = sequent_protocol::subjects::consumer_name("test", p);
+            let floor = stream.consumer_info(&name).await.map(|i| i.ack_floor.stream_sequence).unwrap_or(0);
+            let recorded = kv.get(&name).await.ok().flatten().and_then(|v| String::from_utf8(v.to_vec()).ok()).and_then(|v| v.parse::<u64>().ok());
+            if floor > 0 && recorded != Some(floor) {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap();
+    drop(a);
+    let pings: Vec<String> = (0..10).map(|k| format!("fl-{k}")).collect();
+    for key in &pings {
+        assert!(stack.append("test", "Ping", key, json!({ "n": 1 })).await.all_stored());
+    }
+    stack.nats.restart().await.expect("nats-server restarts");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut stack.redis_con().await).await.unwrap();
+
+    let _b = stack.instance(SCRIPT, "floors-b", &[]).await;
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    sequent_tests::wait_until("every waiting Ping to be handled (its Pong's receipt listed)", Duration::from_secs(60), || async {
+        let Some(ns) = stack.active_ns("test").await else { return false };
+        let n: usize = redis::cmd("LLEN").arg(format!("{ns}:receipts")).query_async(&mut stack.redis_con().await).await.unwrap_or(0);
+        n >= pings.len()
+    })
+    .await
+    .unwrap();
+    for (key, n) in &expected {
+        assert_eq!(seqs(&stack, "test", key).await.len() as i64, *n, "{key}: applied once");
+    }
+}
+
 async fn crash_and_restart(gateway_env: &[(&str, &str)]) {
     let _serial = serial().await;
     let mut stack = stack_on(sequent_tests::nats_process().await.expect("nats-server starts"), gateway_env).await;
-    let mut a = stack.instance(SCRIPT, "restart-a", &[]).await;
+    let a = stack.instance(SCRIPT, "restart-a", &[]).await;
     let b = stack.instance(SCRIPT, "restart-b", &[]).await;
     wait_balanced(&[&a, &b], Duration::from_secs(30)).await;
     let in_memory = gateway_env.contains(&("SEQUENT_CONSUMER_STORAGE", "memory"));
@@ -196,7 +249,12 @@ async fn crash_and_restart(gateway_env: &[(&str, &str)]) {
         .unwrap();
     stack.nats.restart().await.expect("nats-server restarts");
     if in_memory {
-        a.child.wait_for_line("consumers made again", Duration::from_secs(60)).await.expect("the lost consumers are made again");
+        // Lost with the restart; an instance has a gateway make it again.
+        sequent_tests::wait_until("the lost consumers to be made again", Duration::from_secs(60), || async {
+            stream.consumer_info(&consumer).await.is_ok_and(|i| i.config.memory_storage)
+        })
+        .await
+        .unwrap();
     }
 
     let c = stack.instance(SCRIPT, "restart-c", &[]).await;

@@ -273,8 +273,9 @@ async fn attempt(svc: &Service, why: &str, started: &mut Option<String>, in_flig
 /// - with a state in place: its checkpoint (the last event live delivery applied), re-read
 ///   when the replay reaches it, because live delivery keeps going;
 /// - building from nothing after live delivery ran (Redis lost the state): the durable
-///   consumer's ack floor (acks come after the effects, one event at a time), fixed because
-///   live delivery waits for the state meanwhile;
+///   consumer's ack floor (acks come after the effects), fixed because live delivery waits for
+///   the state meanwhile; also for a consumer kept in memory and made again after a nats-server
+///   restart, which starts after the floor the gateway had recorded;
 /// - building from nothing where nothing was ever delivered (a first start, or a service added
 ///   to a running system): the stream's end when the build started. That history is rebuilt
 ///   without sending; later events are live delivery's.
@@ -296,7 +297,9 @@ impl Bound {
         for p in 0..svc.partitions {
             let name = subjects::consumer_name(&svc.name, p);
             let floor = match stream.consumer_info(&name).await {
-                Ok(info) if info.delivered.stream_sequence > 0 => info.ack_floor.stream_sequence,
+                // Made again after a nats-server restart lost it: started after its recorded
+                // floor, which is where live delivery stood (bus-gateway's floors.rs).
+                Ok(info) if info.delivered.stream_sequence > 0 || info.config.metadata.contains_key(subjects::MADE_AGAIN_BELOW) => info.ack_floor.stream_sequence,
                 Ok(_) => end,
                 Err(e) => anyhow::bail!("reading consumer {name} (where live delivery stopped): {e}"),
             };

@@ -187,9 +187,10 @@ impl Hand {
         self.resyncing = false;
     }
 
-    /// Takes a delivered message in consumer order. A delivery that skips ahead is held back
-    /// (see `resync`); an older one, or an event in hand already (JetStream redelivers what
-    /// waited in hand longer than the ack wait), is dropped: it would apply twice.
+    /// Takes a delivered message in consumer order. A delivery that skips ahead, or one numbered
+    /// behind (the consumer's numbering started over), is held back (see `resync`); an event in
+    /// hand already (JetStream redelivers what waited in hand longer than the ack wait, with a
+    /// new number) is dropped: it would apply twice.
     fn push(&mut self, msg: Message) {
         let Ok(info) = msg.info() else {
             tracing::error!(subject = %msg.subject, "a delivered message has no JetStream metadata; dropped");
@@ -205,6 +206,14 @@ impl Hand {
                 return;
             }
             self.resyncing = false;
+        }
+        if delivery < self.next_delivery {
+            // Behind: the consumer's numbering started over (it was reset by someone else, or
+            // made again after a nats-server restart lost it). Not a redelivery of what is in
+            // hand (those come with new, higher numbers): dropping it would leave it unacked,
+            // delivered again and dropped for ever. `resync` decides.
+            self.stash.push(msg);
+            return;
         }
         if seq <= self.highest {
             metrics::counter!("sequent_redeliveries_dropped_total").increment(1);
@@ -355,6 +364,11 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         };
         // Fresh: getting the consumer read its info.
         let info = consumer.cached_info().clone();
+        // Made again after a nats-server restart lost it (kept in memory): what the stream held
+        // then may have been handled already.
+        if let Some(end) = info.config.metadata.get(subjects::MADE_AGAIN_BELOW).and_then(|v| v.parse::<u64>().ok()) {
+            hand.delivered_before = hand.delivered_before.max(end);
+        }
         // Behind the checkpoint: the consumer was made again (a nats-server that kept it in
         // memory restarted) and would deliver from the stream's start.
         let reborn = info.delivered.stream_sequence < state.applied;
