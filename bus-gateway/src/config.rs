@@ -52,11 +52,12 @@ pub struct Config {
     pub replicas: usize,
 
     /// Where the services' partition consumers keep their state (what was delivered and acked):
-    /// `file` survives a nats-server restart; `memory` writes no state file (a busy file consumer
-    /// rewrites one up to ten times a second, nats-server's largest cost under the bank), and
-    /// after a restart the consumers are made again and each partition resumes after the
-    /// service's checkpoint. Changing it replaces the existing consumers. See SCALING.md.
-    #[arg(long, env = "SEQUENT_CONSUMER_STORAGE", default_value = "file", value_enum)]
+    /// `memory` writes no state file (a busy file consumer rewrites one up to ten times a
+    /// second, nats-server's largest cost under the bank); the gateway records their ack floors
+    /// on disk every 5 s and makes a consumer lost with a nats-server restart again after its
+    /// floor. `file` keeps them on disk. Changing it replaces the existing consumers. See
+    /// README.md, "Consumer state".
+    #[arg(long, env = "SEQUENT_CONSUMER_STORAGE", default_value = "memory", value_enum)]
     pub consumer_storage: ConsumerStorage,
 
     /// Number of key partitions. Fixed when the stream is created; changing it later would move

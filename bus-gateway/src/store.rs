@@ -413,8 +413,9 @@ impl Store {
     /// again and nothing is skipped.
     /// Creates a partition consumer, or updates it, replacing it where JetStream cannot change
     /// it in place. A consumer that does not exist and has a `resume` point (its ack floor
-    /// recorded before it was lost) starts after it, its metadata saying where the stream ended
-    /// then ([`subjects::MADE_AGAIN_BELOW`]).
+    /// recorded before it was lost), or one replaced to move its state between file and memory,
+    /// starts after that floor, its metadata saying where the stream ended then
+    /// ([`subjects::MADE_AGAIN_BELOW`]).
     pub async fn ack_all_consumer(&self, mut config: pull::Config, resume: Option<u64>) -> Result<PullConsumer, StoreError> {
         let name = config.durable_name.clone().unwrap_or_default();
         let existing = match self.events.consumer_info(&name).await {
@@ -422,12 +423,11 @@ impl Store {
             Err(e) if e.to_string().contains("consumer not found") || e.to_string().contains("error code 10014") => None,
             Err(e) => return Err(StoreError::Unavailable(format!("reading consumer {name}: {e}"))),
         };
-        if let (None, Some(floor)) = (&existing, resume) {
-            let end = self.js.get_stream(&self.stream_name).await.map(|s| s.cached_info().state.last_sequence).map_err(|e| StoreError::Unavailable(format!("reading stream {}: {e}", self.stream_name)))?;
-            tracing::warn!(consumer = name, after = floor, stream_end = end, "making a lost consumer again after its recorded ack floor");
-            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
-            config.metadata.insert(subjects::MADE_AGAIN_BELOW.to_string(), end.to_string());
-        }
+        // Where a consumer made in place of another one starts (after that one's ack floor).
+        let mut made_again = match &existing {
+            None => resume,
+            Some(_) => None,
+        };
         if let Some(existing) = existing {
             if existing.config.ack_policy != AckPolicy::All {
                 let floor = existing.ack_floor.stream_sequence;
@@ -440,7 +440,10 @@ impl Store {
                 }
             } else if existing.config.memory_storage != config.memory_storage {
                 // JetStream cannot move a consumer's state between file and memory in place.
-                tracing::warn!(consumer = name, memory = config.memory_storage, "moving a consumer's state between file and memory: replacing it (the services resume each partition after their checkpoint)");
+                tracing::warn!(consumer = name, memory = config.memory_storage, "moving a consumer's state between file and memory: replacing it with one that starts after its ack floor");
+                if existing.delivered.stream_sequence > 0 || existing.config.metadata.contains_key(subjects::MADE_AGAIN_BELOW) {
+                    made_again = Some(existing.ack_floor.stream_sequence);
+                }
                 if let Err(e) = self.events.delete_consumer(&name).await {
                     tracing::debug!(consumer = name, error = %e, "deleting the old consumer failed (another gateway replaced it?)");
                 }
@@ -448,6 +451,12 @@ impl Store {
                 // The start position of an existing consumer cannot change; keep it as it is.
                 config.deliver_policy = existing.config.deliver_policy;
             }
+        }
+        if let Some(floor) = made_again {
+            let end = self.js.get_stream(&self.stream_name).await.map(|s| s.cached_info().state.last_sequence).map_err(|e| StoreError::Unavailable(format!("reading stream {}: {e}", self.stream_name)))?;
+            tracing::warn!(consumer = name, after = floor, stream_end = end, "making a consumer again after its ack floor (the events up to the stream's end count as redelivered)");
+            config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: floor + 1 };
+            config.metadata.insert(subjects::MADE_AGAIN_BELOW.to_string(), end.to_string());
         }
         self.events.create_consumer(config).await.map_err(|e| StoreError::Unavailable(format!("creating consumer {name}: {e}")))
     }

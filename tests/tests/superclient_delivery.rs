@@ -164,14 +164,15 @@ async fn an_instance_started_later_takes_a_share() {
 /// nats-server crashes (kill -9) while the services work through a stream, and comes back
 /// with its data: nothing is lost or applied twice, and the instances' membership works again
 /// (its bucket lives in the server's memory and was lost with it): an instance started after
-/// the restart takes a share of the partitions.
+/// the restart takes a share of the partitions. Here with the consumers on disk
+/// (`--consumer-storage file`).
 #[tokio::test]
 async fn a_nats_server_crash_and_restart_loses_nothing_and_membership_recovers() {
-    crash_and_restart(&[]).await;
+    crash_and_restart(&[("SEQUENT_CONSUMER_STORAGE", "file")]).await;
 }
 
-/// The same with the partition consumers kept in memory (`--consumer-storage memory`): the
-/// restart loses them. The instances have a gateway make them again and move each one to the
+/// The same with the partition consumers kept in memory (`--consumer-storage memory`, the
+/// default): the restart loses them. The instances have a gateway make them again and move each one to the
 /// event after their checkpoint; the events after it count as redelivered.
 #[tokio::test]
 async fn consumers_in_memory_are_made_again_after_a_nats_server_crash_and_lose_nothing() {

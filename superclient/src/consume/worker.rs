@@ -552,7 +552,7 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         if hand.messages.is_empty() {
             // Resync compares with the ack floor: what we committed must be acked first.
             hand.flush_ack().await;
-            resync(svc, hand, state.applied).await;
+            resync(svc, hand, state).await;
             continue;
         }
         if state.refresh_if_moved(svc).await {
@@ -653,11 +653,11 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
 /// whoever held them, or the consumer was reset and numbers its deliveries from the floor
 /// again: the held-back messages are taken. Otherwise another instance still holds deliveries
 /// before them (its pin lapsed, or it is stopping): the consumer is reset (this worker is
-/// pinned: it received them) so that everything after the checkpoint `applied` is delivered
+/// pinned: it received them) so that everything after the checkpoint (read again) is delivered
 /// again, in order, here. Not to the ack floor: an ack numbered before an earlier reset (an old
 /// owner's, arriving late) can lift the floor above events never applied, which a reset to the
 /// floor would skip for good; the checkpoint is the truth, the events up to it are skipped.
-async fn resync(svc: &Service, hand: &mut Hand, applied: u64) {
+async fn resync(svc: &Service, hand: &mut Hand, state: &mut PartitionState) {
     let stash = std::mem::take(&mut hand.stash);
     let Some(first) = stash.first().and_then(|m| m.info().ok().map(|i| i.consumer_sequence)) else { return };
     let name = stash[0].info().map(|i| i.consumer.to_string()).unwrap_or_default();
@@ -685,6 +685,11 @@ async fn resync(svc: &Service, hand: &mut Hand, applied: u64) {
             return;
         }
     }
+    // Read again: another instance may have owned the partition meanwhile (membership flaps).
+    if let Ok(now) = svc.store.applied(&state.ns, state.partition).await {
+        state.applied = state.applied.max(now);
+    }
+    let applied = state.applied;
     tracing::info!(consumer = name, first, ?floor, applied, "deliveries arrived out of the consumer's order: resetting it to the event after the checkpoint");
     metrics::counter!("sequent_partition_resyncs_total").increment(1);
     if let Err(e) = reset_to(&stream, &name, applied + 1).await {
