@@ -535,8 +535,10 @@ async fn deliver_again_after_checkpoint(
 /// later (migrated from `AckExplicit`, see bus-gateway's provision.rs) refuses a sequence
 /// before its start: then it is reset to its ack floor, the best it allows.
 async fn reset_to(stream: &async_nats::jetstream::stream::Stream<()>, name: &str, from: u64) -> Result<(), String> {
+    use async_nats::jetstream::stream::ConsumerResetErrorKind;
     match stream.reset_consumer(name, Some(from)).await {
         Ok(_) => Ok(()),
+        Err(e) if e.kind() != ConsumerResetErrorKind::InvalidReset => Err(format!("resetting the consumer to {from}: {e}")),
         Err(e) => {
             tracing::warn!(consumer = name, from, error = %e, "the consumer refused to go back to the checkpoint; resetting it to its ack floor");
             stream.reset_consumer(name, None).await.map(|_| ()).map_err(|e| format!("resetting the consumer: {e}"))
@@ -549,6 +551,11 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
     let batch_size = svc.opts.batch.max(1);
     let mut delay = Duration::from_millis(100);
     while !hand.messages.is_empty() || !hand.stash.is_empty() {
+        // The partition moved on: what is in hand and not acked goes to the next owner (it finds
+        // the gap and has it delivered again). A stopping worker must not move the consumer.
+        if *stop.borrow() {
+            return Worked::Stopped;
+        }
         if hand.messages.is_empty() {
             // Resync compares with the ack floor: what we committed must be acked first.
             hand.flush_ack().await;
