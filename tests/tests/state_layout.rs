@@ -33,6 +33,16 @@ async fn transfers(api: &Api, token: &str, from: &str, to: &str, n: usize) {
     }
 }
 
+/// Waits (up to 20 s) until the two balances are `want`: a completed transfer has its credit
+/// stored, and the accounts projection shows it moments later.
+async fn assert_balances(api: &Api, (alice, a): (&str, &str), (bob, b): (&str, &str), want: (i64, i64)) {
+    let settled = sequent_tests::wait_until("the balances to show every completed transfer", Duration::from_secs(20), || async {
+        (balance(api, alice, a).await, balance(api, bob, b).await) == want
+    })
+    .await;
+    assert!(settled.is_ok(), "balances {:?}, want {want:?}", (balance(api, alice, a).await, balance(api, bob, b).await));
+}
+
 async fn balance(api: &Api, token: &str, account: &str) -> i64 {
     let (s, v): (u16, Value) = api.get(&format!("/api/accounts/{account}"), token).await;
     assert_eq!(s, 200, "{v}");
@@ -71,7 +81,7 @@ async fn the_bank_runs_on_a_redis_cluster_its_services_and_nectars_partitions_sp
     }
     let api = bank.api();
     let (alice, bob, a, b) = traffic(&api, 5).await;
-    assert_eq!((balance(&api, &alice, &a).await, balance(&api, &bob, &b).await), (950, 50));
+    assert_balances(&api, (&alice, &a), (&bob, &b), (950, 50)).await;
 
     // Every key of a service is on one master, in its tag's slot; the bank's services use all three.
     let mut masters_of: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
@@ -177,9 +187,9 @@ async fn state_in_the_layout_before_hash_tags_is_migrated_at_start_nothing_lost(
     let api = bank.api(); // the new bfaf's address
     // The old tokens still work (users' and bfaf's state came along), balances are intact,
     // and new transfers apply on top of the migrated state exactly once.
-    assert_eq!((balance(&api, &alice, &a).await, balance(&api, &bob, &b).await), (970, 30));
+    assert_balances(&api, (&alice, &a), (&bob, &b), (970, 30)).await;
     transfers(&api, &alice, &a, &b, 2).await;
-    assert_eq!((balance(&api, &alice, &a).await, balance(&api, &bob, &b).await), (950, 50));
+    assert_balances(&api, (&alice, &a), (&bob, &b), (950, 50)).await;
     let statement = api.statement(&alice, &a).await;
     assert_eq!(statement.len(), 1 + 5, "one deposit and five debits: {statement:?}");
 }
