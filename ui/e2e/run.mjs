@@ -221,6 +221,7 @@ async function main() {
     await step('transfer $30.00 and see both balances change live', async () => {
       await logIn(watcher, alice);
       await waitLive(watcher);
+      await expectCount(watcher.getByTestId('account-card'), 2, "accounts on the second tab's dashboard");
       await expectText(balanceOf(watcher, acc1), '$100.00', 'watcher balance 1 before');
       await expectText(balanceOf(watcher, acc2), '$0.00', 'watcher balance 2 before');
       const card = await transfer(page, acc1, acc2, '30.00');
@@ -390,6 +391,12 @@ async function main() {
     console.log('FAILED');
     console.error(`\nStep "${current}" failed: ${e instanceof Error ? e.message : e}`);
     if (page) await shot(page, `failure-${current.replace(/[^a-z0-9]+/gi, '-')}`).catch(() => {});
+    // Every other open tab too (a second tab of the same user, the operators' page), to see
+    // what each showed when the step failed.
+    const others = browser.contexts().flatMap((c) => c.pages()).filter((p) => p !== page);
+    for (const [i, other] of others.entries()) {
+      await shot(other, `failure-${current.replace(/[^a-z0-9]+/gi, '-')}-tab-${i + 2}`).catch(() => {});
+    }
     console.error(`Passed before it: ${passed.length ? passed.join('; ') : 'none'}`);
     console.error(`Is the stack running at ${BASE}? (SEQUENT_URL; the explorer: SEQUENT_EXPLORER_URL)`);
     process.exitCode = 1;
