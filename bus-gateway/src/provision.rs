@@ -11,9 +11,9 @@
 //! pulling the old consumer fail their pulls and must be restarted with the new superclient.
 //!
 //! A consumer whose state moves between file and memory (`--consumer-storage`) is replaced by
-//! one delivering from the start; the superclient resets it to the event after its checkpoint
-//! before it pulls. A consumer kept in memory and lost with a nats-server restart is made again
-//! after its recorded ack floor (`floors.rs`), or from the start if none was recorded.
+//! one starting after its ack floor. A consumer kept in memory and lost with a nats-server
+//! restart is made again after its recorded ack floor (`floors.rs`), or from the start if none
+//! was recorded; the superclient moves a consumer behind its checkpoint to the event after it.
 
 use crate::App;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};

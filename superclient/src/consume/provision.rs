@@ -40,9 +40,8 @@ pub async fn provision(client: &async_nats::Client, service: &str, types: Vec<St
     }
 }
 
-
-/// A partition's consumer is gone: a nats-server that kept consumers in memory restarted
-/// (`bus-gateway --consumer-storage memory`), or someone deleted it. Asks a gateway to make the
+/// A partition's consumer is gone: a nats-server that kept consumers in memory (the gateway's
+/// default `--consumer-storage memory`) restarted, or someone deleted it. Asks a gateway to make the
 /// service's consumers again, at most once a second per instance (every worker of the instance
 /// finds its consumer gone at once); the workers then resume after their checkpoints.
 pub async fn again(svc: &Service) {
