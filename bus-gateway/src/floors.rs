@@ -8,8 +8,8 @@
 //! run to the stream's end, checkpointing events never handled, whose sends would then never be
 //! made. Made again at its recorded floor (behind the real one by up to [`EVERY`]), it delivers
 //! the events after it again, which the superclient marks as redelivered: it learns from the
-//! consumer's metadata ([`MADE_AGAIN_BELOW`]) that every event before the stream's end then may
-//! have been handled.
+//! consumer's metadata ([`subjects::MADE_AGAIN_BELOW`]) that every event before the stream's
+//! end then may have been handled.
 
 use crate::App;
 use async_nats::jetstream::kv;
@@ -27,12 +27,22 @@ pub const EVERY: Duration = Duration::from_secs(5);
 /// Records the floors every [`EVERY`] until `stop`, when consumers are kept in memory.
 pub async fn keep(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut recorded: HashMap<String, u64> = HashMap::new();
+    // Looked up (or made) once, again after a failure.
+    let mut kv: Option<kv::Store> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = record(&app, &mut recorded).await {
+        let pass = async {
+            let store = match &kv {
+                Some(store) => store.clone(),
+                None => kv.insert(bucket(&app).await?).clone(),
+            };
+            record(&app, &store, &mut recorded).await
+        };
+        if let Err(e) = pass.await {
+            kv = None;
             tracing::debug!(error = %e, "recording the consumers' ack floors failed; trying again");
         }
     }
@@ -58,8 +68,7 @@ async fn bucket(app: &App) -> anyhow::Result<kv::Store> {
 
 /// One pass: every partition consumer's floor that moved since the last pass (one paged
 /// consumer list, a write per moved floor).
-async fn record(app: &App, recorded: &mut HashMap<String, u64>) -> anyhow::Result<()> {
-    let kv = bucket(app).await?;
+async fn record(app: &App, kv: &kv::Store, recorded: &mut HashMap<String, u64>) -> anyhow::Result<()> {
     let mut consumers = app.store.events.consumers();
     while let Some(info) = consumers.next().await {
         let info = info.map_err(|e| anyhow::anyhow!("listing consumers: {e}"))?;
@@ -74,9 +83,13 @@ async fn record(app: &App, recorded: &mut HashMap<String, u64>) -> anyhow::Resul
     Ok(())
 }
 
+/// The bucket of recorded floors, if it exists yet.
+pub async fn recorded_floors(app: &App) -> Option<kv::Store> {
+    app.store.js.get_key_value(BUCKET).await.ok()
+}
+
 /// The recorded floor of consumer `name`, if any.
-pub async fn recorded(app: &App, name: &str) -> Option<u64> {
-    let kv = app.store.js.get_key_value(BUCKET).await.ok()?;
-    let value = kv.get(name).await.ok()??;
+pub async fn recorded(floors: &kv::Store, name: &str) -> Option<u64> {
+    let value = floors.get(name).await.ok()??;
     std::str::from_utf8(&value).ok()?.parse().ok()
 }

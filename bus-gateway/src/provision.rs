@@ -80,6 +80,11 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
     }
     let partitions = app.config.partitions;
     let mut consumers = Vec::with_capacity(partitions as usize);
+    // Consumers lost with a nats-server restart are made again at their recorded floors.
+    let floors = match in_memory(app) {
+        true => crate::floors::recorded_floors(app).await,
+        false => None,
+    };
     for p in 0..partitions {
         let name = subjects::consumer_name(service, p);
         // JetStream refuses overlapping filters: `*` alone covers every type.
@@ -102,10 +107,9 @@ async fn provision(app: &App, service: &str, req: ProvisionRequest) -> Provision
             memory_storage: in_memory(app),
             ..Default::default()
         };
-        // Lost with a nats-server restart: made again at its recorded floor (see floors.rs).
-        let resume = match in_memory(app) {
-            true => crate::floors::recorded(app, &name).await,
-            false => None,
+        let resume = match &floors {
+            Some(floors) => crate::floors::recorded(floors, &name).await,
+            None => None,
         };
         if let Err(e) = app.store.ack_all_consumer(config, resume).await {
             return failed(ErrorCode::Unavailable, format!("creating consumer {name}: {e}"));

@@ -407,20 +407,18 @@ impl Store {
     }
 
     /// Creates (or keeps) the durable pull consumer `config` describes, acked in batches
-    /// (`AckAll`). A consumer of that name acking each message (made by an older gateway)
-    /// cannot be changed in place (JetStream refuses to change an ack policy): it is replaced
-    /// by one starting right after its ack floor, so whatever it had not acked is delivered
-    /// again and nothing is skipped.
-    /// Creates a partition consumer, or updates it, replacing it where JetStream cannot change
-    /// it in place. A consumer that does not exist and has a `resume` point (its ack floor
-    /// recorded before it was lost), or one replaced to move its state between file and memory,
-    /// starts after that floor, its metadata saying where the stream ended then
-    /// ([`subjects::MADE_AGAIN_BELOW`]).
+    /// (`AckAll`), replacing it where JetStream cannot change it in place:
+    /// - one acking each message (made by an older gateway: JetStream refuses to change an ack
+    ///   policy) is replaced by one starting right after its ack floor, so whatever it had not
+    ///   acked is delivered again and nothing is skipped;
+    /// - one moving its state between file and memory is replaced likewise, as is one that does
+    ///   not exist but has a `resume` point (its ack floor recorded before it was lost); their
+    ///   metadata says where the stream ended then ([`subjects::MADE_AGAIN_BELOW`]).
     pub async fn ack_all_consumer(&self, mut config: pull::Config, resume: Option<u64>) -> Result<PullConsumer, StoreError> {
         let name = config.durable_name.clone().unwrap_or_default();
         let existing = match self.events.consumer_info(&name).await {
             Ok(existing) => Some(existing),
-            Err(e) if e.to_string().contains("consumer not found") || e.to_string().contains("error code 10014") => None,
+            Err(e) if sequent_net::consumers::missing(&e) => None,
             Err(e) => return Err(StoreError::Unavailable(format!("reading consumer {name}: {e}"))),
         };
         // Where a consumer made in place of another one starts (after that one's ack floor).
@@ -441,7 +439,7 @@ impl Store {
             } else if existing.config.memory_storage != config.memory_storage {
                 // JetStream cannot move a consumer's state between file and memory in place.
                 tracing::warn!(consumer = name, memory = config.memory_storage, "moving a consumer's state between file and memory: replacing it with one that starts after its ack floor");
-                if existing.delivered.stream_sequence > 0 || existing.config.metadata.contains_key(subjects::MADE_AGAIN_BELOW) {
+                if sequent_net::consumers::has_run(&existing) {
                     made_again = Some(existing.ack_floor.stream_sequence);
                 }
                 if let Err(e) = self.events.delete_consumer(&name).await {

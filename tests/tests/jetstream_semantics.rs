@@ -27,6 +27,17 @@ async fn setup() -> (sequent_tests::NatsServer, jetstream::Context, stream::Stre
     (nats, js, stream)
 }
 
+/// Fetches up to `n` deliveries: (stream sequence, consumer sequence) each.
+async fn positions(c: &consumer::Consumer<consumer::pull::Config>, n: usize) -> Vec<(u64, u64)> {
+    let mut batch = c.fetch().max_messages(n).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = batch.next().await {
+        let info = m.unwrap().info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap();
+        out.push(info);
+    }
+    out
+}
+
 #[tokio::test]
 async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
     let (_nats, _js, stream) = setup().await;
@@ -56,14 +67,7 @@ async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
     let info = c.info().await.unwrap().clone();
     assert_eq!(info.num_ack_pending, 0);
     assert_eq!((info.ack_floor.stream_sequence, info.ack_floor.consumer_sequence), (3, 0));
-    let mut again = c.fetch().max_messages(3).expires(Duration::from_secs(2)).messages().await.unwrap();
-    let mut next = Vec::new();
-    while let Some(m) = again.next().await {
-        let m = m.unwrap();
-        let info = m.info().unwrap();
-        next.push((info.stream_sequence, info.consumer_sequence));
-    }
-    assert_eq!(next, vec![(4, 1), (5, 2), (6, 3)]);
+    assert_eq!(positions(&c, 3).await, vec![(4, 1), (5, 2), (6, 3)]);
 }
 
 #[tokio::test]
@@ -90,14 +94,7 @@ async fn reset_to_a_sequence_below_the_ack_floor_delivers_again_from_it() {
     stream.reset_consumer("f", Some(5)).await.unwrap();
     let info = c.info().await.unwrap().clone();
     assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (4, 0), "{info:?}");
-    let mut again = c.fetch().max_messages(4).expires(Duration::from_secs(2)).messages().await.unwrap();
-    let mut next = Vec::new();
-    while let Some(m) = again.next().await {
-        let m = m.unwrap();
-        let info = m.info().unwrap();
-        next.push((info.stream_sequence, info.consumer_sequence));
-    }
-    assert_eq!(next, vec![(7, 1), (10, 2)]);
+    assert_eq!(positions(&c, 4).await, vec![(7, 1), (10, 2)]);
 }
 
 #[tokio::test]

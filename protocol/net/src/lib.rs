@@ -4,8 +4,10 @@
 //! - [`serve`]: the HTTP server loop with a header-read timeout, a connection limit and TLS;
 //! - [`urls`]: NATS server lists whose credentials never reach a log line;
 //! - [`direct`]: JetStream direct reads (a subject's last message, a batch of messages after a
-//!   sequence, the last message of many subjects) without creating consumers.
+//!   sequence, the last message of many subjects) without creating consumers;
+//! - [`consumers`]: what both read from a partition consumer's state.
 
+pub mod consumers;
 pub mod direct;
 pub mod serve;
 

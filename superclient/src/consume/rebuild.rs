@@ -297,9 +297,9 @@ impl Bound {
         for p in 0..svc.partitions {
             let name = subjects::consumer_name(&svc.name, p);
             let floor = match stream.consumer_info(&name).await {
-                // Made again after a nats-server restart lost it: started after its recorded
-                // floor, which is where live delivery stood (bus-gateway's floors.rs).
-                Ok(info) if info.delivered.stream_sequence > 0 || info.config.metadata.contains_key(subjects::MADE_AGAIN_BELOW) => info.ack_floor.stream_sequence,
+                // Also a consumer made again after a nats-server restart lost it: it started
+                // after its recorded floor, which is where live delivery stood.
+                Ok(info) if sequent_net::consumers::has_run(&info) => info.ack_floor.stream_sequence,
                 Ok(_) => end,
                 Err(e) => anyhow::bail!("reading consumer {name} (where live delivery stopped): {e}"),
             };

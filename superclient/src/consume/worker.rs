@@ -57,11 +57,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-/// Whether getting a consumer failed because it does not exist (JetStream's error 10014).
-fn consumer_missing(error: &str) -> bool {
-    error.contains("consumer not found") || error.contains("error code 10014")
-}
-
 struct Worker {
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
@@ -348,15 +343,16 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             hand.late.take();
         }
         hand.flush_ack().await;
+        // (The error, and whether the consumer does not exist.)
         let consumer = match svc.events_stream().await {
-            Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(stream) => stream.get_consumer::<pull::Config>(&name).await.map_err(|e| (e.to_string(), sequent_net::consumers::missing(e.as_ref()))),
+            Err(e) => Err((e.to_string(), false)),
         };
         let consumer = match consumer {
             Ok(c) => c,
-            Err(e) => {
+            Err((e, missing)) => {
                 tracing::warn!(partition, consumer = name, error = e, "consumer not available; retrying");
-                if consumer_missing(&e) {
+                if missing {
                     tokio::select! { _ = provision::again(&svc) => {}, _ = stop.changed() => break }
                 }
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.changed() => break }
