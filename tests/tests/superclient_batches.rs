@@ -158,3 +158,35 @@ async fn a_shared_read_modify_write_counter_counts_every_event_once() {
     assert_eq!(redis_get(&stack, "shared").await.as_deref(), Some("400"), "every event counted once by the shared counter");
     drop((a, b));
 }
+
+/// Batches that meet two locked keys in opposite orders (each handler reads, writes and sends on
+/// its type's tally): each holds the lock the other needs next. A batch holding locks does not
+/// wait for another one; it commits what it has and leaves the rest to its next batch, so no
+/// handler waits for a lock until it expires.
+#[tokio::test]
+async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_other() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let inst = stack.instance("superclient_crossed_locks.lua", "crossed-a", &[]).await;
+    // One key in each of 8 partitions; the instance is frozen while their events are appended,
+    // so that each partition's events arrive as one batch: Left then Right in even partitions,
+    // Right then Left in odd ones.
+    let keys: Vec<String> = (0..8u32).map(|p| (0..).map(|i| format!("x-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect();
+    inst.child.pause().unwrap();
+    let mut events = Vec::new();
+    for round in 0..5 {
+        for (p, key) in keys.iter().enumerate() {
+            let first = if (p + round) % 2 == 0 { ["Left", "Right"] } else { ["Right", "Left"] };
+            events.extend(first.map(|t| (t, key.as_str())));
+        }
+    }
+    append_in_order(&stack, &events).await;
+    inst.child.resume().unwrap();
+    let expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 10)).collect();
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    let ns = stack.active_ns("test").await.unwrap();
+    let tally: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(format!("{ns}:tally")).query_async(&mut stack.redis_con().await).await.unwrap();
+    assert_eq!(tally, [("Left".to_string(), 40), ("Right".to_string(), 40)].into());
+    let waited: Vec<String> = inst.child.output().into_iter().filter(|l| l.contains("stayed locked")).collect();
+    assert!(waited.is_empty(), "a handler waited for a lock until it expired: {waited:?}");
+}

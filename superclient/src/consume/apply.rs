@@ -67,6 +67,16 @@ impl From<CallError> for Failure {
     }
 }
 
+/// How locking a call's reads went.
+enum Locking {
+    /// Checked and locked until the commit.
+    Held,
+    /// A key read was written since: run again on fresh state.
+    Stale,
+    /// Another call holds a lock on this key (asked not to wait).
+    Busy(String),
+}
+
 /// How publishing a handler's sends went.
 enum Published {
     Done,
@@ -140,15 +150,16 @@ impl Service {
             // After a conflict, optimism failed once: lock what the batch read before
             // committing, so that of the batches contending for a key one always gets through.
             if again && !call.overlay.written().is_empty() {
-                match self.lock_reads(&mut call, false).await {
-                    Ok(true) => {}
-                    Ok(false) if runs < MAX_BATCH_RUNS => {
+                let wait = call.locked.is_empty();
+                match self.lock_reads(&mut call, false, wait).await {
+                    Ok(Locking::Held) => {}
+                    Ok(Locking::Stale | Locking::Busy(_)) if runs < MAX_BATCH_RUNS => {
                         self.unlock(&call).await;
                         continue;
                     }
-                    Ok(false) => {
+                    Ok(_) => {
                         self.unlock(&call).await;
-                        return Outcome::Applied { count: 0, ran, failure: Some(Failure::infra("the batch kept reading keys written meanwhile")) };
+                        return Outcome::Applied { count: 0, ran, failure: Some(Failure::infra("the batch kept reading keys written or locked meanwhile")) };
                     }
                     Err(e) => {
                         self.unlock(&call).await;
@@ -222,12 +233,15 @@ impl Service {
         }
     }
 
-    /// Runs one event's handler on the batch's call and publishes its sends. Ok(false): the
-    /// handler wrote a key that an earlier handler of the batch read before its sends and
-    /// holds a shared lock on; when `can_defer` (handlers ran before it), it is rolled back and
-    /// left to the next batch, which commits after this one released its locks. Otherwise two
-    /// batches could each hold a shared lock on a key the other then writes, and wait for each
-    /// other's commit until the locks expire.
+    /// Runs one event's handler on the batch's call and publishes its sends. Ok(false), only
+    /// when `can_defer` (handlers ran before it): the handler is rolled back and left to the
+    /// next batch, which runs after this one committed and released its locks, because
+    /// - it wrote a key that an earlier handler of the batch read before its sends and holds a
+    ///   shared lock on,
+    /// - or a key it read before its sends is locked by another call.
+    ///
+    /// Otherwise two batches could each hold a lock the other waits for, and stall until the
+    /// locks expire: a call waits for a lock only while it holds none.
     async fn handle(&self, lease: &mut Lease, mut call: Call, event: &Event, delivery: Delivery, can_defer: bool) -> (Result<bool, Failure>, Call) {
         let rerun_on_conflict = self.spec.reruns(&event.event_type);
         let mut reruns = 0u32;
@@ -249,8 +263,11 @@ impl Service {
             }
             // A receipt listener runs after the sends are stored and may write what was read.
             let any_write = call.sends.iter().any(|e| lease.receipt_listener(&e.event_type).is_some());
-            let again = match self.lock_reads(&mut call, any_write).await {
-                Ok(true) => {
+            // Only a call that holds no lock waits for one: two batches each holding a lock the
+            // other waits for would stall until the locks expire.
+            let wait = !can_defer && call.locked.is_empty();
+            let again = match self.lock_reads(&mut call, any_write, wait).await {
+                Ok(Locking::Held) => {
                     let (published, back) = self.publish_sends(lease, call, rerun_on_conflict).await;
                     call = back;
                     match published {
@@ -262,7 +279,20 @@ impl Service {
                         }
                     }
                 }
-                Ok(false) => "a key it read was written meanwhile".to_string(),
+                Ok(Locking::Stale) => "a key it read was written meanwhile".to_string(),
+                // Handlers before it hold locks: they commit first and release them, and this
+                // one runs in the next batch.
+                Ok(Locking::Busy(_)) if can_defer => {
+                    call.overlay.rollback(mark);
+                    return (Ok(false), call);
+                }
+                // Its own locks come from earlier runs whose sends were refused (nothing of them
+                // is stored): let them go, then wait without holding any.
+                Ok(Locking::Busy(key)) => {
+                    self.unlock(&call).await;
+                    call.locked.clear();
+                    format!("{key} was locked by another call")
+                }
                 Err(e) => {
                     call.overlay.rollback(mark);
                     return (Err(e), call);
@@ -282,20 +312,26 @@ impl Service {
     }
 
     /// Checks what the call read from Redis and locks it until the commit (exclusively what it
-    /// also wrote, or everything if `any_write`: see [`Call::lock_request`]). Ok(false): a read
-    /// is stale (run the handler again).
-    async fn lock_reads(&self, call: &mut Call, any_write: bool) -> Result<bool, Failure> {
+    /// also wrote, or everything if `any_write`: see [`Call::lock_request`]). When another call
+    /// holds one of the locks: with `wait`, waits for it (up to the lock's TTL, then fails);
+    /// without, answers [`Locking::Busy`] at once.
+    async fn lock_reads(&self, call: &mut Call, any_write: bool, wait: bool) -> Result<Locking, Failure> {
         let (reads, exclusive) = call.lock_request(any_write);
         if reads.is_empty() {
-            return Ok(true);
+            return Ok(Locking::Held);
         }
         let owner = call.owner.get_or_insert_with(|| format!("{}/{}", self.instance, uuid::Uuid::now_v7().simple())).clone();
-        match self.store.lock_reads_waiting(&call.ns, &reads, &exclusive, &owner).await.map_err(redis_failure)? {
+        let locked = match wait {
+            true => self.store.lock_reads_waiting(&call.ns, &reads, &exclusive, &owner).await,
+            false => self.store.lock_reads(&call.ns, &reads, &exclusive, &owner).await,
+        };
+        match locked.map_err(redis_failure)? {
             Commit::Applied => {
                 call.note_locked(reads, &exclusive);
-                Ok(true)
+                Ok(Locking::Held)
             }
-            Commit::Stale(_) => Ok(false),
+            Commit::Stale(_) => Ok(Locking::Stale),
+            Commit::Locked(key) if !wait => Ok(Locking::Busy(key)),
             Commit::Locked(key) => Err(Failure::infra(format!("{key}, which the handler read, stayed locked by another call"))),
             _ => Err(Failure::infra("the active namespace moved (a rebuild was swapped in)")),
         }
