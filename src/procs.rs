@@ -79,12 +79,7 @@ pub async fn wait_for(addr: SocketAddr, what: &str, log: &Path) -> anyhow::Resul
     while !answers(addr) {
         if Instant::now() > deadline {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!(
-                "{what} did not start listening on {addr} within 20 s; the end of {}:\n{}",
-                log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            bail!("{what} did not start listening on {addr} within 20 s; the end of {}:\n{}", log.display(), log_end(&text));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -100,14 +95,24 @@ pub async fn wait_ready(name: &str, child: &mut Child, log: &Path) -> anyhow::Re
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            bail!("{name} exited ({status}) before it was ready; the end of {}:\n{}", log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!("{name} exited ({status}) before it was ready; the end of {}:\n{}", log.display(), log_end(&text));
         }
         if Instant::now() > deadline {
             bail!("{name} was not ready within 120 s; see {}", log.display());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The last 15 lines of a process's log, without backtrace frames (with `RUST_BACKTRACE` set, an
+/// error's frames would push its message out of view).
+fn log_end(text: &str) -> String {
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with("at ") || t == "Stack backtrace:" || t.split_once(": ").is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let tail: Vec<&str> = text.lines().filter(|l| !frame(l)).rev().take(15).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// The first port from `*next` on that is free now; `*next` moves past it.
@@ -117,4 +122,13 @@ pub fn next_free(next: &mut u16) -> u16 {
     }
     *next += 1;
     *next - 1
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_log_end_leaves_out_backtrace_frames() {
+        let log = "starting\nError: the gateway refused the registration\n\nStack backtrace:\n   0: anyhow::msg\n             at ./src/procs.rs:104:13\n  12: main\n";
+        assert_eq!(super::log_end(log), "starting\nError: the gateway refused the registration\n");
+    }
 }
