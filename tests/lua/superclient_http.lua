@@ -51,7 +51,7 @@ end)
 
 bus:add_route("/bomb", "GET", function()
   local t = {}
-  for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end
+  for i = 1, 1e9 do t[i] = string.rep("x", 65536) .. i end
   return HTTP_OK, { n = #t }
 end)
 
