@@ -11,6 +11,11 @@ local function count(event_type, key, correlation, data, meta)
   if data.spin then
     while true do end -- a runaway handler: the instruction budget must stop it
   end
+  if data.busy_ms then
+    -- A slow handler (CPU time): batches that take a while, with more deliveries in hand.
+    local started = os.clock()
+    while (os.clock() - started) * 1000 < data.busy_ms do end
+  end
   redis:incr("count:" .. key)
   redis:rpush("seqs:" .. key, meta.seq)
   redis:hset("redelivered", meta.seq, meta.redelivered)

@@ -6,6 +6,8 @@
 //!   sequence to 0, and the next deliveries are the first events not acked, numbered from 1;
 //! - a RESET to a stream sequence below the ack floor (a worker going back to its checkpoint)
 //!   delivers again from there, also on a filtered consumer;
+//! - a NAK on an `AckAll` consumer does nothing: deliveries a worker received and did not handle
+//!   stay with it until the ack wait expires, so the next owner takes them back with a RESET;
 //! - a batched direct get answers each message with `Nats-Num-Pending` (how many match after
 //!   it), then an end-of-batch marker.
 
@@ -127,3 +129,33 @@ async fn batched_direct_gets_say_what_follows() {
     let all: Vec<u64> = unfiltered.scan("sem.>", 1, None).map(|m| m.unwrap().seq).collect().await;
     assert_eq!(all, (1..=10).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_nak_on_an_ack_all_consumer_does_not_deliver_again() {
+    let (_nats, _js, stream) = setup().await;
+    let config = consumer::pull::Config {
+        durable_name: Some("n".into()),
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 100,
+        ..Default::default()
+    };
+    let mut c = stream.create_consumer(config).await.unwrap();
+    let mut batch = c.fetch().max_messages(3).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = batch.next().await {
+        got.push(m.unwrap());
+    }
+    assert_eq!(got.iter().map(|m| m.info().unwrap().stream_sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
+    got[0].ack().await.unwrap();
+    for m in &got[1..] {
+        m.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+    }
+    // The refused ones are not delivered again: the next deliveries are the newer events, and
+    // the two stay pending on their receiver (for the ack wait, a minute).
+    let next: Vec<u64> = positions(&c, 10).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(next, (4..=10).collect::<Vec<_>>());
+    let info = c.info().await.unwrap();
+    assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (1, 9), "{info:?}");
+}
+

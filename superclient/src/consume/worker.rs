@@ -22,8 +22,12 @@
 //! acked meanwhile, it resets the consumer to the event after its checkpoint and takes
 //! everything again, in order ([`resync`]). The checkpoint makes the repeats harmless.
 //!
-//! Losing a partition (another instance joined): finish the batch in hand, stop pulling, then
-//! unpin the consumer so the new owner is pinned at once. Taking over from an instance that
+//! Losing a partition (another instance joined): finish the batch being applied, stop pulling,
+//! then unpin the consumer so the new owner is pinned at once. What else was delivered to the
+//! old owner stays delivered to it (JetStream ignores a NAK on an `AckAll` consumer): the new
+//! owner, idle once the old one has unpinned, finds deliveries still waiting for an ack and
+//! resets the consumer to the event after the checkpoint ([`stranded`]), rather than wait
+//! `--ack-wait` for them. Taking over from an instance that
 //! vanished: unpin (its pin would otherwise last `--pin-timeout`) and reset the consumer to its
 //! ack floor so the events it held are redelivered now rather than after `--ack-wait`.
 //!
@@ -333,6 +337,11 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
     // The checkpoint moved back (see the module doc): deliver again what follows it.
     let mut rewound = false;
     let expires = (svc.opts.pin_timeout / 2).min(Duration::from_secs(30)).max(Duration::from_millis(500));
+    // Taken over from a previous owner: when to look for deliveries it left unhandled, and
+    // until when (see `stranded`).
+    let mut stranded_check = Some(tokio::time::Instant::now() + STRANDED_POLL);
+    let stranded_until = tokio::time::Instant::now() + svc.opts.pin_timeout * 2 + Duration::from_secs(1);
+    let mut left_by_previous = false;
     'outer: loop {
         if *stop.borrow() {
             break;
@@ -368,8 +377,17 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         // Behind the checkpoint: the consumer was made again (a nats-server that kept it in
         // memory restarted) and would deliver from the stream's start.
         let reborn = info.delivered.stream_sequence < state.applied;
-        let info = if rewound || reborn || info.ack_floor.stream_sequence > state.applied {
-            match deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info, reborn).await {
+        let left = std::mem::take(&mut left_by_previous);
+        if left {
+            // Where the previous owner left the partition.
+            state = PartitionState::load(&svc, partition).await;
+        }
+        let info = if left || rewound || reborn || info.ack_floor.stream_sequence > state.applied {
+            let why = match left {
+                true => "the previous owner released the partition with deliveries it did not handle",
+                false => "the consumer is not where the checkpoint is (the state was rebuilt behind it, or the consumer was made again)",
+            };
+            match deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info, reborn, why).await {
                 Ok(info) => info,
                 Err(e) => {
                     tracing::warn!(partition, consumer = name, error = %e, "could not move the consumer to the checkpoint; retrying");
@@ -447,6 +465,23 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
                             hand.flush_ack().await;
                             None
                         }
+                        _ = tokio::time::sleep_until(stranded_check.unwrap_or_else(tokio::time::Instant::now)), if stranded_check.is_some() => {
+                            match stranded(&svc, &name).await {
+                                Stranded::Yes => {
+                                    // Reset once this pull stream is gone: a pull still waiting
+                                    // would take the deliveries, and be dropped with them.
+                                    stranded_check = None;
+                                    left_by_previous = true;
+                                    continue 'outer;
+                                }
+                                Stranded::No => stranded_check = None,
+                                Stranded::NotYet => {
+                                    let next = tokio::time::Instant::now() + STRANDED_POLL;
+                                    stranded_check = (next < stranded_until).then_some(next);
+                                }
+                            }
+                            None
+                        }
                     }
                 }
             };
@@ -476,6 +511,37 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
     tracing::info!(partition, "released partition");
 }
 
+/// How often a worker that took a partition over looks for deliveries its previous owner left.
+const STRANDED_POLL: Duration = Duration::from_millis(250);
+
+enum Stranded {
+    /// Deliveries wait for an ack, and nobody is pinned: the previous owner released the
+    /// partition without handling them.
+    Yes,
+    /// Nothing waits for an ack.
+    No,
+    /// Deliveries wait for an ack while a client is pinned: the previous owner may still be
+    /// finishing its batch (or they are on their way here).
+    NotYet,
+}
+
+/// A worker told to stop finishes the batch it is applying and releases the partition; what
+/// else it had received stays delivered to it, and JetStream ignores a NAK on an `AckAll`
+/// consumer, so those would go out again only after `--ack-wait` (or when a newer event shows
+/// the gap here). The worker that takes the partition looks, while idle, until the previous
+/// owner has unpinned: deliveries still waiting for an ack then are stranded, and the consumer
+/// is reset to the event after the checkpoint.
+async fn stranded(svc: &Service, name: &str) -> Stranded {
+    let Ok(stream) = svc.events_stream().await else { return Stranded::NotYet };
+    let Ok(info) = stream.consumer_info(name).await else { return Stranded::NotYet };
+    let pinned = info.priority_groups.iter().any(|g| g.pinned_client_id.is_some());
+    match (info.num_ack_pending, pinned) {
+        (0, _) => Stranded::No,
+        (_, true) => Stranded::NotYet,
+        _ => Stranded::Yes,
+    }
+}
+
 /// The last stream sequence the consumer had delivered (to anyone) before this worker started.
 async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     let Ok(stream) = svc.events_stream().await else { return u64::MAX };
@@ -502,6 +568,7 @@ async fn deliver_again_after_checkpoint(
     hand: &mut Hand,
     before: async_nats::jetstream::consumer::Info,
     reborn: bool,
+    why: &str,
 ) -> Result<async_nats::jetstream::consumer::Info, String> {
     hand.delivered_before = hand.delivered_before.max(before.delivered.stream_sequence).max(hand.highest);
     if reborn {
@@ -519,7 +586,7 @@ async fn deliver_again_after_checkpoint(
         ack_floor = before.ack_floor.stream_sequence,
         delivered = before.delivered.stream_sequence,
         reborn,
-        "the consumer is not where the checkpoint is (the state was rebuilt behind it, or the consumer was made again): delivering again from {from}"
+        "{why}: delivering again from {from}"
     );
     metrics::counter!("sequent_partition_rewinds_total", "service" => svc.name.clone()).increment(1);
     let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
