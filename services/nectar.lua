@@ -3,7 +3,9 @@
 --   * earns 10% of the amount as points when the amount is over $100 (10000 cents);
 --   * when the amount is over $25 (2500 cents) and the points before this transfer suffice
 --     (points >= amount), spends `amount` points for a cashback of 10% of the amount, credited
---     to the sending account (AccountCredited, reason "cashback").
+--     to the sending account (AccountCredited, reason "cashback"). "Before" is when nectar
+--     handles the transfer: an account's transfers are keyed by transfer and so spread over
+--     partitions, and while one partition lags a later transfer can be handled first.
 -- Points are integers (1 point per cent of the amount spent); cashback is integer cents,
 -- rounded down.
 --

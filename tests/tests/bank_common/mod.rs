@@ -124,13 +124,15 @@ impl Bank {
         let admin = sequent_tests::connect(&nats.url(), sequent_tests::ADMIN.0, sequent_tests::ADMIN.1).await.unwrap();
         let gateway_http = gateways[0].http.clone();
         let mut bank = Bank { nats, redis, gateways, gateway_http, instances: Vec::new(), ui, admin, explorer_url: None };
-        let mut spawned = Vec::new();
-        // Operators use the platform's explorer beside the bank (the bfaf links to it).
+        // Operators use the platform's explorer beside the bank (the bfaf links to it). It picks
+        // its own port, ready before the bfaf starts: a port picked here could be taken by
+        // another process before the explorer binds it.
         if setup.services.iter().any(|(s, _)| *s == "bfaf") {
-            let listen = format!("127.0.0.1:{}", free_port());
-            bank.explorer_url = Some(format!("http://{listen}"));
-            spawned.push(bank.spawn("explorer", "explorer-1", &["--listen", &listen]));
+            let explorer = Bank::ready(bank.spawn("explorer", "explorer-1", &[])).await;
+            bank.explorer_url = Some(explorer.url.clone());
+            bank.instances.push(explorer);
         }
+        let mut spawned = Vec::new();
         for (service, n) in setup.services {
             for i in 1..=*n {
                 let args: Vec<&str> = setup.extra.iter().filter(|(s, _)| s == service).flat_map(|(_, a)| a.iter().copied()).collect();
@@ -330,6 +332,12 @@ impl Bank {
             let (s, services) = api.call("GET", "/api/admin/services", Some(&token), None, &[]).await;
             if s != 200 {
                 return Err(format!("services: {s} {services}"));
+            }
+            // A service that joined moments ago may not be listed yet (the explorer reads the
+            // membership bucket every second): its lag counts too.
+            let listed: Vec<&str> = services.as_array().unwrap().iter().filter_map(|s| s["service"].as_str()).collect();
+            if let Some(missing) = self.instances.iter().find(|i| !listed.contains(&i.service.as_str())) {
+                return Err(format!("{} is not listed yet", missing.service));
             }
             let lagging: Vec<String> = services
                 .as_array()
