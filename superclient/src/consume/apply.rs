@@ -11,7 +11,10 @@
 //! 3. The batch's writes commit with the partition checkpoint in one Redis script, which
 //!    refuses if the checkpoint is already at or past the batch (a redelivery, a stale owner),
 //!    if a rebuild swapped the namespace, or if a key the batch read was written since; in the
-//!    last two cases the batch runs again on fresh state.
+//!    last case the batch runs again on fresh state. A live batch whose namespace was swapped
+//!    goes back to its worker ([`Outcome::Moved`]): the new state may be behind what the worker
+//!    applied (Redis lost it and it was rebuilt up to the acked events), and then what follows
+//!    its checkpoint must be delivered again first, not skipped by this batch's commit.
 //! 4. Only then does the worker ack, once for the batch.
 //!
 //! A handler that fails leaves no trace in the overlay (it is rolled back to before it): the
@@ -41,8 +44,9 @@ const MAX_BATCH_RUNS: u32 = 100;
 /// Where a batch applies.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Live delivery from the partition's durable consumer.
-    Live { partition: u32 },
+    /// Live delivery from the partition's durable consumer, into the namespace its worker
+    /// loaded the checkpoint from (`ns`).
+    Live { partition: u32, ns: String },
     /// Re-processing a parked key's held event (the head of its held list).
     Release { key: String },
 }
@@ -56,6 +60,11 @@ pub enum Outcome {
     Applied { count: usize, ran: usize, failure: Option<Failure> },
     /// The checkpoint is already at or past the batch: another owner applied it.
     AlreadyApplied,
+    /// Live only: a rebuild swapped another namespace in for the partition before the batch
+    /// committed (nothing committed; the handlers of the first `ran` events ran). Its
+    /// checkpoint may be behind what the worker applied (Redis lost the state): the worker
+    /// looks before it goes on (`consume::worker`), instead of the batch moving on to it.
+    Moved { ran: usize },
 }
 
 impl From<CallError> for Failure {
@@ -94,14 +103,17 @@ impl Service {
         let mut again = false;
         let mut runs = 0;
         let partition = match target {
-            Target::Live { partition } => *partition,
+            Target::Live { partition, .. } => *partition,
             Target::Release { key } => subjects::partition_of(key, self.partitions),
         };
         // After a commit found its namespace moved: where the partition's state is now.
         let mut moved_to: Option<String> = None;
         loop {
             runs += 1;
-            let ns = moved_to.take().unwrap_or_else(|| self.active_ns_of(partition));
+            let ns = match target {
+                Target::Live { ns, .. } => ns.clone(),
+                Target::Release { .. } => moved_to.take().unwrap_or_else(|| self.active_ns_of(partition)),
+            };
             let mut call = self.call(Mode::Handler, &ns);
             let mut lease = self.pool.get().await;
             let (mut count, mut ran, mut failure) = (0, 0, None);
@@ -140,6 +152,9 @@ impl Service {
             if failure.as_ref().is_some_and(Failure::is_script) && self.moved(&ns).await && runs < MAX_BATCH_RUNS {
                 tracing::info!(from = ns, to = self.active_ns_of(partition), "a handler failed while a rebuild was swapped in; running the batch again");
                 self.unlock(&call).await;
+                if let Target::Live { .. } = target {
+                    return Outcome::Moved { ran };
+                }
                 again = true;
                 continue;
             }
@@ -169,7 +184,7 @@ impl Service {
             }
             let last = events[count - 1].0.seq;
             let guard = match target {
-                Target::Live { partition } => Guard::Checkpoint { partition: *partition, first, last },
+                Target::Live { partition, .. } => Guard::Checkpoint { partition: *partition, first, last },
                 Target::Release { key } => {
                     call.overlay.push_op(vec!["LPOP".into(), state::held_key(&ns, key)]);
                     Guard::HeldHead { key: key.clone(), seq: first }
@@ -202,6 +217,9 @@ impl Service {
                     self.unlock(&call).await;
                     if let Commit::NamespaceMoved = moved {
                         moved_to = self.refresh_active_of(&ns).await.ok();
+                        if let Target::Live { .. } = target {
+                            return Outcome::Moved { ran };
+                        }
                     }
                     metrics::counter!("sequent_batch_reruns_total").increment(1);
                     tracing::debug!(?moved, "the state moved under the batch; running it again");

@@ -124,6 +124,7 @@ pub async fn release(svc: &Service, st: &mut PartitionState, key: &str) {
             Outcome::Applied { failure, .. } => {
                 return tracing::warn!(key, seq, error = ?failure.map(|f| f.to_string()), "release interrupted; will retry")
             }
+            Outcome::Moved { .. } => return tracing::warn!(key, seq, "release interrupted by a rebuild; will retry"),
         }
     }
 }

@@ -652,15 +652,29 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
             hand.ack_front(1).await;
             continue;
         }
-        let target = Target::Live { partition: state.partition };
+        let target = Target::Live { partition: state.partition, ns: state.ns.clone() };
         let (outcome, stream_failed) = keep_alive(svc, hand, messages, svc.apply_batch(&target, &events, &state.parked)).await;
         let (count, ran, failure) = match outcome {
             Outcome::AlreadyApplied => {
-                // Another owner was faster: reload the checkpoint; the skip above acks.
+                // Another owner was faster: reload the checkpoint; the skip above acks. (Unless
+                // a rebuild moved the partition behind what this worker applied.)
+                if state.refresh_if_moved(svc).await {
+                    return Worked::Rewound;
+                }
                 *state = PartitionState::load(svc, state.partition).await;
                 (0, 0, None)
             }
             Outcome::Applied { count, ran, failure } => (count, ran, failure),
+            Outcome::Moved { ran } => {
+                for (event, _) in &events[..ran] {
+                    hand.ran.insert(event.seq);
+                }
+                // Behind what this worker applied: deliver again from the new checkpoint.
+                if state.refresh_if_moved(svc).await {
+                    return Worked::Rewound;
+                }
+                continue;
+            }
         };
         for (event, _) in &events[count..ran.max(count)] {
             hand.ran.insert(event.seq);
