@@ -261,11 +261,9 @@ pub struct RunOpts {
     #[arg(long, env = "SEQUENT_RETRY_DELAY", default_value = "200ms", value_parser = parse_duration)]
     pub retry_delay: Duration,
     /// How long a committed event's ack may wait, so that one ack covers several commits (the
-    /// consumer acks every earlier event with the last); `0` (the default) acks every commit at
-    /// once. After a crash, up to this much more of the events is delivered again and skipped.
-    /// Off by default while a loss seen once after Redis lost the state is not explained
-    /// (superclient/README.md, step 5).
-    #[arg(long, env = "SEQUENT_ACK_LINGER", default_value = "0s", value_parser = parse_duration)]
+    /// consumer acks every earlier event with the last); `0` acks every commit at once. After a
+    /// crash, up to this much more of the events is delivered again and skipped.
+    #[arg(long, env = "SEQUENT_ACK_LINGER", default_value = "100ms", value_parser = parse_duration)]
     pub ack_linger: Duration,
     /// How long an unacknowledged event waits before JetStream redelivers it. Long handlers
     /// keep their event with progress signals, so this only bounds recovery after a crash.
