@@ -29,37 +29,35 @@ async fn setup() -> (sequent_tests::NatsServer, jetstream::Context, stream::Stre
     (nats, js, stream)
 }
 
-/// Fetches up to `n` deliveries: (stream sequence, consumer sequence) each.
-async fn positions(c: &consumer::Consumer<consumer::pull::Config>, n: usize) -> Vec<(u64, u64)> {
+/// A durable consumer `name` that acks in batches, as the partition workers' are.
+fn ack_all(name: &str) -> consumer::pull::Config {
+    consumer::pull::Config { durable_name: Some(name.into()), ack_policy: consumer::AckPolicy::All, max_ack_pending: 100, ..Default::default() }
+}
+
+/// Fetches up to `n` deliveries (waiting 2 s at most).
+async fn fetch(c: &consumer::Consumer<consumer::pull::Config>, n: usize) -> Vec<jetstream::Message> {
     let mut batch = c.fetch().max_messages(n).expires(Duration::from_secs(2)).messages().await.unwrap();
     let mut out = Vec::new();
     while let Some(m) = batch.next().await {
-        let info = m.unwrap().info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap();
-        out.push(info);
+        out.push(m.unwrap());
     }
     out
+}
+
+/// Fetches up to `n` deliveries: (stream sequence, consumer sequence) each.
+async fn positions(c: &consumer::Consumer<consumer::pull::Config>, n: usize) -> Vec<(u64, u64)> {
+    fetch(c, n).await.iter().map(|m| m.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap()).collect()
 }
 
 #[tokio::test]
 async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
     let (_nats, _js, stream) = setup().await;
-    let config = consumer::pull::Config {
-        durable_name: Some("c".into()),
-        ack_policy: consumer::AckPolicy::All,
-        max_ack_pending: 100,
-        ..Default::default()
-    };
-    let consumer = stream.create_consumer(config).await.unwrap();
-    let mut batch = consumer.fetch().max_messages(6).expires(Duration::from_secs(2)).messages().await.unwrap();
-    let mut got = Vec::new();
-    while let Some(m) = batch.next().await {
-        let m = m.unwrap();
-        let info = m.info().unwrap();
-        got.push((info.stream_sequence, info.consumer_sequence, m));
-    }
-    assert_eq!(got.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(), (1..=6).map(|i| (i, i)).collect::<Vec<_>>(), "consecutive consumer sequences");
+    let consumer = stream.create_consumer(ack_all("c")).await.unwrap();
+    let got = fetch(&consumer, 6).await;
+    let got_positions: Vec<(u64, u64)> = got.iter().map(|m| m.info().map(|i| (i.stream_sequence, i.consumer_sequence)).unwrap()).collect();
+    assert_eq!(got_positions, (1..=6).map(|i| (i, i)).collect::<Vec<_>>(), "consecutive consumer sequences");
     // One ack of the third covers the first three.
-    got[2].2.double_ack().await.unwrap();
+    got[2].double_ack().await.unwrap();
     let mut c = stream.get_consumer::<consumer::pull::Config>("c").await.unwrap();
     let info = c.info().await.unwrap().clone();
     assert_eq!((info.ack_floor.stream_sequence, info.ack_floor.consumer_sequence, info.num_ack_pending), (3, 3, 3));
@@ -76,20 +74,8 @@ async fn ack_all_and_reset_keep_deliveries_in_consumer_order() {
 async fn reset_to_a_sequence_below_the_ack_floor_delivers_again_from_it() {
     let (_nats, _js, stream) = setup().await;
     // sem.1 holds 1, 4, 7, 10.
-    let config = consumer::pull::Config {
-        durable_name: Some("f".into()),
-        filter_subject: "sem.1".into(),
-        ack_policy: consumer::AckPolicy::All,
-        max_ack_pending: 100,
-        ..Default::default()
-    };
-    let consumer = stream.create_consumer(config).await.unwrap();
-    let mut batch = consumer.fetch().max_messages(4).expires(Duration::from_secs(2)).messages().await.unwrap();
-    let mut last = None;
-    while let Some(m) = batch.next().await {
-        last = Some(m.unwrap());
-    }
-    last.expect("four deliveries").double_ack().await.unwrap();
+    let consumer = stream.create_consumer(consumer::pull::Config { filter_subject: "sem.1".into(), ..ack_all("f") }).await.unwrap();
+    fetch(&consumer, 4).await.last().expect("four deliveries").double_ack().await.unwrap();
     let mut c = stream.get_consumer::<consumer::pull::Config>("f").await.unwrap();
     assert_eq!(c.info().await.unwrap().ack_floor.stream_sequence, 10);
     // Back to the event after a checkpoint at 4 (between two of the consumer's events: 5).
@@ -133,19 +119,8 @@ async fn batched_direct_gets_say_what_follows() {
 #[tokio::test]
 async fn a_nak_on_an_ack_all_consumer_does_not_deliver_again() {
     let (_nats, _js, stream) = setup().await;
-    let config = consumer::pull::Config {
-        durable_name: Some("n".into()),
-        ack_policy: consumer::AckPolicy::All,
-        ack_wait: Duration::from_secs(60),
-        max_ack_pending: 100,
-        ..Default::default()
-    };
-    let mut c = stream.create_consumer(config).await.unwrap();
-    let mut batch = c.fetch().max_messages(3).expires(Duration::from_secs(2)).messages().await.unwrap();
-    let mut got = Vec::new();
-    while let Some(m) = batch.next().await {
-        got.push(m.unwrap());
-    }
+    let mut c = stream.create_consumer(consumer::pull::Config { ack_wait: Duration::from_secs(60), ..ack_all("n") }).await.unwrap();
+    let got = fetch(&c, 3).await;
     assert_eq!(got.iter().map(|m| m.info().unwrap().stream_sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
     got[0].ack().await.unwrap();
     for m in &got[1..] {

@@ -654,6 +654,7 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
         }
         let target = Target::Live { partition: state.partition, ns: state.ns.clone() };
         let (outcome, stream_failed) = keep_alive(svc, hand, messages, svc.apply_batch(&target, &events, &state.parked)).await;
+        let moved = matches!(outcome, Outcome::Moved { .. });
         let (count, ran, failure) = match outcome {
             Outcome::AlreadyApplied => {
                 // Another owner was faster: reload the checkpoint; the skip above acks. (Unless
@@ -665,19 +666,15 @@ async fn work(svc: &Service, state: &mut PartitionState, hand: &mut Hand, messag
                 (0, 0, None)
             }
             Outcome::Applied { count, ran, failure } => (count, ran, failure),
-            Outcome::Moved { ran } => {
-                for (event, _) in &events[..ran] {
-                    hand.ran.insert(event.seq);
-                }
-                // Behind what this worker applied: deliver again from the new checkpoint.
-                if state.refresh_if_moved(svc).await {
-                    return Worked::Rewound;
-                }
-                continue;
-            }
+            Outcome::Moved { ran } => (0, ran, None),
         };
         for (event, _) in &events[count..ran.max(count)] {
             hand.ran.insert(event.seq);
+        }
+        // A rebuild swapped the partition's state: behind what this worker applied, deliver
+        // again from the new checkpoint; else go on in the new state.
+        if moved && state.refresh_if_moved(svc).await {
+            return Worked::Rewound;
         }
         if count > 0 {
             let held = events[..count].iter().filter(|(e, _)| state.parked.contains(&e.key)).count() as u64;
