@@ -6,8 +6,9 @@
 //!   sequence to 0, and the next deliveries are the first events not acked, numbered from 1;
 //! - a RESET to a stream sequence below the ack floor (a worker going back to its checkpoint)
 //!   delivers again from there, also on a filtered consumer;
-//! - a NAK on an `AckAll` consumer does nothing: deliveries a worker received and did not handle
-//!   stay with it until the ack wait expires, so the next owner takes them back with a RESET;
+//! - a NAK on an `AckAll` consumer delivers that event again, but only once the server has
+//!   applied it, on its own time unless sent as a request (the workers do not NAK; a partition's
+//!   next owner takes back what the previous one left in hand with a RESET);
 //! - a batched direct get answers each message with `Nats-Num-Pending` (how many match after
 //!   it), then an end-of-batch marker.
 
@@ -117,20 +118,23 @@ async fn batched_direct_gets_say_what_follows() {
 }
 
 #[tokio::test]
-async fn a_nak_on_an_ack_all_consumer_does_not_deliver_again() {
-    let (_nats, _js, stream) = setup().await;
+async fn a_nak_on_an_ack_all_consumer_delivers_again_once_the_server_has_applied_it() {
+    let (nats, _js, stream) = setup().await;
     let mut c = stream.create_consumer(consumer::pull::Config { ack_wait: Duration::from_secs(60), ..ack_all("n") }).await.unwrap();
     let got = fetch(&c, 3).await;
     assert_eq!(got.iter().map(|m| m.info().unwrap().stream_sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
-    got[0].ack().await.unwrap();
+    // Acks and NAKs are sent as requests, and answered once the server has applied them: a
+    // plain ack is only published, and the server applies it on its own time (a pull sent
+    // right after may be served first, as if the NAK had not been sent).
+    got[0].double_ack().await.unwrap();
+    let client = nats.admin().await.unwrap();
     for m in &got[1..] {
-        m.ack_with(jetstream::AckKind::Nak(None)).await.unwrap();
+        let reply = m.reply.clone().expect("a delivery has a reply subject");
+        client.request(reply, "-NAK".into()).await.expect("the server answers a NAK sent as a request");
     }
-    // The refused ones are not delivered again: the next deliveries are the newer events, and
-    // the two stay pending on their receiver (for the ack wait, a minute).
-    let next: Vec<u64> = positions(&c, 10).await.into_iter().map(|(s, _)| s).collect();
-    assert_eq!(next, (4..=10).collect::<Vec<_>>());
+    // The refused ones come again first, then the newer events.
+    let next: Vec<u64> = positions(&c, 9).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(next, (2..=10).collect::<Vec<_>>());
     let info = c.info().await.unwrap();
     assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (1, 9), "{info:?}");
 }
-

@@ -163,9 +163,8 @@ async fn an_instance_started_later_takes_a_share() {
 
 /// An instance joins while the first one works through full hands (slow handlers, one event a
 /// batch): each partition that moves is released after the batch being applied, with later
-/// deliveries received and not handled. JetStream ignores a NAK on these consumers and would
-/// send them again only after the ack wait (two minutes here); the new owner takes them back
-/// as soon as the old one has unpinned.
+/// deliveries received and not handled, which JetStream would send again only after the ack
+/// wait (two minutes here); the new owner takes them back as soon as the old one has unpinned.
 #[tokio::test]
 async fn a_joining_instance_takes_at_once_what_the_previous_owner_left_in_hand() {
     let _serial = serial().await;
