@@ -371,7 +371,8 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
         let info = consumer.cached_info().clone();
         // Made again after a nats-server restart lost it (kept in memory): what the stream held
         // then may have been handled already.
-        if let Some(end) = info.config.metadata.get(subjects::MADE_AGAIN_BELOW).and_then(|v| v.parse::<u64>().ok()) {
+        let made_again = info.config.metadata.get(subjects::MADE_AGAIN_BELOW).and_then(|v| v.parse::<u64>().ok());
+        if let Some(end) = made_again {
             hand.delivered_before = hand.delivered_before.max(end);
         }
         // Behind the checkpoint: the consumer was made again (a nats-server that kept it in
@@ -383,9 +384,12 @@ async fn worker(svc: Arc<Service>, partition: u32, mut stop: watch::Receiver<boo
             state = PartitionState::load(&svc, partition).await;
         }
         let info = if left || rewound || reborn || info.ack_floor.stream_sequence > state.applied {
-            let why = match left {
-                true => "the previous owner released the partition with deliveries it did not handle",
-                false => "the consumer is not where the checkpoint is (the state was rebuilt behind it, or the consumer was made again)",
+            let why = if left {
+                Rewind::LeftInHand
+            } else if made_again.is_none() && info.delivered.stream_sequence == 0 && info.ack_floor.stream_sequence == 0 {
+                Rewind::NewConsumer
+            } else {
+                Rewind::OffCheckpoint
             };
             match deliver_again_after_checkpoint(&svc, &name, &state, &mut hand, info, reborn, why).await {
                 Ok(info) => info,
@@ -551,6 +555,30 @@ async fn delivered_so_far(svc: &Service, name: &str) -> u64 {
     }
 }
 
+/// Why a worker moves its consumer to the event after its checkpoint.
+#[derive(Clone, Copy)]
+enum Rewind {
+    /// The previous owner released the partition with deliveries it had not handled: routine
+    /// when partitions move.
+    LeftInHand,
+    /// The consumer never delivered anything, and the service's first rebuild already applied
+    /// the stream up to the checkpoint: routine for a new service.
+    NewConsumer,
+    /// The state was rebuilt behind the consumer, or the consumer was made again: worth an
+    /// operator's look.
+    OffCheckpoint,
+}
+
+impl Rewind {
+    fn why(self) -> &'static str {
+        match self {
+            Rewind::LeftInHand => "the previous owner released the partition with deliveries it did not handle",
+            Rewind::NewConsumer => "a new consumer starts after what the first rebuild applied",
+            Rewind::OffCheckpoint => "the consumer is not where the checkpoint is (the state was rebuilt behind it, or the consumer was made again)",
+        }
+    }
+}
+
 /// Resets the consumer so that delivery starts again right after the checkpoint:
 /// - the checkpoint moved back (the state was rebuilt from the stream after Redis lost it), or
 ///   the consumer acked past it (an ack that was late or in flight when Redis lost the state,
@@ -567,7 +595,7 @@ async fn deliver_again_after_checkpoint(
     hand: &mut Hand,
     before: async_nats::jetstream::consumer::Info,
     reborn: bool,
-    why: &str,
+    why: Rewind,
 ) -> Result<async_nats::jetstream::consumer::Info, String> {
     hand.delivered_before = hand.delivered_before.max(before.delivered.stream_sequence).max(hand.highest);
     if reborn {
@@ -578,15 +606,16 @@ async fn deliver_again_after_checkpoint(
         hand.delivered_before = hand.delivered_before.max(end);
     }
     let from = state.applied + 1;
-    tracing::warn!(
-        partition = state.partition,
-        consumer = name,
-        checkpoint = state.applied,
-        ack_floor = before.ack_floor.stream_sequence,
-        delivered = before.delivered.stream_sequence,
-        reborn,
-        "{why}: delivering again from {from}"
-    );
+    let (checkpoint, ack_floor, delivered) = (state.applied, before.ack_floor.stream_sequence, before.delivered.stream_sequence);
+    let (partition, why_text) = (state.partition, why.why());
+    match why {
+        Rewind::OffCheckpoint => {
+            tracing::warn!(partition, consumer = name, checkpoint, ack_floor, delivered, reborn, "{why_text}: delivering again from {from}")
+        }
+        Rewind::LeftInHand | Rewind::NewConsumer => {
+            tracing::info!(partition, consumer = name, checkpoint, ack_floor, delivered, reborn, "{why_text}: delivering from {from}")
+        }
+    }
     metrics::counter!("sequent_partition_rewinds_total", "service" => svc.name.clone()).increment(1);
     let stream = svc.events_stream().await.map_err(|e| e.to_string())?;
     reset_to(&stream, name, from).await?;
