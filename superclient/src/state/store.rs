@@ -565,14 +565,17 @@ impl Store {
     /// The active namespace. Partitioned state is active only while every partition's pointer
     /// is there (a shard may be lost alone): then the service's pointer names it.
     pub async fn active(&self) -> redis::RedisResult<Option<String>> {
-        let active: Option<String> = self.pointer(&namespace(&self.service, 0)).await?;
-        let (Some(ns), Some(_)) = (active.clone(), self.partitioned) else { return Ok(active) };
-        for p in self.namespaces(&ns) {
-            if self.pointer(&p).await?.is_none() {
-                return Ok(None);
-            }
+        let service = namespace(&self.service, 0);
+        if self.partitioned.is_none() {
+            return self.pointer(&service).await;
         }
-        Ok(Some(ns))
+        // Asked at once (one round trip on the multiplexed connection): a slot's pointer key
+        // does not depend on the generation. Each GET alone, not a pipeline or an MGET, since
+        // each partition's pointer is in its own slot (a cluster routes each to its node).
+        let namespaces: Vec<String> = std::iter::once(service.clone()).chain(self.namespaces(&service)).collect();
+        let pointers = futures::future::try_join_all(namespaces.iter().map(|ns| self.pointer(ns))).await?;
+        let (active, partitions) = pointers.split_first().expect("the service's pointer was asked for");
+        Ok(active.clone().filter(|_| partitions.iter().all(Option::is_some)))
     }
 
     /// The active pointer of the slot of namespace `ns` (the service's, or a partition's).
