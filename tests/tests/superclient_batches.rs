@@ -190,3 +190,31 @@ async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_o
     let waited: Vec<String> = inst.child.output().into_iter().filter(|l| l.contains("stayed locked")).collect();
     assert!(waited.is_empty(), "a handler waited for a lock until it expired: {waited:?}");
 }
+
+/// Batches that each hold a lock (a key they read and sent on) on the key the other's commit
+/// writes without reading it (tests/lua/superclient_blind_crossed.lua): a commit that waited
+/// for the other's lock while holding its own would wait for a batch waiting for it, until the
+/// locks expire (10 s). A batch holding locks lets them go and runs again instead.
+#[tokio::test]
+async fn batches_whose_commits_write_what_the_other_locked_do_not_wait_for_each_other() {
+    let _serial = serial().await;
+    let stack = stack().await;
+    let inst = stack.instance("superclient_blind_crossed.lua", "blind-a", &[]).await;
+    // One key in each of 8 partitions, appended while the instance is frozen so that each
+    // partition's events arrive as one batch: Left only in even partitions, Right in odd ones.
+    let keys: Vec<String> = (0..8u32).map(|p| (0..).map(|i| format!("b-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect();
+    inst.child.pause().unwrap();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        for (p, key) in keys.iter().enumerate() {
+            events.push((if p % 2 == 0 { "Left" } else { "Right" }, key.as_str()));
+        }
+    }
+    append_in_order(&stack, &events).await;
+    let resumed = std::time::Instant::now();
+    inst.child.resume().unwrap();
+    let expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
+    stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
+    let took = resumed.elapsed();
+    assert!(took < Duration::from_secs(8), "the batches took {took:?}: a commit waited for a lock held by a batch waiting for it");
+}
