@@ -82,11 +82,12 @@ pub const LOCK_TTL: Duration = Duration::from_secs(10);
 /// expired (twice its TTL: a route's second send takes it again); one holding locks, far less,
 /// since the other call may be waiting for one of them. A batch holding locks does not wait at
 /// all (it lets them go and runs again); a route that has sent cannot, and answers 503 after
-/// this wait.
+/// this wait: 0.5-1.5 s, at random, so that of two routes waiting for each other one usually
+/// gives up first and the other goes through.
 pub fn lock_wait(holding: bool) -> Duration {
     match holding {
         false => LOCK_TTL * 2,
-        true => Duration::from_secs(1),
+        true => Duration::from_millis(500 + rand::random::<u64>() % 1000),
     }
 }
 
