@@ -25,11 +25,12 @@
 //! Losing a partition (another instance joined): finish the batch being applied, stop pulling,
 //! then unpin the consumer so the new owner is pinned at once. What else was delivered to the
 //! old owner stays delivered to it until `--ack-wait` (it does not NAK them: a frozen owner
-//! could not, and a NAK takes effect on the server's own time): the new owner, idle once the old one has unpinned, finds deliveries still waiting for an ack and
-//! resets the consumer to the event after the checkpoint ([`stranded`]), rather than wait
-//! `--ack-wait` for them. Taking over from an instance that
-//! vanished: unpin (its pin would otherwise last `--pin-timeout`) and reset the consumer to its
-//! ack floor so the events it held are redelivered now rather than after `--ack-wait`.
+//! could not, and a NAK takes effect on the server's own time): the new owner, idle once the
+//! old one has unpinned, finds deliveries still waiting for an ack and resets the consumer to
+//! the event after the checkpoint ([`stranded`]), rather than wait `--ack-wait` for them.
+//! Taking over from an instance that vanished: unpin (its pin would otherwise last
+//! `--pin-timeout`) and reset the consumer to its ack floor so the events it held are
+//! redelivered now rather than after `--ack-wait`.
 //!
 //! Redis lost the state: it is rebuilt from the stream up to each consumer's ack floor, while
 //! workers wait. A worker that finds its checkpoint moved back (it committed events to the lost
@@ -531,9 +532,9 @@ enum Stranded {
 
 /// A worker told to stop finishes the batch it is applying and releases the partition; what
 /// else it had received stays delivered to it, so those would go out again only after
-/// `--ack-wait` (or when a newer event shows the gap here). The worker that takes the partition looks, while idle, until the previous
-/// owner has unpinned: deliveries still waiting for an ack then are stranded, and the consumer
-/// is reset to the event after the checkpoint.
+/// `--ack-wait` (or when a newer event shows the gap here). The worker that takes the partition
+/// looks, while idle, until the previous owner has unpinned: deliveries still waiting for an
+/// ack then are stranded, and the consumer is reset to the event after the checkpoint.
 async fn stranded(svc: &Service, name: &str) -> Stranded {
     let Ok(stream) = svc.events_stream().await else { return Stranded::NotYet };
     let Ok(info) = stream.consumer_info(name).await else { return Stranded::NotYet };
