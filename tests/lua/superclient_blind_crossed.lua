@@ -1,7 +1,8 @@
 -- Two shared keys, each read and sent on by one event type and written without being read by
 -- the other: a "Left" handler reads "left", sends on it, and marks "right"; a "Right" handler
 -- the mirror. Two batches running at once, one of each type, each hold the lock the other's
--- commit needs (superclient/src/consume/apply.rs).
+-- commit needs: write skew, which no order serializes (superclient/README.md, "Serializable
+-- state").
 bus:register("test")
 
 local other = { Left = "right", Right = "left" }

@@ -1,7 +1,7 @@
 -- A route that sends twice, each time on a shared key it read: POST /cross/ab reads "a", sends,
 -- works 150 ms, reads "b" and sends again; /cross/ba the same in the opposite order. A route's
 -- send locks what it read until its commit, so two such requests at once each hold the key
--- the other needs for its second send (superclient/src/state/store.rs, `lock_wait`).
+-- the other needs for its second send (superclient/README.md, "Serializable state").
 bus:register("test")
 
 bus:add_route("/cross/{order}", "POST", function(method, path, params, body, query)

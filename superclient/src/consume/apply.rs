@@ -33,7 +33,6 @@ use crate::state::{self, Changes, Commit, Guard};
 use crate::stream::AppendError;
 use sequent_protocol::{subjects, Event, Receipt};
 use std::collections::HashSet;
-use std::time::Duration;
 
 /// Most rounds of "append, then run receipt listeners that send again" for one event.
 const MAX_SEND_ROUNDS: usize = 5;
@@ -191,18 +190,18 @@ impl Service {
                     Guard::HeldHead { key: key.clone(), seq: first }
                 }
             };
-            // Holding locks, it does not wait for another call's: that call may wait for one of
-            // them. It lets them go and runs again instead (below).
-            let max_wait = if call.locked.is_empty() { state::lock_wait(false) } else { Duration::ZERO };
-            let changes = Changes {
-                expected_active: Some(&ns),
-                ns: &ns,
-                guard,
-                overlay: &call.overlay,
-                owner: call.owner.as_deref(),
-                locked: &call.locked,
-            };
-            let committed = self.store.commit_waiting(&changes, max_wait).await.map_err(redis_failure);
+            let committed = self
+                .store
+                .commit_waiting(&Changes {
+                    expected_active: Some(&ns),
+                    ns: &ns,
+                    guard,
+                    overlay: &call.overlay,
+                    owner: call.owner.as_deref(),
+                    locked: &call.locked,
+                })
+                .await
+                .map_err(redis_failure);
             match committed {
                 Ok(Commit::Applied) => {
                     metrics::histogram!("sequent_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -225,10 +224,6 @@ impl Service {
                     metrics::counter!("sequent_batch_reruns_total").increment(1);
                     tracing::debug!(?moved, "the state moved under the batch; running it again");
                     again = true;
-                    if let Commit::Locked(_) = moved {
-                        // Spread batches that let go of their locks for each other apart.
-                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 + u64::from(runs.min(10)) * 5))).await;
-                    }
                 }
                 Ok(other) => {
                     self.unlock(&call).await;
@@ -330,7 +325,7 @@ impl Service {
             tracing::debug!(again, reruns, "running the handler again on fresh state");
             // Spread racing deciders apart a little.
             let jitter = rand::random::<u64>() % (2 + u64::from(reruns.min(10)) * 5);
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
         }
     }
 
@@ -345,7 +340,7 @@ impl Service {
         }
         let owner = call.owner.get_or_insert_with(|| format!("{}/{}", self.instance, uuid::Uuid::now_v7().simple())).clone();
         let locked = match wait {
-            true => self.store.lock_reads_waiting(&call.ns, &reads, &exclusive, &owner, state::lock_wait(false)).await,
+            true => self.store.lock_reads_waiting(&call.ns, &reads, &exclusive, &owner).await,
             false => self.store.lock_reads(&call.ns, &reads, &exclusive, &owner).await,
         };
         match locked.map_err(redis_failure)? {

@@ -299,8 +299,16 @@ async fn run_route(
 
 async fn commit_route(svc: &Service, call: &Call) -> redis::RedisResult<Commit> {
     let ns = call.commit_namespace(false).map_err(|e| redis::RedisError::from((redis::ErrorKind::Client, "refused", e)))?;
-    let changes = Changes { expected_active: Some(&ns), ns: &ns, guard: Guard::None, overlay: &call.overlay, owner: call.owner.as_deref(), locked: &call.locked };
-    svc.store.commit_waiting(&changes, state::lock_wait(!call.locked.is_empty())).await
+    svc.store
+        .commit_waiting(&Changes {
+            expected_active: Some(&ns),
+            ns: &ns,
+            guard: Guard::None,
+            overlay: &call.overlay,
+            owner: call.owner.as_deref(),
+            locked: &call.locked,
+        })
+        .await
 }
 
 /// Releases the locks of a route that will not commit (its sends were decided on them).

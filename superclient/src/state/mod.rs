@@ -16,4 +16,4 @@ pub mod store;
 pub use keys::*;
 pub use memory::Memory;
 pub use overlay::{Cmd, Overlay, StrView};
-pub use store::{lock_wait, Changes, Commit, Guard, Locks, Store};
+pub use store::{Changes, Commit, Guard, Locks, Store};

@@ -78,19 +78,6 @@ pub struct Changes<'a> {
 /// How long a lock taken before a send holds if its owner never commits (it died).
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
 
-/// How long a call waits for another call's lock: one holding no locks, until that lock has
-/// expired (twice its TTL: a route's second send takes it again); one holding locks, far less,
-/// since the other call may be waiting for one of them. A batch holding locks does not wait at
-/// all (it lets them go and runs again); a route that has sent cannot, and answers 503 after
-/// this wait: 0.5-1.5 s, at random, so that of two routes waiting for each other one usually
-/// gives up first and the other goes through.
-pub fn lock_wait(holding: bool) -> Duration {
-    match holding {
-        false => LOCK_TTL * 2,
-        true => Duration::from_millis(500 + rand::random::<u64>() % 1000),
-    }
-}
-
 /// Lua shared by the commit, lock and unlock scripts. Locks: `a.locks` (hash: key →
 /// `<owner>:<deadline ms>`) holds the exclusive ones; `a.rlocks .. key` (hash: owner → deadline
 /// ms) the shared ones of a key. A lock past its deadline is nobody's (its owner died).
@@ -715,17 +702,10 @@ impl Store {
         })
     }
 
-    /// [`Store::lock_reads`], waiting (up to `max_wait`) while another call holds a lock on a
-    /// key read: it commits soon, or its lock expires ([`LOCK_TTL`]).
-    pub async fn lock_reads_waiting(
-        &self,
-        ns: &str,
-        reads: &HashMap<String, u64>,
-        exclusive: &[String],
-        owner: &str,
-        max_wait: Duration,
-    ) -> redis::RedisResult<Commit> {
-        let deadline = tokio::time::Instant::now() + max_wait;
+    /// [`Store::lock_reads`], waiting (up to [`LOCK_TTL`]) while another call holds a lock on a
+    /// key read: it commits soon, or its lock expires.
+    pub async fn lock_reads_waiting(&self, ns: &str, reads: &HashMap<String, u64>, exclusive: &[String], owner: &str) -> redis::RedisResult<Commit> {
+        let deadline = tokio::time::Instant::now() + LOCK_TTL;
         let mut pause = Duration::from_millis(1);
         loop {
             match self.lock_reads(ns, reads, exclusive, owner).await? {
@@ -739,10 +719,10 @@ impl Store {
         }
     }
 
-    /// [`Store::commit`], waiting (up to `max_wait`) while another call holds a lock on a key
-    /// written.
-    pub async fn commit_waiting(&self, changes: &Changes<'_>, max_wait: Duration) -> redis::RedisResult<Commit> {
-        let deadline = tokio::time::Instant::now() + max_wait;
+    /// [`Store::commit`], waiting (up to twice [`LOCK_TTL`]) while another call holds a lock on
+    /// a key written.
+    pub async fn commit_waiting(&self, changes: &Changes<'_>) -> redis::RedisResult<Commit> {
+        let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
         let mut pause = Duration::from_millis(1);
         loop {
             match self.commit(changes).await? {

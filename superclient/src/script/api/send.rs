@@ -212,17 +212,16 @@ async fn known_version(lua: &Lua, key: &str) -> LResult<Option<u64>> {
 async fn lock_reads(lua: &Lua, what: &str) -> LResult<()> {
     // A route goes on running after its send and may write anything it read: it locks its
     // reads exclusively.
-    let (ns, owner, (reads, exclusive), sent, holding) = with_call(lua, what, |c| {
+    let (ns, owner, (reads, exclusive), sent) = with_call(lua, what, |c| {
         let owner = c.owner.get_or_insert_with(|| format!("{}/{}", shared_name(lua), uuid::Uuid::now_v7().simple())).clone();
-        Ok((c.commit_namespace(true), owner, c.lock_request(true), c.sent, !c.locked.is_empty()))
+        Ok((c.commit_namespace(true), owner, c.lock_request(true), c.sent))
     })?;
     if reads.is_empty() {
         return Ok(());
     }
     let ns = ns.map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
     let store = redis_store(lua)?;
-    // A second send holds the first one's locks: it waits less (see `state::lock_wait`).
-    match store.lock_reads_waiting(&ns, &reads, &exclusive, &owner, state::lock_wait(holding)).await {
+    match store.lock_reads_waiting(&ns, &reads, &exclusive, &owner).await {
         Ok(Commit::Applied) => with_call(lua, what, |c| {
             c.note_locked(reads, &exclusive);
             Ok(())
