@@ -195,7 +195,8 @@ async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_o
 /// writes without reading it (tests/lua/superclient_blind_crossed.lua): write skew between
 /// calls that have sent, which no order serializes. They wait for each other until the locks
 /// expire (10 s; superclient/README.md, "Serializable state", says why they do not give up
-/// sooner), then every event is applied, once.
+/// sooner), then every event is applied, once, and the one that ran again on a changed read
+/// after sending says so.
 #[tokio::test]
 async fn batches_whose_commits_write_what_the_other_locked_go_through_once_the_locks_expire() {
     let _serial = serial().await;
@@ -218,4 +219,8 @@ async fn batches_whose_commits_write_what_the_other_locked_go_through_once_the_l
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
     let took = resumed.elapsed();
     assert!(took < Duration::from_secs(45), "the batches took {took:?}: the cycle outlived the locks' expiry");
+    // The batch that went second ran again on a read that changed after its sends left: its
+    // sends were duplicates of what it sent before, with other data. That is said loudly.
+    let reported = inst.child.output().iter().any(|l| l.contains("sent other data under an id already stored"));
+    assert!(reported || took < Duration::from_secs(5), "the batches waited {took:?} for the locks to expire, and no re-run that decided otherwise was reported");
 }

@@ -385,6 +385,29 @@ impl Service {
     }
 
     /// Appends the handler's sends and runs receipt listeners, round by round.
+    /// A send the store already had (its id is derived from the handled event: a handler run
+    /// again after a crash, a failure or a conflict): the event stored first stands. Said loudly
+    /// when this run decided other data, which needs state that changed under a call after its
+    /// sends left (superclient/README.md, "Serializable state") or a handler that is not a
+    /// function of its reads (a clock, a random number). One direct get per duplicate.
+    async fn say_if_decided_otherwise(&self, sent: &sequent_protocol::NewEvent, seq: u64) {
+        let Ok(Some(stored)) = self.events.get(seq).await else { return };
+        let parsed = |raw: &serde_json::value::RawValue| serde_json::from_str::<serde_json::Value>(raw.get()).ok();
+        if parsed(&sent.data) == parsed(&stored.data) {
+            return;
+        }
+        metrics::counter!("sequent_sends_decided_otherwise_total", "service" => self.name.clone()).increment(1);
+        tracing::warn!(
+            seq,
+            id = stored.id,
+            event_type = stored.event_type,
+            key = stored.key,
+            stored = stored.data.get(),
+            this_run = sent.data.get(),
+            "a handler run again sent other data under an id already stored: the stored event stands, and this run's state may not match it"
+        );
+    }
+
     async fn publish_sends(&self, lease: &mut Lease, mut call: Call, rerun: bool) -> (Result<Published, Failure>, Call) {
         let Some(gateway) = self.shared.gateway.get().cloned() else { return (Err(Failure::infra("not connected to NATS")), call) };
         let mut rounds = 0;
@@ -430,6 +453,9 @@ impl Service {
             }
             for (sent, receipt) in batch.iter().zip(&reply.receipts) {
                 api::note_receipt(&mut call, receipt);
+                if let Receipt::Stored { duplicate: true, seq, .. } = receipt {
+                    self.say_if_decided_otherwise(sent, *seq).await;
+                }
                 if let Receipt::Conflict { key, current_version, .. } = receipt {
                     metrics::counter!("sequent_send_conflicts_total").increment(1);
                     tracing::info!(event_type = sent.event_type, key, ?current_version, "a sent event conflicted");
