@@ -384,7 +384,6 @@ impl Service {
         (result.map_err(Failure::from), call)
     }
 
-    /// Appends the handler's sends and runs receipt listeners, round by round.
     /// A send the store already had (its id is derived from the handled event: a handler run
     /// again after a crash, a failure or a conflict): the event stored first stands. Said loudly
     /// when this run decided other data, which needs state that changed under a call after its
@@ -408,6 +407,7 @@ impl Service {
         );
     }
 
+    /// Appends the handler's sends and runs receipt listeners, round by round.
     async fn publish_sends(&self, lease: &mut Lease, mut call: Call, rerun: bool) -> (Result<Published, Failure>, Call) {
         let Some(gateway) = self.shared.gateway.get().cloned() else { return (Err(Failure::infra("not connected to NATS")), call) };
         let mut rounds = 0;
