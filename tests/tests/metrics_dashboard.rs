@@ -97,6 +97,7 @@ async fn every_metric_the_dashboard_graphs_is_exported() {
         "sequent_rebuild_events_expected",
         "sequent_events_stored_total",
         "sequent_events_total",
+        "sequent_sends_decided_otherwise_total",
     ] {
         assert!(used.contains_key(needed), "the dashboard has no panel on {needed}; it uses {:?}", used.keys().collect::<Vec<_>>());
     }

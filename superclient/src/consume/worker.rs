@@ -76,6 +76,8 @@ pub async fn run(svc: Arc<Service>, mut live_rx: watch::Receiver<Vec<String>>, m
     let mut stopping: HashMap<u32, tokio::task::JoinHandle<()>> = HashMap::new();
     let routes: ReleaseRoutes = Default::default();
     tokio::spawn(parking::dispatch_releases(svc.clone(), routes.clone()));
+    // Exported at 0 from the start, so that an alert on any increase has a series to watch.
+    metrics::counter!("sequent_sends_decided_otherwise_total", "service" => svc.name.clone()).increment(0);
     let mut previous: Vec<String> = Vec::new();
     loop {
         let live = live_rx.borrow_and_update().clone();
