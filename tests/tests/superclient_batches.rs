@@ -37,6 +37,16 @@ async fn append_in_order(stack: &Stack, events: &[(&str, &str)]) -> Vec<u64> {
     seqs
 }
 
+/// Appends `(type, key)` events in this order while `inst` is frozen, so that each partition's
+/// events reach it as one batch. Returns when it was let run again.
+async fn append_as_batches(stack: &Stack, inst: &Instance, events: &[(&str, &str)]) -> std::time::Instant {
+    inst.child.pause().unwrap();
+    append_in_order(stack, events).await;
+    let resumed = std::time::Instant::now();
+    inst.child.resume().unwrap();
+    resumed
+}
+
 /// The partition's events arrive together (the instance is frozen while they are appended):
 /// one batch. The failing event's predecessors commit, it is retried then parked with its key
 /// held, and the events after it on other keys go on, in order.
@@ -168,11 +178,9 @@ async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_o
     let _serial = serial().await;
     let stack = stack().await;
     let inst = stack.instance("superclient_crossed_locks.lua", "crossed-a", &[]).await;
-    // One key in each of 8 partitions; the instance is frozen while their events are appended,
-    // so that each partition's events arrive as one batch: Left then Right in even partitions,
-    // Right then Left in odd ones.
-    let keys: Vec<String> = (0..8u32).map(|p| (0..).map(|i| format!("x-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect();
-    inst.child.pause().unwrap();
+    // One key in each of 8 partitions, each partition's events one batch: Left then Right in
+    // even partitions, Right then Left in odd ones.
+    let keys = one_key_per_partition("x", 8);
     let mut events = Vec::new();
     for round in 0..5 {
         for (p, key) in keys.iter().enumerate() {
@@ -180,8 +188,7 @@ async fn batches_that_lock_shared_keys_in_opposite_orders_do_not_wait_for_each_o
             events.extend(first.map(|t| (t, key.as_str())));
         }
     }
-    append_in_order(&stack, &events).await;
-    inst.child.resume().unwrap();
+    append_as_batches(&stack, &inst, &events).await;
     let expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 10)).collect();
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
     let ns = stack.active_ns("test").await.unwrap();
@@ -202,19 +209,12 @@ async fn batches_whose_commits_write_what_the_other_locked_go_through_once_the_l
     let _serial = serial().await;
     let stack = stack().await;
     let inst = stack.instance("superclient_blind_crossed.lua", "blind-a", &[]).await;
-    // One key in each of 8 partitions, appended while the instance is frozen so that each
-    // partition's events arrive as one batch: Left only in even partitions, Right in odd ones.
-    let keys: Vec<String> = (0..8u32).map(|p| (0..).map(|i| format!("b-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect();
-    inst.child.pause().unwrap();
-    let mut events = Vec::new();
-    for _ in 0..3 {
-        for (p, key) in keys.iter().enumerate() {
-            events.push((if p % 2 == 0 { "Left" } else { "Right" }, key.as_str()));
-        }
-    }
-    append_in_order(&stack, &events).await;
-    let resumed = std::time::Instant::now();
-    inst.child.resume().unwrap();
+    // One key in each of 8 partitions, each partition's events one batch: Left only in even
+    // partitions, Right in odd ones.
+    let keys = one_key_per_partition("b", 8);
+    let events: Vec<(&str, &str)> =
+        (0..3).flat_map(|_| keys.iter().enumerate().map(|(p, key)| (if p % 2 == 0 { "Left" } else { "Right" }, key.as_str()))).collect();
+    let resumed = append_as_batches(&stack, &inst, &events).await;
     let expected: BTreeMap<String, i64> = keys.iter().map(|k| (k.clone(), 3)).collect();
     stack.wait_counts("test", &expected, Duration::from_secs(60)).await;
     let took = resumed.elapsed();

@@ -171,7 +171,7 @@ async fn a_joining_instance_takes_at_once_what_the_previous_owner_left_in_hand()
     let stack = stack().await;
     let args = ["--batch", "1", "--ack-wait", "120s"];
     let a = stack.instance(SCRIPT, "hand-a", &args).await;
-    let keys: Vec<String> = (0..16u32).map(|p| (0..).map(|i| format!("hand-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect();
+    let keys = one_key_per_partition("hand", 16);
     let events: Vec<(String, String, serde_json::Value)> =
         (0..3).flat_map(|_| keys.iter().map(|k| ("Counted".to_string(), k.clone(), serde_json::json!({ "busy_ms": 150 })))).collect();
     stack.append_many("test", events, 16).await;

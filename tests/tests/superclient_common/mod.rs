@@ -259,6 +259,12 @@ pub async fn append_with(client: &async_nats::Client, as_service: &str, event_ty
     unreachable!()
 }
 
+/// One key in each of partitions `0..n` (of 16): `<prefix>-<p>-<i>`, the first such that lands
+/// in partition `p`.
+pub fn one_key_per_partition(prefix: &str, n: u32) -> Vec<String> {
+    (0..n).map(|p| (0..).map(|i| format!("{prefix}-{p}-{i}")).find(|k| sequent_protocol::subjects::partition_of(k, 16) == p).unwrap()).collect()
+}
+
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let r = reqwest::get(url).await.expect("request");
     let status = r.status().as_u16();
